@@ -1,0 +1,193 @@
+"""The mean-estimation game of [H] §4 (SPEC §1) as batched numpy stages.
+
+One episode is one round. ``MeanEstimationGame`` draws the data of ``B`` independent episodes at once and plays
+them through a :class:`~fedgames.envs.protocol.Protocol`; the PettingZoo environment is this with ``B = 1``.
+Nothing here imports PettingZoo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedgames.envs.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class World:
+    """The hidden state of a batch of episodes (what nature drew before anyone acts).
+
+    Attributes:
+        mu: ``(B, d)`` global mean.
+        xbar: ``(B, N, d)`` each player's sample mean.
+        sample_var: ``(B, N)`` each player's unbiased estimate of ``E||x_ij - mu_i||^2`` (0 when n = 1).
+        sigma2: ``(B, N)`` each player's true ``sigma_i^2``.
+    """
+
+    mu: np.ndarray
+    xbar: np.ndarray
+    sample_var: np.ndarray
+    sigma2: np.ndarray
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything one batch of episodes produced (all arrays batched over episodes and players)."""
+
+    messages: np.ndarray
+    aggregate: np.ndarray
+    responses: np.ndarray
+    estimates: np.ndarray
+    sq_error: np.ndarray
+    payments: np.ndarray | None
+    rewards: np.ndarray
+
+
+def _positive_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _nonnegative(name: str, value: object, strict: bool = False) -> float:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(x) or x < 0 or (strict and x == 0):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return x
+
+
+def _per_player(name: str, value: float | Sequence[float], n_players: int, strict: bool) -> np.ndarray:
+    if np.ndim(value) == 0:
+        return np.full(n_players, _nonnegative(name, value, strict))
+    values = list(value)  # type: ignore[arg-type]
+    if len(values) != n_players:
+        raise ValueError(f"{name} must be one number or one per player ({n_players}), got {len(values)} values")
+    return np.array([_nonnegative(f"{name}[{i}]", v, strict) for i, v in enumerate(values)])
+
+
+class MeanEstimationGame:
+    """Configuration and batched stages of the mean-estimation game (SPEC §1).
+
+    Args:
+        n_players: ``N >= 2``.
+        n_samples: ``n >= 1`` samples per player.
+        dim: ``d >= 1``.
+        sigma: ``sigma > 0``, the within-client noise scale (one value, or one per player).
+        sigma_star: ``sigma_* >= 0``, the spread of client means around ``mu``.
+        lam: ``lambda_i >= 0``, one value or one per player (eq. 2).
+        alpha_max: top of the aggressiveness range (``> 0``).
+        bias_max: bias bound per coordinate (``>= 0``).
+        prior_std: the prior of ``mu`` is ``N(0, prior_std^2 I_d)`` (``>= 0``).
+        sigma_cv: heterogeneity option: when ``> 0`` each episode draws ``sigma_i^2`` from a Gamma distribution
+            with mean ``sigma_i^2`` and this coefficient of variation (``E sigma_i^2`` and so the theory are
+            unchanged).
+    """
+
+    def __init__(
+        self,
+        n_players: int = 3,
+        n_samples: int = 10,
+        dim: int = 2,
+        sigma: float | Sequence[float] = 1.0,
+        sigma_star: float = 0.5,
+        lam: float | Sequence[float] = 1.0,
+        alpha_max: float = 5.0,
+        bias_max: float = 1.0,
+        prior_std: float = 1.0,
+        sigma_cv: float = 0.0,
+    ) -> None:
+        self.n_players = _positive_int("n_players", n_players, 2)
+        self.n_samples = _positive_int("n_samples", n_samples, 1)
+        self.dim = _positive_int("dim", dim, 1)
+        self.sigma = _per_player("sigma", sigma, self.n_players, strict=True)
+        self.sigma_star = _nonnegative("sigma_star", sigma_star)
+        self.lam = _per_player("lam", lam, self.n_players, strict=False)
+        self.alpha_max = _nonnegative("alpha_max", alpha_max, strict=True)
+        self.bias_max = _nonnegative("bias_max", bias_max)
+        self.prior_std = _nonnegative("prior_std", prior_std)
+        self.sigma_cv = _nonnegative("sigma_cv", sigma_cv)
+
+    @property
+    def nu(self) -> np.ndarray:
+        """``nu_i = E sigma_i^2 / n + sigma_*^2`` per player ([H] Thm 4.1)."""
+        return self.sigma**2 / self.n_samples + self.sigma_star**2
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return ("alpha", "beta") + tuple(f"b_{k + 1}" for k in range(self.dim))
+
+    @property
+    def obs_dim(self) -> int:
+        return self.dim + 1
+
+    def protocol(self) -> Protocol:
+        """The plain protocol: mean aggregation, broadcast response, no payments."""
+        low = np.concatenate([[0.0, 0.0], np.full(self.dim, -self.bias_max)])
+        high = np.concatenate([[self.alpha_max, 1.0], np.full(self.dim, self.bias_max)])
+        return Protocol(self.action_names, low, high)
+
+    def sample_world(self, rng: np.random.Generator, batch: int) -> World:
+        """Draw ``batch`` episodes' data (SPEC §1 "Data").
+
+        The sample mean and the sample variance are drawn from their exact distributions (for Gaussian samples
+        they are independent: ``xbar_i ~ N(mu_i, sigma_i^2/(n d) I)``, ``(n-1) d s_i^2 / sigma_i^2 ~
+        chi^2_{(n-1) d}``), which costs ``O(d)`` instead of ``O(n d)`` per player.
+        """
+        n_players, d, n = self.n_players, self.dim, self.n_samples
+        mu = self.prior_std * rng.standard_normal((batch, d))
+        client_means = mu[:, None, :] + self.sigma_star * rng.standard_normal((batch, n_players, d)) / np.sqrt(d)
+        sigma2 = np.broadcast_to(self.sigma**2, (batch, n_players)).copy()
+        if self.sigma_cv > 0:
+            shape = 1.0 / self.sigma_cv**2
+            sigma2 = sigma2 * rng.gamma(shape, 1.0 / shape, size=(batch, n_players))
+        noise = rng.standard_normal((batch, n_players, d)) / np.sqrt(d * n)
+        xbar = client_means + np.sqrt(sigma2)[..., None] * noise
+        if n > 1:
+            dof = (n - 1) * d
+            sample_var = sigma2 * rng.chisquare(dof, size=(batch, n_players)) / dof
+        else:
+            sample_var = np.zeros((batch, n_players))
+        return World(mu=mu, xbar=xbar, sample_var=sample_var, sigma2=sigma2)
+
+    def observe(self, world: World) -> np.ndarray:
+        """``(B, N, d + 1)``: each player's own sample mean and sample variance — all it may legitimately use."""
+        return np.concatenate([world.xbar, world.sample_var[..., None]], axis=-1)
+
+    def play(self, protocol: Protocol, world: World, actions: np.ndarray, rng: np.random.Generator) -> Outcome:
+        """Play a batch of episodes; ``actions`` is ``(B, N, d + 2)`` laid out ``[alpha, beta, b_1 .. b_d]``.
+
+        Attack (eq. 4): ``m_i = xbar_i + alpha_i xi_i + b_i`` with ``xi = g / sqrt(d)``. Defence (eq. 5): from
+        its response ``r_i`` player i forms ``mbar^i = r_i - (m_i - xbar_i) / N`` (undoing its own manipulation)
+        and keeps ``theta_i = (1 - beta_i) mbar^i + beta_i xbar_i``. Reward (eq. 2):
+        ``R_i = (1/(N-1)) sum_{j != i} ||theta_j - mu||^2 - lambda_i ||theta_i - mu||^2 - p_i``.
+
+        Random draws do not depend on the actions (common random numbers across profiles).
+        """
+        actions = protocol.check_actions(actions)
+        n_players, d = self.n_players, self.dim
+        alpha, beta, bias = actions[..., 0], actions[..., 1], actions[..., 2:]
+        xi = rng.standard_normal((actions.shape[0], n_players, d)) / np.sqrt(d)
+        messages = world.xbar + alpha[..., None] * xi + bias
+        server = protocol.server_round(messages, rng)
+        own_view = server.responses - (messages - world.xbar) / n_players
+        estimates = (1.0 - beta[..., None]) * own_view + beta[..., None] * world.xbar
+        sq_error = np.sum((estimates - world.mu[:, None, :]) ** 2, axis=-1)
+        others = (sq_error.sum(axis=1, keepdims=True) - sq_error) / (n_players - 1)
+        rewards = others - self.lam * sq_error
+        if server.payments is not None:
+            rewards = rewards - server.payments
+        return Outcome(
+            messages=messages,
+            aggregate=server.aggregate,
+            responses=server.responses,
+            estimates=estimates,
+            sq_error=sq_error,
+            payments=server.payments,
+            rewards=rewards,
+        )

@@ -1,0 +1,128 @@
+"""The protocol shape shared by every fedgames game (SPEC §4).
+
+Every game runs the same stages::
+
+    players act -> messages -> server aggregates -> server responds to each player
+                -> players form their outcomes -> rewards (- payments)
+
+A :class:`Protocol` holds the server-side stages a mechanism may replace or extend — the action bounds (before
+messages), the aggregation rule, the per-player response and the payment rules (after rewards) — as plain batched
+functions. A game supplies the player-side stages (how messages are formed, how outcomes and rewards follow from
+the server's responses). Mechanisms (``fedgames.mechanisms``) return a new protocol with one stage changed, so
+they stack in any order and the fast batched paths run the very code the PettingZoo environment runs.
+
+Shapes: ``B`` independent episodes, ``N`` players, ``d`` message dimension. Messages are ``(B, N, d)``, the
+server's aggregate ``(B, d)``, the responses ``(B, N, d)`` and payments ``(B, N)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+Aggregator = Callable[[np.ndarray], np.ndarray]
+"""``(B, N, d) messages -> (B, d)`` server aggregate."""
+
+Responder = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+"""``(messages (B, N, d), aggregate (B, d), rng) -> (B, N, d)``: what each player receives from the server."""
+
+PaymentRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives)."""
+
+
+def mean_aggregate(messages: np.ndarray) -> np.ndarray:
+    """The plain server: the average of all messages."""
+    return messages.mean(axis=1)
+
+
+def broadcast(messages: np.ndarray, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The plain response: every player receives the server's aggregate."""
+    return np.broadcast_to(aggregate[:, None, :], messages.shape)
+
+
+@dataclass(frozen=True)
+class ServerRound:
+    """What the server computed in one round (batched)."""
+
+    aggregate: np.ndarray
+    responses: np.ndarray
+    payments: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The server-side stages of a game, each replaceable by exactly one kind of mechanism.
+
+    Attributes:
+        action_names: name of each action component (``alpha``, ``beta``, ``b_1`` ...).
+        action_low, action_high: the bounds of one player's action (the action-bound stage).
+        aggregate: the aggregation stage.
+        respond: the per-player response stage.
+        payment_rules: the payment stage; the payments of all rules are added.
+        mechanisms: the mechanisms applied so far, innermost first (for reports and closed-form theory).
+    """
+
+    action_names: tuple[str, ...]
+    action_low: np.ndarray
+    action_high: np.ndarray
+    aggregate: Aggregator = mean_aggregate
+    respond: Responder = broadcast
+    payment_rules: tuple[PaymentRule, ...] = ()
+    mechanisms: tuple[Any, ...] = field(default=())
+
+    def action_index(self, name: str) -> int:
+        """Position of the action component ``name``."""
+        if name not in self.action_names:
+            raise ValueError(f"action component {name!r} does not exist; components: {list(self.action_names)}")
+        return self.action_names.index(name)
+
+    def with_stage(self, mechanism: Any, **stages: Any) -> Protocol:
+        """A copy with the given stages replaced and ``mechanism`` recorded."""
+        unknown = set(stages) - {"action_low", "action_high", "aggregate", "respond", "payment_rules"}
+        if unknown:
+            raise ValueError(f"unknown protocol stage(s) {sorted(unknown)}")
+        return replace(self, mechanisms=self.mechanisms + (mechanism,), **stages)
+
+    @property
+    def charges_payments(self) -> bool:
+        return bool(self.payment_rules)
+
+    def server_round(self, messages: np.ndarray, rng: np.random.Generator) -> ServerRound:
+        """Run aggregation, response and payment stages on a batch of messages."""
+        aggregate = self.aggregate(messages)
+        responses = self.respond(messages, aggregate, rng)
+        payments = None
+        if self.payment_rules:
+            payments = np.sum([rule(messages, aggregate) for rule in self.payment_rules], axis=0)
+        return ServerRound(aggregate, responses, payments)
+
+    def check_actions(self, actions: np.ndarray, agents: Sequence[str] | None = None) -> np.ndarray:
+        """Validate a batch of actions ``(B, N, k)`` against the bounds; return them as float64, clipped.
+
+        Values may exceed a bound by float32 rounding (``1e-6`` relative), anything else is a ``ValueError``
+        naming the player, the component and the allowed range.
+        """
+        actions = np.asarray(actions)
+        k = len(self.action_names)
+        if actions.ndim != 3 or actions.shape[-1] != k:
+            raise ValueError(f"actions must have shape (batch, n_players, {k}), got {actions.shape}")
+        if not (np.issubdtype(actions.dtype, np.floating) or np.issubdtype(actions.dtype, np.integer)):
+            raise ValueError(f"actions must be real numbers, got dtype {actions.dtype}")
+        actions = actions.astype(np.float64)
+        names = agents if agents is not None else [f"player_{i}" for i in range(actions.shape[1])]
+        bad = ~np.isfinite(actions)
+        if bad.any():
+            _, player, comp = np.argwhere(bad)[0]
+            raise ValueError(f"action of {names[player]}: {self.action_names[comp]} is {actions[bad][0]} (NaN/inf)")
+        slack = 1e-6 * (1.0 + np.maximum(np.abs(self.action_low), np.abs(self.action_high)))
+        outside = (actions < self.action_low - slack) | (actions > self.action_high + slack)
+        if outside.any():
+            b, player, comp = np.argwhere(outside)[0]
+            raise ValueError(
+                f"action of {names[player]}: {self.action_names[comp]}={actions[b, player, comp]:.6g} is outside "
+                f"its allowed range [{self.action_low[comp]:.6g}, {self.action_high[comp]:.6g}]"
+            )
+        return np.clip(actions, self.action_low, self.action_high)

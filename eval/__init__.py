@@ -1,0 +1,1 @@
+"""Evaluating strategy profiles against the theory (equilibrium checks)."""

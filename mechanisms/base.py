@@ -1,0 +1,68 @@
+"""Mechanisms as composable PettingZoo wrappers (SPEC §4).
+
+A mechanism changes exactly one stage of the game's :class:`~fedgames.envs.protocol.Protocol` and sees only what
+the server observes (the messages and its own aggregate), never the players' hidden parameters. Wrapping builds a
+new protocol from the wrapped env's one, so mechanisms stack in any order; the wrapped env itself is not changed.
+The protocol of the outermost wrapper is what the game plays when the wrapper steps, and its batched stages are
+what the fast paths (Monte Carlo, vectorised learning) call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pettingzoo import ParallelEnv
+from pettingzoo.utils.wrappers import BaseParallelWrapper
+
+from fedgames.envs.protocol import Protocol
+from fedgames.errors import did_you_mean
+
+
+class Mechanism(BaseParallelWrapper):
+    """Base class of mechanism wrappers.
+
+    Subclasses set ``id`` (the snake_case name used in mechanism specs such as ``"side_payment:C=0.4"``) and
+    implement :meth:`apply`, which returns the protocol with its one stage replaced or extended.
+    """
+
+    id: ClassVar[str]
+
+    def __init__(self, env: ParallelEnv) -> None:
+        super().__init__(env)
+        inner = getattr(env, "protocol", None)
+        if not isinstance(inner, Protocol):
+            raise TypeError(f"{type(self).__name__} wraps fedgames games only; {env!r} has no protocol")
+        self.protocol: Protocol = self.apply(inner)
+
+    @abstractmethod
+    def apply(self, protocol: Protocol) -> Protocol:
+        """Return ``protocol`` with this mechanism's stage in place."""
+
+    def params(self) -> dict[str, Any]:
+        """The mechanism's public parameters (for reports)."""
+        names = list(inspect.signature(type(self).__init__).parameters)[2:]
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        with self.env.unwrapped.using_protocol(self.protocol):
+            return self.env.step(actions)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})<{self.env}>"
+
+
+def check_kwargs(owner: str, given: dict[str, Any], allowed: list[str]) -> None:
+    """Raise a ``ValueError`` for unknown keyword parameters, with a 'did you mean'."""
+    for name in given:
+        if name not in allowed:
+            raise ValueError(f"{owner}: unknown parameter {name!r}{did_you_mean(name, allowed)} "
+                             f"(parameters: {allowed})")
+
+
+def parameters_of(function: Callable[..., Any], skip: int = 1) -> list[str]:
+    """Keyword parameter names of ``function`` after its first ``skip`` positional ones."""
+    return list(inspect.signature(function).parameters)[skip:]

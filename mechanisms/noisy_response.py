@@ -1,0 +1,42 @@
+"""Noisy server response ([H] Thm 5.1 / D.3; SPEC §1)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from fedgames.envs.protocol import Protocol
+from fedgames.mechanisms.base import Mechanism
+
+
+class NoisyResponse(Mechanism):
+    """Player i receives ``r_i + sqrt(C) * eps_i * ||m_i - theta_s||`` instead of ``r_i``.
+
+    ``eps_i = g / sqrt(d)`` (g standard normal, independent per player), so ``E eps = 0`` and ``E||eps||^2 = 1``.
+    Honesty with ``beta_i = C/(C+1)`` is an equilibrium iff ``lambda_i (N-1)^2 > 1`` and
+    ``C > 1/(lambda_i (N-1)^2 - 1)`` (Thm 5.1). Extends the response stage, so it composes with any aggregator.
+
+    Args:
+        env: a fedgames parallel env.
+        C: noise weight, ``C >= 0``.
+    """
+
+    id = "noisy_response"
+
+    def __init__(self, env: ParallelEnv, C: float) -> None:
+        C = float(C)
+        if not np.isfinite(C) or C < 0:
+            raise ValueError(f"noisy_response: C must be a finite number >= 0, got {C!r}")
+        self.C = C
+        super().__init__(env)
+
+    def apply(self, protocol: Protocol) -> Protocol:
+        inner = protocol.respond
+        scale = np.sqrt(self.C)
+
+        def respond(messages: np.ndarray, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            eps = rng.standard_normal(messages.shape) / np.sqrt(messages.shape[-1])
+            deviation = np.linalg.norm(messages - aggregate[:, None, :], axis=-1, keepdims=True)
+            return inner(messages, aggregate, rng) + scale * deviation * eps
+
+        return protocol.with_stage(self, respond=respond)

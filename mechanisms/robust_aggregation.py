@@ -1,0 +1,67 @@
+"""Robust aggregation rules as a mechanism ([G] §9, Prop. 9.3; SPEC §1).
+
+The server replaces the mean by one of :data:`fedgames.mechanisms.aggregators.RULES`, optionally after
+pre-aggregation steps: norm clipping, then nearest-neighbour mixing. No closed-form equilibrium is claimed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from fedgames.envs.protocol import Protocol
+from fedgames.errors import did_you_mean
+from fedgames.mechanisms import aggregators
+from fedgames.mechanisms.base import Mechanism, check_kwargs, parameters_of
+
+
+class RobustAggregation(Mechanism):
+    """Aggregate with ``rule`` (``mean``, ``median``, ``trimmed_mean``, ``krum``, ``multi_krum``,
+    ``geometric_median``).
+
+    Args:
+        env: a fedgames parallel env.
+        rule: the aggregation rule's name.
+        clip_norm: if given, first scale every message to norm at most ``clip_norm``.
+        mixing_f: if given, then replace each message by the mean of its ``N - mixing_f`` nearest messages
+            (nearest-neighbour mixing, Allouah et al. 2023).
+        **rule_params: the rule's own parameters (``f``, ``fraction``, ``m``, ``tol``, ...).
+    """
+
+    id = "robust_aggregation"
+
+    def __init__(self, env: ParallelEnv, rule: str = "median", clip_norm: float | None = None,
+                 mixing_f: int | None = None, **rule_params: Any) -> None:
+        if rule not in aggregators.RULES:
+            raise ValueError(f"robust_aggregation: unknown rule {rule!r}{did_you_mean(rule, aggregators.RULES)} "
+                             f"(rules: {list(aggregators.RULES)})")
+        check_kwargs(f"robust_aggregation rule {rule}", rule_params, parameters_of(aggregators.RULES[rule]))
+        self.rule = rule
+        self.clip_norm = clip_norm
+        self.mixing_f = mixing_f
+        self.rule_params = rule_params
+        super().__init__(env)
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"rule": self.rule}
+        if self.clip_norm is not None:
+            params["clip_norm"] = self.clip_norm
+        if self.mixing_f is not None:
+            params["mixing_f"] = self.mixing_f
+        return params | self.rule_params
+
+    def aggregate(self, messages: np.ndarray) -> np.ndarray:
+        """Pre-aggregation steps, then the rule: ``(B, N, d) -> (B, d)``."""
+        if self.clip_norm is not None:
+            messages = aggregators.clip_norm(messages, tau=self.clip_norm)
+        if self.mixing_f is not None:
+            messages = aggregators.nearest_neighbor_mixing(messages, f=self.mixing_f)
+        return aggregators.RULES[self.rule](messages, **self.rule_params)
+
+    def apply(self, protocol: Protocol) -> Protocol:
+        n_players = len(self.possible_agents)
+        probe = np.random.default_rng(0).standard_normal((1, n_players, 2))
+        self.aggregate(probe)  # impossible parameters (e.g. Krum with N <= 2f + 2) fail here, not mid-episode
+        return protocol.with_stage(self, aggregate=self.aggregate)

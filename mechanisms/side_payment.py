@@ -1,0 +1,54 @@
+"""Side payments on the deviation from the server's aggregate ([H] eq. 9–10, Thm D.1, Thm B.2; SPEC §1, §2)."""
+
+from __future__ import annotations
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from fedgames.envs.protocol import Protocol
+from fedgames.mechanisms.base import Mechanism
+
+
+def deviation_payments(messages: np.ndarray, aggregate: np.ndarray, C: float, balanced: bool) -> np.ndarray:
+    """``(B, N)`` payments for deviating from the aggregate.
+
+    Plain (eq. 9): ``p_i = C ||m_i - theta_s||^2``. Budget-balanced (eq. 10): each player also receives the
+    average of the others' plain payments, ``p'_i = p_i - (1/(N-1)) sum_{j != i} p_j``, so ``sum_i p'_i = 0``.
+    With the mean server ``theta_s = mbar``; under robust aggregation the deviation is from that aggregate.
+    """
+    plain = C * np.sum((messages - aggregate[:, None, :]) ** 2, axis=-1)
+    if not balanced:
+        return plain
+    n_players = messages.shape[1]
+    return plain - (plain.sum(axis=1, keepdims=True) - plain) / (n_players - 1)
+
+
+class SidePayment(Mechanism):
+    """Charge each player ``C ||m_i - theta_s||^2``, optionally redistributed so payments sum to zero.
+
+    Honesty is an equilibrium of the mean-estimation game iff ``C > 1/(N-1)^2`` (plain, Thm D.1) or
+    ``C > 1/((N-1)^2 - 1)`` (balanced, Thm B.2).
+
+    Args:
+        env: a fedgames parallel env.
+        C: penalty weight, ``C >= 0``.
+        balanced: redistribute the payments (eq. 10).
+    """
+
+    id = "side_payment"
+
+    def __init__(self, env: ParallelEnv, C: float, balanced: bool = False) -> None:
+        C = float(C)
+        if not np.isfinite(C) or C < 0:
+            raise ValueError(f"side_payment: C must be a finite number >= 0, got {C!r}")
+        if not isinstance(balanced, (bool, np.bool_)):
+            raise ValueError(f"side_payment: balanced must be true or false, got {balanced!r}")
+        self.C = C
+        self.balanced = bool(balanced)
+        super().__init__(env)
+
+    def apply(self, protocol: Protocol) -> Protocol:
+        def rule(messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
+            return deviation_payments(messages, aggregate, self.C, self.balanced)
+
+        return protocol.with_stage(self, payment_rules=protocol.payment_rules + (rule,))

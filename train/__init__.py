@@ -1,0 +1,1 @@
+"""Training learners on fedgames environments."""
