@@ -190,6 +190,14 @@ def best_defence(profile: Profile, nu: np.ndarray, i: int, noise_C: float = 0.0)
     return float(1.0 - keep)
 
 
+def honest_profile(setting: Setting, dim: int) -> Profile:
+    """``alpha = b = 0`` with each player's best defence against honest others: ``beta = 0`` on the plain server,
+    ``C/(C+1)`` under the noisy response (Thm 5.1)."""
+    honest = Profile.symmetric(setting.nu.size, dim)
+    beta = [best_defence(honest, setting.nu, i, setting.noise_C) for i in range(setting.nu.size)]
+    return Profile(honest.alpha, np.array(beta), honest.bias)
+
+
 def bounded_equilibrium(A: float, nu: float, n_players: int, dim: int = 1) -> tuple[Profile, float]:
     """The equilibrium under attacks bounded by ``A`` and no bias ([H] Cor. B.1).
 

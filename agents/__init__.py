@@ -1,0 +1,12 @@
+"""Agents: the policy interface and scripted strategies."""
+
+from fedgames.agents.policy import Policy
+from fedgames.agents.scripted import (
+    FixedPolicy,
+    HonestPolicy,
+    RandomPolicy,
+    profile_policies,
+    theory_best_response,
+)
+
+__all__ = ["FixedPolicy", "HonestPolicy", "Policy", "RandomPolicy", "profile_policies", "theory_best_response"]

@@ -1,0 +1,65 @@
+"""Scripted agents for the mean-estimation game: honest, fixed, random and the theory's best response."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from gymnasium import spaces
+
+from fedgames.agents.policy import Policy
+from fedgames.envs.mean_estimation.theory import Profile, Setting, best_response
+
+
+class FixedPolicy(Policy):
+    """Always play ``[alpha, beta, b_1 .. b_d]`` whatever the observation."""
+
+    def __init__(self, alpha: float, beta: float, bias: Sequence[float]) -> None:
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.bias = np.asarray(bias, dtype=float).reshape(-1)
+        self.action = np.concatenate([[self.alpha, self.beta], self.bias])
+
+    def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.broadcast_to(self.action, observations.shape[:-1] + self.action.shape).copy()
+
+    def __repr__(self) -> str:
+        return f"FixedPolicy(alpha={self.alpha:g}, beta={self.beta:g}, bias={self.bias.tolist()})"
+
+
+class HonestPolicy(FixedPolicy):
+    """``alpha = beta = b = 0``: send the sample mean, trust the server."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(0.0, 0.0, np.zeros(dim))
+
+
+class RandomPolicy(Policy):
+    """Uniform over a bounded ``Box`` action space (PettingZoo's ``action_space(agent).sample()``, batched)."""
+
+    def __init__(self, action_space: spaces.Box) -> None:
+        if not action_space.is_bounded():
+            raise ValueError("RandomPolicy needs a bounded Box action space")
+        self.low = action_space.low.astype(float)
+        self.high = action_space.high.astype(float)
+
+    def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=observations.shape[:-1] + self.low.shape)
+
+
+def profile_policies(profile: Profile, agents: Sequence[str]) -> dict[str, FixedPolicy]:
+    """One :class:`FixedPolicy` per agent playing ``profile``."""
+    return {a: FixedPolicy(profile.alpha[i], profile.beta[i], profile.bias[i]) for i, a in enumerate(agents)}
+
+
+def theory_best_response(env: object, profile: Profile, player: int) -> FixedPolicy:
+    """Player ``player``'s exact best response to the others in ``profile`` under ``env``'s mechanisms.
+
+    The defence is Lemma C.2's ``beta`` (Thm 5.1's under the noisy response), the attack the one the closed form
+    prescribes (:func:`fedgames.envs.mean_estimation.theory.best_response`), within the env's action bounds.
+    """
+    protocol = env.protocol  # type: ignore[attr-defined]
+    alpha_max = float(protocol.action_high[protocol.action_index("alpha")])
+    bias_max = float(protocol.action_high[protocol.action_index("b_1")])
+    response = best_response(profile, Setting.from_env(env), player, alpha_max, bias_max)
+    return FixedPolicy(response.alpha[player], response.beta[player], response.bias[player])
