@@ -260,3 +260,28 @@ def best_response(profile: Profile, setting: Setting, i: int, alpha_max: float, 
         elif c2 > 0 or lin != 0:
             bias[k] = bias_max if lin >= 0 else -bias_max
     return response.replace_player(i, bias=bias)
+
+
+def predicted_equilibrium(setting: Setting, dim: int, alpha_max: float, bias_max: float = 0.0,
+                          max_iter: int = 100, tol: float = 1e-12) -> tuple[Profile, bool]:
+    """The theory's equilibrium prediction within the action bounds, by exact best-response iteration.
+
+    Starts at :func:`honest_profile` and lets each player in turn play :func:`best_response` until no strategy
+    moves by more than ``tol``. Returns the profile and whether it converged (a Nash equilibrium of the
+    closed-form game). Honesty comes back when the mechanism deters deviation (Thm D.1, B.2, 5.1); under a bound
+    ``A`` on alpha it is Cor. B.1's ``alpha = A``; with no mechanism the players sit at ``alpha_max`` — the
+    action bound, which is all that prevents Cor. 4.2's "no equilibrium".
+
+    ``bias_max = 0`` (the default) fixes ``b = 0`` as Cor. B.1 does. With strategic biases, constant biases that
+    all point the same way are an equilibrium too: they do not move anyone away from ``mbar``, so deviation
+    payments do not see them.
+    """
+    profile = honest_profile(setting, dim)
+    for _ in range(max_iter):
+        previous = profile
+        for i in range(profile.n_players):
+            profile = best_response(profile, setting, i, alpha_max, bias_max)
+        moved = max(np.abs(profile.actions() - previous.actions()).max(), 0.0)
+        if moved <= tol:
+            return profile, True
+    return profile, False
