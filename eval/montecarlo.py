@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pettingzoo import ParallelEnv
+from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
 
@@ -28,7 +29,12 @@ class Episodes:
 
 
 def simulate(
-    env: ParallelEnv, policies: Mapping[str, Policy], episodes: int, seed: int = 0, batch_size: int = 65_536
+    env: ParallelEnv,
+    policies: Mapping[str, Policy],
+    episodes: int,
+    seed: int = 0,
+    batch_size: int = 65_536,
+    progress: bool = False,
 ) -> Episodes:
     """Play ``episodes`` independent episodes through the env's batched stages (the vectorised path).
 
@@ -42,7 +48,7 @@ def simulate(
     _check_policies(policies, agents)
     rng = np.random.default_rng(seed)
     chunks = []
-    for start in range(0, episodes, batch_size):
+    for start in tqdm(range(0, episodes, batch_size), desc="episodes", unit="batch", disable=not progress):
         size = min(batch_size, episodes - start)
         world = game.sample_world(rng, size)
         observations = game.observe(world)

@@ -9,6 +9,7 @@ from typing import Any, Union
 from pettingzoo import ParallelEnv
 
 from fedgames.errors import did_you_mean
+from fedgames.parsing import parse_assignment
 from fedgames.mechanisms.base import Mechanism, check_kwargs, parameters_of
 from fedgames.mechanisms.bounded_attack import BoundedAttack
 from fedgames.mechanisms.noisy_response import NoisyResponse
@@ -24,30 +25,14 @@ MechanismSpec = Union[str, tuple[str, Mapping[str, Any]], Callable[[ParallelEnv]
 """A spec string, an ``(id, params)`` pair, or any callable ``env -> wrapped env``."""
 
 
-def _parse_value(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"noisy_response:C=0.5"`` -> ``("noisy_response", {"C": 0.5})``; values are bool, int, float or str."""
     name, _, args = spec.partition(":")
     name = name.strip()
     params: dict[str, Any] = {}
     for item in filter(None, (a.strip() for a in args.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"mechanism spec {spec!r}: expected key=value, got {item!r}")
-        params[key.strip()] = _parse_value(value)
+        key, value = parse_assignment(item, f"mechanism spec {spec!r}")
+        params[key] = value
     return name, params
 
 

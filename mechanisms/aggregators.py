@@ -1,0 +1,373 @@
+"""Batched (robust) aggregation rules and pre-aggregation steps.
+
+Every function takes ``messages`` of shape ``(B, N, d)``: ``B`` independent
+episodes, each with ``N`` players sending a message vector in ``R^d``.
+Aggregation rules return an array of shape ``(B, d)``; pre-aggregation steps
+return an array of shape ``(B, N, d)``.  All functions are pure and
+deterministic, vectorised over the batch axis, never modify their input, and
+raise ``ValueError`` for invalid parameters (the message names the parameter,
+the value given and the allowed range), for ``messages`` that are not 3-D,
+have ``N < 1`` or ``d < 1``, or contain NaN / inf.  ``B = 0`` is allowed.
+
+Only numpy and the standard library are used.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "mean",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "geometric_median",
+    "clip_norm",
+    "nearest_neighbor_mixing",
+    "RULES",
+    "PRE_AGGREGATIONS",
+]
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_messages(messages: np.ndarray, rule: str) -> np.ndarray:
+    """Return ``messages`` as a float64 array of shape (B, N, d), or raise."""
+    x = np.asarray(messages, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(
+            f"{rule}: messages must have shape (B, N, d) (ndim == 3), "
+            f"got ndim={x.ndim} with shape {x.shape}"
+        )
+    if x.shape[1] < 1 or x.shape[2] < 1:
+        raise ValueError(
+            f"{rule}: messages needs n_players >= 1 and d >= 1, got shape {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError(f"{rule}: messages must be finite, got NaN or inf entries")
+    return x
+
+
+def _check_int(rule: str, name: str, value: object) -> int:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool), else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{rule}: {name} must be an integer, got {name}={value!r}")
+    return int(value)
+
+
+def _check_positive_float(rule: str, name: str, value: object, *, allow_inf: bool) -> float:
+    """Return ``value`` as a float if it is a real number > 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{rule}: {name} must be a real number > 0, got {name}={value!r}")
+    v = float(value)
+    if not v > 0 or (math.isinf(v) and not allow_inf):
+        allowed = "0 < {} <= inf" if allow_inf else "0 < {} < inf"
+        raise ValueError(
+            f"{rule}: {name} must satisfy {allowed.format(name)}, got {name}={value!r}"
+        )
+    return v
+
+
+def _pairwise_sq_dists(x: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances, shape (B, N, N): ``D[b, i, j] = ||x_bi - x_bj||^2``.
+
+    Computed from explicit differences (one row of players at a time), not via
+    the Gram-matrix identity, so that the result is exactly symmetric, has an
+    exactly zero diagonal and gives exactly 0 for duplicated messages; this
+    keeps tie-breaking reproducible.
+    """
+    b, n, _ = x.shape
+    dists = np.empty((b, n, n), dtype=np.float64)
+    for i in range(n):
+        diff = x[:, i : i + 1, :] - x
+        dists[:, i, :] = np.einsum("bnd,bnd->bn", diff, diff)
+    return dists
+
+
+def _selection_mean(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Means of selected messages: ``out[b, s] = mean_j x[b, idx[b, s, j]]``.
+
+    ``x`` has shape (B, N, d) and ``idx`` shape (B, S, k) with entries in
+    ``[0, N)`` and no repeats along the last axis; returns shape (B, S, d).
+    Uses a (B, S, N) averaging matrix instead of gathering a (B, S, k, d) copy.
+    """
+    weights = np.zeros(idx.shape[:-1] + (x.shape[1],), dtype=np.float64)
+    np.put_along_axis(weights, idx, 1.0 / idx.shape[-1], axis=-1)
+    return weights @ x
+
+
+def _krum_scores(x: np.ndarray, f: int, rule: str) -> np.ndarray:
+    """Krum scores, shape (B, N), after validating ``f`` against N = x.shape[1]."""
+    f = _check_int(rule, "f", f)
+    n = x.shape[1]
+    if f < 0:
+        raise ValueError(f"{rule}: f must satisfy f >= 0, got f={f}")
+    if n <= 2 * f + 2:
+        raise ValueError(
+            f"{rule}: f={f} needs n_players > 2*f + 2 = {2 * f + 2}, got n_players={n}"
+        )
+    dists = _pairwise_sq_dists(x)
+    # Exclude each message's distance to itself; +inf sorts last.
+    dists[:, np.arange(n), np.arange(n)] = np.inf
+    nearest = np.sort(dists, axis=2)[:, :, : n - f - 2]
+    return nearest.sum(axis=2)
+
+
+# ---------------------------------------------------------------------------
+# Aggregation rules: (B, N, d) -> (B, d)
+# ---------------------------------------------------------------------------
+
+
+def mean(messages: np.ndarray) -> np.ndarray:
+    """Arithmetic mean over players: ``out[b] = (1/N) * sum_i messages[b, i]``.
+
+    Not robust: a single player can move the output arbitrarily far.
+    """
+    x = _check_messages(messages, "mean")
+    return x.mean(axis=1)
+
+
+def median(messages: np.ndarray) -> np.ndarray:
+    """Coordinate-wise median over players.
+
+    ``out[b, k] = median(messages[b, :, k])``; for even N this is the mean of
+    the two middle values (as ``numpy.median``).
+
+    Source: Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust Distributed
+    Learning: Towards Optimal Statistical Rates", ICML 2018.
+    """
+    x = _check_messages(messages, "median")
+    return np.median(x, axis=1)
+
+
+def trimmed_mean(
+    messages: np.ndarray, f: int | None = None, fraction: float | None = None
+) -> np.ndarray:
+    """Coordinate-wise trimmed mean.
+
+    Per episode b and coordinate k, sort ``messages[b, :, k]`` ascending into
+    ``v_1 <= ... <= v_N``, drop the f smallest and the f largest values and
+    return ``(1 / (N - 2f)) * sum_{j=f+1}^{N-f} v_j``.
+
+    At most one of ``f`` and ``fraction`` may be given; with neither, f = 0
+    (the plain mean).  ``fraction`` must lie in [0, 0.5) and means
+    ``f = floor(fraction * N)``.  Requires ``f >= 0`` and ``N - 2f >= 1``.
+
+    Source: Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust Distributed
+    Learning: Towards Optimal Statistical Rates", ICML 2018.
+    """
+    x = _check_messages(messages, "trimmed_mean")
+    n = x.shape[1]
+    if f is not None and fraction is not None:
+        raise ValueError(
+            f"trimmed_mean: give at most one of f and fraction, got f={f!r} and "
+            f"fraction={fraction!r}"
+        )
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+            raise ValueError(
+                f"trimmed_mean: fraction must be a real number in [0, 0.5), "
+                f"got fraction={fraction!r}"
+            )
+        if not 0.0 <= float(fraction) < 0.5:
+            raise ValueError(
+                f"trimmed_mean: fraction must satisfy 0 <= fraction < 0.5, "
+                f"got fraction={fraction!r}"
+            )
+        f = math.floor(float(fraction) * n)
+    f = 0 if f is None else _check_int("trimmed_mean", "f", f)
+    if f < 0 or n - 2 * f < 1:
+        raise ValueError(
+            f"trimmed_mean: f must satisfy 0 <= f and n_players - 2*f >= 1, i.e. "
+            f"0 <= f <= {(n - 1) // 2} for n_players={n}, got f={f}"
+        )
+    return np.sort(x, axis=1)[:, f : n - f, :].mean(axis=1)
+
+
+def multi_krum(messages: np.ndarray, f: int, m: int) -> np.ndarray:
+    """Multi-Krum: the mean of the m messages with the lowest Krum scores.
+
+    For each message i, ``score(i)`` is the SUM of the squared Euclidean
+    distances from ``x_i`` to its ``N - f - 2`` nearest OTHER messages
+    (Blanchard et al. 2017).  The messages are ordered by score with a stable
+    sort (equal scores: lower index first) and the first m are averaged.
+
+    Requires ``f >= 0``, ``N > 2f + 2`` (so that ``N - f - 2 >= 1``) and
+    ``1 <= m <= N``.
+
+    Note: some libraries (e.g. ByzFL's ``Krum`` / ``MultiKrum``) score each
+    message by averaging over its ``N - f - 1`` nearest other messages
+    instead; this implementation sums over ``N - f - 2`` as in Blanchard et
+    al., so the selected messages can differ from theirs.
+
+    Source: Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with
+    Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017.
+    """
+    return _multi_krum(messages, f, m, "multi_krum")
+
+
+def krum(messages: np.ndarray, f: int, m: int = 1) -> np.ndarray:
+    """Krum: the message with the lowest Krum score (Blanchard et al. 2017).
+
+    ``score(i)`` is the SUM of squared Euclidean distances from ``x_i`` to its
+    ``N - f - 2`` nearest OTHER messages; with ``m = 1`` the message with the
+    lowest score is returned, ties going to the lowest index (``np.argmin``).
+    With ``m > 1`` this is :func:`multi_krum` (the mean of the m best-scored
+    messages).  Requires ``f >= 0``, ``N > 2f + 2`` and ``1 <= m <= N``.
+
+    Note: some libraries (e.g. ByzFL) score each message over its
+    ``N - f - 1`` nearest other messages instead; this implementation uses
+    ``N - f - 2`` as in Blanchard et al.
+
+    Source: Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with
+    Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017.
+    """
+    return _multi_krum(messages, f, m, "krum")
+
+
+def _multi_krum(messages: np.ndarray, f: int, m: int, rule: str) -> np.ndarray:
+    x = _check_messages(messages, rule)
+    n = x.shape[1]
+    m = _check_int(rule, "m", m)
+    if not 1 <= m <= n:
+        raise ValueError(f"{rule}: m must satisfy 1 <= m <= n_players = {n}, got m={m}")
+    scores = _krum_scores(x, f, rule)
+    best = np.argsort(scores, axis=1, kind="stable")[:, :m]
+    return _selection_mean(x, best[:, None, :])[:, 0, :]
+
+
+def geometric_median(
+    messages: np.ndarray, tol: float = 1e-8, max_iter: int = 1000, eps: float = 1e-12
+) -> np.ndarray:
+    """Approximate geometric median by the (smoothed) Weiszfeld algorithm.
+
+    The geometric median of ``x_1, ..., x_N`` is ``argmin_z sum_i ||z - x_i||``.
+    Per episode, starting from the coordinate-wise mean ``z_0``, iterate
+
+        w_i     = 1 / max(||z_t - x_i||, eps)
+        z_{t+1} = sum_i w_i x_i / sum_i w_i
+
+    (Weiszfeld 1937).  Flooring the distance at ``eps`` is the smoothing of
+    Pillutla, Kakade, Harchaoui (2022): it keeps the weights finite when the
+    iterate coincides with (or comes within eps of) a data point, in which case
+    that point gets a weight of about ``1/eps`` and the iterate stays (almost)
+    at it.  With this smoothing the algorithm minimises a smoothed objective
+    that equals ``sum_i ||z - x_i||`` up to at most ``N * eps / 2``.
+
+    Stopping: episode b is frozen once ``||z_{t+1} - z_t|| <= tol * (1 + scale_b)``
+    with ``scale_b = max_i ||x_bi - z_0||`` (the spread of the episode's
+    messages), and the loop ends when every episode is frozen, i.e. when the
+    largest update over the batch is below its tolerance.  Freezing per
+    episode makes each result independent of the other episodes in the batch.
+    If some episode has not converged after ``max_iter`` iterations, its
+    current iterate is returned WITHOUT any error or warning (Weiszfeld
+    converges, but can be slow when the median lies at or near a data point).
+
+    Requires ``tol > 0``, ``max_iter >= 1`` (integer) and ``eps > 0``.
+
+    Sources: E. Weiszfeld, "Sur le point pour lequel la somme des distances de
+    n points donnés est minimum", Tohoku Math. J. 43, 1937; K. Pillutla,
+    S. M. Kakade, Z. Harchaoui, "Robust Aggregation for Federated Learning",
+    IEEE Trans. Signal Process. 70, 2022.
+    """
+    x = _check_messages(messages, "geometric_median")
+    tol = _check_positive_float("geometric_median", "tol", tol, allow_inf=False)
+    eps = _check_positive_float("geometric_median", "eps", eps, allow_inf=False)
+    max_iter = _check_int("geometric_median", "max_iter", max_iter)
+    if max_iter < 1:
+        raise ValueError(
+            f"geometric_median: max_iter must satisfy max_iter >= 1, got max_iter={max_iter}"
+        )
+    z = x.mean(axis=1)
+    threshold = tol * (1.0 + np.linalg.norm(x - z[:, None, :], axis=2).max(axis=1))
+    active = np.arange(x.shape[0])
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        xa, za = x[active], z[active]
+        weights = 1.0 / np.maximum(np.linalg.norm(xa - za[:, None, :], axis=2), eps)
+        z_new = np.einsum("bn,bnd->bd", weights, xa) / weights.sum(axis=1, keepdims=True)
+        z[active] = z_new
+        moved = np.linalg.norm(z_new - za, axis=1) > threshold[active]
+        active = active[moved]
+    return z
+
+
+# ---------------------------------------------------------------------------
+# Pre-aggregation steps: (B, N, d) -> (B, N, d)
+# ---------------------------------------------------------------------------
+
+
+def clip_norm(messages: np.ndarray, tau: float) -> np.ndarray:
+    """Scale each message to Euclidean norm at most ``tau``.
+
+    ``out[b, i] = x_bi * min(1, tau / ||x_bi||)`` (messages with norm <= tau,
+    including zero, are returned unchanged).  Requires ``tau > 0``
+    (``tau = inf`` means no clipping).
+
+    Static norm clipping as a pre-aggregation step, see e.g. Karimireddy, He,
+    Jaggi, "Learning from History for Byzantine Robust Optimization",
+    ICML 2021, and Allouah et al. (AISTATS 2023).
+    """
+    x = _check_messages(messages, "clip_norm")
+    tau = _check_positive_float("clip_norm", "tau", tau, allow_inf=True)
+    norms = np.linalg.norm(x, axis=2, keepdims=True)
+    factor = np.divide(tau, norms, out=np.ones_like(norms), where=norms > tau)
+    return x * factor
+
+
+def nearest_neighbor_mixing(messages: np.ndarray, f: int) -> np.ndarray:
+    """Nearest neighbour mixing (NNM).
+
+    Each message ``x_i`` is replaced by the mean of its ``N - f`` nearest
+    messages in Euclidean distance, ``x_i`` itself INCLUDED (it is always
+    counted first, even if other messages are equal to it); ties among the
+    other messages are broken by index order (stable sort).  ``f = 0`` replaces
+    every message by the plain mean; ``f = N - 1`` is the identity.  Requires
+    ``0 <= f < N``.
+
+    Source: Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, "Fixing by
+    Mixing: A Recipe for Optimal Byzantine ML under Heterogeneity",
+    AISTATS 2023.
+    """
+    x = _check_messages(messages, "nearest_neighbor_mixing")
+    n = x.shape[1]
+    f = _check_int("nearest_neighbor_mixing", "f", f)
+    if not 0 <= f < n:
+        raise ValueError(
+            f"nearest_neighbor_mixing: f must satisfy 0 <= f < n_players = {n}, got f={f}"
+        )
+    dists = _pairwise_sq_dists(x)
+    # Force each message to be its own first neighbour (distances are >= 0).
+    dists[:, np.arange(n), np.arange(n)] = -1.0
+    neighbours = np.argsort(dists, axis=2, kind="stable")[:, :, : n - f]
+    return _selection_mean(x, neighbours)
+
+
+# ---------------------------------------------------------------------------
+# Name tables
+# ---------------------------------------------------------------------------
+
+RULES: dict[str, Callable[..., np.ndarray]] = {
+    "mean": mean,
+    "median": median,
+    "trimmed_mean": trimmed_mean,
+    "krum": krum,
+    "multi_krum": multi_krum,
+    "geometric_median": geometric_median,
+}
+"""Aggregation rules by name: each maps (B, N, d) messages to (B, d)."""
+
+PRE_AGGREGATIONS: dict[str, Callable[..., np.ndarray]] = {
+    "clip_norm": clip_norm,
+    "nearest_neighbor_mixing": nearest_neighbor_mixing,
+}
+"""Pre-aggregation steps by name: each maps (B, N, d) messages to (B, N, d)."""
