@@ -111,7 +111,9 @@ class Protocol:
             raise ValueError(f"actions must have shape (batch, n_players, {k}), got {actions.shape}")
         if not (np.issubdtype(actions.dtype, np.floating) or np.issubdtype(actions.dtype, np.integer)):
             raise ValueError(f"actions must be real numbers, got dtype {actions.dtype}")
-        actions = actions.astype(np.float64)
+        actions = actions.astype(np.float64, copy=False)
+        if np.all((actions >= self.action_low) & (actions <= self.action_high)):  # fast path; NaN fails it
+            return actions
         names = agents if agents is not None else [f"player_{i}" for i in range(actions.shape[1])]
         bad = ~np.isfinite(actions)
         if bad.any():

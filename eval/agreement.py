@@ -119,7 +119,7 @@ def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int
     game = env.unwrapped.game  # type: ignore[attr-defined]
     report = AgreementReport(
         env=env.metadata["name"],
-        mechanisms=[f"{m.id}:{m.params()}" for m in env.protocol.mechanisms],  # type: ignore[attr-defined]
+        mechanisms=[m.spec() for m in env.protocol.mechanisms],  # type: ignore[attr-defined]
         config=game_config(game),
         profile={"alpha": profile.alpha.tolist(), "beta": profile.beta.tolist(), "bias": profile.bias.tolist()},
         episodes=episodes,
@@ -165,7 +165,7 @@ def plot_reward_vs_alpha(env: ParallelEnv, profile: theory.Profile, path: str | 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(line, curve, label="theory (Thm 4.1 + mechanisms)")
     ax.errorbar(dots, means, yerr=errors, fmt="o", capsize=3, label=f"simulation ({episodes} episodes, ±2 SE)")
-    names = ", ".join(m.id for m in protocol.mechanisms) or "no mechanism"
+    names = " + ".join(m.spec() for m in protocol.mechanisms) or "no mechanism"
     ax.set(xlabel=f"alpha of {env.possible_agents[player]}", ylabel="expected reward", title=names)
     ax.legend()
     fig.tight_layout()

@@ -74,11 +74,10 @@ def _load_plugins() -> None:
     for plugin in entry_points(group=ENTRY_POINT_GROUP):
         try:
             hook = plugin.load()
-        except Exception as exc:  # a broken plugin must not break the library
+            if callable(hook):
+                hook()
+        except Exception as exc:  # a broken plugin must not break the library or the other plugins
             _log.warning("fedgames plugin %r failed to load: %s", plugin.name, exc)
-            continue
-        if callable(hook):
-            hook()
 
 
 def list_envs() -> list[str]:
@@ -100,10 +99,12 @@ def make(env_id: str, mechanisms: Iterable[Any] = (), **config: Any) -> Parallel
 
     _load_plugins()
     full_id = canonical_id(env_id)
-    if full_id not in pettingzoo.parallel_registry:
+    try:
+        pettingzoo.spec("parallel", full_id)  # also resolves an id without version to the latest one
+    except Exception:
         known = list_envs()
-        short = [k.split("/", 1)[-1] for k in known]
-        hint = did_you_mean(full_id, known) or did_you_mean(full_id.split("/", 1)[-1], short)
-        raise ValueError(f"unknown env {env_id!r}{hint} (registered: {known})")
+        by_name = {k.split("/", 1)[-1]: k for k in known}
+        close = did_you_mean(full_id.split("/", 1)[-1], by_name, shown=by_name)
+        raise ValueError(f"unknown env {env_id!r}{close} (registered: {known})") from None
     env = pettingzoo.make("parallel", full_id, **config)
     return apply_mechanisms(env, mechanisms)

@@ -18,7 +18,6 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
 from fedgames.envs.protocol import Protocol
-from fedgames.errors import did_you_mean
 
 
 class Mechanism(BaseParallelWrapper):
@@ -46,6 +45,11 @@ class Mechanism(BaseParallelWrapper):
         names = list(inspect.signature(type(self).__init__).parameters)[2:]
         return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
+    def spec(self) -> str:
+        """The spec string that rebuilds this mechanism, e.g. ``"side_payment:C=0.4,balanced=true"``."""
+        args = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in self.params().items())
+        return f"{self.id}:{args}"
+
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         with self.env.unwrapped.using_protocol(self.protocol):
             return self.env.step(actions)
@@ -53,16 +57,3 @@ class Mechanism(BaseParallelWrapper):
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})<{self.env}>"
-
-
-def check_kwargs(owner: str, given: dict[str, Any], allowed: list[str]) -> None:
-    """Raise a ``ValueError`` for unknown keyword parameters, with a 'did you mean'."""
-    for name in given:
-        if name not in allowed:
-            raise ValueError(f"{owner}: unknown parameter {name!r}{did_you_mean(name, allowed)} "
-                             f"(parameters: {allowed})")
-
-
-def parameters_of(function: Callable[..., Any], skip: int = 1) -> list[str]:
-    """Keyword parameter names of ``function`` after its first ``skip`` positional ones."""
-    return list(inspect.signature(function).parameters)[skip:]

@@ -9,6 +9,7 @@ from pettingzoo import ParallelEnv
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
 from fedgames.mechanisms.base import Mechanism
+from fedgames.validation import real
 
 
 class BoundedAttack(Mechanism):
@@ -26,7 +27,7 @@ class BoundedAttack(Mechanism):
     id = "bounded_attack"
 
     def __init__(self, env: ParallelEnv, A: float, component: str = "alpha") -> None:
-        self.A = float(A)
+        self.A = real("bounded_attack: A", A)
         self.component = component
         super().__init__(env)
         self._action_spaces = {agent: action_box(self.protocol) for agent in self.possible_agents}
@@ -34,7 +35,7 @@ class BoundedAttack(Mechanism):
     def apply(self, protocol: Protocol) -> Protocol:
         k = protocol.action_index(self.component)
         low, high = protocol.action_low[k], protocol.action_high[k]
-        if not (np.isfinite(self.A) and low <= self.A <= high):
+        if not low <= self.A <= high:
             raise ValueError(f"bounded_attack: A must lie in [{low:g}, {high:g}] (the {self.component} range), "
                              f"got {self.A!r}")
         action_high = protocol.action_high.copy()

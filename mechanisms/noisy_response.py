@@ -7,6 +7,7 @@ from pettingzoo import ParallelEnv
 
 from fedgames.envs.protocol import Protocol
 from fedgames.mechanisms.base import Mechanism
+from fedgames.validation import real
 
 
 class NoisyResponse(Mechanism):
@@ -24,10 +25,7 @@ class NoisyResponse(Mechanism):
     id = "noisy_response"
 
     def __init__(self, env: ParallelEnv, C: float) -> None:
-        C = float(C)
-        if not np.isfinite(C) or C < 0:
-            raise ValueError(f"noisy_response: C must be a finite number >= 0, got {C!r}")
-        self.C = C
+        self.C = real("noisy_response: C", C)
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:

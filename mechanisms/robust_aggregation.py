@@ -14,7 +14,8 @@ from pettingzoo import ParallelEnv
 from fedgames.envs.protocol import Protocol
 from fedgames.errors import did_you_mean
 from fedgames.mechanisms import aggregators
-from fedgames.mechanisms.base import Mechanism, check_kwargs, parameters_of
+from fedgames.mechanisms.base import Mechanism
+from fedgames.validation import check_call
 
 
 class RobustAggregation(Mechanism):
@@ -37,7 +38,8 @@ class RobustAggregation(Mechanism):
         if rule not in aggregators.RULES:
             raise ValueError(f"robust_aggregation: unknown rule {rule!r}{did_you_mean(rule, aggregators.RULES)} "
                              f"(rules: {list(aggregators.RULES)})")
-        check_kwargs(f"robust_aggregation rule {rule}", rule_params, parameters_of(aggregators.RULES[rule]))
+        check_call(f"robust_aggregation rule {rule}", aggregators.RULES[rule], rule_params,
+                   also_allowed=("rule", "clip_norm", "mixing_f"))
         self.rule = rule
         self.clip_norm = clip_norm
         self.mixing_f = mixing_f

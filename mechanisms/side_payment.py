@@ -7,6 +7,7 @@ from pettingzoo import ParallelEnv
 
 from fedgames.envs.protocol import Protocol
 from fedgames.mechanisms.base import Mechanism
+from fedgames.validation import real
 
 
 def deviation_payments(messages: np.ndarray, aggregate: np.ndarray, C: float, balanced: bool) -> np.ndarray:
@@ -38,12 +39,9 @@ class SidePayment(Mechanism):
     id = "side_payment"
 
     def __init__(self, env: ParallelEnv, C: float, balanced: bool = False) -> None:
-        C = float(C)
-        if not np.isfinite(C) or C < 0:
-            raise ValueError(f"side_payment: C must be a finite number >= 0, got {C!r}")
         if not isinstance(balanced, (bool, np.bool_)):
             raise ValueError(f"side_payment: balanced must be true or false, got {balanced!r}")
-        self.C = C
+        self.C = real("side_payment: C", C)
         self.balanced = bool(balanced)
         super().__init__(env)
 

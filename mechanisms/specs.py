@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
@@ -10,7 +9,8 @@ from pettingzoo import ParallelEnv
 
 from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
-from fedgames.mechanisms.base import Mechanism, check_kwargs, parameters_of
+from fedgames.mechanisms.base import Mechanism
+from fedgames.validation import check_call
 from fedgames.mechanisms.bounded_attack import BoundedAttack
 from fedgames.mechanisms.noisy_response import NoisyResponse
 from fedgames.mechanisms.robust_aggregation import RobustAggregation
@@ -47,15 +47,15 @@ def apply_mechanism(env: ParallelEnv, spec: MechanismSpec) -> ParallelEnv:
     """Wrap ``env`` in the mechanism ``spec`` describes."""
     if callable(spec):
         return spec(env)
-    name, params = parse_spec(spec) if isinstance(spec, str) else (spec[0], dict(spec[1]))
+    if isinstance(spec, str):
+        name, params = parse_spec(spec)
+    elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+        name, params = spec[0], dict(spec[1])
+    else:
+        raise ValueError(f"a mechanism spec is a string 'id:key=value,...', an (id, params) pair or a callable "
+                         f"env -> env; got {spec!r}")
     cls = resolve(name)
-    if cls is not RobustAggregation:
-        check_kwargs(name, params, parameters_of(cls.__init__, skip=2))
-    signature = inspect.signature(cls.__init__)
-    missing = [p.name for p in list(signature.parameters.values())[2:]
-               if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in params]
-    if missing:
-        raise ValueError(f"mechanism {name!r} needs parameter(s) {missing}, e.g. '{name}:{missing[0]}=...'")
+    check_call(f"mechanism {name}", cls.__init__, params, skip=2)
     return cls(env, **params)
 
 

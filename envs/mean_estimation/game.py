@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedgames.envs.protocol import Protocol
+from fedgames.validation import integer, real
 
 
 @dataclass(frozen=True)
@@ -45,30 +46,13 @@ class Outcome:
     rewards: np.ndarray
 
 
-def _positive_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _nonnegative(name: str, value: object, strict: bool = False) -> float:
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(x) or x < 0 or (strict and x == 0):
-        bound = "> 0" if strict else ">= 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return x
-
-
 def _per_player(name: str, value: float | Sequence[float], n_players: int, strict: bool) -> np.ndarray:
     if np.ndim(value) == 0:
-        return np.full(n_players, _nonnegative(name, value, strict))
+        return np.full(n_players, real(name, value, strict=strict))
     values = list(value)  # type: ignore[arg-type]
     if len(values) != n_players:
         raise ValueError(f"{name} must be one number or one per player ({n_players}), got {len(values)} values")
-    return np.array([_nonnegative(f"{name}[{i}]", v, strict) for i, v in enumerate(values)])
+    return np.array([real(f"{name}[{i}]", v, strict=strict) for i, v in enumerate(values)])
 
 
 class MeanEstimationGame:
@@ -102,16 +86,16 @@ class MeanEstimationGame:
         prior_std: float = 1.0,
         sigma_cv: float = 0.0,
     ) -> None:
-        self.n_players = _positive_int("n_players", n_players, 2)
-        self.n_samples = _positive_int("n_samples", n_samples, 1)
-        self.dim = _positive_int("dim", dim, 1)
+        self.n_players = integer("n_players", n_players, 2)
+        self.n_samples = integer("n_samples", n_samples, 1)
+        self.dim = integer("dim", dim, 1)
         self.sigma = _per_player("sigma", sigma, self.n_players, strict=True)
-        self.sigma_star = _nonnegative("sigma_star", sigma_star)
+        self.sigma_star = real("sigma_star", sigma_star)
         self.lam = _per_player("lam", lam, self.n_players, strict=False)
-        self.alpha_max = _nonnegative("alpha_max", alpha_max, strict=True)
-        self.bias_max = _nonnegative("bias_max", bias_max)
-        self.prior_std = _nonnegative("prior_std", prior_std)
-        self.sigma_cv = _nonnegative("sigma_cv", sigma_cv)
+        self.alpha_max = real("alpha_max", alpha_max, strict=True)
+        self.bias_max = real("bias_max", bias_max)
+        self.prior_std = real("prior_std", prior_std)
+        self.sigma_cv = real("sigma_cv", sigma_cv)
 
     @property
     def nu(self) -> np.ndarray:
@@ -136,18 +120,18 @@ class MeanEstimationGame:
         """Draw ``batch`` episodes' data (SPEC §1 "Data").
 
         The sample mean and the sample variance are drawn from their exact distributions (for Gaussian samples
-        they are independent: ``xbar_i ~ N(mu_i, sigma_i^2/(n d) I)``, ``(n-1) d s_i^2 / sigma_i^2 ~
+        they are independent: ``xbar_i = mu_i + N(0, sigma_i^2/(n d) I)`` with ``mu_i = mu + N(0, sigma_*^2/d I)``,
+        drawn as one Gaussian ``xbar_i ~ N(mu, (sigma_*^2 + sigma_i^2/n)/d I)``; ``(n-1) d s_i^2 / sigma_i^2 ~
         chi^2_{(n-1) d}``), which costs ``O(d)`` instead of ``O(n d)`` per player.
         """
         n_players, d, n = self.n_players, self.dim, self.n_samples
         mu = self.prior_std * rng.standard_normal((batch, d))
-        client_means = mu[:, None, :] + self.sigma_star * rng.standard_normal((batch, n_players, d)) / np.sqrt(d)
         sigma2 = np.broadcast_to(self.sigma**2, (batch, n_players)).copy()
         if self.sigma_cv > 0:
             shape = 1.0 / self.sigma_cv**2
             sigma2 = sigma2 * rng.gamma(shape, 1.0 / shape, size=(batch, n_players))
-        noise = rng.standard_normal((batch, n_players, d)) / np.sqrt(d * n)
-        xbar = client_means + np.sqrt(sigma2)[..., None] * noise
+        spread = np.sqrt((self.sigma_star**2 + sigma2 / n) / d)
+        xbar = mu[:, None, :] + spread[..., None] * rng.standard_normal((batch, n_players, d))
         if n > 1:
             dof = (n - 1) * d
             sample_var = sigma2 * rng.chisquare(dof, size=(batch, n_players)) / dof
@@ -172,12 +156,14 @@ class MeanEstimationGame:
         actions = protocol.check_actions(actions)
         n_players, d = self.n_players, self.dim
         alpha, beta, bias = actions[..., 0], actions[..., 1], actions[..., 2:]
-        xi = rng.standard_normal((actions.shape[0], n_players, d)) / np.sqrt(d)
-        messages = world.xbar + alpha[..., None] * xi + bias
+        xi = rng.standard_normal((actions.shape[0], n_players, d))
+        manipulation = (alpha / np.sqrt(d))[..., None] * xi + bias
+        messages = world.xbar + manipulation
         server = protocol.server_round(messages, rng)
-        own_view = server.responses - (messages - world.xbar) / n_players
-        estimates = (1.0 - beta[..., None]) * own_view + beta[..., None] * world.xbar
-        sq_error = np.sum((estimates - world.mu[:, None, :]) ** 2, axis=-1)
+        own_view = server.responses - manipulation / n_players
+        estimates = own_view + beta[..., None] * (world.xbar - own_view)
+        error = estimates - world.mu[:, None, :]
+        sq_error = np.einsum("bnd,bnd->bn", error, error)
         others = (sq_error.sum(axis=1, keepdims=True) - sq_error) / (n_players - 1)
         rewards = others - self.lam * sq_error
         if server.payments is not None:

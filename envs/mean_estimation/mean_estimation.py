@@ -20,6 +20,7 @@ from pettingzoo import ParallelEnv
 from fedgames.envs.mean_estimation.game import MeanEstimationGame, Outcome, World
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
+from fedgames.validation import check_call
 
 
 class MeanEstimationEnv(ParallelEnv):
@@ -31,6 +32,7 @@ class MeanEstimationEnv(ParallelEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
+        check_call("mean_estimation_v0", MeanEstimationGame.__init__, config)
         self.game = MeanEstimationGame(**config)
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in range(self.game.n_players)]

@@ -180,14 +180,15 @@ def best_defence(profile: Profile, nu: np.ndarray, i: int, noise_C: float = 0.0)
     Lemma C.2: ``beta* = S_i / (nu - nu/N + S_i)`` with ``S_i = (sum_{j != i} E alpha_j^2 + ||sum_{j != i}
     b_j||^2) / N^2``. Here generalised to per-player ``nu`` and to the noisy response, where it gives Thm 5.1's
     ``C/(C+1)`` at honesty: ``1 - beta* = N (N-1) nu_i / ((N-1)^2 nu_i + K_i + N^2 C D_i)``, ``K_i`` the bracket
-    of :func:`expected_mse`.
+    of :func:`expected_mse`. The MSE is a convex quadratic in ``beta``, so the optimum over ``[0, 1]`` is the
+    clipped one (``beta* < 0`` happens only when the others' data is less noisy than i's own).
     """
     n = profile.n_players
     nu = np.broadcast_to(np.asarray(nu, dtype=float), (n,))
     others = np.delete(nu + profile.alpha**2, i).sum() + float(np.sum(np.delete(profile.bias, i, axis=0).sum(0) ** 2))
     noise = n**2 * noise_C * expected_deviation(profile, nu)[i]
     keep = n * (n - 1) * nu[i] / ((n - 1) ** 2 * nu[i] + others + noise)
-    return float(1.0 - keep)
+    return float(np.clip(1.0 - keep, 0.0, 1.0))
 
 
 def honest_profile(setting: Setting, dim: int) -> Profile:
@@ -236,30 +237,54 @@ def attack_slope(profile: Profile, setting: Setting, i: int) -> float:
     return float(at_one - at_zero)
 
 
-def best_response(profile: Profile, setting: Setting, i: int, alpha_max: float, bias_max: float) -> Profile:
-    """Player i's exact best response to the others in ``profile``, within the action bounds.
-
-    ``beta`` only moves i's own MSE, so it is Lemma C.2's :func:`best_defence`. ``alpha`` enters linearly through
-    ``E alpha^2`` (:func:`attack_slope`): ``alpha_max`` if the slope is positive, else 0. The reward is a
-    separable quadratic in the bias coordinates, ``c2 b_k^2 + l_k b_k``: an interior optimum ``-l_k/(2 c2)``
-    (clipped) when concave, else the endpoint that favours ``l_k``. Returns the profile with i's strategy replaced.
-    """
-    slope = attack_slope(profile, setting, i)
-    response = profile.replace_player(i, alpha=alpha_max if slope > 0 else 0.0, bias=np.zeros(profile.bias.shape[1]))
-    response = response.replace_player(i, beta=best_defence(response, setting.nu, i, setting.noise_C))
-    base = expected_reward(response, setting)[i]
+def _best_bias(profile: Profile, setting: Setting, i: int, bias_max: float) -> np.ndarray:
+    """Player i's best bias given everything else: the reward is a separable quadratic ``c2 b_k^2 + l_k b_k``
+    in the bias coordinates, so each is an interior optimum ``-l_k/(2 c2)`` (clipped) when concave, else the
+    endpoint that favours ``l_k``."""
+    base_profile = profile.replace_player(i, bias=np.zeros(profile.bias.shape[1]))
+    base = expected_reward(base_profile, setting)[i]
     bias = np.zeros(profile.bias.shape[1])
     for k in range(bias.size):
         unit = np.zeros_like(bias)
         unit[k] = 1.0
-        plus = expected_reward(response.replace_player(i, bias=unit), setting)[i]
-        minus = expected_reward(response.replace_player(i, bias=-unit), setting)[i]
+        plus = expected_reward(base_profile.replace_player(i, bias=unit), setting)[i]
+        minus = expected_reward(base_profile.replace_player(i, bias=-unit), setting)[i]
         c2, lin = (plus + minus) / 2 - base, (plus - minus) / 2
         if c2 < 0:
             bias[k] = np.clip(-lin / (2 * c2), -bias_max, bias_max)
         elif c2 > 0 or lin != 0:
             bias[k] = bias_max if lin >= 0 else -bias_max
-    return response.replace_player(i, bias=bias)
+    return bias
+
+
+def best_response(profile: Profile, setting: Setting, i: int, alpha_max: float, bias_max: float,
+                  max_iter: int = 100) -> Profile:
+    """Player i's best response to the others in ``profile``, within the action bounds.
+
+    For a fixed ``beta_i`` the reward is linear in ``E alpha_i^2`` ([H] eq. 18, 20); minimising over ``beta_i``
+    keeps it convex, so the best ``alpha`` is 0 or ``alpha_max`` and both are tried. ``beta`` is Lemma C.2's
+    :func:`best_defence`, the bias :func:`_best_bias`. Without the noisy response ``beta`` only moves i's own MSE
+    and the answer is exact; under it ``beta``, ``alpha`` and the bias interact through i's own noise, and the
+    best of the candidates (bias 0, bias at its bound, or alternately optimised with ``beta``) is returned —
+    exact when the others send no bias, since the reward then depends on i's attack through the convex
+    ``E alpha^2 + ||b||^2``.
+    Returns the profile with i's strategy replaced.
+    """
+    dim = profile.bias.shape[1]
+    candidates = []
+    for alpha in (0.0, alpha_max):
+        for start_bias, strategic_bias in ((0.0, False), (bias_max, False), (0.0, True)):
+            response = profile.replace_player(i, alpha=alpha, bias=np.full(dim, start_bias))
+            for _ in range(max_iter):
+                previous = response
+                response = response.replace_player(i, beta=best_defence(response, setting.nu, i, setting.noise_C))
+                if not strategic_bias:
+                    break
+                response = response.replace_player(i, bias=_best_bias(response, setting, i, bias_max))
+                if np.array_equal(response.actions(), previous.actions()):
+                    break
+            candidates.append(response)
+    return max(candidates, key=lambda c: expected_reward(c, setting)[i])
 
 
 def predicted_equilibrium(setting: Setting, dim: int, alpha_max: float, bias_max: float = 0.0,

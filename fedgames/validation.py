@@ -1,0 +1,49 @@
+"""Parameter checks with clear errors: each names the parameter, the value given and the allowed range."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fedgames.errors import did_you_mean
+
+
+def integer(name: str, value: object, minimum: int) -> int:
+    """``value`` as an ``int >= minimum`` (booleans and non-integral floats are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def real(name: str, value: object, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite ``float >= minimum`` (``> minimum`` when ``strict``)."""
+    try:
+        if isinstance(value, (bool, np.bool_, str)):
+            raise TypeError
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(x) or x < minimum or (strict and x == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return x
+
+
+def check_call(owner: str, function: Callable[..., Any], given: dict[str, Any], skip: int = 1,
+               also_allowed: tuple[str, ...] = ()) -> None:
+    """Raise a ``ValueError`` if ``given`` has a keyword ``function`` does not take (with a 'did you mean') or
+    lacks one it requires; the first ``skip`` positional parameters are not counted."""
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    allowed = named + list(also_allowed)
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        for name in given:
+            if name not in allowed:
+                raise ValueError(f"{owner}: unknown parameter {name!r}{did_you_mean(name, allowed)} "
+                                 f"(parameters: {allowed})")
+    missing = [p.name for p in parameters if p.default is p.empty and p.name in named and p.name not in given]
+    if missing:
+        raise ValueError(f"{owner} needs parameter(s) {missing}")

@@ -1,0 +1,287 @@
+"""Bad input is rejected with a ValueError that names the offending parameter, and leaves the env usable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fedgames
+from fedgames.envs.mean_estimation.mean_estimation import MeanEstimationEnv
+from fedgames.mechanisms import BoundedAttack, NoisyResponse, RobustAggregation, SidePayment
+
+N, D = 3, 2
+K = D + 2  # action width
+
+
+def make(mechanisms=(), **config):
+    config = dict(n_players=N, dim=D) | config
+    return fedgames.make("mean_estimation_v0", mechanisms=list(mechanisms), **config)
+
+
+def honest(env):
+    width = env.action_space(env.possible_agents[0]).shape[0]
+    return {a: np.zeros(width, dtype=np.float32) for a in env.agents}
+
+
+def with_action(env, action, agent="player_1"):
+    actions = honest(env)
+    actions[agent] = action
+    return actions
+
+
+def action(alpha=0.0, beta=0.0, *bias):
+    bias = list(bias) + [0.0] * (D - len(bias))
+    return np.array([alpha, beta, *bias], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------------------------
+
+BAD_ACTIONS = [
+    pytest.param(action(np.nan), r"player_1.*alpha.*NaN", id="nan-alpha"),
+    pytest.param(action(0.0, np.nan), r"player_1.*beta.*NaN", id="nan-beta"),
+    pytest.param(action(0.0, 0.0, 0.0, np.inf), r"player_1.*b_2.*inf", id="inf-bias"),
+    pytest.param(action(-np.inf), r"player_1.*alpha.*inf", id="minus-inf-alpha"),
+    pytest.param(np.zeros(K - 1), rf"player_1.*shape \({K},\)", id="shape-d+1"),
+    pytest.param(np.zeros((1, K)), rf"player_1.*shape \({K},\)", id="shape-1xd+2"),
+    pytest.param(np.zeros(K + 1), rf"player_1.*shape \({K},\)", id="shape-d+3"),
+    pytest.param(np.float32(0.0), rf"player_1.*shape \({K},\)", id="scalar"),
+    pytest.param(np.array(["0"] * K), r"player_1.*(real|dtype)", id="str-dtype"),
+    pytest.param(np.array([0.0] * K, dtype=object), r"player_1.*(real|dtype)", id="object-dtype"),
+    pytest.param(np.zeros(K, dtype=complex), r"player_1.*(real|dtype)", id="complex-dtype"),
+    pytest.param(action(5.0001), r"player_1.*alpha.*\[0, 5\]", id="alpha-above-alpha_max"),
+    pytest.param(action(-0.1), r"player_1.*alpha", id="alpha-negative"),
+    pytest.param(action(0.0, 1.01), r"player_1.*beta.*\[0, 1\]", id="beta-above-1"),
+    pytest.param(action(0.0, -0.01), r"player_1.*beta", id="beta-negative"),
+    pytest.param(action(0.0, 0.0, 1.5), r"player_1.*b_1.*\[-1, 1\]", id="bias-above"),
+    pytest.param(action(0.0, 0.0, 0.0, -1.2), r"player_1.*b_2", id="bias-below"),
+]
+
+
+@pytest.mark.parametrize("bad, pattern", BAD_ACTIONS)
+def test_bad_action_rejected(bad, pattern):
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=pattern):
+        env.step(with_action(env, bad))
+
+
+@pytest.mark.parametrize("bad, pattern", BAD_ACTIONS)
+def test_rejected_step_leaves_env_usable_and_rng_untouched(bad, pattern):
+    """After a rejected step a valid step works, and gives exactly what it gives without the rejected one."""
+    env, reference = make(["noisy_response:C=0.5"]), make(["noisy_response:C=0.5"])
+    env.reset(seed=1)
+    reference.reset(seed=1)
+    with pytest.raises(ValueError):
+        env.step(with_action(env, bad))
+    assert env.agents == env.possible_agents
+    good = with_action(env, action(1.0, 0.5, 0.2).astype(np.float32))
+    _, r1, term, _, i1 = env.step(good)
+    _, r2, _, _, i2 = reference.step(good)
+    assert all(term.values())
+    assert r1 == r2
+    for a in env.possible_agents:
+        np.testing.assert_array_equal(i1[a]["estimate"], i2[a]["estimate"])
+
+
+def test_missing_agent():
+    env = make()
+    env.reset(seed=0)
+    actions = honest(env)
+    del actions["player_2"]
+    with pytest.raises(ValueError, match=r"missing \['player_2'\]"):
+        env.step(actions)
+    env.step(honest(env))
+
+
+def test_unknown_agent():
+    env = make()
+    env.reset(seed=0)
+    actions = honest(env) | {"player_7": np.zeros(K, np.float32)}
+    with pytest.raises(ValueError, match=r"unknown \['player_7'\]"):
+        env.step(actions)
+    env.step(honest(env))
+
+
+@pytest.mark.parametrize("alpha", [1.6, 2.0, 5.0])
+def test_alpha_above_bounded_attack(alpha):
+    env = make(["bounded_attack:A=1.5", "side_payment:C=0.5"])
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"player_1.*alpha.*\[0, 1.5\]"):
+        env.step(with_action(env, action(alpha).astype(np.float32)))
+    _, _, _, _, infos = env.step(with_action(env, action(1.5).astype(np.float32)))  # the bound itself is fine
+    assert "payment" in infos["player_0"]
+
+
+def test_float32_rounding_at_bounds_is_accepted():
+    # bounds that float32 cannot represent exactly: the space's own high must be accepted
+    env = make(["bounded_attack:A=0.1"], alpha_max=0.3, bias_max=0.7)
+    env.reset(seed=0)
+    env.step({a: env.action_space(a).high.copy() for a in env.agents})
+    env.reset(seed=0)
+    env.step({a: env.action_space(a).low.copy() for a in env.agents})
+
+
+def test_step_after_episode_end_raises_runtime_error():
+    env = make()
+    env.reset(seed=0)
+    env.step(honest(env))
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({a: np.zeros(K, np.float32) for a in env.possible_agents})
+    env.reset()
+    env.step(honest(env))
+
+
+def test_step_before_reset_raises_runtime_error():
+    env = make(["side_payment:C=1"])
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({a: np.zeros(K, np.float32) for a in env.possible_agents})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Env config
+# ---------------------------------------------------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    pytest.param(dict(n_players=1), "n_players", id="n_players=1"),
+    pytest.param(dict(n_players=0), "n_players", id="n_players=0"),
+    pytest.param(dict(n_players=2.5), "n_players", id="n_players=2.5"),
+    pytest.param(dict(n_players=True), "n_players", id="n_players=True"),
+    pytest.param(dict(n_players=-3), "n_players", id="n_players=-3"),
+    pytest.param(dict(n_samples=0), "n_samples", id="n_samples=0"),
+    pytest.param(dict(dim=0), "dim", id="dim=0"),
+    pytest.param(dict(sigma=-1.0), "sigma", id="sigma<0"),
+    pytest.param(dict(sigma=0.0), "sigma", id="sigma=0"),
+    pytest.param(dict(sigma=float("nan")), "sigma", id="sigma=nan"),
+    pytest.param(dict(sigma=[1.0, 0.0, 1.0]), r"sigma\[1\]", id="sigma-entry-0"),
+    pytest.param(dict(sigma_star=-0.5), "sigma_star", id="sigma_star<0"),
+    pytest.param(dict(lam=[1.0, 1.0]), "lam", id="lam-short"),
+    pytest.param(dict(lam=[1.0, 1.0, 1.0, 1.0]), "lam", id="lam-long"),
+    pytest.param(dict(lam=[1.0, -0.5, 1.0]), r"lam\[1\]", id="lam-negative-entry"),
+    pytest.param(dict(lam=-1.0), "lam", id="lam-negative"),
+    pytest.param(dict(alpha_max=0.0), "alpha_max", id="alpha_max=0"),
+    pytest.param(dict(alpha_max=-1.0), "alpha_max", id="alpha_max<0"),
+    pytest.param(dict(alpha_max=float("inf")), "alpha_max", id="alpha_max=inf"),
+    pytest.param(dict(bias_max=-0.1), "bias_max", id="bias_max<0"),
+]
+
+
+@pytest.mark.parametrize("config, name", BAD_CONFIGS)
+def test_bad_config(config, name):
+    with pytest.raises(ValueError, match=name):
+        MeanEstimationEnv(**(dict(n_players=N, dim=D) | config))
+    with pytest.raises(ValueError, match=name):
+        make(**config)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mechanism specs
+# ---------------------------------------------------------------------------------------------------------------
+
+BAD_SPECS = [
+    pytest.param(["side_paymnet:C=0.4"], r"unknown mechanism 'side_paymnet'.*did you mean 'side_payment'",
+                 id="mechanism-near-miss"),
+    pytest.param(["noisy_respons:C=0.4"], r"did you mean 'noisy_response'", id="mechanism-near-miss-2"),
+    pytest.param(["side_payment:C=0.4,balancd=true"], r"'balancd'.*did you mean 'balanced'", id="param-near-miss"),
+    pytest.param([("side_payment", {"C": 0.4, "balnced": True})], r"'balnced'.*did you mean 'balanced'",
+                 id="param-near-miss-pair"),
+    pytest.param(["side_payment"], r"side_payment.*\['C'\]", id="missing-C"),
+    pytest.param(["noisy_response"], r"noisy_response.*\['C'\]", id="missing-C-noisy"),
+    pytest.param(["bounded_attack"], r"bounded_attack.*\['A'\]", id="missing-A"),
+    pytest.param(["side_payment:C=-0.1"], r"side_payment.*C", id="negative-C"),
+    pytest.param(["noisy_response:C=-1"], r"noisy_response.*C", id="negative-C-noisy"),
+    pytest.param(["side_payment:C=nan"], r"side_payment.*C", id="nan-C"),
+    pytest.param(["side_payment:C=1,balanced=yes"], r"balanced", id="balanced-not-bool"),
+    pytest.param(["bounded_attack:A=5.5"], r"bounded_attack.*A.*\[0, 5\]", id="A-above-alpha_max"),
+    pytest.param(["bounded_attack:A=-0.5"], r"bounded_attack.*A", id="A-negative"),
+    pytest.param(["bounded_attack:A=1,component=alhpa"], r"alhpa", id="component-unknown"),
+    pytest.param(["robust_aggregation:rule=medain"], r"unknown rule 'medain'.*did you mean 'median'",
+                 id="rule-near-miss"),
+    pytest.param(["robust_aggregation:rule=krum,f=1,q=2"], r"unknown parameter 'q'", id="rule-unknown-param"),
+    pytest.param(["robust_aggregation:rule=krum,ff=1"], r"'ff'.*did you mean 'f'", id="rule-param-near-miss"),
+    pytest.param(["robust_aggregation:rule=median,f=1"], r"unknown parameter 'f'", id="median-takes-no-f"),
+    pytest.param(["robust_aggregation:rule=trimmed_mean,f=2"], r"\bf\b", id="trimmed-mean-f-too-big"),
+    pytest.param(["side_payment:C"], r"side_payment:C.*key=value", id="malformed-spec"),
+    pytest.param(["side_payment:=1"], r"key=value", id="malformed-spec-no-key"),
+]
+
+
+@pytest.mark.parametrize("specs, pattern", BAD_SPECS)
+def test_bad_mechanism_spec(specs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make(specs, n_players=4)
+
+
+@pytest.mark.parametrize("spec, name", [("side_payment:C=abc", "C"), ("noisy_response:C=abc", "C"),
+                                        ("bounded_attack:A=abc", "A")])
+def test_non_numeric_mechanism_value_names_parameter(spec, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        make([spec])
+
+
+@pytest.mark.parametrize("spec, name", [("robust_aggregation:rule=krum", "f"),
+                                        ("robust_aggregation:rule=multi_krum,f=1", "m")])
+def test_missing_rule_parameter(spec, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        make([spec], n_players=6)
+
+
+@pytest.mark.parametrize("spec, suggestion", [("robust_aggregation:rule=median,clip_nrom=1", "clip_norm"),
+                                              ("robust_aggregation:rule=median,mixing=1", "mixing_f")])
+def test_robust_aggregation_own_parameter_near_miss(spec, suggestion):
+    with pytest.raises(ValueError, match=f"did you mean '{suggestion}'"):
+        make([spec], n_players=6)
+
+
+def test_robust_aggregation_pre_aggregation_parameters_validated():
+    with pytest.raises(ValueError, match="clip_norm"):
+        make(["robust_aggregation:rule=median,clip_norm=-1"], n_players=6)
+    with pytest.raises(ValueError, match=r"\bf\b"):
+        make(["robust_aggregation:rule=median,mixing_f=9"], n_players=6)
+    with pytest.raises(ValueError, match=r"\bf\b.*integer"):
+        make(["robust_aggregation:rule=krum,f=1.5"], n_players=6)
+
+
+def test_krum_impossible_f_raised_at_wrap_time():
+    # Krum needs N > 2f + 2: N = 4, f = 1 is impossible, N = 5 is fine
+    with pytest.raises(ValueError, match=r"\bf=1\b.*n_players"):
+        make(["robust_aggregation:rule=krum,f=1"], n_players=4)
+    env = make(n_players=4)
+    with pytest.raises(ValueError, match=r"\bf\b"):
+        RobustAggregation(env, rule="krum", f=1)
+    with pytest.raises(ValueError, match=r"\bf\b"):
+        RobustAggregation(env, rule="multi_krum", f=1, m=2)
+    make(["robust_aggregation:rule=krum,f=1"], n_players=5)
+
+
+def test_mechanism_constructors_validate_directly():
+    env = make()
+    with pytest.raises(ValueError, match="C"):
+        SidePayment(env, C=-1)
+    with pytest.raises(ValueError, match="C"):
+        NoisyResponse(env, C=float("inf"))
+    with pytest.raises(ValueError, match="A"):
+        BoundedAttack(env, A=6.0)
+    with pytest.raises(ValueError, match="A"):
+        BoundedAttack(env, A=float("nan"))
+    # A bound outside an inner bound: A must lie within the already bounded range
+    with pytest.raises(ValueError, match=r"A must lie in \[0, 1.5\]"):
+        BoundedAttack(BoundedAttack(env, A=1.5), A=2.0)
+
+
+def test_bounded_attack_A_respects_custom_alpha_max():
+    make(["bounded_attack:A=10"], alpha_max=10.0)
+    with pytest.raises(ValueError, match=r"A must lie in \[0, 2\]"):
+        make(["bounded_attack:A=3"], alpha_max=2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Env ids
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", ["mean_estimaton_v0", "fedgames/mean_estimaton-v0", "mean_estimation_v9"])
+def test_unknown_env_id_suggests_close_match(env_id):
+    with pytest.raises(ValueError, match=r"unknown env .*did you mean 'fedgames/mean_estimation-v0'"):
+        fedgames.make(env_id)
