@@ -52,7 +52,9 @@ def simulate(
         size = min(batch_size, episodes - start)
         world = game.sample_world(rng, size)
         observations = game.observe(world)
-        actions = np.stack([policies[a].act(observations[:, i], rng) for i, a in enumerate(agents)], axis=1)
+        actions = np.empty((size, len(agents), len(protocol.action_names)))
+        for i, agent in enumerate(agents):
+            actions[:, i] = policies[agent].act(observations[:, i], rng)
         chunks.append(game.play(protocol, world, actions, rng))
     payments = None if chunks[0].payments is None else np.concatenate([c.payments for c in chunks])
     return Episodes(
