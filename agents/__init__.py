@@ -1,5 +1,6 @@
 """Agents: the policy interface and scripted strategies."""
 
+from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import (
     FixedPolicy,
@@ -9,4 +10,4 @@ from fedgames.agents.scripted import (
     theory_best_response,
 )
 
-__all__ = ["FixedPolicy", "HonestPolicy", "Policy", "RandomPolicy", "profile_policies", "theory_best_response"]
+__all__ = ["FixedPolicy", "HonestPolicy", "Policy", "RandomPolicy", "SB3Policy", "profile_policies", "theory_best_response"]

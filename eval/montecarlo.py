@@ -46,7 +46,7 @@ def simulate(
     game, protocol = env.unwrapped.game, env.protocol  # type: ignore[attr-defined]
     agents = env.possible_agents
     _check_policies(policies, agents)
-    rng = np.random.default_rng(seed)
+    rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     chunks = []
     for start in tqdm(range(0, episodes, batch_size), desc="episodes", unit="batch", disable=not progress):
         size = min(batch_size, episodes - start)
@@ -54,7 +54,7 @@ def simulate(
         observations = game.observe(world)
         actions = np.empty((size, len(agents), len(protocol.action_names)))
         for i, agent in enumerate(agents):
-            actions[:, i] = policies[agent].act(observations[:, i], rng)
+            actions[:, i] = policies[agent].act(observations[:, i], policy_rng)
         chunks.append(game.play(protocol, world, actions, rng))
     payments = None if chunks[0].payments is None else np.concatenate([c.payments for c in chunks])
     return Episodes(

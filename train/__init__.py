@@ -1,1 +1,5 @@
-"""Training learners on fedgames environments."""
+"""Training learners on fedgames environments: best-response views (single-agent) and multi-agent training."""
+
+from fedgames.train.best_response_env import BestResponseEnv, BestResponseVecEnv, others_from_profile
+
+__all__ = ["BestResponseEnv", "BestResponseVecEnv", "others_from_profile"]

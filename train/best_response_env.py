@@ -1,0 +1,171 @@
+"""Single-agent best-response views of a fedgames game (SPEC §5, step 2).
+
+One player learns; the others follow fixed :class:`~fedgames.agents.Policy` objects. Two views:
+
+- :class:`BestResponseEnv`, a ``gymnasium.Env`` over the PettingZoo env (any fedgames parallel env, mechanisms
+  included); it passes Gymnasium's and Stable-Baselines3's ``check_env``.
+- :class:`BestResponseVecEnv`, an SB3 ``VecEnv`` that plays ``n_envs`` independent one-round games per step
+  through the game's batched stages (the same code the PettingZoo env runs), for thousands of episodes per second.
+
+Both show the learner a symmetric action space ``[-1, 1]^k`` (what SB3 expects) and map it affinely onto the
+player's action bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from fedgames.agents.action_scaling import ActionScaler
+from fedgames.agents.policy import Policy
+
+
+def _check_roles(env: ParallelEnv, player: str, others: Mapping[str, Policy]) -> list[str]:
+    agents = list(env.possible_agents)
+    if player not in agents:
+        raise ValueError(f"player {player!r} is not an agent of this env; agents: {agents}")
+    missing = [a for a in agents if a != player and a not in others]
+    if missing:
+        raise ValueError(f"others: no policy for {missing}")
+    return agents
+
+
+class BestResponseEnv(gym.Env):
+    """``player``'s view of a fedgames parallel env while ``others`` follow their policies.
+
+    Args:
+        env: a fedgames ``ParallelEnv`` (mechanism wrappers included).
+        player: the learning agent, e.g. ``"player_0"``.
+        others: a policy for every other agent.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env: ParallelEnv, player: str, others: Mapping[str, Policy]) -> None:
+        super().__init__()
+        self.env = env
+        self.player = player
+        self.others = dict(others)
+        self.agents = _check_roles(env, player, others)
+        self.scaler = ActionScaler(env.action_space(player))
+        self.action_space = self.scaler.normalized
+        self.observation_space = env.observation_space(player)
+        self.render_mode = None
+        self._observations: dict[str, np.ndarray] = {}
+        self._policy_rng = np.random.default_rng()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is not None:
+            self._policy_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        self._observations, infos = self.env.reset(seed=seed, options=options)
+        return self._observations[self.player], infos[self.player]
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        actions = {self.player: self.scaler.to_env(action).astype(np.float32)}
+        for agent in self.env.agents:
+            if agent != self.player:
+                observation = np.asarray(self._observations[agent], dtype=np.float64)
+                actions[agent] = self.others[agent].act(observation, self._policy_rng).astype(np.float32)
+        observations, rewards, terminations, truncations, infos = self.env.step(actions)
+        self._observations = observations
+        return (observations[self.player], float(rewards[self.player]), bool(terminations[self.player]),
+                bool(truncations[self.player]), infos[self.player])
+
+
+class BestResponseVecEnv(VecEnv):
+    """``n_envs`` independent one-round games stepped at once, ``player`` learning, ``others`` fixed.
+
+    Every step is one whole episode in each of the ``n_envs`` games (all ``dones`` are True; the returned
+    observations start the next episodes; ``infos[k]["terminal_observation"]`` holds the finished one). Works for
+    games with the batched interface ``sample_world / observe / play`` (the one-round games).
+
+    Args:
+        env: a fedgames ``ParallelEnv`` (mechanism wrappers included); its outermost protocol is played.
+        player: the learning agent.
+        others: a policy for every other agent.
+        n_envs: games per step.
+        seed: seeds the games and the others' policies (``VecEnv.seed`` re-seeds at the next reset).
+    """
+
+    def __init__(self, env: ParallelEnv, player: str, others: Mapping[str, Policy], n_envs: int = 1024,
+                 seed: int | None = None) -> None:
+        self.game = env.unwrapped.game  # type: ignore[attr-defined]
+        self.protocol = env.protocol  # type: ignore[attr-defined]
+        self.player = player
+        self.agents = _check_roles(env, player, others)
+        self.index = self.agents.index(player)
+        self.others = dict(others)
+        self.scaler = ActionScaler(env.action_space(player))
+        self.render_mode = None
+        super().__init__(n_envs, env.observation_space(player), self.scaler.normalized)
+        self._seed_generators(seed)
+        self._actions: np.ndarray | None = None
+        self._world = None
+        self._observations: np.ndarray | None = None
+
+    def _seed_generators(self, seed: int | None) -> None:
+        game_seed, policy_seed = np.random.SeedSequence(seed).spawn(2)
+        self._rng = np.random.default_rng(game_seed)
+        self._policy_rng = np.random.default_rng(policy_seed)
+
+    def _new_episodes(self) -> np.ndarray:
+        self._world = self.game.sample_world(self._rng, self.num_envs)
+        self._observations = self.game.observe(self._world)
+        return self._observations[:, self.index].astype(np.float32)
+
+    def reset(self) -> VecEnvObs:
+        if self._seeds[0] is not None:
+            self._seed_generators(self._seeds[0])
+        self._reset_seeds()
+        return self._new_episodes()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._world is None or self._actions is None or self._observations is None:
+            raise RuntimeError("call reset() and step_async() before step_wait()")
+        actions = np.empty((self.num_envs, len(self.agents), len(self.protocol.action_names)))
+        for i, agent in enumerate(self.agents):
+            if agent == self.player:
+                actions[:, i] = self.scaler.to_env(self._actions.reshape(self.num_envs, -1))
+            else:
+                actions[:, i] = self.others[agent].act(self._observations[:, i], self._policy_rng)
+        outcome = self.game.play(self.protocol, self._world, actions, self._rng)
+        finished = self._observations[:, self.index].astype(np.float32)
+        rewards = outcome.rewards[:, self.index].astype(np.float32)
+        infos = [{"terminal_observation": finished[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
+        observations = self._new_episodes()
+        return observations, rewards, np.ones(self.num_envs, dtype=bool), infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+def others_from_profile(policies: Mapping[str, Policy], player: str) -> dict[str, Policy]:
+    """The policies of everyone but ``player``."""
+    return {agent: policy for agent, policy in policies.items() if agent != player}
+
+
+__all__: Sequence[str] = ["BestResponseEnv", "BestResponseVecEnv", "others_from_profile"]
