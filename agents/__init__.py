@@ -3,6 +3,7 @@
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import (
+    ConstantPolicy,
     FixedPolicy,
     HonestPolicy,
     RandomPolicy,
@@ -10,4 +11,6 @@ from fedgames.agents.scripted import (
     theory_best_response,
 )
 
-__all__ = ["FixedPolicy", "HonestPolicy", "Policy", "RandomPolicy", "SB3Policy", "profile_policies", "theory_best_response"]
+__all__ = [
+    "ConstantPolicy",
+    "FixedPolicy", "HonestPolicy", "Policy", "RandomPolicy", "SB3Policy", "profile_policies", "theory_best_response"]

@@ -11,17 +11,27 @@ from fedgames.agents.policy import Policy
 from fedgames.envs.mean_estimation.theory import Profile, Setting, best_response
 
 
-class FixedPolicy(Policy):
-    """Always play ``[alpha, beta, b_1 .. b_d]`` whatever the observation."""
+class ConstantPolicy(Policy):
+    """Always play the same action vector, whatever the observation (any game)."""
+
+    def __init__(self, action: Sequence[float]) -> None:
+        self.action = np.asarray(action, dtype=float).reshape(-1)
+
+    def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.broadcast_to(self.action, observations.shape[:-1] + self.action.shape).copy()
+
+    def __repr__(self) -> str:
+        return f"ConstantPolicy({self.action.tolist()})"
+
+
+class FixedPolicy(ConstantPolicy):
+    """Always play ``[alpha, beta, b_1 .. b_d]`` in the mean-estimation game."""
 
     def __init__(self, alpha: float, beta: float, bias: Sequence[float]) -> None:
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.bias = np.asarray(bias, dtype=float).reshape(-1)
-        self.action = np.concatenate([[self.alpha, self.beta], self.bias])
-
-    def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return np.broadcast_to(self.action, observations.shape[:-1] + self.action.shape).copy()
+        super().__init__(np.concatenate([[self.alpha, self.beta], self.bias]))
 
     def __repr__(self) -> str:
         return f"FixedPolicy(alpha={self.alpha:g}, beta={self.beta:g}, bias={self.bias.tolist()})"

@@ -1,8 +1,7 @@
 """Theory vs simulation for the mean-estimation game: per-player predicted and observed MSE, reward, payment.
 
 ``compare_with_theory`` plays a profile through the env's batched stages and sets each Monte Carlo mean beside the
-closed form, with its standard error and the z-score. The report writes JSON, CSV and Markdown atomically, and
-plots a player's expected reward against its own alpha (theory curve, simulated points with error bars).
+closed form, with its standard error and the z-score. The report writes JSON, CSV and Markdown atomically.
 """
 
 from __future__ import annotations
@@ -136,43 +135,6 @@ def game_config(game: Any) -> dict[str, Any]:
     names = ("n_players", "n_samples", "dim", "sigma", "sigma_star", "lam", "alpha_max", "bias_max", "prior_std",
              "sigma_cv")
     return {n: np.asarray(getattr(game, n)).tolist() for n in names if hasattr(game, n)}
-
-
-def plot_reward_vs_alpha(env: ParallelEnv, profile: theory.Profile, path: str | Path, player: int = 0,
-                         points: int = 9, episodes: int = 20_000, seed: int = 0) -> Path:
-    """PNG of player ``player``'s expected reward against its own alpha, others fixed at ``profile``.
-
-    The line is the closed form; the dots are simulated means with 2-SE error bars.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    setting = theory.Setting.from_env(env)
-    protocol = env.protocol  # type: ignore[attr-defined]
-    top = float(protocol.action_high[protocol.action_index("alpha")])
-    line = np.linspace(0.0, top, 200)
-    curve = [theory.expected_reward(profile.replace_player(player, alpha=a), setting)[player] for a in line]
-    dots = np.linspace(0.0, top, points)
-    means, errors = [], []
-    for k, a in enumerate(dots):
-        deviation = profile.replace_player(player, alpha=a)
-        results = simulate(env, profile_policies(deviation, env.possible_agents), episodes, seed=seed + k)
-        mean, se = results.mean_and_se("rewards")
-        means.append(mean[player])
-        errors.append(2 * se[player])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(line, curve, label="theory (Thm 4.1 + mechanisms)")
-    ax.errorbar(dots, means, yerr=errors, fmt="o", capsize=3, label=f"simulation ({episodes} episodes, ±2 SE)")
-    names = " + ".join(m.spec() for m in protocol.mechanisms) or "no mechanism"
-    ax.set(xlabel=f"alpha of {env.possible_agents[player]}", ylabel="expected reward", title=names)
-    ax.legend()
-    fig.tight_layout()
-    target = Path(path)
-    write_atomic(target, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return target
 
 
 def write_atomic(path: str | Path, write: Any) -> None:

@@ -4,6 +4,8 @@
     fedgames simulate mean_estimation_v0 \\
         -m side_payment:C=0.4,balanced=true \\
         -e n_players=4 --profile honest --out DIR   # fedgames.eval.agreement.compare_with_theory(...)
+    fedgames check mean_estimation_v0 -m bounded_attack:A=1.5 \\
+        --profile theory --oracle ppo --out DIR      # fedgames.eval.nash.nash_check(...)
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fedgames.eval.agreement import compare_with_theory, plot_reward_vs_alpha, write_atomic
+    from fedgames.eval.agreement import compare_with_theory, write_atomic
+    from fedgames.eval.plots import plot_reward_vs_alpha
 
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
     profile = _profile(args.profile, env)
@@ -80,9 +83,68 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         write_atomic(out / "report.md", report.to_markdown())
         write_atomic(out / "agreement.csv", report.to_csv())
         if not args.no_plot:
-            plot_reward_vs_alpha(env, profile, out / "reward_vs_alpha.png", episodes=args.plot_episodes,
+            label = " + ".join(m.spec() for m in env.protocol.mechanisms) or "no mechanism"
+            plot_reward_vs_alpha([(label, env)], profile, out / "reward_vs_alpha.png", episodes=args.plot_episodes,
                                  seed=args.seed)
         print(f"wrote {out}/report.json, report.md, agreement.csv" + ("" if args.no_plot else ", reward_vs_alpha.png"))
+    return 0
+
+
+QUICK = {"timesteps": 50_000, "seeds": 2, "episodes": 10_000, "grid_points": 9, "grid_episodes": 2_000,
+         "players": "symmetric"}
+"""``--quick``: a few minutes on 2 CPU cores."""
+
+
+def _strength_variants(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The env at several strengths of its first mechanism with a ``C`` ([H] Fig. 1): C x 0, 0.5, 1, 2."""
+    from fedgames.mechanisms import parse_spec
+
+    specs = [parse_spec(m) for m in args.mechanism]
+    scaled = next((k for k, (_, params) in enumerate(specs) if "C" in params), None)
+    if scaled is None:
+        return [(" + ".join(args.mechanism) or "no mechanism", fedgames.make(args.env_id, mechanisms=args.mechanism,
+                                                                            **_config(args.env_config)))]
+    variants = []
+    for factor in (0.0, 0.5, 1.0, 2.0):
+        C = specs[scaled][1]["C"] * factor
+        mechanisms = [(name, params | {"C": C}) if k == scaled else (name, params)
+                      for k, (name, params) in enumerate(specs)]
+        env = fedgames.make(args.env_id, mechanisms=mechanisms, **_config(args.env_config))
+        variants.append((f"{specs[scaled][0]} C={C:g}", env))
+    return variants
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fedgames.agents import profile_policies
+    from fedgames.eval.nash import nash_check
+    from fedgames.eval.plots import plot_reward_vs_alpha
+    from fedgames.eval.theory_hooks import closed_form
+    from fedgames.train.oracles import make_oracle
+
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
+    profile = _profile(args.profile, env)
+    policies = profile_policies(profile, env.possible_agents)
+    if args.oracle == "grid":
+        oracle = make_oracle("grid", points=args.grid_points or 11, episodes=args.grid_episodes or 20_000,
+                             lipschitz="theory" if closed_form(env) is not None else None, level=args.level)
+    else:
+        oracle = make_oracle(args.oracle, timesteps=args.timesteps or 200_000, seeds=args.seeds or 3,
+                             n_envs=args.n_envs, tensorboard_log=args.tensorboard, progress=not args.quiet)
+    report = nash_check(env, policies, oracle, profile_name=args.profile, players=args.players or "all",
+                        episodes=args.episodes or 20_000, level=args.level, tolerance=args.tolerance,
+                        interval=args.interval, seed=args.seed, progress=not args.quiet)
+    print(report.to_markdown())
+    if args.out:
+        written = report.save(args.out)
+        if closed_form(env) is not None:
+            written.append(plot_reward_vs_alpha(_strength_variants(args), profile,
+                                                Path(args.out) / "payoff_vs_alpha.png", episodes=5_000,
+                                                seed=args.seed))
+        print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -93,22 +155,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list registered environments and mechanisms").set_defaults(run=cmd_list)
 
     sim = sub.add_parser("simulate", help="simulate a profile and compare it with the closed-form theory")
-    sim.add_argument("env_id", help="e.g. mean_estimation_v0")
-    sim.add_argument("-m", "--mechanism", action="append", default=[], metavar="SPEC",
-                     help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
-                          "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median")
-    sim.add_argument("-e", "--env-config", action="append", default=[], metavar="KEY=VALUE",
-                     help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2")
-    sim.add_argument("--profile", default="honest",
-                     help="honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'")
+    _add_env_arguments(sim)
     sim.add_argument("--episodes", type=int, default=200_000)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--out", help="folder for report.json, report.md, agreement.csv, reward_vs_alpha.png")
     sim.add_argument("--plot-episodes", type=int, default=20_000, help="episodes per point of the plot")
     sim.add_argument("--no-plot", action="store_true")
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(run=cmd_simulate)
+
+    check = sub.add_parser("check", help="empirical Nash check of a profile (SPEC §5)")
+    _add_env_arguments(check)
+    check.add_argument("--oracle", choices=["ppo", "sac", "td3", "grid"], default="ppo")
+    check.add_argument("--timesteps", type=int, help="learned oracles: training episodes per seed (200000)")
+    check.add_argument("--seeds", type=int, help="learned oracles: independent trainings, best kept (3)")
+    check.add_argument("--n-envs", type=int, default=1024, help="learned oracles: games per vectorised step")
+    check.add_argument("--grid-points", type=int, help="grid oracle: points per component (11)")
+    check.add_argument("--grid-episodes", type=int, help="grid oracle: episodes per grid point (20000)")
+    check.add_argument("--episodes", type=int, help="fresh episodes per regret estimate (20000)")
+    check.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    check.add_argument("--tolerance", type=float, default=5e-3, help="verdict tolerance, reward units")
+    check.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
+    check.add_argument("--players", choices=["all", "symmetric"], help="check every player or one per type")
+    check.add_argument("--tensorboard", metavar="DIR", help="TensorBoard logs of the learners")
+    check.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
+    check.set_defaults(run=cmd_check)
     return parser
+
+
+def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the commands that build an env and a profile."""
+    parser.add_argument("env_id", help="e.g. mean_estimation_v0")
+    parser.add_argument("-m", "--mechanism", action="append", default=[], metavar="SPEC",
+                        help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
+                             "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median")
+    parser.add_argument("-e", "--env-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2")
+    parser.add_argument("--profile", default="honest",
+                        help="honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="folder for the report files and PNGs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -310,3 +310,49 @@ def predicted_equilibrium(setting: Setting, dim: int, alpha_max: float, bias_max
         if moved <= tol:
             return profile, True
     return profile, False
+
+
+class EnvTheory:
+    """The closed forms of a (wrapped) ``mean_estimation_v0`` env, in terms of action vectors ``(N, d + 2)``.
+
+    Used by the equilibrium check for exact payoffs, predicted best responses and the Lipschitz constants that
+    turn a grid search into an upper bound on regret. Raises ``ValueError`` where the mechanisms have no closed
+    form (robust aggregation).
+    """
+
+    def __init__(self, env: object) -> None:
+        self.setting = Setting.from_env(env)
+        protocol = env.protocol  # type: ignore[attr-defined]
+        self.low, self.high = protocol.action_low, protocol.action_high
+
+    @staticmethod
+    def profile(actions: np.ndarray) -> Profile:
+        actions = np.asarray(actions, dtype=float)
+        return Profile(actions[:, 0], actions[:, 1], actions[:, 2:])
+
+    def payoff(self, actions: np.ndarray, i: int) -> float:
+        """``E R_i`` when every player plays its row of ``actions``."""
+        return float(expected_reward(self.profile(actions), self.setting)[i])
+
+    def best_response(self, actions: np.ndarray, i: int) -> np.ndarray:
+        """Player i's best response (:func:`best_response`) as an action vector."""
+        bias_max = float(self.high[2]) if self.high.size > 2 else 0.0
+        response = best_response(self.profile(actions), self.setting, i, float(self.high[0]), bias_max)
+        return response.actions()[i]
+
+    def lipschitz(self, actions: np.ndarray, i: int, components: list[int], points: int = 101) -> np.ndarray:
+        """Largest ``|d E R_i / d a_c|`` over the box of the given components (others fixed at ``actions``).
+
+        Computed from finite differences of the closed form on a ``points``-per-axis grid (the payoff is a
+        low-degree polynomial, so this converges quadratically in the spacing).
+        """
+        axes = [np.linspace(self.low[c], self.high[c], points) for c in components]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(components))
+        values = np.empty(len(grid))
+        for g, point in enumerate(grid):
+            trial = np.array(actions, dtype=float)
+            trial[i, components] = point
+            values[g] = self.payoff(trial, i)
+        values = values.reshape([points] * len(components))
+        return np.array([np.max(np.abs(np.diff(values, axis=k))) / max(axes[k][1] - axes[k][0], 1e-300)
+                         if self.high[c] > self.low[c] else 0.0 for k, c in enumerate(components)])

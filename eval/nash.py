@@ -1,0 +1,276 @@
+"""The empirical Nash check (SPEC §5): does any player gain by leaving a candidate profile?
+
+For each checked player i: estimate ``u_i(sigma*)``; let an oracle find a reply ``BR`` with the others fixed at
+``sigma*_{-i}``; play both on the same fresh episodes (common random numbers: same data, same noise) and take the
+paired differences ``u_i(BR, sigma*_{-i}) - u_i(sigma*)``. Their mean is the regret ``eps_i``, with a paired
+normal or bootstrap interval; ``NashConv = sum_i max(eps_i, 0)`` (OpenSpiel's vocabulary). Verdict per player,
+with tolerance ``tau``: *consistent* when the upper end is below ``tau``, *refuted* when the lower end is above
+it, else *inconclusive* (more episodes or budget).
+
+What each oracle proves: a learned reply only shows the regret is *at least* what it found (a lower bound; the
+report keeps the learning curves and says whether they levelled off). A grid over a bounded low-dimensional
+strategy class with a Lipschitz term also gives an *upper* bound on the regret over that whole class; the report
+then gives the bracket ``[interval low, upper bound]`` beside the verdict (which, as SPEC §5 says, comes from the
+interval).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+from tqdm.auto import tqdm
+
+from fedgames.agents.policy import Policy
+from fedgames.agents.scripted import ConstantPolicy
+from fedgames.eval.agreement import game_config, write_atomic
+from fedgames.eval.montecarlo import simulate
+from fedgames.eval.strategy import summarize_actions, summarize_policy
+from fedgames.eval.theory_hooks import closed_form
+from fedgames.train.oracles import GridOracle, LearnedOracle, constant_actions
+
+VERDICTS = ("consistent", "refuted", "inconclusive")
+
+
+def paired_interval(diffs: np.ndarray, level: float, method: str = "normal", resamples: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """Two-sided ``level`` interval for the mean of paired differences.
+
+    ``normal``: ``mean -/+ z sd / sqrt(K)``. ``bootstrap``: percentile interval of ``resamples`` resampled means.
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    mean = float(diffs.mean())
+    if method == "normal":
+        half = NormalDist().inv_cdf((1 + level) / 2) * float(diffs.std(ddof=1)) / np.sqrt(diffs.size)
+        return mean - half, mean + half
+    if method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        means = np.empty(resamples)
+        chunk = max(1, 2_000_000 // diffs.size)
+        for start in range(0, resamples, chunk):
+            stop = min(start + chunk, resamples)
+            means[start:stop] = diffs[rng.integers(0, diffs.size, (stop - start, diffs.size))].mean(axis=1)
+        low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+        return float(low), float(high)
+    raise ValueError(f"interval must be 'normal' or 'bootstrap', got {method!r}")
+
+
+def verdict(low: float, high: float, tolerance: float) -> str:
+    """SPEC §5 step 4: consistent if ``high < tolerance``, refuted if ``low > tolerance``, else inconclusive."""
+    if high < tolerance:
+        return "consistent"
+    if low > tolerance:
+        return "refuted"
+    return "inconclusive"
+
+
+@dataclass
+class PlayerCheck:
+    """The check of one player (one per type in symmetric games)."""
+
+    agent: str
+    verdict: str
+    regret: float
+    ci: list[float]
+    candidate: dict[str, float]
+    learned: dict[str, float]
+    predicted: dict[str, float] | None
+    distance_to_prediction: float | None
+    oracle: str
+    proves: str
+    upper_bound: float | None
+    budget: dict[str, Any]
+    plateau: bool | None
+    curves: list[list[list[float]]] = field(default_factory=list)
+    represents: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NashReport:
+    """The result of :func:`nash_check`; ``to_json``, ``to_markdown`` and ``save`` (with PNG plots)."""
+
+    env: str
+    mechanisms: list[str]
+    config: dict[str, Any]
+    profile: str
+    players: list[PlayerCheck]
+    episodes: int
+    level: float
+    tolerance: float
+    interval: str
+    seed: int
+    checked: str
+
+    @property
+    def nash_conv(self) -> float:
+        """``sum_i max(eps_i, 0)``; a player checked for its type counts once per member of the type."""
+        return float(sum(max(p.regret, 0.0) * len(p.represents) for p in self.players))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["nash_conv"] = self.nash_conv
+        for player in data["players"]:
+            player["bracket"] = ([player["ci"][0], player["upper_bound"]] if player["upper_bound"] is not None
+                                 else None)
+        data["method"] = (f"paired {self.interval} interval at level {self.level}, {self.episodes} episodes per "
+                          f"estimate with common random numbers; verdict tolerance {self.tolerance}")
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=float)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Nash check: {self.env}, profile `{self.profile}`",
+            "",
+            f"- mechanisms: {', '.join(self.mechanisms) or 'none'}",
+            f"- config: `{json.dumps(self.config)}`",
+            f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
+            f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}; {self.checked}",
+            f"- **NashConv = {self.nash_conv:.5f}**",
+            "",
+            "| agent | verdict | regret | interval | upper bound | oracle (proves) | plateau |",
+            "| --- | --- | ---: | --- | ---: | --- | :---: |",
+        ]
+        for p in self.players:
+            upper = "-" if p.upper_bound is None else f"{p.upper_bound:.5f}"
+            plateau = "-" if p.plateau is None else ("yes" if p.plateau else "NO")
+            lines.append(f"| {p.agent} | **{p.verdict}** | {p.regret:+.5f} | [{p.ci[0]:+.5f}, {p.ci[1]:+.5f}] | "
+                         f"{upper} | {p.oracle} ({p.proves}) | {plateau} |")
+        lines += ["", "| agent | candidate | predicted best reply | found best reply | distance |",
+                  "| --- | --- | --- | --- | ---: |"]
+        for p in self.players:
+            distance = "-" if p.distance_to_prediction is None else f"{p.distance_to_prediction:.4f}"
+            lines.append(f"| {p.agent} | {_fmt(p.candidate)} | {_fmt(p.predicted)} | {_fmt(p.learned)} | {distance} |")
+        lines += ["", "Budgets:", ""] + [f"- {p.agent}: `{json.dumps(p.budget, default=float)}`" for p in self.players]
+        lines += ["", "A learned reply gives a lower bound on the regret; a grid with a Lipschitz term an upper bound "
+                  "over observation-independent strategies (the bracket is [interval low, upper bound])."]
+        return "\n".join(lines) + "\n"
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write ``report.json``, ``report.md``, ``regret.png`` and, for learned oracles, ``learning_curves.png``."""
+        from fedgames.eval.plots import plot_learning_curves, plot_regret
+
+        out = Path(out)
+        write_atomic(out / "report.json", self.to_json())
+        write_atomic(out / "report.md", self.to_markdown())
+        written = [out / "report.json", out / "report.md", plot_regret(self, out / "regret.png")]
+        if any(p.curves for p in self.players):
+            written.append(plot_learning_curves(self, out / "learning_curves.png"))
+        return written
+
+
+def _fmt(summary: Mapping[str, float] | None) -> str:
+    if summary is None:
+        return "-"
+    return ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if not k.startswith("b_"))
+
+
+def player_types(env: ParallelEnv, policies: Mapping[str, Policy]) -> list[list[str]]:
+    """Groups of interchangeable players: same per-player config (``lam``, ``sigma``) and the same candidate
+    policy (equal constant actions, or the same object)."""
+    game = env.unwrapped.game  # type: ignore[attr-defined]
+    per_player = [np.asarray(getattr(game, name)) for name in ("lam", "sigma") if hasattr(game, name)]
+
+    def key(i: int, agent: str) -> tuple:
+        policy = policies[agent]
+        strategy = tuple(policy.action) if isinstance(policy, ConstantPolicy) else id(policy)
+        return tuple(float(v[i]) for v in per_player) + (strategy,)
+
+    groups: dict[tuple, list[str]] = {}
+    for i, agent in enumerate(env.possible_agents):
+        groups.setdefault(key(i, agent), []).append(agent)
+    return list(groups.values())
+
+
+def nash_check(
+    env: ParallelEnv,
+    policies: Mapping[str, Policy],
+    oracle: LearnedOracle | GridOracle,
+    profile_name: str = "custom",
+    players: str | Sequence[str] = "all",
+    episodes: int = 20_000,
+    level: float = 0.95,
+    tolerance: float = 5e-3,
+    interval: str = "normal",
+    seed: int = 0,
+    progress: bool = False,
+) -> NashReport:
+    """Check whether ``policies`` (one per agent) is an equilibrium of ``env`` (mechanisms included).
+
+    Args:
+        env: a fedgames env with the batched interface.
+        policies: the candidate profile.
+        oracle: a :class:`~fedgames.train.oracles.LearnedOracle` or :class:`~fedgames.train.oracles.GridOracle`.
+        profile_name: how the report names the candidate.
+        players: ``"all"``, ``"symmetric"`` (one player per type, see :func:`player_types`) or a list of agents.
+        episodes: fresh episodes for each paired regret estimate.
+        level: confidence level of the intervals.
+        tolerance: the verdict's ``tau``, in reward units (an epsilon-equilibrium threshold; 0.005 by default).
+        interval: ``"normal"`` or ``"bootstrap"``.
+        seed: seeds the oracle and (apart from it) the evaluation episodes.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if episodes < 2:
+        raise ValueError(f"episodes must be >= 2, got {episodes}")
+    agents = list(env.possible_agents)
+    missing = [a for a in agents if a not in policies]
+    if missing:
+        raise ValueError(f"policies: no policy for {missing}")
+    if players == "all":
+        groups, checked = [[a] for a in agents], "every player checked"
+    elif players == "symmetric":
+        groups = player_types(env, policies)
+        checked = f"one player per type ({len(groups)} type(s); NashConv counts each type's regret per member)"
+    else:
+        unknown = [a for a in players if a not in agents]
+        if unknown:
+            raise ValueError(f"players: unknown agents {unknown}; agents: {agents}")
+        groups, checked = [[a] for a in players], f"players {list(players)} checked"
+    theory = closed_form(env)
+    evaluation_seed = seed + 7_919
+    baseline = simulate(env, policies, episodes, seed=evaluation_seed).rewards
+    results = []
+    for group in tqdm(groups, desc="players", disable=not progress):
+        agent = group[0]
+        index = agents.index(agent)
+        found = oracle.best_response(env, agent, policies, seed=seed)
+        replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed).rewards
+        diffs = replied[:, index] - baseline[:, index]
+        low, high = paired_interval(diffs, level, interval, seed=seed)
+        learned = summarize_policy(env, agent, found.policy, seed=seed)
+        predicted, distance = _prediction(env, theory, policies, index, learned)
+        results.append(PlayerCheck(
+            agent=agent, verdict=verdict(low, high, tolerance), regret=float(diffs.mean()), ci=[low, high],
+            candidate=summarize_policy(env, agent, policies[agent], seed=seed), learned=learned,
+            predicted=predicted, distance_to_prediction=distance, oracle=found.oracle, proves=found.proves,
+            upper_bound=found.upper_bound, budget=found.budget, plateau=found.plateau, curves=found.curves,
+            represents=group,
+        ))
+    mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
+    return NashReport(env=env.metadata["name"], mechanisms=mechanisms, config=game_config(env.unwrapped.game),
+                      profile=profile_name, players=results, episodes=episodes, level=level, tolerance=tolerance,
+                      interval=interval, seed=seed, checked=checked)
+
+
+def _prediction(env: ParallelEnv, theory: Any, policies: Mapping[str, Policy], index: int,
+                learned: Mapping[str, float]) -> tuple[dict[str, float] | None, float | None]:
+    """The closed form's best reply (when the game has one and the candidate is constant) and the distance of
+    the found reply's mean action to it."""
+    if theory is None:
+        return None, None
+    observations = env.unwrapped.game.observe(env.unwrapped.game.sample_world(np.random.default_rng(0), 1))
+    actions = constant_actions(env, policies, observations)
+    if actions is None:
+        return None, None
+    names = env.protocol.action_names  # type: ignore[attr-defined]
+    best = theory.best_response(actions, index)
+    mean_found = np.array([learned[name] for name in names])
+    return summarize_actions(names, best), float(np.linalg.norm(mean_found - best))

@@ -1,0 +1,102 @@
+"""PNG figures: regret bars, learning curves, and a player's payoff against its own alpha ([H] Fig. 1 style)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from fedgames.agents.scripted import profile_policies
+from fedgames.envs.mean_estimation import theory
+from fedgames.eval.agreement import write_atomic
+from fedgames.eval.montecarlo import simulate
+
+if TYPE_CHECKING:
+    from fedgames.eval.nash import NashReport
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    target = Path(path)
+    write_atomic(target, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    _pyplot().close(fig)
+    return target
+
+
+def plot_regret(report: NashReport, path: str | Path) -> Path:
+    """Bars of each checked player's regret with its interval; grid upper bounds as markers; the tolerance."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(report.players) + 2), 4))
+    x = np.arange(len(report.players))
+    regrets = np.array([p.regret for p in report.players])
+    lows = regrets - np.array([p.ci[0] for p in report.players])
+    highs = np.array([p.ci[1] for p in report.players]) - regrets
+    colors = {"consistent": "tab:green", "refuted": "tab:red", "inconclusive": "tab:orange"}
+    ax.bar(x, regrets, yerr=[lows, highs], capsize=4, color=[colors[p.verdict] for p in report.players])
+    uppers = [(k, p.upper_bound) for k, p in enumerate(report.players) if p.upper_bound is not None]
+    if uppers:
+        ax.plot(*zip(*uppers), "kv", label="grid upper bound")
+    ax.axhline(report.tolerance, color="gray", linestyle="--", label=f"tolerance {report.tolerance:g}")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [f"{p.agent}\n{p.verdict}" for p in report.players])
+    ax.set(ylabel=f"regret ({report.level:.0%} interval)", title=f"{report.env}: {report.profile}, "
+           f"NashConv {report.nash_conv:.4f}")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_learning_curves(report: NashReport, path: str | Path) -> Path:
+    """Mean episode reward against timesteps for every seed of every learned best response."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for player in report.players:
+        for seed, curve in enumerate(player.curves):
+            steps, values = np.array(curve).T
+            ax.plot(steps, values, label=f"{player.agent} seed {seed}", alpha=0.8)
+    ax.set(xlabel="timesteps (episodes)", ylabel="mean reward of the learner", title="best-response learning")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_reward_vs_alpha(curves: Sequence[tuple[str, ParallelEnv]], profile: theory.Profile, path: str | Path,
+                         player: int = 0, points: int = 9, episodes: int = 20_000, seed: int = 0) -> Path:
+    """Player ``player``'s expected reward against its own alpha, the others fixed at ``profile``, one curve per
+    ``(label, env)`` (e.g. several mechanism strengths, as [H] Fig. 1): closed form as lines, simulated means as
+    dots with 2-SE bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, env in curves:
+        setting = theory.Setting.from_env(env)
+        protocol = env.protocol  # type: ignore[attr-defined]
+        top = float(protocol.action_high[protocol.action_index("alpha")])
+        line = np.linspace(0.0, top, 200)
+        curve = [theory.expected_reward(profile.replace_player(player, alpha=a), setting)[player] for a in line]
+        (drawn,) = ax.plot(line, curve, label=label)
+        dots = np.linspace(0.0, top, points)
+        means, errors = [], []
+        for k, a in enumerate(dots):
+            deviation = profile.replace_player(player, alpha=a)
+            results = simulate(env, profile_policies(deviation, env.possible_agents), episodes, seed=seed + k)
+            mean, se = results.mean_and_se("rewards")
+            means.append(mean[player])
+            errors.append(2 * se[player])
+        ax.errorbar(dots, means, yerr=errors, fmt="o", capsize=3, color=drawn.get_color())
+    agent = curves[0][1].possible_agents[player]
+    ax.set(xlabel=f"alpha of {agent}", ylabel="expected reward",
+           title=f"lines: closed form; dots: simulation ({episodes} episodes, ±2 SE)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)

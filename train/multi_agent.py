@@ -1,0 +1,606 @@
+"""Multi-agent training on fedgames one-round games: independent learners and parameter sharing.
+
+Two ways to let every player learn at once (the learners then play the game against each other, and where they
+settle is compared with the theory's equilibria, SPEC §1 and §5):
+
+- :func:`train_independent`: one Stable-Baselines3 model per player. In each round every player trains its own
+  model for ``steps_per_round`` episodes on a :class:`~fedgames.train.BestResponseVecEnv` against the *other*
+  players' policies as they were at the end of the previous round (simultaneous, "Jacobi" updates); round 0
+  plays against ``init`` (the honest profile by default). Models persist across rounds.
+- :func:`train_shared`: parameter sharing. One model acts for every player of ``n_games`` games at once through
+  :class:`SelfPlayVecEnv`, each player rewarded with its own reward.
+
+Both record, after every round (independent) or every ``checkpoint_every`` steps (shared), a summary of each
+player's strategy (mean of every action component on a fixed, seeded evaluation batch, the bias norm, the mean
+reward) and, given a ``checkpoint_dir``, save the models and a ``state.json`` from which a second call with the
+same arguments resumes (completed rounds are not redone). A resumed run reproduces the uninterrupted one exactly
+for PPO (each round re-seeds the model and the env, and ``model.save`` keeps the parameters and the optimiser);
+SAC/TD3 replay buffers are not saved, so for them a resumed run refills its buffer and differs slightly.
+
+Each vectorised step is one whole episode in every sub-env, so "steps" and "timesteps" here are SB3 timesteps:
+episodes of one player (of one learner, for independent training).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+from tqdm.auto import tqdm
+
+from fedgames.agents.action_scaling import ActionScaler
+from fedgames.agents.learned import SB3Policy
+from fedgames.agents.policy import Policy
+from fedgames.agents.scripted import HonestPolicy, profile_policies
+from fedgames.eval.agreement import write_atomic
+from fedgames.eval.strategy import summarize_actions
+from fedgames.train.best_response_env import BestResponseVecEnv, others_from_profile
+from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
+
+STATE_FILE = "state.json"
+STATE_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameter sharing: every player of every game is a sub-env
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _common_space(env: ParallelEnv, kind: str) -> Any:
+    """The one ``action_space`` / ``observation_space`` all players share (``ValueError`` if they differ)."""
+    spaces_ = {agent: getattr(env, kind)(agent) for agent in env.possible_agents}
+    first_agent, first = next(iter(spaces_.items()))
+    for agent, space in spaces_.items():
+        same = (space.shape == first.shape and space.dtype == first.dtype
+                and np.array_equal(space.low, first.low) and np.array_equal(space.high, first.high))
+        if not same:
+            raise ValueError(f"parameter sharing needs identical {kind}s; {agent}'s {space} differs from "
+                             f"{first_agent}'s {first}")
+    return first
+
+
+class SelfPlayVecEnv(VecEnv):
+    """``n_games`` independent one-round games per step, every player of every game one sub-env.
+
+    Sub-env ``g * N + i`` is player ``i`` of game ``g`` (game-major); ``num_envs = n_games * N``. One learner acts
+    for all of them on normalised ``[-1, 1]^k`` actions (mapped onto the players' common action ``Box``) and each
+    sub-env is rewarded with its own player's reward. Every step is a whole episode: all ``dones`` are True, the
+    returned observations start the next games and ``infos[k]["terminal_observation"]`` holds the finished one.
+
+    Args:
+        env: a fedgames ``ParallelEnv`` with the batched interface ``sample_world / observe / play`` (mechanism
+            wrappers included; the outermost protocol is played). All players must have identical action and
+            observation spaces.
+        n_games: games per step.
+        seed: seeds the games (``VecEnv.seed`` re-seeds at the next reset).
+    """
+
+    def __init__(self, env: ParallelEnv, n_games: int = 512, seed: int | None = None) -> None:
+        if n_games < 1:
+            raise ValueError(f"n_games must be >= 1, got {n_games}")
+        self.game = env.unwrapped.game  # type: ignore[attr-defined]
+        self.protocol = env.protocol  # type: ignore[attr-defined]
+        self.agents = list(env.possible_agents)
+        self.n_players = len(self.agents)
+        self.n_games = n_games
+        self.scaler = ActionScaler(_common_space(env, "action_space"))
+        self.render_mode = None
+        super().__init__(n_games * self.n_players, _common_space(env, "observation_space"), self.scaler.normalized)
+        self._seed_generator(seed)
+        self._actions: np.ndarray | None = None
+        self._world: Any = None
+        self._observations: np.ndarray | None = None
+
+    def _seed_generator(self, seed: int | None) -> None:
+        (game_seed,) = np.random.SeedSequence(seed).spawn(1)
+        self._rng = np.random.default_rng(game_seed)
+
+    def _new_episodes(self) -> np.ndarray:
+        self._world = self.game.sample_world(self._rng, self.n_games)
+        self._observations = self.game.observe(self._world).reshape(self.num_envs, -1).astype(np.float32)
+        return self._observations
+
+    def reset(self) -> VecEnvObs:
+        if self._seeds[0] is not None:
+            self._seed_generator(self._seeds[0])
+        self._reset_seeds()
+        return self._new_episodes()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._world is None or self._actions is None or self._observations is None:
+            raise RuntimeError("call reset() and step_async() before step_wait()")
+        actions = self.scaler.to_env(self._actions.reshape(self.num_envs, -1))
+        outcome = self.game.play(self.protocol, self._world, actions.reshape(self.n_games, self.n_players, -1),
+                                 self._rng)
+        finished = self._observations
+        rewards = outcome.rewards.reshape(self.num_envs).astype(np.float32)
+        infos = [{"terminal_observation": finished[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
+        return self._new_episodes(), rewards, np.ones(self.num_envs, dtype=bool), infos
+
+    # The rest of the VecEnv contract is the same as the best-response view's: every sub-env is this object.
+    step_async = BestResponseVecEnv.step_async
+    close = BestResponseVecEnv.close
+    get_attr = BestResponseVecEnv.get_attr
+    set_attr = BestResponseVecEnv.set_attr
+    env_method = BestResponseVecEnv.env_method
+    env_is_wrapped = BestResponseVecEnv.env_is_wrapped
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Result
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingResult:
+    """What a multi-agent training run produced.
+
+    Attributes:
+        mode: ``"independent"`` or ``"shared"``.
+        policies: the final policy of every agent (under parameter sharing they wrap one model).
+        history: one entry per round (independent) or checkpoint (shared): ``{"round", "timesteps",
+            "players": {agent: {"alpha": .., "beta": .., "b_1": .., "bias_norm": .., "reward": ..}}}`` — means
+            over a fixed evaluation batch; ``timesteps`` counts the episodes all learners have trained on so far.
+        config: the run's configuration (what ``state.json`` checks on resume).
+        checkpoint_dir: where the run was checkpointed, if anywhere.
+    """
+
+    mode: str
+    policies: dict[str, SB3Policy]
+    history: list[dict[str, Any]]
+    config: dict[str, Any]
+    checkpoint_dir: str | None = None
+    models: dict[str, BaseAlgorithm] = field(default_factory=dict, repr=False)
+
+    def series(self, agent: str, key: str) -> np.ndarray:
+        """One summary value (``"alpha"``, ``"reward"`` ...) of ``agent`` across the history."""
+        return np.array([entry["players"][agent][key] for entry in self.history])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "config": self.config, "checkpoint_dir": self.checkpoint_dir,
+                "history": self.history}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def plot(self, path: str | Path) -> Path:
+        """A PNG of every player's mean ``alpha`` and ``beta`` across the history (written atomically)."""
+        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
+
+        components = [c for c in ("alpha", "beta") if self.history and all(
+            c in summary for summary in self.history[0]["players"].values())]
+        fig = Figure(figsize=(5 * max(len(components), 1), 3.5), layout="tight")
+        axes = fig.subplots(1, max(len(components), 1), squeeze=False)[0]
+        x = [entry["round"] for entry in self.history]
+        for ax, component in zip(axes, components):
+            for agent in self.policies:
+                ax.plot(x, self.series(agent, component), marker="o", label=agent)
+            ax.set(xlabel="round" if self.mode == "independent" else "checkpoint", ylabel=f"mean {component}",
+                   title=f"{self.mode} learners: {component}")
+            ax.legend(fontsize="small")
+        target = Path(path)
+        write_atomic(target, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+        return target
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers shared by both kinds of training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def sub_seed(seed: int, *keys: int) -> int:
+    """A 31-bit seed derived from ``seed`` and ``keys`` (independent streams for rounds, players, evaluation)."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] >> 1)
+
+
+_EVAL_KEY = 0x5EED
+
+
+def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
+    """The honest profile of a mean-estimation env: ``alpha = b = 0`` with the best defence (``beta = 0``, or
+    ``C/(C+1)`` under the noisy response); ``beta = 0`` under mechanisms without a closed form."""
+    from fedgames.envs.mean_estimation import theory
+
+    dim = env.unwrapped.game.dim  # type: ignore[attr-defined]
+    try:
+        setting = theory.Setting.from_env(env)
+    except ValueError:
+        return {agent: HonestPolicy(dim) for agent in env.possible_agents}
+    return dict(profile_policies(theory.honest_profile(setting, dim), env.possible_agents))
+
+
+def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per agent: the mean of every action component over ``episodes`` seeded episodes, ``bias_norm`` when the
+    game has a bias, and the mean ``reward`` (same episodes for every call with the same seed)."""
+    game, protocol = env.unwrapped.game, env.protocol  # type: ignore[attr-defined]
+    rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    world = game.sample_world(rng, episodes)
+    observations = game.observe(world)
+    actions = np.stack([policies[a].act(observations[:, i], policy_rng) for i, a in enumerate(env.possible_agents)],
+                       axis=1)
+    rewards = game.play(protocol, world, actions, rng).rewards.mean(axis=0)
+    return {agent: summarize_actions(protocol.action_names, actions[:, i]) | {"reward": float(rewards[i])}
+            for i, agent in enumerate(env.possible_agents)}
+
+
+def _algo_kwargs(algo: str, n_envs: int, action_dim: int, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:func:`fedgames.train.oracles.default_algo_kwargs`, plus Gaussian exploration noise for TD3 (which explores
+    through action noise only), plus ``overrides``."""
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
+    kwargs = default_algo_kwargs(algo, n_envs)
+    if algo == "td3":
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(action_dim), np.full(action_dim, 0.2))
+    return kwargs | dict(overrides or {})
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (arrays to lists, unknown objects to their repr)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value) if " at 0x" not in repr(value) else type(value).__name__
+
+
+def _env_description(env: ParallelEnv) -> dict[str, Any]:
+    """What identifies the game a run trains on: its name, agents, configuration and mechanism stack."""
+    game = env.unwrapped.game  # type: ignore[attr-defined]
+    mechanisms = env.protocol.mechanisms  # type: ignore[attr-defined]
+    return {
+        "name": env.metadata.get("name"),
+        "agents": list(env.possible_agents),
+        "game": {k: v for k, v in vars(game).items() if not k.startswith("_")},
+        "mechanisms": [m.spec() if hasattr(m, "spec") else type(m).__name__ for m in mechanisms],
+    }
+
+
+def _run_config(mode: str, env: ParallelEnv, algo: str, seed: int, **options: Any) -> dict[str, Any]:
+    return _jsonable({"mode": mode, "env": _env_description(env), "algo": algo, "seed": seed, **options})
+
+
+def _differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted keys at which two JSON configurations differ."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [d for k in keys for d in _differing_keys(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [prefix.rstrip(".")]
+
+
+def _learn(model: BaseAlgorithm, venv: VecEnv, steps: int, seed: int) -> None:
+    """Train ``model`` on ``venv`` for ``steps`` more timesteps, re-seeded (so a resumed round repeats exactly)."""
+    model.set_env(venv)  # also discards the last observation: the round starts from fresh episodes
+    model.set_random_seed(seed)
+    model.learn(steps, reset_num_timesteps=False)
+
+
+def _frozen(policy: Policy) -> Policy:
+    """A snapshot of a learned policy that further training of its model does not change."""
+    if isinstance(policy, SB3Policy):
+        snapshot = copy.copy(policy)
+        snapshot.model = copy.deepcopy(policy.model.policy)  # the network alone predicts like the model
+        return snapshot
+    return policy
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learners: the models of a run and how one round trains them
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Learners(ABC):
+    """The models of one training run (keyed by file-name stem), how a round trains them and when to stop."""
+
+    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int) -> None:
+        self.env, self.algo, self.algo_kwargs, self.seed = env, algo, algo_kwargs, seed
+        self.models: dict[str, BaseAlgorithm] = {}
+
+    def _new_model(self, venv: VecEnv, seed: int) -> BaseAlgorithm:
+        kwargs = dict(self.algo_kwargs)
+        policy = kwargs.pop("policy", "MlpPolicy")
+        return ALGORITHMS[self.algo](policy, venv, seed=seed, verbose=kwargs.pop("verbose", 0), **kwargs)
+
+    def load(self, files: Mapping[str, Path]) -> None:
+        device = self.algo_kwargs.get("device", "auto")
+        self.models = {key: ALGORITHMS[self.algo].load(path, device=device) for key, path in files.items()}
+
+    @property
+    def timesteps(self) -> int:
+        """Episodes trained on so far, all models together."""
+        return sum(model.num_timesteps for model in self.models.values())
+
+    def check_resume(self, completed_rounds: int) -> None:
+        """Raise ``ValueError`` when a checkpoint already went beyond what this call asks for."""
+
+    @abstractmethod
+    def finished(self, completed_rounds: int) -> bool:
+        """Whether the run has reached its budget."""
+
+    @abstractmethod
+    def progress_bar(self, enabled: bool) -> tqdm:
+        """A tqdm bar over the budget."""
+
+    @abstractmethod
+    def progress(self, completed_rounds: int) -> int:
+        """Where the bar stands."""
+
+    @abstractmethod
+    def policies(self) -> dict[str, SB3Policy]:
+        """The current policy of every agent."""
+
+    @abstractmethod
+    def train_round(self, round_index: int) -> None:
+        """Train round ``round_index`` (0-based)."""
+
+
+class _IndependentLearners(_Learners):
+    """One model per agent; a round trains each against the others' previous-round snapshots."""
+
+    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, rounds: int,
+                 steps: int, n_envs: int, init: Mapping[str, Policy]) -> None:
+        super().__init__(env, algo, algo_kwargs, seed)
+        self.rounds, self.steps, self.n_envs, self.init = rounds, steps, n_envs, dict(init)
+
+    def check_resume(self, completed_rounds: int) -> None:
+        if completed_rounds > self.rounds:
+            raise ValueError(f"the checkpoint already holds {completed_rounds} rounds, more than rounds={self.rounds}")
+
+    def finished(self, completed_rounds: int) -> bool:
+        return completed_rounds >= self.rounds
+
+    def progress_bar(self, enabled: bool) -> tqdm:
+        return tqdm(total=self.rounds, desc="independent learners", unit="round", disable=not enabled)
+
+    def progress(self, completed_rounds: int) -> int:
+        return completed_rounds
+
+    def policies(self) -> dict[str, SB3Policy]:
+        return {a: SB3Policy(self.models[a], self.env.action_space(a)) for a in self.env.possible_agents}
+
+    def train_round(self, round_index: int) -> None:
+        previous = {a: _frozen(p) for a, p in self.policies().items()} if self.models else self.init
+        for i, agent in enumerate(self.env.possible_agents):
+            seed = sub_seed(self.seed, round_index, i)
+            venv = BestResponseVecEnv(self.env, agent, others_from_profile(previous, agent), self.n_envs, seed=seed)
+            if agent not in self.models:
+                self.models[agent] = self._new_model(venv, seed)
+            _learn(self.models[agent], venv, self.steps, seed)
+
+
+class _SharedLearner(_Learners):
+    """One model for every player; a round trains it up to the next multiple of ``every`` timesteps."""
+
+    KEY = "shared"
+
+    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, total: int,
+                 n_games: int, every: int) -> None:
+        super().__init__(env, algo, algo_kwargs, seed)
+        self.total, self.n_games, self.every = total, n_games, every
+
+    def finished(self, completed_rounds: int) -> bool:
+        return self.timesteps >= self.total
+
+    def progress_bar(self, enabled: bool) -> tqdm:
+        return tqdm(total=self.total, desc="shared learner", unit="step", disable=not enabled)
+
+    def progress(self, completed_rounds: int) -> int:
+        return min(self.timesteps, self.total)
+
+    def policies(self) -> dict[str, SB3Policy]:
+        model = self.models[self.KEY]
+        return {a: SB3Policy(model, self.env.action_space(a)) for a in self.env.possible_agents}
+
+    def train_round(self, round_index: int) -> None:
+        seed = sub_seed(self.seed, round_index)
+        venv = SelfPlayVecEnv(self.env, self.n_games, seed=seed)
+        if self.KEY not in self.models:
+            self.models[self.KEY] = self._new_model(venv, seed)
+        done = self.timesteps
+        target = min((done // self.every + 1) * self.every, self.total)
+        _learn(self.models[self.KEY], venv, target - done, seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Checkpoint:
+    """``state.json`` plus one model file per learner and completed round, in ``directory``.
+
+    The models of round r go to new files ``<key>.round_<r>.zip`` (each written to a temporary name and renamed);
+    ``state.json`` is replaced atomically afterwards and only then are older model files removed, so the state
+    always points at complete files of one round, whatever moment a crash hits.
+    """
+
+    def __init__(self, directory: str | Path, config: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.config = config
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The saved state (``None`` when there is none); ``ValueError`` if it was made with another config."""
+        if not self.state_path.exists():
+            return None
+        state = json.loads(self.state_path.read_text())
+        differing = _differing_keys(state["config"], self.config)
+        if differing:
+            raise ValueError(f"checkpoint {self.directory} was made with a different configuration; differing "
+                             f"keys: {', '.join(differing)}")
+        return state
+
+    def model_files(self, state: Mapping[str, Any]) -> dict[str, Path]:
+        return {key: self.directory / name for key, name in state["models"].items()}
+
+    def save(self, learners: _Learners, completed_rounds: int, history: list[dict[str, Any]]) -> None:
+        names = {key: f"{key}.round_{completed_rounds:04d}.zip" for key in learners.models}
+        for key, model in learners.models.items():
+            write_atomic(self.directory / names[key], model.save)
+        state = {"format": STATE_FORMAT, "config": self.config, "seed": self.config["seed"],
+                 "completed_rounds": completed_rounds, "timesteps": learners.timesteps, "models": names,
+                 "history": history}
+        write_atomic(self.state_path, json.dumps(state, indent=2))
+        for key in names:
+            for old in self.directory.glob(f"{key}.round_*.zip"):
+                if old.name != names[key]:
+                    old.unlink(missing_ok=True)
+
+
+def _run(learners: _Learners, config: dict[str, Any], checkpoint_dir: str | Path | None, eval_episodes: int,
+         progress: bool) -> TrainingResult:
+    """Resume from ``checkpoint_dir`` when it holds a state, then train rounds until the learners' budget is
+    spent, recording the strategies (and checkpointing) after each round."""
+    store = _Checkpoint(checkpoint_dir, config) if checkpoint_dir is not None else None
+    state = store.load_state() if store is not None else None
+    history: list[dict[str, Any]] = []
+    if state is not None:
+        learners.check_resume(state["completed_rounds"])
+        learners.load(store.model_files(state))  # type: ignore[union-attr]
+        history = state["history"]
+    eval_seed = sub_seed(config["seed"], _EVAL_KEY)
+    with learners.progress_bar(progress) as bar:
+        bar.update(learners.progress(len(history)))
+        while not learners.finished(len(history)):
+            learners.train_round(len(history))
+            players = strategy_summary(learners.env, learners.policies(), eval_episodes, eval_seed)
+            history.append({"round": len(history) + 1, "timesteps": learners.timesteps, "players": players})
+            if store is not None:
+                store.save(learners, len(history), history)
+            bar.update(learners.progress(len(history)) - bar.n)
+            bar.set_postfix(_mean_over_players(players))
+    return TrainingResult(config["mode"], learners.policies(), history, config,
+                          None if checkpoint_dir is None else str(checkpoint_dir), dict(learners.models))
+
+
+def _mean_over_players(players: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    keys = [k for k in ("alpha", "beta", "reward") if all(k in p for p in players.values())]
+    return {k: round(float(np.mean([p[k] for p in players.values()])), 3) for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def train_independent(
+    env: ParallelEnv,
+    algo: str = "ppo",
+    rounds: int = 10,
+    steps_per_round: int = 100_000,
+    n_envs: int = 1024,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    algo_kwargs: Mapping[str, Any] | None = None,
+    init: Mapping[str, Policy] | None = None,
+    progress: bool = False,
+    eval_episodes: int = 4096,
+) -> TrainingResult:
+    """Independent learners, all players learning at once (simultaneous best-response rounds).
+
+    In round r every player trains its own model (kept across rounds) for ``steps_per_round`` episodes on a
+    :class:`~fedgames.train.BestResponseVecEnv` of ``n_envs`` games against the others' policies from the end of
+    round r - 1 (frozen snapshots); round 0's opponents are ``init`` (default: :func:`honest_policies`).
+
+    Args:
+        env: a fedgames one-round ``ParallelEnv`` (mechanisms included).
+        algo: ``"ppo"``, ``"sac"`` or ``"td3"``.
+        rounds: total rounds wanted (a resumed run trains only the missing ones).
+        steps_per_round: training episodes per player and round (PPO rounds them up to whole rollouts).
+        n_envs: games per vectorised step of each learner.
+        seed: seeds models, games and the evaluation batch.
+        checkpoint_dir: save models and ``state.json`` after every round, and resume from them.
+        algo_kwargs: overrides of the defaults (:func:`fedgames.train.oracles.default_algo_kwargs`; TD3 adds
+            Gaussian action noise of scale 0.2); ``policy`` picks the SB3 policy (default ``"MlpPolicy"``).
+        init: round-0 opponents, agent -> Policy.
+        progress: show a tqdm bar over rounds.
+        eval_episodes: size of the fixed evaluation batch behind ``history``.
+
+    Raises:
+        ValueError: unknown ``algo``, a missing ``init`` policy, bad budgets, or a ``checkpoint_dir`` made with a
+            different configuration (the message names the differing keys) or holding more rounds than asked.
+    """
+    _check_budget(rounds=rounds, steps_per_round=steps_per_round, n_envs=n_envs, eval_episodes=eval_episodes)
+    init = dict(init) if init is not None else honest_policies(env)
+    missing = [a for a in env.possible_agents if a not in init]
+    if missing:
+        raise ValueError(f"init: no policy for {missing}")
+    action_dim = env.action_space(env.possible_agents[0]).shape[0]
+    config = _run_config("independent", env, algo, seed, steps_per_round=steps_per_round, n_envs=n_envs,
+                         algo_kwargs=algo_kwargs or {}, init=init, eval_episodes=eval_episodes)
+    learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, action_dim, algo_kwargs), seed, rounds,
+                                    steps_per_round, n_envs, init)
+    return _run(learners, config, checkpoint_dir, eval_episodes, progress)
+
+
+def train_shared(
+    env: ParallelEnv,
+    algo: str = "ppo",
+    total_steps: int = 1_000_000,
+    n_games: int = 512,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 100_000,
+    algo_kwargs: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    eval_episodes: int = 4096,
+) -> TrainingResult:
+    """Parameter sharing: one model plays every player of ``n_games`` games per step (:class:`SelfPlayVecEnv`).
+
+    Trains until the model has seen ``total_steps`` player-episodes, in chunks of ``checkpoint_every``; after each
+    chunk the strategies are recorded in ``history`` and, with a ``checkpoint_dir``, saved (resumable).
+
+    Args:
+        env: a fedgames one-round ``ParallelEnv`` whose players share action and observation spaces.
+        algo: ``"ppo"``, ``"sac"`` or ``"td3"``.
+        total_steps: total player-episodes (SB3 timesteps; each step gives ``n_games * N``).
+        n_games: games per vectorised step.
+        seed: seeds the model, the games and the evaluation batch.
+        checkpoint_dir: save the model and ``state.json`` every chunk, and resume from them.
+        checkpoint_every: timesteps per chunk (history entry / checkpoint).
+        algo_kwargs: overrides of the defaults (see :func:`train_independent`).
+        progress: show a tqdm bar over timesteps.
+        eval_episodes: size of the fixed evaluation batch behind ``history``.
+
+    Raises:
+        ValueError: as :func:`train_independent`, and for players with different spaces.
+    """
+    _check_budget(total_steps=total_steps, n_games=n_games, checkpoint_every=checkpoint_every,
+                  eval_episodes=eval_episodes)
+    n_envs = n_games * len(env.possible_agents)
+    action_dim = _common_space(env, "action_space").shape[0]
+    config = _run_config("shared", env, algo, seed, n_games=n_games, checkpoint_every=checkpoint_every,
+                         algo_kwargs=algo_kwargs or {}, eval_episodes=eval_episodes)
+    learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, action_dim, algo_kwargs), seed, total_steps,
+                              n_games, checkpoint_every)
+    return _run(learners, config, checkpoint_dir, eval_episodes, progress)
+
+
+def _check_budget(**values: int) -> None:
+    bad = {k: v for k, v in values.items() if not isinstance(v, (int, np.integer)) or v < 1}
+    if bad:
+        raise ValueError(f"these must be integers >= 1: {bad}")
+
+
+__all__ = ["SelfPlayVecEnv", "TrainingResult", "honest_policies", "strategy_summary", "sub_seed",
+           "train_independent", "train_shared"]

@@ -1,0 +1,280 @@
+"""Best-response oracles for the equilibrium check (SPEC §5, step 2).
+
+An oracle fixes the other players at their candidate policies and searches for a better reply for one player:
+
+- :class:`LearnedOracle` trains an SB3 algorithm (PPO, SAC, TD3) on the batched best-response view, several
+  seeds, and keeps the best. What it finds is a *lower* bound on the best reply's value (OpenSpiel's "approximate
+  exploitability"), so the regret it shows is a lower bound too.
+- :class:`GridOracle` evaluates every observation-independent strategy on a grid over a few action components
+  with common random numbers. With a Lipschitz constant ``L_c`` per component and grid spacing ``h_c`` no
+  strategy of that class can beat the best grid point by more than ``sum_c L_c h_c / 2``, which turns the grid
+  maximum into an *upper* bound on the regret over that class (Vorobeychik's bound), stated with a simultaneous
+  (Bonferroni) confidence level.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from fedgames.agents.learned import SB3Policy
+from fedgames.agents.policy import Policy
+from fedgames.agents.scripted import ConstantPolicy
+from fedgames.eval.montecarlo import simulate
+from fedgames.train.best_response_env import BestResponseVecEnv
+
+ALGORITHMS = {"ppo": PPO, "sac": SAC, "td3": TD3}
+
+
+def default_algo_kwargs(algo: str, n_envs: int) -> dict[str, Any]:
+    """Defaults for one-round games, where each vectorised step is ``n_envs`` whole episodes.
+
+    PPO: short rollouts (4 steps x ``n_envs`` episodes), one minibatch per step, 10 epochs, learning rate 3e-3.
+    SAC / TD3: ``gamma = 0`` (nothing to bootstrap), a batch of ``n_envs`` transitions, 4 gradient steps per
+    vectorised step, learning rate 1e-3.
+    """
+    if algo == "ppo":
+        return {"n_steps": 4, "batch_size": n_envs, "n_epochs": 10, "learning_rate": 3e-3, "gamma": 0.0}
+    return {"gamma": 0.0, "batch_size": n_envs, "learning_starts": 2 * n_envs, "train_freq": 1,
+            "gradient_steps": 4, "learning_rate": 1e-3, "buffer_size": 200_000}
+
+
+@dataclass
+class OracleResult:
+    """What an oracle found for one player.
+
+    Attributes:
+        policy: the best reply found.
+        oracle: the oracle's name (``ppo``, ``sac``, ``td3``, ``grid``).
+        proves: ``"lower bound"`` (a strategy found; the true best reply is at least as good) or
+            ``"lower and upper bound"`` (grid with a Lipschitz term: also, no strategy of the class does better
+            than ``upper_bound``).
+        budget: what was spent (timesteps and seeds, or grid points and episodes per point).
+        curves: learning curves, one per seed: ``[[timesteps, mean reward], ...]``.
+        plateau: whether the kept seed's learning curve levelled off (last fifth vs the one before).
+        upper_bound: for the grid, the simultaneous upper confidence bound on the regret over the strategy class.
+    """
+
+    policy: Policy
+    oracle: str
+    proves: str
+    budget: dict[str, Any]
+    curves: list[list[list[float]]] = field(default_factory=list)
+    plateau: bool | None = None
+    upper_bound: float | None = None
+
+
+class _Curve(BaseCallback):
+    """Records the mean reward of each rollout batch (each step is a batch of whole one-round episodes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[list[float]] = []
+
+    def _on_step(self) -> bool:
+        self.points.append([float(self.num_timesteps), float(np.mean(self.locals["rewards"]))])
+        return True
+
+
+def plateaued(curve: Sequence[Sequence[float]]) -> bool:
+    """True when the mean of the last fifth of the curve is within 2 standard errors of the fifth before it."""
+    values = np.array([v for _, v in curve])
+    k = len(values) // 5
+    if k < 2:
+        return False
+    last, before = values[-k:], values[-2 * k:-k]
+    se = np.sqrt(last.var(ddof=1) / k + before.var(ddof=1) / k)
+    return bool(abs(last.mean() - before.mean()) <= 2 * se)
+
+
+def _player_value(env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int) -> float:
+    results = simulate(env, policies, episodes, seed=seed)
+    return float(results.rewards[:, env.possible_agents.index(player)].mean())
+
+
+class LearnedOracle:
+    """Best reply by reinforcement learning on the batched best-response view.
+
+    Args:
+        algo: ``ppo``, ``sac`` or ``td3``.
+        timesteps: training budget per seed (episodes, as every step is a whole episode per game).
+        seeds: independent trainings; the one with the best validation value is kept.
+        n_envs: games per vectorised step.
+        validation_episodes: episodes used to pick the best seed (a seed stream apart from the check's).
+        algo_kwargs: overrides of :func:`default_algo_kwargs`.
+        tensorboard_log: folder for TensorBoard logs (needs the ``tensorboard`` package).
+    """
+
+    proves = "lower bound"
+
+    def __init__(self, algo: str = "ppo", timesteps: int = 200_000, seeds: int = 3, n_envs: int = 1024,
+                 validation_episodes: int = 20_000, algo_kwargs: Mapping[str, Any] | None = None,
+                 tensorboard_log: str | None = None, progress: bool = False) -> None:
+        if tensorboard_log is not None:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ValueError("tensorboard_log needs the tensorboard package: pip install tensorboard") from None
+        if algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
+        if timesteps < 1 or seeds < 1 or n_envs < 1:
+            raise ValueError(f"timesteps, seeds and n_envs must be >= 1, got {timesteps}, {seeds}, {n_envs}")
+        self.name = algo
+        self.timesteps, self.seeds, self.n_envs = timesteps, seeds, n_envs
+        self.validation_episodes = validation_episodes
+        self.algo_kwargs = default_algo_kwargs(algo, n_envs) | dict(algo_kwargs or {})
+        self.tensorboard_log = tensorboard_log
+        self.progress = progress
+
+    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0
+                      ) -> OracleResult:
+        others = {a: p for a, p in policies.items() if a != player}
+        runs = []
+        for k in tqdm(range(self.seeds), desc=f"{self.name} {player}", disable=not self.progress):
+            run_seed = seed * 1000 + k
+            venv = BestResponseVecEnv(env, player, others, n_envs=self.n_envs, seed=run_seed)
+            model = ALGORITHMS[self.name]("MlpPolicy", venv, seed=run_seed, verbose=0,
+                                         tensorboard_log=self.tensorboard_log, **self.algo_kwargs)
+            curve = _Curve()
+            model.learn(self.timesteps, callback=curve, tb_log_name=f"{self.name}_{player}_seed{run_seed}")
+            policy = SB3Policy(model, env.action_space(player))
+            value = _player_value(env, {**policies, player: policy}, player, self.validation_episodes,
+                                  seed=10_000_019 + run_seed)
+            runs.append((value, policy, curve.points))
+        best = max(range(len(runs)), key=lambda r: runs[r][0])
+        return OracleResult(
+            policy=runs[best][1],
+            oracle=self.name,
+            proves=self.proves,
+            budget={"algorithm": self.name, "timesteps_per_seed": self.timesteps, "seeds": self.seeds,
+                    "n_envs": self.n_envs, "validation_episodes": self.validation_episodes,
+                    "hyperparameters": {k: v for k, v in self.algo_kwargs.items()}},
+            curves=[r[2] for r in runs],
+            plateau=plateaued(runs[best][2]),
+        )
+
+
+class GridOracle:
+    """Best reply over observation-independent strategies on a grid of a few action components.
+
+    The other components of the player's action stay at the candidate's values. Every grid point is played on
+    the same ``episodes`` episodes as the candidate (common random numbers) and the best paired gain wins; with
+    ``refine`` a second grid of the same size then covers the cells around the best point. With a Lipschitz
+    constant ``L_c`` per component (given, or from the game's closed form with ``lipschitz="theory"``) every
+    strategy of the box lies within ``h_c / 2`` per component of a grid point (``h`` that grid's spacing; the
+    refined grid covers its region, the coarse grid the rest), so with Bonferroni's correction over all ``G``
+    points, at simultaneous confidence ``level``, the regret over the box is at most
+    ``max_g (d_g + z_{1 - (1-level)/G} se_g + sum_c L_c h_c(g) / 2)``, ``d_g`` the paired mean gain of point g.
+
+    Args:
+        components: names of the action components searched (e.g. ``("alpha", "beta")``).
+        points: grid points per component (per grid).
+        episodes: episodes per grid point.
+        refine: add the finer grid around the best coarse point.
+        lipschitz: ``"theory"``, a mapping component -> constant, or ``None`` (no upper bound).
+        level: confidence level of the upper bound.
+    """
+
+    name = "grid"
+
+    def __init__(self, components: Sequence[str] = ("alpha", "beta"), points: int = 11, episodes: int = 20_000,
+                 refine: bool = True, lipschitz: str | Mapping[str, float] | None = "theory",
+                 level: float = 0.95) -> None:
+        if points < 2 or episodes < 2:
+            raise ValueError(f"points and episodes must be >= 2, got {points}, {episodes}")
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        self.components, self.points, self.episodes = tuple(components), points, episodes
+        self.refine, self.lipschitz, self.level = refine, lipschitz, level
+
+    @property
+    def proves(self) -> str:
+        return "lower and upper bound" if self.lipschitz is not None else "lower bound"
+
+    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0
+                      ) -> OracleResult:
+        protocol = env.protocol  # type: ignore[attr-defined]
+        index = env.possible_agents.index(player)
+        columns = [protocol.action_index(c) for c in self.components]
+        observations = env.unwrapped.game.observe(env.unwrapped.game.sample_world(np.random.default_rng(seed), 1))
+        base = policies[player].act(observations[:, index], np.random.default_rng(seed))[0]
+        low, high = protocol.action_low[columns], protocol.action_high[columns]
+        candidate = simulate(env, policies, self.episodes, seed=seed).rewards[:, index]
+
+        def search(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            axes = [np.linspace(lo, hi, self.points) for lo, hi in zip(lower, upper)]
+            actions = []
+            for point in itertools.product(*axes):
+                action = base.copy()
+                action[columns] = point
+                actions.append(action)
+            gains, errors = np.empty(len(actions)), np.empty(len(actions))
+            for g, action in enumerate(actions):
+                rewards = simulate(env, {**policies, player: ConstantPolicy(action)}, self.episodes, seed=seed)
+                diff = rewards.rewards[:, index] - candidate
+                gains[g], errors[g] = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
+            return np.array(actions), gains, errors, (upper - lower) / (self.points - 1)
+
+        grids = [search(low, high)]
+        if self.refine:
+            best = grids[0][0][int(np.argmax(grids[0][1]))][columns]
+            grids.append(search(np.maximum(best - grids[0][3], low), np.minimum(best + grids[0][3], high)))
+        actions = np.concatenate([g[0] for g in grids])
+        gains = np.concatenate([g[1] for g in grids])
+        winner = int(np.argmax(gains))
+        result = OracleResult(
+            policy=ConstantPolicy(actions[winner]),
+            oracle=self.name,
+            proves=self.proves,
+            budget={"components": list(self.components), "points_per_component": self.points,
+                    "refined": self.refine, "grid_points": len(actions), "episodes_per_point": self.episodes},
+        )
+        constants = self._lipschitz(env, policies, observations, index, columns)
+        if constants is not None:
+            z = NormalDist().inv_cdf(1 - (1 - self.level) / len(actions))
+            bounds = [g[1] + z * g[2] + float(np.sum(constants * g[3] / 2)) for g in grids]
+            if self.refine:  # the coarse winner's cell is covered by the refined grid
+                bounds[0][int(np.argmax(grids[0][1]))] = -np.inf
+            result.upper_bound = float(max(b.max() for b in bounds))
+            result.budget["lipschitz"] = dict(zip(self.components, constants.tolist()))
+        return result
+
+    def _lipschitz(self, env: ParallelEnv, policies: Mapping[str, Policy], observations: np.ndarray, index: int,
+                   columns: list[int]) -> np.ndarray | None:
+        if self.lipschitz is None:
+            return None
+        if isinstance(self.lipschitz, Mapping):
+            return np.array([float(self.lipschitz[c]) for c in self.components])
+        from fedgames.eval.theory_hooks import closed_form
+
+        theory = closed_form(env)
+        constant = constant_actions(env, policies, observations)
+        if theory is None or constant is None:
+            raise ValueError("lipschitz='theory' needs a game with a closed form and constant policies; give the "
+                             "constants as a mapping, or lipschitz=None for a lower bound only")
+        return theory.lipschitz(constant, index, columns)
+
+
+def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy], observations: np.ndarray
+                     ) -> np.ndarray | None:
+    """``(N, k)`` actions when every policy is a :class:`ConstantPolicy`, else ``None``."""
+    rng = np.random.default_rng(0)
+    if not all(isinstance(policies[a], ConstantPolicy) for a in env.possible_agents):
+        return None
+    return np.stack([policies[a].act(observations[:, i], rng)[0] for i, a in enumerate(env.possible_agents)])
+
+
+def make_oracle(name: str, **kwargs: Any) -> LearnedOracle | GridOracle:
+    """``grid`` or one of :data:`ALGORITHMS` with its keyword arguments."""
+    if name == "grid":
+        return GridOracle(**kwargs)
+    return LearnedOracle(algo=name, **kwargs)
