@@ -89,6 +89,7 @@ class PlayerCheck:
     plateau: bool | None
     curves: list[list[list[float]]] = field(default_factory=list)
     represents: list[str] = field(default_factory=list)
+    other_oracles: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +150,11 @@ class NashReport:
             distance = "-" if p.distance_to_prediction is None else f"{p.distance_to_prediction:.4f}"
             lines.append(f"| {p.agent} | {_fmt(p.candidate)} | {_fmt(p.predicted)} | {_fmt(p.learned)} | {distance} |")
         lines += ["", "Budgets:", ""] + [f"- {p.agent}: `{json.dumps(p.budget, default=float)}`" for p in self.players]
+        for p in self.players:
+            for other in p.other_oracles:
+                lines.append(f"- {p.agent}, also {other['oracle']} ({other['proves']}): regret {other['regret']:+.5f} "
+                             f"[{other['ci'][0]:+.5f}, {other['ci'][1]:+.5f}]"
+                             + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}"))
         lines += ["", "A learned reply gives a lower bound on the regret; a grid with a Lipschitz term an upper bound "
                   "over observation-independent strategies (the bracket is [interval low, upper bound])."]
         return "\n".join(lines) + "\n"
@@ -192,7 +198,7 @@ def player_types(env: ParallelEnv, policies: Mapping[str, Policy]) -> list[list[
 def nash_check(
     env: ParallelEnv,
     policies: Mapping[str, Policy],
-    oracle: LearnedOracle | GridOracle,
+    oracle: LearnedOracle | GridOracle | Sequence[LearnedOracle | GridOracle],
     profile_name: str = "custom",
     players: str | Sequence[str] = "all",
     episodes: int = 20_000,
@@ -207,7 +213,9 @@ def nash_check(
     Args:
         env: a fedgames env with the batched interface.
         policies: the candidate profile.
-        oracle: a :class:`~fedgames.train.oracles.LearnedOracle` or :class:`~fedgames.train.oracles.GridOracle`.
+        oracle: a :class:`~fedgames.train.oracles.LearnedOracle` or :class:`~fedgames.train.oracles.GridOracle`,
+            or several: each searches, all replies are played on the same evaluation episodes, the one with the
+            largest regret is reported (the best lower bound) and the tightest upper bound closes the bracket.
         profile_name: how the report names the candidate.
         players: ``"all"``, ``"symmetric"`` (one player per type, see :func:`player_types`) or a list of agents.
         episodes: fresh episodes for each paired regret estimate.
@@ -220,6 +228,7 @@ def nash_check(
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
+    oracles = list(oracle) if isinstance(oracle, Sequence) else [oracle]
     agents = list(env.possible_agents)
     missing = [a for a in agents if a not in policies]
     if missing:
@@ -241,18 +250,26 @@ def nash_check(
     for group in tqdm(groups, desc="players", disable=not progress):
         agent = group[0]
         index = agents.index(agent)
-        found = oracle.best_response(env, agent, policies, seed=seed)
-        replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed).rewards
-        diffs = replied[:, index] - baseline[:, index]
-        low, high = paired_interval(diffs, level, interval, seed=seed)
+        replies = []
+        for each in oracles:
+            found = each.best_response(env, agent, policies, seed=seed)
+            replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed).rewards
+            diffs = replied[:, index] - baseline[:, index]
+            replies.append((float(diffs.mean()), paired_interval(diffs, level, interval, seed=seed), found))
+        regret, (low, high), found = max(replies, key=lambda r: r[0])
+        uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
         learned = summarize_policy(env, agent, found.policy, seed=seed)
         predicted, distance = _prediction(env, theory, policies, index, learned)
         results.append(PlayerCheck(
-            agent=agent, verdict=verdict(low, high, tolerance), regret=float(diffs.mean()), ci=[low, high],
+            agent=agent, verdict=verdict(low, high, tolerance), regret=regret, ci=[low, high],
             candidate=summarize_policy(env, agent, policies[agent], seed=seed), learned=learned,
             predicted=predicted, distance_to_prediction=distance, oracle=found.oracle, proves=found.proves,
-            upper_bound=found.upper_bound, budget=found.budget, plateau=found.plateau, curves=found.curves,
-            represents=group,
+            upper_bound=min(uppers) if uppers else None, budget=found.budget, plateau=found.plateau,
+            curves=found.curves, represents=group,
+            other_oracles=[{"oracle": r[2].oracle, "proves": r[2].proves, "regret": r[0], "ci": list(r[1]),
+                            "upper_bound": r[2].upper_bound, "budget": r[2].budget,
+                            "learned": summarize_policy(env, agent, r[2].policy, seed=seed)}
+                           for r in replies if r[2] is not found],
         ))
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
     return NashReport(env=env.metadata["name"], mechanisms=mechanisms, config=game_config(env.unwrapped.game),

@@ -128,13 +128,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
     profile = _profile(args.profile, env)
     policies = profile_policies(profile, env.possible_agents)
-    if args.oracle == "grid":
-        oracle = make_oracle("grid", points=args.grid_points or 11, episodes=args.grid_episodes or 20_000,
-                             lipschitz="theory" if closed_form(env) is not None else None, level=args.level)
-    else:
-        oracle = make_oracle(args.oracle, timesteps=args.timesteps or 200_000, seeds=args.seeds or 3,
-                             n_envs=args.n_envs, tensorboard_log=args.tensorboard, progress=not args.quiet)
-    report = nash_check(env, policies, oracle, profile_name=args.profile, players=args.players or "all",
+    oracles = []
+    for name in args.oracle or ["ppo"]:
+        if name == "grid":
+            oracles.append(make_oracle("grid", points=args.grid_points or 11, episodes=args.grid_episodes or 20_000,
+                                       lipschitz="theory" if closed_form(env) is not None else None,
+                                       level=args.level))
+        else:
+            oracles.append(make_oracle(name, timesteps=args.timesteps or 200_000, seeds=args.seeds or 3,
+                                       n_envs=args.n_envs, tensorboard_log=args.tensorboard,
+                                       progress=not args.quiet))
+    report = nash_check(env, policies, oracles, profile_name=args.profile, players=args.players or "all",
                         episodes=args.episodes or 20_000, level=args.level, tolerance=args.tolerance,
                         interval=args.interval, seed=args.seed, progress=not args.quiet)
     print(report.to_markdown())
@@ -163,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="empirical Nash check of a profile (SPEC §5)")
     _add_env_arguments(check)
-    check.add_argument("--oracle", choices=["ppo", "sac", "td3", "grid"], default="ppo")
+    check.add_argument("--oracle", choices=["ppo", "sac", "td3", "grid"], action="append",
+                       help="best-response oracle, repeatable (default ppo); with a learner and grid the report "
+                            "brackets the regret")
     check.add_argument("--timesteps", type=int, help="learned oracles: training episodes per seed (200000)")
     check.add_argument("--seeds", type=int, help="learned oracles: independent trainings, best kept (3)")
     check.add_argument("--n-envs", type=int, default=1024, help="learned oracles: games per vectorised step")
