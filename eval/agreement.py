@@ -9,10 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,23 +132,3 @@ def game_config(game: Any) -> dict[str, Any]:
     names = ("n_players", "n_samples", "dim", "sigma", "sigma_star", "lam", "alpha_max", "bias_max", "prior_std",
              "sigma_cv")
     return {n: np.asarray(getattr(game, n)).tolist() for n in names if hasattr(game, n)}
-
-
-def write_atomic(path: str | Path, write: Any) -> None:
-    """Write ``path`` via a temporary file in the same folder and an atomic rename.
-
-    ``write`` is the text to write, or a callable that writes to the temporary path it is given.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if callable(write):
-            write(tmp)
-        else:
-            Path(tmp).write_text(write)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

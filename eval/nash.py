@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
-from fedgames.eval.agreement import game_config, write_atomic
+from fedgames.eval.agreement import game_config
+from fedgames.files import write_atomic
 from fedgames.eval.montecarlo import simulate
 from fedgames.eval.strategy import summarize_actions, summarize_policy
 from fedgames.eval.theory_hooks import closed_form

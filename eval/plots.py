@@ -11,7 +11,7 @@ from pettingzoo import ParallelEnv
 
 from fedgames.agents.scripted import profile_policies
 from fedgames.envs.mean_estimation import theory
-from fedgames.eval.agreement import write_atomic
+from fedgames.files import write_atomic
 from fedgames.eval.montecarlo import simulate
 
 if TYPE_CHECKING:

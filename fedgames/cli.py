@@ -6,6 +6,8 @@
         -e n_players=4 --profile honest --out DIR   # fedgames.eval.agreement.compare_with_theory(...)
     fedgames check mean_estimation_v0 -m bounded_attack:A=1.5 \\
         --profile theory --oracle ppo --out DIR      # fedgames.eval.nash.nash_check(...)
+    fedgames train mean_estimation_v0 --mode independent \\
+        --profile honest --out DIR                   # fedgames.train.train_independent(...)
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fedgames.eval.agreement import compare_with_theory, write_atomic
+    from fedgames.eval.agreement import compare_with_theory
+    from fedgames.files import write_atomic
     from fedgames.eval.plots import plot_reward_vs_alpha
 
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
@@ -152,6 +155,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from fedgames.agents import profile_policies
+    from fedgames.files import write_atomic
+    from fedgames.train.multi_agent import train_independent, train_shared
+
+    if args.quick:
+        args.rounds = args.rounds or 3
+        args.steps = args.steps or 30_000
+    env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
+    out = Path(args.out) if args.out else None
+    checkpoints = out / "checkpoints" if out else None
+    if args.mode == "independent":
+        init = profile_policies(_profile(args.profile, env), env.possible_agents)
+        result = train_independent(env, algo=args.algo, rounds=args.rounds or 10, steps_per_round=args.steps or 100_000,
+                                   n_envs=args.n_envs, seed=args.seed, checkpoint_dir=checkpoints, init=init,
+                                   progress=not args.quiet)
+    else:
+        steps = args.steps or 100_000
+        result = train_shared(env, algo=args.algo, total_steps=steps * (args.rounds or 10), n_games=args.n_envs,
+                              seed=args.seed, checkpoint_dir=checkpoints, checkpoint_every=steps,
+                              progress=not args.quiet)
+    last = result.history[-1]
+    print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")
+    for agent, summary in last["players"].items():
+        print(f"  {agent}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if not k.startswith("b_")))
+    if out:
+        write_atomic(out / "training.json", result.to_json())
+        result.plot(out / "training.png")
+        print(f"wrote {out}/training.json, training.png, checkpoints/ (rerun the same command to resume)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedgames", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tensorboard", metavar="DIR", help="TensorBoard logs of the learners")
     check.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
     check.set_defaults(run=cmd_check)
+
+    train = sub.add_parser("train", help="all players learning at once, from a start profile; resumable")
+    _add_env_arguments(train)
+    train.add_argument("--mode", choices=["independent", "shared"], default="independent",
+                       help="independent learners (one model per player) or parameter sharing (one model)")
+    train.add_argument("--algo", choices=["ppo", "sac", "td3"], default="ppo")
+    train.add_argument("--rounds", type=int, help="rounds (independent) or checkpoints (shared) (10)")
+    train.add_argument("--steps", type=int, help="episodes per player and round / per checkpoint (100000)")
+    train.add_argument("--n-envs", type=int, default=1024, help="games per vectorised step")
+    train.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
+    train.set_defaults(run=cmd_train)
     return parser
 
 
@@ -199,10 +245,16 @@ def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder for the report files and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads (1: the small policy networks gain nothing from more)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("check", "train"):
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     try:
         return args.run(args)
     except ValueError as error:

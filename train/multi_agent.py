@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from tqdm.auto import tqdm
@@ -43,7 +42,7 @@ from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import HonestPolicy, profile_policies
-from fedgames.eval.agreement import write_atomic
+from fedgames.files import write_atomic
 from fedgames.eval.strategy import summarize_actions
 from fedgames.train.best_response_env import BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
@@ -154,6 +153,7 @@ class TrainingResult:
             over a fixed evaluation batch; ``timesteps`` counts the episodes all learners have trained on so far.
         config: the run's configuration (what ``state.json`` checks on resume).
         checkpoint_dir: where the run was checkpointed, if anywhere.
+        models: the SB3 models behind the policies (keyed by agent, or ``"shared"``), to go on training them.
     """
 
     mode: str
@@ -184,8 +184,13 @@ class TrainingResult:
         axes = fig.subplots(1, max(len(components), 1), squeeze=False)[0]
         x = [entry["round"] for entry in self.history]
         for ax, component in zip(axes, components):
-            for agent in self.policies:
-                ax.plot(x, self.series(agent, component), marker="o", label=agent)
+            values = np.array([self.series(agent, component) for agent in self.policies])
+            for agent, series in zip(self.policies, values):
+                ax.plot(x, series, marker="o", label=agent)
+            middle = (values.max() + values.min()) / 2  # a flat series gets a readable range, not an offset axis
+            if values.max() - values.min() < 0.1:
+                ax.set_ylim(middle - 0.1, middle + 0.1)
+            ax.ticklabel_format(axis="y", useOffset=False)
             ax.set(xlabel="round" if self.mode == "independent" else "checkpoint", ylabel=f"mean {component}",
                    title=f"{self.mode} learners: {component}")
             ax.legend(fontsize="small")
@@ -235,15 +240,11 @@ def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes:
             for i, agent in enumerate(env.possible_agents)}
 
 
-def _algo_kwargs(algo: str, n_envs: int, action_dim: int, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """:func:`fedgames.train.oracles.default_algo_kwargs`, plus Gaussian exploration noise for TD3 (which explores
-    through action noise only), plus ``overrides``."""
+def _algo_kwargs(algo: str, n_envs: int, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:func:`fedgames.train.oracles.default_algo_kwargs` for ``n_envs`` sub-envs, updated with ``overrides``."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
-    kwargs = default_algo_kwargs(algo, n_envs)
-    if algo == "td3":
-        kwargs["action_noise"] = NormalActionNoise(np.zeros(action_dim), np.full(action_dim, 0.2))
-    return kwargs | dict(overrides or {})
+    return default_algo_kwargs(algo, n_envs) | dict(overrides or {})
 
 
 def _jsonable(value: Any) -> Any:
@@ -286,7 +287,9 @@ def _differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 
 def _learn(model: BaseAlgorithm, venv: VecEnv, steps: int, seed: int) -> None:
-    """Train ``model`` on ``venv`` for ``steps`` more timesteps, re-seeded (so a resumed round repeats exactly)."""
+    """Train ``model`` on ``venv`` for ``steps`` more timesteps, re-seeded so that a resumed round repeats exactly
+    (SB3's ``set_random_seed`` also seeds the global python, numpy and torch generators, as model construction
+    does)."""
     model.set_env(venv)  # also discards the last observation: the round starts from fresh episodes
     model.set_random_seed(seed)
     model.learn(steps, reset_num_timesteps=False)
@@ -444,6 +447,8 @@ class _Checkpoint:
         if not self.state_path.exists():
             return None
         state = json.loads(self.state_path.read_text())
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{self.state_path}: unknown state format {state.get('format')!r}")
         differing = _differing_keys(state["config"], self.config)
         if differing:
             raise ValueError(f"checkpoint {self.directory} was made with a different configuration; differing "
@@ -530,8 +535,10 @@ def train_independent(
         n_envs: games per vectorised step of each learner.
         seed: seeds models, games and the evaluation batch.
         checkpoint_dir: save models and ``state.json`` after every round, and resume from them.
-        algo_kwargs: overrides of the defaults (:func:`fedgames.train.oracles.default_algo_kwargs`; TD3 adds
-            Gaussian action noise of scale 0.2); ``policy`` picks the SB3 policy (default ``"MlpPolicy"``).
+        algo_kwargs: overrides of the defaults (:func:`fedgames.train.oracles.default_algo_kwargs`: PPO with
+            4-step rollouts, ``batch_size = n_envs``, 10 epochs, learning rate 3e-3; SAC/TD3 with ``gamma = 0``, a
+            batch of ``n_envs`` transitions, 4 gradient steps per vectorised step, ``learning_starts = 2 n_envs``);
+            ``policy`` picks the SB3 policy (default ``"MlpPolicy"``).
         init: round-0 opponents, agent -> Policy.
         progress: show a tqdm bar over rounds.
         eval_episodes: size of the fixed evaluation batch behind ``history``.
@@ -545,10 +552,9 @@ def train_independent(
     missing = [a for a in env.possible_agents if a not in init]
     if missing:
         raise ValueError(f"init: no policy for {missing}")
-    action_dim = env.action_space(env.possible_agents[0]).shape[0]
     config = _run_config("independent", env, algo, seed, steps_per_round=steps_per_round, n_envs=n_envs,
                          algo_kwargs=algo_kwargs or {}, init=init, eval_episodes=eval_episodes)
-    learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, action_dim, algo_kwargs), seed, rounds,
+    learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs), seed, rounds,
                                     steps_per_round, n_envs, init)
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 
@@ -588,10 +594,11 @@ def train_shared(
     _check_budget(total_steps=total_steps, n_games=n_games, checkpoint_every=checkpoint_every,
                   eval_episodes=eval_episodes)
     n_envs = n_games * len(env.possible_agents)
-    action_dim = _common_space(env, "action_space").shape[0]
+    for kind in ("action_space", "observation_space"):  # fail before training when the players differ
+        _common_space(env, kind)
     config = _run_config("shared", env, algo, seed, n_games=n_games, checkpoint_every=checkpoint_every,
                          algo_kwargs=algo_kwargs or {}, eval_episodes=eval_episodes)
-    learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, action_dim, algo_kwargs), seed, total_steps,
+    learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs), seed, total_steps,
                               n_games, checkpoint_every)
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 

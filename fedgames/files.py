@@ -1,0 +1,28 @@
+"""Writing result files atomically, so a crash never leaves a half-written report or checkpoint."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: str | Path, write: Any) -> None:
+    """Write ``path`` via a temporary file in the same folder and an atomic rename.
+
+    ``write`` is the text to write, or a callable that writes to the temporary path it is given.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if callable(write):
+            write(tmp)
+        else:
+            Path(tmp).write_text(write)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,14 @@
+"""Test-wide settings."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny MLPs gain nothing from intra-op threads, and on a busy 2-core machine two spinning torch threads
+    slowed PPO down by ~50x in our measurements; one thread keeps the learning tests' timings stable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

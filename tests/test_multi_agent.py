@@ -1,0 +1,361 @@
+"""Multi-agent training: the parameter-sharing VecEnv, independent and shared learners, checkpoints and resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+
+import fedgames
+from fedgames.agents import FixedPolicy, HonestPolicy, SB3Policy
+from fedgames.train import multi_agent
+from fedgames.train.multi_agent import (
+    SelfPlayVecEnv,
+    TrainingResult,
+    honest_policies,
+    strategy_summary,
+    train_independent,
+    train_shared,
+)
+
+
+def make(mechanisms=(), **config):
+    return fedgames.make("mean_estimation_v0", mechanisms=list(mechanisms), **config)
+
+
+# Tiny budgets for the bookkeeping tests: one PPO rollout (4 steps x 64 games) per player and round.
+TINY = {"steps_per_round": 256, "n_envs": 64, "eval_episodes": 256}
+
+
+class LearnCounter:
+    """Counts (and optionally fails) calls of ``PPO.learn``."""
+
+    def __init__(self, monkeypatch, fail_at: int | None = None) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        original = PPO.learn
+
+        def learn(model, *args, **kwargs):
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise KeyboardInterrupt("simulated crash")
+            return original(model, *args, **kwargs)
+
+        monkeypatch.setattr(PPO, "learn", learn)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SelfPlayVecEnv
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_self_play_vec_env_shapes_dones_infos():
+    env = make(n_players=3, dim=2)
+    venv = SelfPlayVecEnv(env, n_games=5, seed=0)
+    assert isinstance(venv, VecEnv)
+    assert venv.num_envs == 15
+    assert venv.observation_space == env.observation_space("player_0")
+    assert venv.action_space == spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+    obs = venv.reset()
+    assert obs.shape == (15, 3) and obs.dtype == np.float32
+    assert all(venv.observation_space.contains(o) for o in obs)
+    # game-major: sub-env g * N + i is player i of game g
+    np.testing.assert_allclose(obs.reshape(5, 3, 3), env.unwrapped.game.observe(venv._world), rtol=1e-6)
+    actions = np.stack([venv.action_space.sample() for _ in range(15)])
+    new_obs, rewards, dones, infos = venv.step(actions)
+    assert new_obs.shape == (15, 3) and rewards.shape == (15,) and rewards.dtype == np.float32
+    assert dones.dtype == bool and dones.all()
+    assert len(infos) == 15
+    for k, info in enumerate(infos):
+        assert info["TimeLimit.truncated"] is False
+        np.testing.assert_array_equal(info["terminal_observation"], obs[k])
+    assert not np.array_equal(new_obs, obs)  # the next games started
+
+
+def test_self_play_rewards_are_each_players_own():
+    env = make(["bounded_attack:A=1.5"], n_players=4, dim=3)
+    venv = SelfPlayVecEnv(env, n_games=7, seed=3)
+    venv.reset()
+    world, rng = venv._world, copy.deepcopy(venv._rng)
+    actions = np.random.default_rng(0).uniform(-1.5, 1.5, size=(28, 5))  # out of range: clipped like SB3 would
+    _, rewards, _, _ = venv.step(actions)
+    played = venv.scaler.to_env(actions).reshape(7, 4, 5)
+    assert played[..., 0].max() <= 1.5
+    expected = env.unwrapped.game.play(env.protocol, world, played, rng).rewards
+    np.testing.assert_allclose(rewards, expected.reshape(-1).astype(np.float32))
+
+
+def test_self_play_seeding():
+    env = make(n_players=3)
+    a, b = SelfPlayVecEnv(env, 4, seed=1), SelfPlayVecEnv(env, 4, seed=1)
+    np.testing.assert_array_equal(a.reset(), b.reset())
+    assert not np.array_equal(SelfPlayVecEnv(env, 4, seed=2).reset(), SelfPlayVecEnv(env, 4, seed=1).reset())
+    a.seed(7)
+    first = a.reset()
+    a.reset()  # a seed applies to the next reset only
+    a.seed(7)
+    np.testing.assert_array_equal(a.reset(), first)
+
+
+def test_self_play_vec_env_contract():
+    env = make(n_players=2)
+    venv = SelfPlayVecEnv(env, n_games=3, seed=0)
+    with pytest.raises(RuntimeError, match="reset"):
+        venv.step(np.zeros((6, 4)))
+    assert venv.get_attr("n_games") == [3] * 6
+    assert venv.get_attr("n_games", indices=[0, 2]) == [3, 3]
+    assert venv.env_method("_new_episodes", indices=1)[0].shape == (6, 3)
+    assert venv.env_is_wrapped(VecMonitor) == [False] * 6
+    venv.set_attr("custom", 5)
+    assert venv.get_attr("custom") == [5] * 6
+    monitored = VecMonitor(venv)
+    monitored.reset()
+    _, _, _, infos = monitored.step(np.zeros((6, 4), dtype=np.float32))
+    assert all(info["episode"]["l"] == 1 for info in infos)
+    model = PPO("MlpPolicy", monitored, n_steps=4, batch_size=24, n_epochs=1, seed=0)
+    model.learn(48)
+    mean, _ = evaluate_policy(model, monitored, n_eval_episodes=12)
+    assert np.isfinite(mean)
+    venv.close()
+
+
+def test_self_play_needs_identical_spaces():
+    env = make(n_players=3)
+    boxes = {a: env.action_space(a) for a in env.possible_agents}
+    boxes["player_1"] = spaces.Box(0.0, 0.5, shape=(4,), dtype=np.float32)
+    env.action_space = boxes.__getitem__
+    with pytest.raises(ValueError, match="identical action_space.*player_1"):
+        SelfPlayVecEnv(env, 2)
+    with pytest.raises(ValueError, match="identical action_space"):
+        train_shared(env, total_steps=10, n_games=2)
+    with pytest.raises(ValueError, match="n_games"):
+        SelfPlayVecEnv(make(), 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learning towards the theory
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_shared_ppo_converges_to_bounded_attack_equilibrium():
+    """Cor. B.1: under ``alpha <= A`` and no bias the equilibrium is ``alpha = A``, ``beta = A^2/(nu N + A^2)``.
+
+    ``bias_max=0`` removes the bias from the action set, as Cor. B.1 assumes (a constant bias is another attack;
+    with it the others' ``S_i`` and so the best ``beta`` grow). Tolerance: 0.15 of each component's range
+    (0.225 for alpha in [0, 1.5], 0.15 for beta in [0, 1]). While learning, the others explore with a Gaussian
+    clipped at ``A``, so the ``E alpha^2`` a learner defends against is below ``A^2`` and its best ``beta`` lies
+    below the equilibrium value (measured with this budget, seeds 0-5: beta 0.60-0.64, alpha 1.50; after 300k
+    steps beta ~0.65; target 0.68); the tolerance covers this lag with a margin of about 2x."""
+    A, N = 1.5, 3
+    env = make([f"bounded_attack:A={A}"], n_players=N, bias_max=0.0)
+    nu = env.unwrapped.game.nu[0]
+    result = train_shared(env, total_steps=150_000, n_games=512, checkpoint_every=50_000, seed=0)
+    assert isinstance(result, TrainingResult) and result.mode == "shared"
+    assert len(result.history) == 3
+    final = result.history[-1]["players"]
+    for agent in env.possible_agents:
+        assert abs(final[agent]["alpha"] - A) < 0.15 * A
+        assert abs(final[agent]["beta"] - A**2 / (nu * N + A**2)) < 0.15
+        assert final[agent]["bias_norm"] == 0.0
+    # one model behind every player
+    assert len({id(p.model) for p in result.policies.values()}) == 1
+
+
+def test_independent_ppo_raises_alpha_without_mechanism():
+    """Cor. 4.2: with no mechanism every player's reward grows with its own alpha, so learners that start against
+    honest opponents push alpha to the top of its range. An untrained policy's mean action maps to the middle of
+    the range (alpha = 2.5 of 5), so "well above 0" is checked as above 80% of alpha_max."""
+    env = make(n_players=3)
+    alpha_max = env.unwrapped.game.alpha_max
+    result = train_independent(env, rounds=1, steps_per_round=30_000, n_envs=512, seed=0)
+    assert result.mode == "independent" and len(result.history) == 1
+    for agent in env.possible_agents:
+        assert result.history[0]["players"][agent]["alpha"] > 0.8 * alpha_max
+        assert isinstance(result.policies[agent], SB3Policy)
+    assert len({id(p.model) for p in result.policies.values()}) == 3
+
+
+def test_independent_rounds_are_simultaneous(monkeypatch):
+    """Round 0 plays against ``init``; round r against frozen snapshots of the others' round r-1 policies."""
+    seen = []
+    original = multi_agent.BestResponseVecEnv
+
+    def recording(env, player, others, *args, **kwargs):
+        seen.append((player, dict(others)))
+        return original(env, player, others, *args, **kwargs)
+
+    monkeypatch.setattr(multi_agent, "BestResponseVecEnv", recording)
+    env = make(n_players=3)
+    init = {a: FixedPolicy(0.5, 0.1, [0.0, 0.0]) for a in env.possible_agents}
+    result = train_independent(env, rounds=2, init=init, **TINY)
+    assert [player for player, _ in seen] == env.possible_agents * 2
+    for player, others in seen[:3]:
+        assert set(others) == set(env.possible_agents) - {player}
+        assert all(others[a] is init[a] for a in others)
+    live = {id(p.model) for p in result.policies.values()}
+    round_1 = [others for _, others in seen[3:]]
+    for others in round_1:
+        assert all(isinstance(p, SB3Policy) and id(p.model) not in live for p in others.values())
+    # player_2 in round 1 faced player_0 as it was before player_0 trained in round 1
+    assert round_1[2]["player_0"] is round_1[1]["player_0"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints and resume
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_trains_only_missing_rounds_and_matches_uninterrupted_run(tmp_path, monkeypatch):
+    env = make(n_players=3)
+    first = train_independent(env, rounds=2, seed=4, checkpoint_dir=tmp_path, **TINY)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["completed_rounds"] == 2 and len(state["history"]) == 2 and state["seed"] == 4
+    assert sorted(p.name for p in tmp_path.glob("*.zip")) == [f"player_{i}.round_0002.zip" for i in range(3)]
+
+    counter = LearnCounter(monkeypatch)
+    resumed = train_independent(env, rounds=3, seed=4, checkpoint_dir=tmp_path, **TINY)
+    assert counter.calls == 3  # round 3 only: one learn call per player
+    assert type(resumed) is type(first) and resumed.mode == first.mode
+    assert [h["round"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == json.loads(json.dumps(first.history))
+    assert json.loads((tmp_path / "state.json").read_text())["completed_rounds"] == 3
+
+    straight = train_independent(env, rounds=3, seed=4, **TINY)  # PPO resumes exactly
+    assert resumed.to_dict()["history"] == json.loads(json.dumps(straight.history))
+
+    counter.calls = 0
+    again = train_independent(env, rounds=3, seed=4, checkpoint_dir=tmp_path, **TINY)
+    assert counter.calls == 0 and again.history == resumed.history
+    with pytest.raises(ValueError, match="3 rounds, more than rounds=2"):
+        train_independent(env, rounds=2, seed=4, checkpoint_dir=tmp_path, **TINY)
+
+
+def test_crash_mid_round_leaves_loadable_checkpoint(tmp_path, monkeypatch):
+    env = make(n_players=3)
+    LearnCounter(monkeypatch, fail_at=5)  # round 2, second player
+    with pytest.raises(KeyboardInterrupt):
+        train_independent(env, rounds=3, seed=1, checkpoint_dir=tmp_path, **TINY)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["completed_rounds"] == 1
+    for name in state["models"].values():
+        assert PPO.load(tmp_path / name).num_timesteps == 256
+    monkeypatch.undo()
+
+    counter = LearnCounter(monkeypatch)
+    result = train_independent(env, rounds=3, seed=1, checkpoint_dir=tmp_path, **TINY)
+    assert counter.calls == 6 and [h["round"] for h in result.history] == [1, 2, 3]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+def test_crash_while_checkpointing_keeps_previous_state(tmp_path, monkeypatch):
+    env = make(n_players=2)
+    original = multi_agent.write_atomic
+
+    def failing(path, write):
+        if path.name == "state.json" and "round_0002" in "".join(p.name for p in path.parent.glob("*.zip")):
+            raise OSError("disk full")
+        return original(path, write)
+
+    monkeypatch.setattr(multi_agent, "write_atomic", failing)
+    with pytest.raises(OSError, match="disk full"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["completed_rounds"] == 1
+    assert all((tmp_path / name).exists() for name in state["models"].values())
+    monkeypatch.undo()
+    result = train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+    assert len(result.history) == 2
+    assert sorted(p.name for p in tmp_path.glob("*.zip")) == ["player_0.round_0002.zip", "player_1.round_0002.zip"]
+
+
+def test_config_mismatch_names_the_keys(tmp_path):
+    env = make(n_players=2)
+    train_independent(env, rounds=1, seed=0, checkpoint_dir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="steps_per_round"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **(TINY | {"steps_per_round": 512}))
+    with pytest.raises(ValueError, match="differing keys: seed"):
+        train_independent(env, rounds=2, seed=1, checkpoint_dir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="algo_kwargs.learning_rate"):
+        train_independent(env, rounds=2, checkpoint_dir=tmp_path, algo_kwargs={"learning_rate": 1e-3}, **TINY)
+    with pytest.raises(ValueError, match="env.mechanisms"):
+        train_independent(make(["bounded_attack:A=1"], n_players=2), rounds=2, checkpoint_dir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="mode"):
+        train_shared(env, total_steps=512, n_games=32, checkpoint_dir=tmp_path)
+
+
+def test_shared_checkpoints_and_resume(tmp_path, monkeypatch):
+    env = make(["bounded_attack:A=1"], n_players=2)
+    options = {"n_games": 32, "checkpoint_every": 512, "eval_episodes": 256, "seed": 2}
+    first = train_shared(env, total_steps=1024, checkpoint_dir=tmp_path, **options)
+    assert [h["timesteps"] for h in first.history] == [512, 1024]  # 4 steps x 64 sub-envs = 256 per rollout
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["completed_rounds"] == 2 and state["timesteps"] == 1024
+    assert state["models"] == {"shared": "shared.round_0002.zip"}
+    counter = LearnCounter(monkeypatch)
+    resumed = train_shared(env, total_steps=2048, checkpoint_dir=tmp_path, **options)
+    assert counter.calls == 2 and [h["timesteps"] for h in resumed.history] == [512, 1024, 1536, 2048]
+    straight = train_shared(env, total_steps=2048, **options)
+    assert resumed.history == json.loads(json.dumps(straight.history))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Result, summaries, other algorithms
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_result_json_plot_and_summary(tmp_path):
+    env = make(n_players=2, dim=3)
+    result = train_independent(env, rounds=2, progress=True, **TINY)
+    data = json.loads(result.to_json())
+    assert data["mode"] == "independent" and data["config"]["algo"] == "ppo" and len(data["history"]) == 2
+    summary = data["history"][0]["players"]["player_1"]
+    assert set(summary) == {"alpha", "beta", "b_1", "b_2", "b_3", "bias_norm", "reward"}
+    assert result.series("player_0", "alpha").shape == (2,)
+    path = result.plot(tmp_path / "plots" / "strategies.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the summary: exact for fixed policies, the same batch for the same seed
+    policies = {"player_0": FixedPolicy(1.0, 0.25, [0.3, -0.4, 0.0]), "player_1": HonestPolicy(3)}
+    fixed = strategy_summary(env, policies, episodes=64, seed=5)
+    assert fixed["player_0"]["alpha"] == 1.0 and fixed["player_0"]["bias_norm"] == pytest.approx(0.5)
+    assert fixed == strategy_summary(env, policies, episodes=64, seed=5)
+    assert fixed["player_1"]["reward"] != fixed["player_0"]["reward"]
+
+
+def test_honest_default_init():
+    policies = honest_policies(make(["noisy_response:C=0.5"], n_players=3))
+    action = policies["player_0"].act(np.zeros(3), np.random.default_rng(0))
+    np.testing.assert_allclose(action, [0.0, 0.5 / 1.5, 0.0, 0.0])
+    assert honest_policies(make(["robust_aggregation:rule=median"]))["player_1"].act(np.zeros(3), None).sum() == 0
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_off_policy_algorithms_run(algo, tmp_path):
+    env = make(["bounded_attack:A=1"], n_players=2)
+    independent = train_independent(env, algo=algo, rounds=1, steps_per_round=320, n_envs=32, eval_episodes=128,
+                                    checkpoint_dir=tmp_path / "ind")
+    resumed = train_independent(env, algo=algo, rounds=2, steps_per_round=320, n_envs=32, eval_episodes=128,
+                                checkpoint_dir=tmp_path / "ind")
+    assert len(independent.history) == 1 and len(resumed.history) == 2
+    shared = train_shared(env, algo=algo, total_steps=640, n_games=16, checkpoint_every=320, eval_episodes=128)
+    assert len(shared.history) == 2
+    for result in (resumed, shared):
+        for summary in result.history[-1]["players"].values():
+            assert 0.0 <= summary["alpha"] <= 1.0 and 0.0 <= summary["beta"] <= 1.0
+
+
+def test_bad_arguments():
+    env = make(n_players=2)
+    with pytest.raises(ValueError, match="algo"):
+        train_independent(env, algo="dqn", rounds=1, **TINY)
+    with pytest.raises(ValueError, match="rounds"):
+        train_independent(env, rounds=0, **TINY)
+    with pytest.raises(ValueError, match="init"):
+        train_independent(env, rounds=1, init={"player_0": HonestPolicy(2)}, **TINY)
+    with pytest.raises(ValueError, match="total_steps"):
+        train_shared(env, total_steps=0)
