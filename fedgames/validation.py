@@ -11,24 +11,31 @@ import numpy as np
 from fedgames.errors import did_you_mean
 
 
-def integer(name: str, value: object, minimum: int) -> int:
-    """``value`` as an ``int >= minimum`` (booleans and non-integral floats are refused)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def integer(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[minimum, maximum]`` (booleans and non-integral floats are refused)."""
+    valid = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not valid or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator]
+        allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
 
 
-def real(name: str, value: object, minimum: float = 0.0, strict: bool = False) -> float:
-    """``value`` as a finite ``float >= minimum`` (``> minimum`` when ``strict``)."""
+def real(name: str, value: object, minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False,
+         strict_maximum: bool = False) -> float:
+    """``value`` as a finite ``float`` in ``[minimum, maximum]``; ``strict`` / ``strict_maximum`` open an end."""
     try:
         if isinstance(value, (bool, np.bool_, str)):
             raise TypeError
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(x) or x < minimum or (strict and x == minimum):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    if (not np.isfinite(x) or x < minimum or x > maximum or (strict and x == minimum)
+            or (strict_maximum and x == maximum)):
+        if maximum == float("inf"):
+            allowed = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        else:
+            allowed = f"in {'(' if strict else '['}{minimum:g}, {maximum:g}{')' if strict_maximum else ']'}"
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
     return x
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedgames.validation import integer, real
+
 __all__ = [
     "FEMNIST_CLASSES",
     "FederatedDataset",
@@ -51,36 +53,8 @@ LEAF_SIDE = 28
 LEAF_PIXELS = LEAF_SIDE * LEAF_SIDE
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Parameter checks (kept local so that this module needs numpy and the standard library only)
-# ---------------------------------------------------------------------------------------------------------------
-
-def _int(name: str, value: object, lo: int, hi: int | None = None) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if not ok or value < lo or (hi is not None and value > hi):
-        allowed = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value)
-
-
-def _real(name: str, value: object, lo: float, hi: float = math.inf, *, lo_open: bool = False,
-          hi_open: bool = False) -> float:
-    try:
-        if isinstance(value, (bool, np.bool_, str)):
-            raise TypeError
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    bad = (not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi))
-    if bad:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open or hi == math.inf else "]"
-        raise ValueError(f"{name} must be a finite number in {left}{lo:g}, {hi:g}{right}, got {value!r}")
-    return v
-
-
 def _seed(value: object) -> int:
-    return _int("seed", value, 0)
+    return integer("seed", value, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,7 +91,7 @@ class FederatedDataset:
             lo, hi = float(x.min()), float(x.max())
             if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
                 raise ValueError(f"x must hold finite values in [0, 1], got min {lo} and max {hi}")
-        n_classes = _int("n_classes", self.n_classes, 1)
+        n_classes = integer("n_classes", self.n_classes, 1)
         try:
             ids = None if isinstance(self.writer_ids, str) else [str(w) for w in self.writer_ids]
         except TypeError:
@@ -192,7 +166,7 @@ class FederatedDataset:
         parts keep all ``writer_ids`` in the same order (writer ``i`` of ``test`` is writer ``i`` of ``train``);
         a writer may hold no test sample. ``test_fraction`` in ``[0, 1)``; deterministic by ``seed``.
         """
-        frac = _real("test_fraction", test_fraction, 0.0, 1.0, hi_open=True)
+        frac = real("test_fraction", test_fraction, 0.0, 1.0, strict_maximum=True)
         rng = np.random.default_rng(_seed(seed))
         train, test = [], []
         for idx in self.clients():
@@ -299,7 +273,7 @@ def load_leaf_femnist(folder: str | Path, max_writers: int | None = None) -> Fed
         raise ValueError(f"folder {str(path)!r} does not exist (point it at a folder of LEAF FEMNIST *.json files)")
     if not path.is_dir():
         raise ValueError(f"folder {str(path)!r} is not a directory")
-    limit = None if max_writers is None else _int("max_writers", max_writers, 1)
+    limit = None if max_writers is None else integer("max_writers", max_writers, 1)
     files = sorted((p for p in path.glob("*.json") if p.is_file()), key=_natural_key)
     if not files:
         raise ValueError(f"folder {str(path)!r} contains no *.json files (expected LEAF's FEMNIST layout)")
@@ -403,7 +377,7 @@ def write_leaf_json(dataset: FederatedDataset, folder: str | Path, writers_per_f
         raise ValueError(f"dataset must be a FederatedDataset, got {type(dataset).__name__}")
     if dataset.image_shape != (LEAF_SIDE, LEAF_SIDE):
         raise ValueError(f"dataset must hold 28x28 images for LEAF's layout, got {dataset.image_shape}")
-    per_file = _int("writers_per_file", writers_per_file, 1)
+    per_file = integer("writers_per_file", writers_per_file, 1)
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise ValueError(f"folder {str(path)!r} exists and is not a directory")
@@ -539,19 +513,19 @@ def synthetic_femnist(n_writers: int = 100, seed: int = 0, mean_samples: float =
     fewer writers give a prefix of more writers. Writers are named ``synth_00000``, ``synth_00001``, ...;
     samples are stored writer by writer. ``chunk`` bounds the number of images rendered at once (memory).
     """
-    n_writers = _int("n_writers", n_writers, 1)
+    n_writers = integer("n_writers", n_writers, 1)
     seed = _seed(seed)
-    mean = _real("mean_samples", mean_samples, 1.0)
-    sigma = _real("sample_sigma", sample_sigma, 0.0, 5.0)
-    lo = _int("min_samples", min_samples, 1) if min_samples is not None else max(2, round(mean / 10))
-    hi = _int("max_samples", max_samples, 1) if max_samples is not None else max(lo, round(10 * mean))
+    mean = real("mean_samples", mean_samples, 1.0)
+    sigma = real("sample_sigma", sample_sigma, 0.0, 5.0)
+    lo = integer("min_samples", min_samples, 1) if min_samples is not None else max(2, round(mean / 10))
+    hi = integer("max_samples", max_samples, 1) if max_samples is not None else max(lo, round(10 * mean))
     if not lo <= mean <= hi:
         raise ValueError(f"need min_samples <= mean_samples <= max_samples, got min_samples={lo}, "
                          f"mean_samples={mean:g}, max_samples={hi}")
-    class_alpha = _real("class_alpha", class_alpha, 0.0, lo_open=True)
-    style = _real("style_scale", style_scale, 0.0, 3.0)
-    jitter = _real("jitter_scale", jitter_scale, 0.0, 3.0)
-    chunk = _int("chunk", chunk, 1)
+    class_alpha = real("class_alpha", class_alpha, 0.0, strict=True)
+    style = real("style_scale", style_scale, 0.0, 3.0)
+    jitter = real("jitter_scale", jitter_scale, 0.0, 3.0)
+    chunk = integer("chunk", chunk, 1)
 
     mu = math.log(mean) - sigma * sigma / 2
     deg = math.pi / 180
@@ -674,8 +648,8 @@ def digits_federated(n_writers: int = 10, partition: str = "dirichlet", alpha: f
     data = load_digits()
     x = (np.asarray(data.images, dtype=np.float32) / 16.0).clip(0.0, 1.0)
     y = np.asarray(data.target, dtype=np.int64)
-    n_writers = _int("n_writers", n_writers, 1, len(y))
-    alpha = _real("alpha", alpha, 0.0, lo_open=True)
+    n_writers = integer("n_writers", n_writers, 1, len(y))
+    alpha = real("alpha", alpha, 0.0, strict=True)
     rng = np.random.default_rng(_seed(seed))
     if partition == "dirichlet":
         writer = _dirichlet_partition(y, n_writers, alpha, rng)
@@ -751,9 +725,9 @@ def save_sample_grid(dataset: FederatedDataset, path: str | Path, n_writers: int
     drawn dark on white, labels not shown. Returns the path."""
     if not isinstance(dataset, FederatedDataset):
         raise ValueError(f"dataset must be a FederatedDataset, got {type(dataset).__name__}")
-    n_writers = _int("n_writers", n_writers, 1)
-    per_writer = _int("per_writer", per_writer, 1)
-    zoom = _int("zoom", zoom, 1, 16)
+    n_writers = integer("n_writers", n_writers, 1)
+    per_writer = integer("per_writer", per_writer, 1)
+    zoom = integer("zoom", zoom, 1, 16)
     from matplotlib import image as mpimg
 
     h, w = dataset.image_shape
