@@ -23,5 +23,6 @@ class ActionScaler:
 
     def to_normalized(self, action: np.ndarray) -> np.ndarray:
         """The env's bounds -> ``[-1, 1]^k`` (a zero-width range maps to 0)."""
-        width = np.where(self.high > self.low, self.high - self.low, 1.0)
-        return 2.0 * (np.asarray(action, dtype=np.float64) - self.low) / width - 1.0
+        wide = self.high > self.low
+        width = np.where(wide, self.high - self.low, 1.0)
+        return np.where(wide, 2.0 * (np.asarray(action, dtype=np.float64) - self.low) / width - 1.0, 0.0)

@@ -85,15 +85,18 @@ class _Curve(BaseCallback):
         return True
 
 
-def plateaued(curve: Sequence[Sequence[float]]) -> bool:
-    """True when the mean of the last fifth of the curve is within 2 standard errors of the fifth before it."""
+def plateaued(curve: Sequence[Sequence[float]], share: float = 0.05) -> bool:
+    """True when the curve has levelled off: the mean of its last fifth differs from the fifth before it by less
+    than 2 standard errors or than ``share`` of the whole gain since the first fifth (a slow drift of a few
+    percent of what was learned counts as a plateau; the batch-to-batch noise alone is tiny next to it)."""
     values = np.array([v for _, v in curve])
     k = len(values) // 5
     if k < 2:
         return False
-    last, before = values[-k:], values[-2 * k:-k]
+    first, before, last = values[:k], values[-2 * k:-k], values[-k:]
     se = np.sqrt(last.var(ddof=1) / k + before.var(ddof=1) / k)
-    return bool(abs(last.mean() - before.mean()) <= 2 * se)
+    recent = abs(last.mean() - before.mean())
+    return bool(recent <= 2 * se or recent <= share * abs(last.mean() - first.mean()))
 
 
 def _player_value(env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int) -> float:
