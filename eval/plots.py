@@ -37,7 +37,7 @@ def _save(fig: Any, path: str | Path) -> Path:
 def plot_regret(report: NashReport, path: str | Path) -> Path:
     """Bars of each checked player's regret with its interval; grid upper bounds as markers; the tolerance."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(report.players) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(report.players) + 2), 4))
     x = np.arange(len(report.players))
     regrets = np.array([p.regret for p in report.players])
     lows = regrets - np.array([p.ci[0] for p in report.players])
@@ -50,8 +50,8 @@ def plot_regret(report: NashReport, path: str | Path) -> Path:
     ax.axhline(report.tolerance, color="gray", linestyle="--", label=f"tolerance {report.tolerance:g}")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(x, [f"{p.agent}\n{p.verdict}" for p in report.players])
-    ax.set(ylabel=f"regret ({report.level:.0%} interval)", title=f"{report.env}: {report.profile}, "
-           f"NashConv {report.nash_conv:.4f}")
+    ax.set_ylabel(f"regret ({report.level:.0%} interval)")
+    ax.set_title(f"{report.env}: {report.profile}, NashConv {report.nash_conv:.4f}", fontsize=10)
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)
