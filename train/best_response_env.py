@@ -80,7 +80,33 @@ class BestResponseEnv(gym.Env):
                 bool(truncations[self.player]), infos[self.player])
 
 
-class BestResponseVecEnv(VecEnv):
+class BatchedGamesVecEnv(VecEnv):
+    """The part of the SB3 ``VecEnv`` contract shared by the batched views: every sub-env is a slice of one
+    batch of games held by this object, so attribute access and method calls go to it."""
+
+    _actions: np.ndarray | None
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+class BestResponseVecEnv(BatchedGamesVecEnv):
     """``n_envs`` independent one-round games stepped at once, ``player`` learning, ``others`` fixed.
 
     Every step is one whole episode in each of the ``n_envs`` games (all ``dones`` are True; the returned
@@ -127,9 +153,6 @@ class BestResponseVecEnv(VecEnv):
         self._reset_seeds()
         return self._new_episodes()
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
-
     def step_wait(self) -> VecEnvStepReturn:
         if self._world is None or self._actions is None or self._observations is None:
             raise RuntimeError("call reset() and step_async() before step_wait()")
@@ -145,22 +168,6 @@ class BestResponseVecEnv(VecEnv):
         infos = [{"terminal_observation": finished[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
         observations = self._new_episodes()
         return observations, rewards, np.ones(self.num_envs, dtype=bool), infos
-
-    def close(self) -> None:
-        pass
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        setattr(self, attr_name, value)
-
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
-                   **method_kwargs: Any) -> list[Any]:
-        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
 
 
 def others_from_profile(policies: Mapping[str, Policy], player: str) -> dict[str, Policy]:

@@ -44,7 +44,7 @@ from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import HonestPolicy, profile_policies
 from fedgames.files import write_atomic
 from fedgames.eval.strategy import summarize_actions
-from fedgames.train.best_response_env import BestResponseVecEnv, others_from_profile
+from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
 
 STATE_FILE = "state.json"
@@ -69,7 +69,7 @@ def _common_space(env: ParallelEnv, kind: str) -> Any:
     return first
 
 
-class SelfPlayVecEnv(VecEnv):
+class SelfPlayVecEnv(BatchedGamesVecEnv):
     """``n_games`` independent one-round games per step, every player of every game one sub-env.
 
     Sub-env ``g * N + i`` is player ``i`` of game ``g`` (game-major); ``num_envs = n_games * N``. One learner acts
@@ -126,14 +126,6 @@ class SelfPlayVecEnv(VecEnv):
         rewards = outcome.rewards.reshape(self.num_envs).astype(np.float32)
         infos = [{"terminal_observation": finished[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
         return self._new_episodes(), rewards, np.ones(self.num_envs, dtype=bool), infos
-
-    # The rest of the VecEnv contract is the same as the best-response view's: every sub-env is this object.
-    step_async = BestResponseVecEnv.step_async
-    close = BestResponseVecEnv.close
-    get_attr = BestResponseVecEnv.get_attr
-    set_attr = BestResponseVecEnv.set_attr
-    env_method = BestResponseVecEnv.env_method
-    env_is_wrapped = BestResponseVecEnv.env_is_wrapped
 
 
 # ---------------------------------------------------------------------------------------------------------------
