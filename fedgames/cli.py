@@ -29,32 +29,39 @@ def _config(assignments: Sequence[str]) -> dict:
 
 
 def _profile(text: str, env):  # noqa: ANN001
+    """``honest``, ``theory`` (the closed form's predicted equilibrium), ``FILE.json`` or ``'alpha=A;beta=B'``."""
     from fedgames.envs.mean_estimation import theory
+    from fedgames.eval.theory_hooks import closed_form
 
     game, protocol = env.unwrapped.game, env.protocol
-    setting = theory.Setting.from_env(env)
+    n, d = game.n_players, game.dim
+    closed = closed_form(env)
     if text == "honest":
-        return theory.honest_profile(setting, game.dim)
+        return theory.honest_profile(closed.setting, d) if closed else theory.Profile.symmetric(n, d)
     if text == "theory":
+        if closed is None:
+            raise ValueError("--profile theory: these mechanisms have no closed form; give honest, a file or values")
         alpha_max = float(protocol.action_high[protocol.action_index("alpha")])
-        profile, converged = theory.predicted_equilibrium(setting, game.dim, alpha_max)
+        profile, converged = theory.predicted_equilibrium(closed.setting, d, alpha_max)
         if not converged:
             raise ValueError("best-response iteration did not converge: the theory predicts no equilibrium here")
         return profile
     if text.endswith(".json"):
-        data = json.loads(Path(text).read_text())
-        n, d = game.n_players, game.dim
-        return theory.Profile(np.broadcast_to(data.get("alpha", 0.0), n), np.broadcast_to(data.get("beta", 0.0), n),
+        try:
+            data = json.loads(Path(text).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--profile {text}: {error}") from None
+        return theory.Profile(np.broadcast_to(np.asarray(data.get("alpha", 0.0), dtype=float), n),
+                              np.broadcast_to(np.asarray(data.get("beta", 0.0), dtype=float), n),
                               np.broadcast_to(np.asarray(data.get("bias", 0.0), dtype=float), (n, d)))
     values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
     unknown = set(values) - {"alpha", "beta"}
     if unknown:
         raise ValueError(f"--profile: unknown keys {sorted(unknown)}; use honest, theory, FILE.json or "
                          f"'alpha=A;beta=B' (one value, or one per player separated by commas)")
-    n = game.n_players
     return theory.Profile(np.broadcast_to(np.asarray(values.get("alpha", 0.0), dtype=float), n),
                           np.broadcast_to(np.asarray(values.get("beta", 0.0), dtype=float), n),
-                          np.zeros((n, game.dim)))
+                          np.zeros((n, d)))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -71,8 +78,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from fedgames.eval.agreement import compare_with_theory
-    from fedgames.files import write_atomic
     from fedgames.eval.plots import plot_reward_vs_alpha
+    from fedgames.files import write_atomic
 
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
     profile = _profile(args.profile, env)
