@@ -1,0 +1,171 @@
+"""The batched FedSGD engine (SPEC §2 "Protocol" and "Performance"; torch only, no PettingZoo).
+
+``R`` independent runs (seeds, alpha settings) each have ``m`` active clients per round. Within a run every
+active client differentiates at the same weights; different runs have different weights. :func:`client_gradients`
+computes all ``R x m`` per-client gradients in one call (``torch.func``: ``grad`` of the client's loss, ``vmap``
+over clients with the run's parameters shared, ``vmap`` over runs), on whatever device the tensors live on.
+:func:`naive_client_gradients` is the plain per-client autograd loop it must agree with.
+
+A round (:func:`fedsgd_round`): messages ``m_t^i = g_t^i + alpha_t^i xi_t^i`` (:func:`attack_noise`, global or per
+tensor), the server's weighted mean ``mbar_t``, the step ``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
+(:func:`project`), and each client's squared deviation ``||m_t^i - mbar_t||^2`` (what side payments charge).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import grad, vmap
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ClientBatch:
+    """The active clients' data of every run, padded to a common batch size.
+
+    Attributes:
+        x: ``(R, m, b, ...)`` inputs.
+        y: ``(R, m, b)`` labels.
+        weight: ``(R, m, b)`` 1 for a real sample, 0 for padding.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor
+
+
+def client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
+    """Every active client's gradient in every run: ``{name: (R, m, *shape)}`` from parameters ``(R, *shape)``."""
+    per_client = vmap(grad(loss), in_dims=(None, 0, 0, 0))
+    return vmap(per_client, in_dims=(0, 0, 0, 0))(params, batch.x, batch.y, batch.weight)
+
+
+def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
+    """The reference: one autograd call per run and client."""
+    runs, clients = batch.weight.shape[:2]
+    out = {name: torch.empty((runs, clients) + p.shape[1:], dtype=p.dtype, device=p.device)
+           for name, p in params.items()}
+    for r in range(runs):
+        for c in range(clients):
+            leaves = {name: p[r].detach().clone().requires_grad_(True) for name, p in params.items()}
+            value = loss(leaves, batch.x[r, c], batch.y[r, c], batch.weight[r, c])
+            grads = torch.autograd.grad(value, list(leaves.values()))
+            for name, g in zip(leaves, grads):
+                out[name][r, c] = g
+    return out
+
+
+def flatten(tensors: Params, lead: int) -> torch.Tensor:
+    """``{name: (*lead_dims, *shape)}`` -> ``(*lead_dims, P)`` in the dict's order."""
+    return torch.cat([t.reshape(t.shape[:lead] + (-1,)) for t in tensors.values()], dim=-1)
+
+
+def unflatten(flat: torch.Tensor, like: Params, lead: int) -> Params:
+    """The inverse of :func:`flatten`, shaped like ``like``'s tensors (which carry ``lead`` leading dims)."""
+    out, start = {}, 0
+    for name, t in like.items():
+        size = math.prod(t.shape[lead:])
+        out[name] = flat[..., start:start + size].reshape(flat.shape[:-1] + t.shape[lead:])
+        start += size
+    return out
+
+
+def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torch.Generator) -> torch.Tensor:
+    """Noise ``xi`` of shape ``(*lead, P)`` with ``E xi = 0`` and unit expected squared norm (SPEC §2).
+
+    ``global``: ``E||xi||^2 = 1`` over the whole parameter vector (the theory). ``per_tensor``: each weight
+    tensor and bias vector separately has ``E||xi_k||^2 = 1`` ([H] B.3), so the whole vector has as many units
+    as there are tensors. ``like`` holds one set of parameter shapes (no leading dims).
+    """
+    sizes = [t.numel() for t in like.values()]
+    device = next(iter(like.values())).device
+    gaussian = torch.randn(lead + (sum(sizes),), generator=generator, device=device)
+    if mode == "global":
+        return gaussian / math.sqrt(sum(sizes))
+    if mode == "per_tensor":
+        scale = torch.cat([torch.full((n,), 1.0 / math.sqrt(n), device=device) for n in sizes])
+        return gaussian * scale
+    raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {mode!r}")
+
+
+def weighted_mean(messages: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(R, m, P), (R, m) -> (R, P)``: the server's mean, weighted (dataset sizes) or uniform (equal weights)."""
+    return (messages * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+
+
+def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.Tensor:
+    """``Pi_W``: the Euclidean projection of each run's ``theta`` ``(R, P)`` on the ball of ``radius`` around
+    ``center`` (``radius = inf``: no projection)."""
+    if math.isinf(radius):
+        return theta
+    offset = theta - center
+    norm = offset.norm(dim=-1, keepdim=True)
+    return center + offset * torch.clamp(radius / norm.clamp_min(1e-300), max=1.0)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One batched round: the new flat parameters ``(R, P)``, messages ``(R, m, P)``, the aggregate ``(R, P)``,
+    each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)`` and its noise ``alpha xi`` ``(R, m, P)``."""
+
+    theta: torch.Tensor
+    messages: torch.Tensor
+    aggregate: torch.Tensor
+    sq_deviation: torch.Tensor
+    noise: torch.Tensor
+
+
+def fedsgd_round(
+    loss: Callable[..., torch.Tensor],
+    theta: torch.Tensor,
+    like: Params,
+    batch: ClientBatch,
+    alpha: torch.Tensor,
+    agg_weights: torch.Tensor,
+    lr: torch.Tensor,
+    generator: torch.Generator,
+    noise_norm: str = "global",
+    center: torch.Tensor | None = None,
+    radius: float = math.inf,
+    aggregate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = weighted_mean,
+    gradients: Callable[..., Params] = client_gradients,
+) -> RoundResult:
+    """One FedSGD round for ``R`` runs at once.
+
+    Args:
+        loss: the model's ``loss(params, x, y, weight)``.
+        theta: ``(R, P)`` flat parameters broadcast this round.
+        like: one set of parameter tensors giving names and shapes (for unflattening).
+        batch: the active clients' data.
+        alpha: ``(R, m)`` each active client's aggressiveness.
+        agg_weights: ``(R, m)`` aggregation weights (dataset sizes, or ones).
+        lr: ``(R,)`` step sizes ``gamma_t``.
+        generator: draws the attack noise.
+        noise_norm: ``"global"`` or ``"per_tensor"``.
+        center, radius: the ball ``W`` of the projection (default: none).
+        aggregate: ``(messages, weights) -> (R, P)``, the server's rule.
+        gradients: :func:`client_gradients` or the reference :func:`naive_client_gradients`.
+    """
+    params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
+    honest = flatten(gradients(loss, params, batch), 2)
+    noise = alpha[..., None] * attack_noise(like, tuple(alpha.shape), noise_norm, generator).to(honest.dtype)
+    messages = honest + noise
+    mbar = aggregate(messages, agg_weights)
+    updated = theta - lr[:, None] * mbar
+    if center is not None:
+        updated = project(updated, center, radius)
+    sq_deviation = ((messages - mbar[:, None, :]) ** 2).sum(-1)
+    return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation, noise=noise)
+
+
+def decaying_lr(m_sc: float, eta: float, t: int) -> float:
+    """``gamma_t = 4 / (m_sc (eta + t))`` (Thm 6.1's schedule; ``t`` counts from 1)."""
+    return 4.0 / (m_sc * (eta + t))
+
+
+__all__ = ["ClientBatch", "RoundResult", "attack_noise", "client_gradients", "decaying_lr", "flatten",
+                      "fedsgd_round", "naive_client_gradients", "project", "unflatten", "weighted_mean"]
