@@ -1,0 +1,199 @@
+"""The FedSGD game's batched simulator (SPEC §2; torch only): ``R`` independent runs advanced one round at a time.
+
+Per round and run: draw the active clients (all, or ``m`` uniformly without replacement), give each a batch of
+``batch_fraction`` of its data, let the engine form messages ``g + alpha xi`` and the server's step, and record
+what side payments need (each client's squared deviation from the aggregate, and its share of the others', so
+rewards for any penalty weight ``C`` follow after the run, as in [H] B.3). Runs whose parameters stop being finite
+are flagged as diverged and frozen at their last finite parameters; nothing raises. The PettingZoo env and the
+experiment runner both drive this class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.func import vmap
+
+from fedgames.envs.fedsgd.engine import ClientBatch, decaying_lr, fedsgd_round, flatten, project, unflatten
+from fedgames.validation import integer, real
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """Every client's data, padded: ``x (N, n_max, ...)``, ``y (N, n_max)``, ``count (N,)`` real samples."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, x: Any, y: Any, writer: Any, n_writers: int, device: str | torch.device = "cpu") -> ClientData:
+        """From flat arrays (e.g. a ``FederatedDataset``'s ``x``, ``y``, ``writer``)."""
+        x, y, writer = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.long), torch.as_tensor(writer)
+        count = torch.bincount(writer, minlength=n_writers)
+        order = torch.argsort(writer, stable=True)
+        slot = torch.arange(len(writer)) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        padded_x = torch.zeros((n_writers, int(count.max())) + tuple(x.shape[1:]), dtype=torch.float32)
+        padded_y = torch.zeros((n_writers, int(count.max())), dtype=torch.long)
+        padded_x[writer[order], slot] = x[order].float()
+        padded_y[writer[order], slot] = y[order]
+        return cls(padded_x.to(device), padded_y.to(device), count.to(device))
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.count.numel())
+
+
+@dataclass
+class RunState:
+    """The state of ``R`` runs.
+
+    Attributes:
+        theta: ``(R, P)`` current parameters.
+        center: ``(R, P)`` the initial parameters, centre of the projection ball ``W``.
+        round: rounds played.
+        diverged: ``(R,)`` runs whose parameters stopped being finite (frozen since).
+        paid: ``(R, N)`` per client, the sum over its active rounds of ``||m_t^i - mbar_t||^2``.
+        received: ``(R, N)`` per client, the sum over its active rounds of the other active clients' squared
+            deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
+        last: the last round's active clients ``(R, m)``, their aggregation weights, noise and step size, for the
+            final self-correction.
+    """
+
+    theta: torch.Tensor
+    center: torch.Tensor
+    round: int = 0
+    diverged: torch.Tensor | None = None
+    paid: torch.Tensor | None = None
+    received: torch.Tensor | None = None
+    last: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FedSGDGame:
+    """Configuration and batched rounds of the FedSGD game.
+
+    Args:
+        model: an objective from :mod:`fedgames.envs.fedsgd.models`.
+        clients: the clients' training data.
+        active: clients per round (``None``: all, full participation).
+        lr: ``"constant"`` (``lr_value``) or ``"decaying"`` (``4 / (m_sc (eta + t))``).
+        lr_value, strong_convexity, eta: the step-size constants.
+        radius: projection radius around the initial parameters (``inf``: none).
+        noise_norm: ``"global"`` or ``"per_tensor"``.
+        weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
+        batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
+    """
+
+    def __init__(self, model: Any, clients: ClientData, active: int | None = None, lr: str = "constant",
+                 lr_value: float = 0.06, strong_convexity: float | None = None, eta: float = 1.0,
+                 radius: float = math.inf, noise_norm: str = "per_tensor", weighting: str = "size",
+                 batch_fraction: float = 0.9) -> None:
+        self.model, self.clients = model, clients
+        n = clients.n_clients
+        self.active = n if active is None else integer("active", active, 2, n)
+        if lr not in ("constant", "decaying"):
+            raise ValueError(f"lr must be 'constant' or 'decaying', got {lr!r}")
+        if lr == "decaying" and strong_convexity is None:
+            strong_convexity = getattr(model, "strong_convexity", None)
+            if strong_convexity is None:
+                raise ValueError("lr='decaying' needs strong_convexity (m_sc) for this objective")
+        self.lr, self.lr_value, self.eta = lr, real("lr_value", lr_value, strict=True), real("eta", eta, strict=True)
+        self.strong_convexity = strong_convexity
+        self.radius = real("radius", radius, strict=True) if not math.isinf(radius) else math.inf
+        if noise_norm not in ("global", "per_tensor"):
+            raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {noise_norm!r}")
+        if weighting not in ("size", "uniform"):
+            raise ValueError(f"weighting must be 'size' or 'uniform', got {weighting!r}")
+        self.noise_norm, self.weighting = noise_norm, weighting
+        self.batch_fraction = real("batch_fraction", batch_fraction, strict=True, maximum=1.0)
+        self.like = {k: v.to(clients.x.device) for k, v in model.init(torch.Generator().manual_seed(0)).items()}
+
+    def start(self, runs: int, generator: torch.Generator) -> RunState:
+        """``runs`` fresh runs from the model's initialisation (one draw per run)."""
+        device = self.clients.x.device
+        inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1) for _ in range(runs)]
+        theta = torch.cat(inits).to(device)
+        zeros = torch.zeros(runs, self.clients.n_clients, device=device)
+        return RunState(theta=theta, center=theta.clone(), diverged=torch.zeros(runs, dtype=torch.bool, device=device), paid=zeros,
+                        received=zeros.clone())
+
+    def step_size(self, t: int) -> float:
+        """``gamma_t`` for round ``t`` (from 1)."""
+        if self.lr == "constant":
+            return self.lr_value
+        return decaying_lr(self.strong_convexity, self.eta, t)  # type: ignore[arg-type]
+
+    def _batch(self, active: torch.Tensor, generator: torch.Generator) -> tuple[ClientBatch, torch.Tensor]:
+        """The active clients' padded batches: ``ceil(batch_fraction * n)`` random samples of each."""
+        count = self.clients.count[active]
+        n_max = self.clients.x.shape[1]
+        real_sample = torch.arange(n_max, device=count.device) < count[..., None]
+        scores = torch.rand(active.shape + (n_max,), generator=generator, device=count.device)
+        scores = torch.where(real_sample, scores, torch.full_like(scores, 2.0))
+        rank = torch.argsort(torch.argsort(scores, dim=-1), dim=-1)
+        size = torch.ceil(self.batch_fraction * count).clamp_min(1)
+        weight = (rank < size[..., None]).float()
+        return ClientBatch(self.clients.x[active], self.clients.y[active], weight), count.float()
+
+    def play_round(self, state: RunState, alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Advance every run by one round with aggressiveness ``alpha`` ``(R, N)``; return the active clients
+        ``(R, m)``. Diverged runs stay frozen."""
+        runs, n = alpha.shape
+        if n != self.clients.n_clients or runs != state.theta.shape[0]:
+            raise ValueError(f"alpha must have shape ({state.theta.shape[0]}, {self.clients.n_clients}), "
+                             f"got {tuple(alpha.shape)}")
+        if not torch.isfinite(alpha).all() or (alpha < 0).any():
+            raise ValueError("alpha must be finite and >= 0")
+        device = state.theta.device
+        active = torch.rand(runs, n, generator=generator, device=device).argsort(-1)[:, :self.active]
+        batch, sizes = self._batch(active, generator)
+        weights = sizes if self.weighting == "size" else torch.ones_like(sizes)
+        t = state.round + 1
+        lr = torch.full((runs,), self.step_size(t), device=device, dtype=state.theta.dtype)
+        result = fedsgd_round(self.model.loss, state.theta, self.like, batch, alpha.gather(1, active).to(
+            state.theta.dtype), weights, lr, generator, noise_norm=self.noise_norm,
+            center=None if math.isinf(self.radius) else state.center, radius=self.radius)
+        finite = torch.isfinite(result.theta).all(-1) & ~state.diverged  # type: ignore[operator]
+        state.diverged = state.diverged | ~torch.isfinite(result.theta).all(-1)  # type: ignore[operator]
+        state.theta = torch.where(finite[:, None], result.theta, state.theta)
+        deviation = torch.where(finite[:, None], result.sq_deviation, torch.zeros_like(result.sq_deviation))
+        others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
+        state.paid.scatter_add_(1, active, deviation)  # type: ignore[union-attr]
+        state.received.scatter_add_(1, active, others)  # type: ignore[union-attr]
+        state.round = t
+        state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "noise": result.noise,
+                      "lr": lr}
+        return active
+
+    def final_parameters(self, state: RunState, player: int) -> torch.Tensor:
+        """``theta^i_{T+1}``: the final model with player i's own last noise removed if it was active in the last
+        round (SPEC §2 "Final models and defence"): ``Pi_W(theta_{T+1} + gamma_T w_i alpha_T^i xi_T^i)``."""
+        last = state.last
+        if not last:
+            return state.theta
+        hit = last["active"] == player
+        correction = (hit[..., None] * last["weights"][..., None] * last["noise"]).sum(1) * last["lr"][:, None]
+        corrected = state.theta + correction
+        return corrected if math.isinf(self.radius) else project(corrected, state.center, self.radius)
+
+    def evaluate(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048
+                 ) -> dict[str, torch.Tensor]:
+        """Mean loss ``(R,)`` of parameters ``(R, P)`` on ``(x, y)``, and accuracy where the model has logits."""
+        params = unflatten(theta, {k: v[None] for k, v in self.like.items()}, 1)
+        losses, correct = torch.zeros(theta.shape[0], device=theta.device), torch.zeros(theta.shape[0],
+                                                                                         device=theta.device)
+        logits = getattr(self.model, "logits", None)
+        for start in range(0, len(y), chunk):
+            xs, ys = x[start:start + chunk], y[start:start + chunk]
+            ones = torch.ones(len(ys), device=theta.device)
+            losses += vmap(self.model.loss, in_dims=(0, None, None, None))(params, xs, ys, ones) * len(ys)
+            if logits is not None:
+                predicted = vmap(logits, in_dims=(0, None))(params, xs).argmax(-1)
+                correct += (predicted == ys).float().sum(-1)
+        result = {"loss": losses / len(y)}
+        if logits is not None:
+            result["accuracy"] = correct / len(y)
+        return result

@@ -1,0 +1,131 @@
+"""The FedSGD game's batched simulator: client data padding, participation, payment bookkeeping, divergence,
+the final self-correction and learning on small real data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedgames.envs.fedsgd.data import digits_federated
+from fedgames.envs.fedsgd.engine import flatten
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
+from fedgames.envs.fedsgd.models import Logistic, Quadratic
+
+
+def quadratic_clients(n_clients: int = 6, per_client: int = 5, seed: int = 0) -> tuple[Quadratic, ClientData]:
+    model = Quadratic(eigenvalues=(1.0, 2.0), theta_star=(1.0, -1.0), noise=1.0)
+    g = torch.Generator().manual_seed(seed)
+    z, y = model.sample(n_clients * per_client, g)
+    writer = torch.arange(n_clients).repeat_interleave(per_client)
+    return model, ClientData.from_arrays(z, y, writer, n_clients)
+
+
+def test_client_data_padding_keeps_every_sample_once():
+    x = torch.arange(7, dtype=torch.float32)[:, None]
+    writer = torch.tensor([2, 0, 2, 1, 2, 0, 2])
+    data = ClientData.from_arrays(x, torch.arange(7), writer, 4)
+    assert data.count.tolist() == [2, 1, 4, 0]
+    for client in range(4):
+        n = int(data.count[client])
+        assert sorted(data.y[client, :n].tolist()) == [i for i in range(7) if writer[i] == client]
+        assert torch.equal(data.x[client, :n, 0], data.y[client, :n].float())
+
+
+@pytest.mark.parametrize("active", [None, 3])
+def test_participation_and_balanced_bookkeeping(active):
+    """m distinct active clients per run and round; inactive clients are not charged; balanced payments
+    (paid - received) sum to zero over the clients of each run after every round."""
+    model, clients = quadratic_clients()
+    game = FedSGDGame(model, clients, active=active, lr="decaying", eta=5.0, noise_norm="global")
+    g = torch.Generator().manual_seed(1)
+    state = game.start(4, g)
+    alpha = torch.rand(4, clients.n_clients, generator=g)
+    for _ in range(10):
+        before = state.paid.clone()
+        chosen = game.play_round(state, alpha, g)
+        m = clients.n_clients if active is None else active
+        assert chosen.shape == (4, m)
+        assert all(len(set(row.tolist())) == m for row in chosen)
+        charged = (state.paid - before) > 0
+        outside = torch.ones_like(charged)
+        outside.scatter_(1, chosen, False)
+        assert not (charged & outside).any()
+        balance = (state.paid - state.received).sum(1)
+        # floating-point rounding bound of these sums: a few eps per term added
+        bound = 4 * clients.n_clients * torch.finfo(state.paid.dtype).eps * (state.paid + state.received).sum(1)
+        assert torch.all(balance.abs() <= bound)
+
+
+def test_divergence_is_flagged_not_raised():
+    model, clients = quadratic_clients()
+    game = FedSGDGame(model, clients, lr="constant", lr_value=5.0)  # gamma * max eigenvalue = 10 > 2: diverges
+    g = torch.Generator().manual_seed(0)
+    state = game.start(3, g)
+    alpha = torch.zeros(3, clients.n_clients)
+    for _ in range(400):
+        game.play_round(state, alpha, g)
+    assert state.diverged.all()
+    assert torch.isfinite(state.theta).all()
+
+
+def test_final_self_correction_removes_own_last_noise():
+    """theta^i = theta_{T+1} + gamma_T w_i alpha_T^i xi_T^i: with only player i noisy, its corrected model equals
+    the one the server would have reached had i been honest (same data, same batches)."""
+    model, clients = quadratic_clients(n_clients=4)
+    game = FedSGDGame(model, clients, lr="constant", lr_value=0.1, noise_norm="global")
+    noisy = torch.zeros(1, 4)
+    noisy[0, 2] = 3.0
+    finals = []
+    for alpha in (noisy, torch.zeros(1, 4)):
+        g = torch.Generator().manual_seed(5)
+        state = game.start(1, g)
+        for _ in range(3):
+            game.play_round(state, alpha, g)
+        finals.append((game.final_parameters(state, 2), game.final_parameters(state, 0), state.theta))
+    (corrected, other, shared), (_, _, honest_last) = finals
+    assert torch.equal(other, shared)  # player 0 was honest: nothing to remove
+    assert not torch.allclose(shared, honest_last)
+    # the last round's noise is removed, the earlier rounds' noise has moved theta and stays
+    assert torch.norm(corrected - honest_last) < torch.norm(shared - honest_last)
+
+
+def test_bad_alpha_is_rejected():
+    model, clients = quadratic_clients()
+    game = FedSGDGame(model, clients)
+    state = game.start(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="alpha must have shape"):
+        game.play_round(state, torch.zeros(2, 3), torch.Generator())
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        game.play_round(state, torch.full((2, clients.n_clients), math.nan), torch.Generator())
+    with pytest.raises(ValueError, match="active"):
+        FedSGDGame(model, clients, active=1)
+    with pytest.raises(ValueError, match="noise_norm"):
+        FedSGDGame(model, clients, noise_norm="per_layer")
+
+
+def test_logistic_federated_learning_on_digits_beats_chance():
+    """Honest FedSGD with 3 of 10 writers per round learns scikit-learn's digits well above chance (10%)."""
+    data = digits_federated(n_writers=10, partition="dirichlet", alpha=1.0, seed=0)
+    train, test = data.split(0.2, seed=0)
+    clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers)
+    game = FedSGDGame(Logistic(64, 10), clients, active=3, lr_value=0.5)
+    g = torch.Generator().manual_seed(0)
+    state = game.start(2, g)
+    start = game.evaluate(state.theta, torch.as_tensor(test.x), torch.as_tensor(test.y))
+    for _ in range(100):
+        game.play_round(state, torch.zeros(2, clients.n_clients), g)
+    end = game.evaluate(state.theta, torch.as_tensor(test.x), torch.as_tensor(test.y))
+    assert torch.all(end["loss"] < start["loss"])
+    # 10 classes, 360 test images: chance 0.1 with binomial SE 0.016; ask for far more than chance
+    assert torch.all(end["accuracy"] > 0.5)
+
+
+def test_start_uses_model_initialisation():
+    model, clients = quadratic_clients()
+    game = FedSGDGame(model, clients)
+    state = game.start(2, torch.Generator().manual_seed(0))
+    expected = flatten({k: v[None] for k, v in model.init(torch.Generator()).items()}, 1)
+    assert torch.equal(state.theta, expected.repeat(2, 1))
+    assert torch.equal(state.center, state.theta)
