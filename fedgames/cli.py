@@ -31,13 +31,13 @@ def _config(assignments: Sequence[str]) -> dict:
 def _profile(text: str, env):  # noqa: ANN001
     """``honest``, ``theory`` (the closed form's predicted equilibrium), ``FILE.json`` or ``'alpha=A;beta=B'``."""
     from fedgames.envs.mean_estimation import theory
-    from fedgames.eval.theory_hooks import closed_form
+    from fedgames.eval.theory_hooks import closed_form, honest_profile_for
 
     game, protocol = env.unwrapped.game, env.protocol
     n, d = game.n_players, game.dim
     closed = closed_form(env)
     if text == "honest":
-        return theory.honest_profile(closed.setting, d) if closed else theory.Profile.symmetric(n, d)
+        return honest_profile_for(env)
     if text == "theory":
         if closed is None:
             raise ValueError("--profile theory: these mechanisms have no closed form; give honest, a file or values")

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
-from fedgames.agents.scripted import HonestPolicy, profile_policies
+from fedgames.agents.scripted import profile_policies
 from fedgames.files import write_atomic
 from fedgames.eval.strategy import summarize_actions
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
@@ -205,16 +205,10 @@ _EVAL_KEY = 0x5EED
 
 
 def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
-    """The honest profile of a mean-estimation env: ``alpha = b = 0`` with the best defence (``beta = 0``, or
-    ``C/(C+1)`` under the noisy response); ``beta = 0`` under mechanisms without a closed form."""
-    from fedgames.envs.mean_estimation import theory
+    """The honest profile of a mean-estimation env as policies (:func:`fedgames.eval.theory_hooks.honest_profile_for`)."""
+    from fedgames.eval.theory_hooks import honest_profile_for
 
-    dim = env.unwrapped.game.dim  # type: ignore[attr-defined]
-    try:
-        setting = theory.Setting.from_env(env)
-    except ValueError:
-        return {agent: HonestPolicy(dim) for agent in env.possible_agents}
-    return dict(profile_policies(theory.honest_profile(setting, dim), env.possible_agents))
+    return dict(profile_policies(honest_profile_for(env), env.possible_agents))
 
 
 def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096,

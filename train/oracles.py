@@ -166,7 +166,7 @@ class LearnedOracle:
             proves=self.proves,
             budget={"algorithm": self.name, "timesteps_per_seed": self.timesteps, "seeds": self.seeds,
                     "n_envs": self.n_envs, "validation_episodes": self.validation_episodes,
-                    "hyperparameters": {k: v for k, v in self.algo_kwargs.items()}},
+                    "hyperparameters": dict(self.algo_kwargs)},
             curves=[r[2] for r in runs],
             plateau=plateaued(runs[best][2]),
         )
