@@ -12,7 +12,9 @@ the server's responses). Mechanisms (``fedgames.mechanisms``) return a new proto
 they stack in any order and the fast batched paths run the very code the PettingZoo environment runs.
 
 Shapes: ``B`` independent episodes, ``N`` players, ``d`` message dimension. Messages are ``(B, N, d)``, the
-server's aggregate ``(B, d)``, the responses ``(B, N, d)`` and payments ``(B, N)``.
+server's aggregate ``(B, d)``, the responses ``(B, N, d)`` and payments ``(B, N)``. The stages use only operations
+that numpy arrays and torch tensors share (``.sum(-1)``, ``.mean(1)``, indexing, arithmetic), so the torch FedSGD
+engine runs the very same stage functions on its (GPU) tensors.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-Aggregator = Callable[[np.ndarray], np.ndarray]
-"""``(B, N, d) messages -> (B, d)`` server aggregate."""
+Aggregator = Callable[..., Any]
+"""``(messages (B, N, d), weights (B, N) or None) -> (B, d)``: the server's aggregate."""
 
 Responder = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 """``(messages (B, N, d), aggregate (B, d), rng) -> (B, N, d)``: what each player receives from the server."""
@@ -33,14 +35,17 @@ PaymentRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives)."""
 
 
-def mean_aggregate(messages: np.ndarray) -> np.ndarray:
-    """The plain server: the average of all messages."""
-    return messages.mean(axis=1)
+def mean_aggregate(messages: Any, weights: Any = None) -> Any:
+    """The plain server: the average of the messages, weighted by ``weights`` (e.g. dataset sizes) if given."""
+    if weights is None:
+        return messages.mean(1)
+    return (messages * weights[..., None]).sum(1) / weights.sum(1)[:, None]
 
 
-def broadcast(messages: np.ndarray, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The plain response: every player receives the server's aggregate."""
-    return np.broadcast_to(aggregate[:, None, :], messages.shape)
+def broadcast(messages: Any, aggregate: Any, rng: Any) -> Any:
+    """The plain response: every player receives the server's aggregate (a broadcast view, no copy)."""
+    view = aggregate[:, None, :]
+    return view.expand(messages.shape) if hasattr(view, "expand") else np.broadcast_to(view, messages.shape)
 
 
 @dataclass(frozen=True)
@@ -90,14 +95,18 @@ class Protocol:
     def charges_payments(self) -> bool:
         return bool(self.payment_rules)
 
-    def server_round(self, messages: np.ndarray, rng: np.random.Generator) -> ServerRound:
-        """Run aggregation, response and payment stages on a batch of messages."""
-        aggregate = self.aggregate(messages)
+    def server_round(self, messages: Any, rng: Any, weights: Any = None) -> ServerRound:
+        """Run aggregation (with optional per-message ``weights``), response and payment stages on a batch."""
+        aggregate = self.aggregate(messages, weights)
         responses = self.respond(messages, aggregate, rng)
-        payments = None
-        if self.payment_rules:
-            payments = np.sum([rule(messages, aggregate) for rule in self.payment_rules], axis=0)
+        payments = self.payments(messages, aggregate)
         return ServerRound(aggregate, responses, payments)
+
+    def payments(self, messages: Any, aggregate: Any) -> Any:
+        """``(B, N)`` the sum of all payment rules, or ``None`` without any."""
+        if not self.payment_rules:
+            return None
+        return sum(rule(messages, aggregate) for rule in self.payment_rules)
 
     def check_actions(self, actions: np.ndarray, agents: Sequence[str] | None = None) -> np.ndarray:
         """Validate a batch of actions ``(B, N, k)`` against the bounds; return them as float64, clipped.

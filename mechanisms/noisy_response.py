@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pettingzoo import ParallelEnv
 
@@ -32,9 +34,9 @@ class NoisyResponse(Mechanism):
         inner = protocol.respond
         scale = np.sqrt(self.C)
 
-        def respond(messages: np.ndarray, aggregate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            eps = rng.standard_normal(messages.shape) / np.sqrt(messages.shape[-1])
-            deviation = np.linalg.norm(messages - aggregate[:, None, :], axis=-1, keepdims=True)
+        def respond(messages: Any, aggregate: Any, rng: Any) -> Any:
+            eps = rng.standard_normal(tuple(messages.shape)) / np.sqrt(messages.shape[-1])
+            deviation = (((messages - aggregate[:, None, :]) ** 2).sum(-1) ** 0.5)[..., None]
             return inner(messages, aggregate, rng) + scale * deviation * eps
 
         return protocol.with_stage(self, respond=respond)

@@ -54,8 +54,15 @@ class RobustAggregation(Mechanism):
             params["mixing_f"] = self.mixing_f
         return params | self.rule_params
 
-    def aggregate(self, messages: np.ndarray) -> np.ndarray:
-        """Pre-aggregation steps, then the rule: ``(B, N, d) -> (B, d)``."""
+    def aggregate(self, messages: Any, weights: Any = None) -> Any:
+        """Pre-aggregation steps, then the rule: ``(B, N, d) -> (B, d)``.
+
+        The rules are unweighted, as in their papers: aggregation ``weights`` are ignored. Torch tensors are
+        aggregated through numpy on the CPU and returned on their device (exact, but a copy each round).
+        """
+        if not isinstance(messages, np.ndarray):
+            result = self.aggregate(messages.detach().cpu().double().numpy())
+            return messages.new_tensor(result)
         if self.clip_norm is not None:
             messages = aggregators.clip_norm(messages, tau=self.clip_norm)
         if self.mixing_f is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pettingzoo import ParallelEnv
 
@@ -10,18 +12,19 @@ from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import real
 
 
-def deviation_payments(messages: np.ndarray, aggregate: np.ndarray, C: float, balanced: bool) -> np.ndarray:
+def deviation_payments(messages: Any, aggregate: Any, C: float, balanced: bool) -> Any:
     """``(B, N)`` payments for deviating from the aggregate.
 
     Plain (eq. 9): ``p_i = C ||m_i - theta_s||^2``. Budget-balanced (eq. 10): each player also receives the
     average of the others' plain payments, ``p'_i = p_i - (1/(N-1)) sum_{j != i} p_j``, so ``sum_i p'_i = 0``.
     With the mean server ``theta_s = mbar``; under robust aggregation the deviation is from that aggregate.
+    Numpy arrays or torch tensors.
     """
-    plain = C * np.sum((messages - aggregate[:, None, :]) ** 2, axis=-1)
+    plain = C * ((messages - aggregate[:, None, :]) ** 2).sum(-1)
     if not balanced:
         return plain
     n_players = messages.shape[1]
-    return plain - (plain.sum(axis=1, keepdims=True) - plain) / (n_players - 1)
+    return plain - (plain.sum(1)[:, None] - plain) / (n_players - 1)
 
 
 class SidePayment(Mechanism):
@@ -46,7 +49,7 @@ class SidePayment(Mechanism):
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
-        def rule(messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
+        def rule(messages: Any, aggregate: Any) -> Any:
             return deviation_payments(messages, aggregate, self.C, self.balanced)
 
         return protocol.with_stage(self, payment_rules=protocol.payment_rules + (rule,))

@@ -18,8 +18,8 @@ from fedgames.envs.fedsgd.engine import (
     naive_client_gradients,
     project,
     unflatten,
-    weighted_mean,
 )
+from fedgames.envs.protocol import mean_aggregate
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 
 MODELS = [
@@ -92,9 +92,9 @@ def test_attack_noise_has_unit_expected_squared_norm(mode):
 
 def test_weighted_mean_and_projection():
     messages = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(weighted_mean(messages, torch.ones(2, 3)), messages.mean(1))
+    torch.testing.assert_close(mean_aggregate(messages, torch.ones(2, 3)), messages.mean(1))
     weights = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]])
-    torch.testing.assert_close(weighted_mean(messages, weights)[1], messages[1, 1])
+    torch.testing.assert_close(mean_aggregate(messages, weights)[1], messages[1, 1])
     center = torch.zeros(2, 5)
     far, near = 10 * messages[:, 0], 0.01 * messages[:, 0]
     assert torch.allclose(project(far, center, 1.0).norm(dim=-1), torch.ones(2))

@@ -8,10 +8,14 @@ import math
 import pytest
 import torch
 
+import fedgames
+
 from fedgames.envs.fedsgd.data import digits_federated
 from fedgames.envs.fedsgd.engine import flatten
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
 from fedgames.envs.fedsgd.models import Logistic, Quadratic
+from fedgames.mechanisms import RobustAggregation
+from fedgames.mechanisms.side_payment import deviation_payments
 
 
 def quadratic_clients(n_clients: int = 6, per_client: int = 5, seed: int = 0) -> tuple[Quadratic, ClientData]:
@@ -58,6 +62,46 @@ def test_participation_and_balanced_bookkeeping(active):
         assert torch.all(balance.abs() <= bound)
 
 
+@pytest.mark.parametrize("balanced", [True, False])
+def test_side_payment_stage_runs_on_the_engine(balanced):
+    """The mean-estimation game's side-payment stage (the same function) charges the FedSGD clients on torch
+    tensors: balanced payments sum to zero per run and equal C (paid - received); plain ones equal C paid."""
+    model, clients = quadratic_clients()
+    game = FedSGDGame(model, clients, active=3, noise_norm="global")
+    C = 0.3
+    protocol = game.protocol().with_stage(
+        None, payment_rules=(lambda m, a: deviation_payments(m, a, C, balanced),))
+    g = torch.Generator().manual_seed(2)
+    state = game.start(5, g)
+    alpha = torch.rand(5, clients.n_clients, generator=g)
+    for _ in range(8):
+        game.play_round(state, alpha, g, protocol)
+    expected = C * (state.paid - state.received) if balanced else C * state.paid
+    torch.testing.assert_close(state.payments, expected)
+    if balanced:
+        bound = 4 * clients.n_clients * torch.finfo(state.paid.dtype).eps * C * (state.paid + state.received).sum(1)
+        assert torch.all(state.payments.sum(1).abs() <= bound)
+
+
+def test_robust_aggregation_stage_runs_on_the_engine():
+    """The robust-aggregation mechanism's stage (numpy rules) aggregates the engine's torch messages: with the
+    coordinate-wise median of three clients an attacker with a huge alpha cannot move the model far, unlike
+    under the mean."""
+    model, clients = quadratic_clients(n_clients=3)
+    game = FedSGDGame(model, clients, lr_value=0.1, noise_norm="global", alpha_max=1000.0)
+    mechanism = RobustAggregation(fedgames.make("mean_estimation_v0", n_players=3), rule="median")
+    median = game.protocol().with_stage(mechanism, aggregate=mechanism.aggregate)
+    alpha = torch.tensor([[1000.0, 0.0, 0.0]])
+    finals = {}
+    for name, protocol in (("mean", game.protocol()), ("median", median)):
+        g = torch.Generator().manual_seed(0)
+        state = game.start(1, g)
+        for _ in range(20):
+            game.play_round(state, alpha, g, protocol)
+        finals[name] = float(model.objective({"theta": state.theta})[0])
+    assert finals["median"] < 1.0 < finals["mean"]
+
+
 def test_divergence_is_flagged_not_raised():
     model, clients = quadratic_clients()
     game = FedSGDGame(model, clients, lr="constant", lr_value=5.0)  # gamma * max eigenvalue = 10 > 2: diverges
@@ -97,8 +141,10 @@ def test_bad_alpha_is_rejected():
     state = game.start(2, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="alpha must have shape"):
         game.play_round(state, torch.zeros(2, 3), torch.Generator())
-    with pytest.raises(ValueError, match="alpha must be finite"):
+    with pytest.raises(ValueError, match="alpha is nan"):
         game.play_round(state, torch.full((2, clients.n_clients), math.nan), torch.Generator())
+    with pytest.raises(ValueError, match=r"alpha=11 is outside its allowed range \[0, 10\]"):
+        game.play_round(state, torch.full((2, clients.n_clients), 11.0), torch.Generator())
     with pytest.raises(ValueError, match="active"):
         FedSGDGame(model, clients, active=1)
     with pytest.raises(ValueError, match="noise_norm"):

@@ -7,7 +7,7 @@ over clients with the run's parameters shared, ``vmap`` over runs), on whatever 
 :func:`naive_client_gradients` is the plain per-client autograd loop it must agree with.
 
 A round (:func:`fedsgd_round`): messages ``m_t^i = g_t^i + alpha_t^i xi_t^i`` (:func:`attack_noise`, global or per
-tensor), the server's weighted mean ``mbar_t``, the step ``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
+tensor), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by default), the step ``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
 (:func:`project`), and each client's squared deviation ``||m_t^i - mbar_t||^2`` (what side payments charge).
 """
 
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.func import grad, vmap
+
+from fedgames.envs.protocol import mean_aggregate
 
 Params = dict[str, torch.Tensor]
 
@@ -92,11 +94,6 @@ def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torc
     raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {mode!r}")
 
 
-def weighted_mean(messages: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(R, m, P), (R, m) -> (R, P)``: the server's mean, weighted (dataset sizes) or uniform (equal weights)."""
-    return (messages * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
-
-
 def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.Tensor:
     """``Pi_W``: the Euclidean projection of each run's ``theta`` ``(R, P)`` on the ball of ``radius`` around
     ``center`` (``radius = inf``: no projection)."""
@@ -131,7 +128,7 @@ def fedsgd_round(
     noise_norm: str = "global",
     center: torch.Tensor | None = None,
     radius: float = math.inf,
-    aggregate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = weighted_mean,
+    aggregate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mean_aggregate,
     gradients: Callable[..., Params] = client_gradients,
 ) -> RoundResult:
     """One FedSGD round for ``R`` runs at once.
@@ -147,7 +144,8 @@ def fedsgd_round(
         generator: draws the attack noise.
         noise_norm: ``"global"`` or ``"per_tensor"``.
         center, radius: the ball ``W`` of the projection (default: none).
-        aggregate: ``(messages, weights) -> (R, P)``, the server's rule.
+        aggregate: ``(messages, weights) -> (R, P)``, the server's rule (a protocol's aggregation stage; by default
+            the weighted mean).
         gradients: :func:`client_gradients` or the reference :func:`naive_client_gradients`.
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
@@ -168,4 +166,4 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
 
 
 __all__ = ["ClientBatch", "RoundResult", "attack_noise", "client_gradients", "decaying_lr", "flatten",
-                      "fedsgd_round", "naive_client_gradients", "project", "unflatten", "weighted_mean"]
+                      "fedsgd_round", "naive_client_gradients", "project", "unflatten"]

@@ -17,7 +17,17 @@ from typing import Any
 import torch
 from torch.func import vmap
 
-from fedgames.envs.fedsgd.engine import ClientBatch, decaying_lr, fedsgd_round, flatten, project, unflatten
+import numpy as np
+
+from fedgames.envs.fedsgd.engine import (
+    ClientBatch,
+    decaying_lr,
+    fedsgd_round,
+    flatten,
+    project,
+    unflatten,
+)
+from fedgames.envs.protocol import Protocol
 from fedgames.validation import integer, real
 
 
@@ -59,6 +69,7 @@ class RunState:
         paid: ``(R, N)`` per client, the sum over its active rounds of ``||m_t^i - mbar_t||^2``.
         received: ``(R, N)`` per client, the sum over its active rounds of the other active clients' squared
             deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
+        payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
         last: the last round's active clients ``(R, m)``, their aggregation weights, noise and step size, for the
             final self-correction.
     """
@@ -69,6 +80,7 @@ class RunState:
     diverged: torch.Tensor | None = None
     paid: torch.Tensor | None = None
     received: torch.Tensor | None = None
+    payments: torch.Tensor | None = None
     last: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -85,12 +97,17 @@ class FedSGDGame:
         noise_norm: ``"global"`` or ``"per_tensor"``.
         weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
         batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
+        alpha_max: top of each player's aggressiveness range.
+
+    Mechanisms act through a :class:`~fedgames.envs.protocol.Protocol` (:meth:`protocol` gives the plain one; a
+    mechanism wrapper's ``apply`` changes a stage): its action bounds check ``alpha``, its aggregation stage is the
+    server's rule (given the dataset-size or uniform weights) and its payment stage charges the active clients.
     """
 
     def __init__(self, model: Any, clients: ClientData, active: int | None = None, lr: str = "constant",
                  lr_value: float = 0.06, strong_convexity: float | None = None, eta: float = 1.0,
                  radius: float = math.inf, noise_norm: str = "per_tensor", weighting: str = "size",
-                 batch_fraction: float = 0.9) -> None:
+                 batch_fraction: float = 0.9, alpha_max: float = 10.0) -> None:
         self.model, self.clients = model, clients
         n = clients.n_clients
         self.active = n if active is None else integer("active", active, 2, n)
@@ -109,7 +126,12 @@ class FedSGDGame:
             raise ValueError(f"weighting must be 'size' or 'uniform', got {weighting!r}")
         self.noise_norm, self.weighting = noise_norm, weighting
         self.batch_fraction = real("batch_fraction", batch_fraction, strict=True, maximum=1.0)
+        self.alpha_max = real("alpha_max", alpha_max, strict=True)
         self.like = {k: v.to(clients.x.device) for k, v in model.init(torch.Generator().manual_seed(0)).items()}
+
+    def protocol(self) -> Protocol:
+        """The plain protocol: ``alpha in [0, alpha_max]``, the (weighted) mean, no payments."""
+        return Protocol(("alpha",), np.array([0.0]), np.array([self.alpha_max]))
 
     def start(self, runs: int, generator: torch.Generator) -> RunState:
         """``runs`` fresh runs from the model's initialisation (one draw per run)."""
@@ -117,8 +139,8 @@ class FedSGDGame:
         inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1) for _ in range(runs)]
         theta = torch.cat(inits).to(device)
         zeros = torch.zeros(runs, self.clients.n_clients, device=device)
-        return RunState(theta=theta, center=theta.clone(), diverged=torch.zeros(runs, dtype=torch.bool, device=device), paid=zeros,
-                        received=zeros.clone())
+        return RunState(theta=theta, center=theta.clone(), diverged=torch.zeros(runs, dtype=torch.bool, device=device),
+                        paid=zeros, received=zeros.clone(), payments=zeros.clone())
 
     def step_size(self, t: int) -> float:
         """``gamma_t`` for round ``t`` (from 1)."""
@@ -138,15 +160,16 @@ class FedSGDGame:
         weight = (rank < size[..., None]).float()
         return ClientBatch(self.clients.x[active], self.clients.y[active], weight), count.float()
 
-    def play_round(self, state: RunState, alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Advance every run by one round with aggressiveness ``alpha`` ``(R, N)``; return the active clients
-        ``(R, m)``. Diverged runs stay frozen."""
+    def play_round(self, state: RunState, alpha: torch.Tensor, generator: torch.Generator,
+                   protocol: Protocol | None = None) -> torch.Tensor:
+        """Advance every run by one round with aggressiveness ``alpha`` ``(R, N)`` under ``protocol`` (default:
+        :meth:`protocol`); return the active clients ``(R, m)``. Diverged runs stay frozen."""
+        protocol = protocol or self.protocol()
         runs, n = alpha.shape
         if n != self.clients.n_clients or runs != state.theta.shape[0]:
             raise ValueError(f"alpha must have shape ({state.theta.shape[0]}, {self.clients.n_clients}), "
                              f"got {tuple(alpha.shape)}")
-        if not torch.isfinite(alpha).all() or (alpha < 0).any():
-            raise ValueError("alpha must be finite and >= 0")
+        protocol.check_actions(alpha.detach().cpu().numpy()[..., None])
         device = state.theta.device
         active = torch.rand(runs, n, generator=generator, device=device).argsort(-1)[:, :self.active]
         batch, sizes = self._batch(active, generator)
@@ -155,7 +178,8 @@ class FedSGDGame:
         lr = torch.full((runs,), self.step_size(t), device=device, dtype=state.theta.dtype)
         result = fedsgd_round(self.model.loss, state.theta, self.like, batch, alpha.gather(1, active).to(
             state.theta.dtype), weights, lr, generator, noise_norm=self.noise_norm,
-            center=None if math.isinf(self.radius) else state.center, radius=self.radius)
+            center=None if math.isinf(self.radius) else state.center, radius=self.radius,
+            aggregate=protocol.aggregate)
         finite = torch.isfinite(result.theta).all(-1) & ~state.diverged  # type: ignore[operator]
         state.diverged = state.diverged | ~torch.isfinite(result.theta).all(-1)  # type: ignore[operator]
         state.theta = torch.where(finite[:, None], result.theta, state.theta)
@@ -163,6 +187,10 @@ class FedSGDGame:
         others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
         state.paid.scatter_add_(1, active, deviation)  # type: ignore[union-attr]
         state.received.scatter_add_(1, active, others)  # type: ignore[union-attr]
+        charged = protocol.payments(result.messages, result.aggregate)
+        if charged is not None:
+            charged = torch.where(finite[:, None], charged, torch.zeros_like(charged))
+            state.payments.scatter_add_(1, active, charged.to(state.payments.dtype))  # type: ignore[union-attr]
         state.round = t
         state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "noise": result.noise,
                       "lr": lr}
