@@ -27,3 +27,8 @@ else:
         entry_point="fedgames.envs.mean_estimation_v0:parallel_env",
         aec_entry_point="fedgames.envs.mean_estimation_v0:raw_env",
     )
+    register(
+        "fedsgd_v0",
+        entry_point="fedgames.envs.fedsgd_v0:parallel_env",
+        aec_entry_point="fedgames.envs.fedsgd_v0:raw_env",
+    )

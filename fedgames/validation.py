@@ -39,6 +39,16 @@ def real(name: str, value: object, minimum: float = 0.0, maximum: float = float(
     return x
 
 
+def per_player(name: str, value: object, n_players: int, minimum: float = 0.0, strict: bool = False) -> np.ndarray:
+    """One number for everybody or one per player, each checked by :func:`real`, as an array ``(n_players,)``."""
+    if np.ndim(value) == 0:
+        return np.full(n_players, real(name, value, minimum, strict=strict))
+    values = list(value)  # type: ignore[call-overload]
+    if len(values) != n_players:
+        raise ValueError(f"{name} must be one number or one per player ({n_players}), got {len(values)} values")
+    return np.array([real(f"{name}[{i}]", v, minimum, strict=strict) for i, v in enumerate(values)])
+
+
 def check_call(owner: str, function: Callable[..., Any], given: dict[str, Any], skip: int = 1,
                also_allowed: tuple[str, ...] = ()) -> None:
     """Raise a ``ValueError`` if ``given`` has a keyword ``function`` does not take (with a 'did you mean') or

@@ -35,6 +35,9 @@ class Mechanism(BaseParallelWrapper):
         if not isinstance(inner, Protocol):
             raise TypeError(f"{type(self).__name__} wraps fedgames games only; {env!r} has no protocol")
         self.protocol: Protocol = self.apply(inner)
+        validate = getattr(env.unwrapped, "validate_protocol", None)
+        if validate is not None:
+            validate(self.protocol)
 
     @abstractmethod
     def apply(self, protocol: Protocol) -> Protocol:

@@ -107,13 +107,15 @@ def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.T
 @dataclass(frozen=True)
 class RoundResult:
     """One batched round: the new flat parameters ``(R, P)``, messages ``(R, m, P)``, the aggregate ``(R, P)``,
-    each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)`` and its noise ``alpha xi`` ``(R, m, P)``."""
+    each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)``, its noise ``alpha xi`` ``(R, m, P)`` and the
+    norm of its honest gradient ``(R, m)``."""
 
     theta: torch.Tensor
     messages: torch.Tensor
     aggregate: torch.Tensor
     sq_deviation: torch.Tensor
     noise: torch.Tensor
+    gradient_norm: torch.Tensor
 
 
 def fedsgd_round(
@@ -157,7 +159,8 @@ def fedsgd_round(
     if center is not None:
         updated = project(updated, center, radius)
     sq_deviation = ((messages - mbar[:, None, :]) ** 2).sum(-1)
-    return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation, noise=noise)
+    return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation, noise=noise,
+                       gradient_norm=honest.norm(dim=-1))
 
 
 def decaying_lr(m_sc: float, eta: float, t: int) -> float:

@@ -70,8 +70,8 @@ class RunState:
         received: ``(R, N)`` per client, the sum over its active rounds of the other active clients' squared
             deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
         payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
-        last: the last round's active clients ``(R, m)``, their aggregation weights, noise and step size, for the
-            final self-correction.
+        last: the last round's active clients ``(R, m)``, their aggregation weights, noise and step size (for the
+            final self-correction), honest gradient norms, squared deviations and payments (``None`` without).
     """
 
     theta: torch.Tensor
@@ -193,7 +193,8 @@ class FedSGDGame:
             state.payments.scatter_add_(1, active, charged.to(state.payments.dtype))  # type: ignore[union-attr]
         state.round = t
         state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "noise": result.noise,
-                      "lr": lr}
+                      "lr": lr, "gradient_norm": result.gradient_norm, "sq_deviation": deviation,
+                      "payments": charged}
         return active
 
     def final_parameters(self, state: RunState, player: int) -> torch.Tensor:

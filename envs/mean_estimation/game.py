@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedgames.envs.protocol import Protocol
-from fedgames.validation import integer, real
+from fedgames.validation import integer, per_player, real
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,6 @@ class Outcome:
     sq_error: np.ndarray
     payments: np.ndarray | None
     rewards: np.ndarray
-
-
-def _per_player(name: str, value: float | Sequence[float], n_players: int, strict: bool) -> np.ndarray:
-    if np.ndim(value) == 0:
-        return np.full(n_players, real(name, value, strict=strict))
-    values = list(value)  # type: ignore[arg-type]
-    if len(values) != n_players:
-        raise ValueError(f"{name} must be one number or one per player ({n_players}), got {len(values)} values")
-    return np.array([real(f"{name}[{i}]", v, strict=strict) for i, v in enumerate(values)])
 
 
 class MeanEstimationGame:
@@ -89,9 +80,9 @@ class MeanEstimationGame:
         self.n_players = integer("n_players", n_players, 2)
         self.n_samples = integer("n_samples", n_samples, 1)
         self.dim = integer("dim", dim, 1)
-        self.sigma = _per_player("sigma", sigma, self.n_players, strict=True)
+        self.sigma = per_player("sigma", sigma, self.n_players, strict=True)
         self.sigma_star = real("sigma_star", sigma_star)
-        self.lam = _per_player("lam", lam, self.n_players, strict=False)
+        self.lam = per_player("lam", lam, self.n_players)
         self.alpha_max = real("alpha_max", alpha_max, strict=True)
         self.bias_max = real("bias_max", bias_max)
         self.prior_std = real("prior_std", prior_std)

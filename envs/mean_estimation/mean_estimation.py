@@ -9,21 +9,19 @@ One step per episode. Each player observes its own sample mean and sample varian
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
+from fedgames.envs.base import ProtocolEnv, stack_actions
 from fedgames.envs.mean_estimation.game import MeanEstimationGame, Outcome, World
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
 from fedgames.validation import check_call
 
 
-class MeanEstimationEnv(ParallelEnv):
+class MeanEstimationEnv(ProtocolEnv):
     """PettingZoo parallel env of the mean-estimation game; config as :class:`MeanEstimationGame`."""
 
     metadata = {"name": "mean_estimation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
@@ -42,30 +40,11 @@ class MeanEstimationEnv(ParallelEnv):
         self._rng = np.random.default_rng()
         self._world: World | None = None
         self._last: Outcome | None = None
-        self._protocol_override: Protocol | None = None
 
     def _observation_box(self) -> spaces.Box:
         low = np.full(self.game.obs_dim, -np.inf, dtype=np.float32)
         low[-1] = 0.0
         return spaces.Box(low, np.full(self.game.obs_dim, np.inf, dtype=np.float32), dtype=np.float32)
-
-    def observation_space(self, agent: str) -> spaces.Box:
-        return self._observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Box:
-        return self._action_spaces[agent]
-
-    @contextmanager
-    def using_protocol(self, protocol: Protocol) -> Iterator[None]:
-        """Run the body with ``protocol`` in force; the outermost mechanism wrapper's protocol wins."""
-        if self._protocol_override is not None:
-            yield
-            return
-        self._protocol_override = protocol
-        try:
-            yield
-        finally:
-            self._protocol_override = None
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
@@ -81,7 +60,7 @@ class MeanEstimationEnv(ParallelEnv):
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if not self.agents or self._world is None:
             raise RuntimeError("step() called on a finished episode: call reset() first")
-        protocol = self._protocol_override or self.protocol
+        protocol = self.active_protocol
         batch = stack_actions(actions, self.agents, len(protocol.action_names))
         outcome = self.game.play(protocol, self._world, batch, self._rng)
         self._last = outcome
@@ -121,20 +100,3 @@ class MeanEstimationEnv(ParallelEnv):
 
     def close(self) -> None:
         pass
-
-
-def stack_actions(actions: dict[str, Any], agents: list[str], width: int) -> np.ndarray:
-    """Turn ``{agent: action}`` into a ``(1, N, width)`` array, with clear errors for missing or malformed ones."""
-    missing = [a for a in agents if a not in actions]
-    extra = [a for a in actions if a not in agents]
-    if missing or extra:
-        raise ValueError(f"actions must name every live agent exactly: missing {missing}, unknown {extra}")
-    rows = []
-    for agent in agents:
-        action = np.asarray(actions[agent])
-        if action.shape != (width,):
-            raise ValueError(f"action of {agent} must have shape ({width},), got {action.shape}")
-        if not (np.issubdtype(action.dtype, np.floating) or np.issubdtype(action.dtype, np.integer)):
-            raise ValueError(f"action of {agent} must be real numbers, got dtype {action.dtype}")
-        rows.append(action.astype(np.float64))
-    return np.stack(rows)[None]

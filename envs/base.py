@@ -1,0 +1,71 @@
+"""What every fedgames PettingZoo env shares: a :class:`~fedgames.envs.protocol.Protocol` that mechanism
+wrappers build on, per-instance spaces, and the rule that the outermost wrapper's protocol is the one played."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from fedgames.envs.protocol import Protocol
+
+
+class ProtocolEnv(ParallelEnv):
+    """Base class of the fedgames parallel envs.
+
+    Subclasses set ``protocol``, ``possible_agents``, ``_observation_spaces`` and ``_action_spaces`` (dicts, so
+    the spaces are the same objects on every call, as PettingZoo requires) and step with :attr:`active_protocol`.
+    """
+
+    protocol: Protocol
+    _observation_spaces: dict[str, spaces.Space]
+    _action_spaces: dict[str, spaces.Space]
+    _protocol_override: Protocol | None = None
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._action_spaces[agent]
+
+    @property
+    def active_protocol(self) -> Protocol:
+        """The protocol in force: the outermost mechanism wrapper's while it steps, else the env's own."""
+        return self._protocol_override or self.protocol
+
+    @contextmanager
+    def using_protocol(self, protocol: Protocol) -> Iterator[None]:
+        """Run the body with ``protocol`` in force; the outermost mechanism wrapper's protocol wins."""
+        if self._protocol_override is not None:
+            yield
+            return
+        self._protocol_override = protocol
+        try:
+            yield
+        finally:
+            self._protocol_override = None
+
+    def validate_protocol(self, protocol: Protocol) -> None:
+        """Reject stages this game cannot play (called when a mechanism wraps the env); all are fine here."""
+
+
+def stack_actions(actions: dict[str, Any], agents: list[str], width: int) -> np.ndarray:
+    """Turn ``{agent: action}`` into a ``(1, N, width)`` array, with clear errors for missing or malformed ones."""
+    missing = [a for a in agents if a not in actions]
+    extra = [a for a in actions if a not in agents]
+    if missing or extra:
+        raise ValueError(f"actions must name every live agent exactly: missing {missing}, unknown {extra}")
+    rows = []
+    for agent in agents:
+        action = np.asarray(actions[agent])
+        if action.shape != (width,):
+            raise ValueError(f"action of {agent} must have shape ({width},), got {action.shape}")
+        if not (np.issubdtype(action.dtype, np.floating) or np.issubdtype(action.dtype, np.integer)):
+            raise ValueError(f"action of {agent} must be real numbers, got dtype {action.dtype}")
+        rows.append(action.astype(np.float64))
+    return np.stack(rows)[None]

@@ -1,0 +1,107 @@
+"""``fedsgd_v0``: PettingZoo API, determinism, payments, returns, divergence and input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pettingzoo
+import pytest
+from pettingzoo.test import api_test, parallel_api_test
+from pettingzoo.utils.conversions import parallel_to_aec
+
+import fedgames
+
+
+def make(mechanisms=(), **config):
+    return fedgames.make("fedsgd_v0", mechanisms=list(mechanisms), **config)
+
+
+def play(env, alphas, seed):
+    """One episode with fixed per-player alphas; per-step rewards and infos."""
+    env.reset(seed=seed)
+    steps = []
+    while env.agents:
+        actions = {a: np.array([alphas[i]], dtype=np.float32) for i, a in enumerate(env.agents)}
+        observations, rewards, terminations, truncations, infos = env.step(actions)
+        steps.append((observations, rewards, infos))
+    return steps
+
+
+@pytest.mark.parametrize("config", [dict(objective="quadratic", n_clients=3, rounds=5),
+                                    dict(objective="logistic", n_clients=4, active=2, rounds=4)])
+def test_pettingzoo_api(config):
+    parallel_api_test(make(**config), num_cycles=12)
+    api_test(parallel_to_aec(make(["side_payment:C=0.5,balanced=true"], **config)), num_cycles=12)
+    assert pettingzoo.make("parallel", "fedgames/fedsgd-v0", n_clients=3, rounds=2).metadata["name"] == "fedsgd_v0"
+
+
+def test_multi_step_determinism_by_seed():
+    env_a, env_b = make(n_clients=3, active=2, rounds=6), make(n_clients=3, active=2, rounds=6)
+    alphas = [0.5, 0.0, 2.0]
+    first, second = play(env_a, alphas, seed=7), play(env_b, alphas, seed=7)
+    for (obs_a, rew_a, info_a), (obs_b, rew_b, info_b) in zip(first, second):
+        assert rew_a == rew_b and info_a == info_b
+        assert all(np.array_equal(obs_a[a], obs_b[a]) for a in obs_a)
+    third = play(env_a, alphas, seed=8)
+    assert any(s[1] != t[1] for s, t in zip(first, third))
+
+
+def test_balanced_payments_sum_to_zero_every_round_and_return_is_utility_minus_payments():
+    env = make(["side_payment:C=0.5,balanced=true"], n_clients=4, active=3, rounds=5, utility="shared_damage")
+    steps = play(env, [1.0, 0.0, 0.0, 3.0], seed=0)
+    for _, rewards, infos in steps[:-1]:
+        payments = [infos[a]["payment"] for a in infos]
+        assert abs(sum(payments)) <= 1e-5 * (1 + sum(abs(p) for p in payments))
+        assert all(rewards[a] == pytest.approx(-infos[a]["payment"]) for a in infos)
+    # shared damage: every player's terminal utility is the same f(theta_T)
+    _, last_rewards, last_infos = steps[-1]
+    utilities = [last_rewards[a] + last_infos[a]["payment"] for a in last_rewards]
+    assert np.allclose(utilities, utilities[0])
+    assert utilities[0] > 0
+
+
+def test_no_payment_info_without_a_payment_mechanism():
+    steps = play(make(n_clients=3, rounds=2), [0.0, 0.0, 0.0], seed=0)
+    assert all("payment" not in info for _, _, infos in steps for info in infos.values())
+
+
+def test_divergence_ends_the_episode_with_a_flag():
+    env = make(n_clients=3, rounds=500, lr_value=5.0)  # gamma * max eigenvalue = 10 > 2
+    steps = play(env, [0.0, 0.0, 0.0], seed=0)
+    assert len(steps) < 500
+    assert all(info["diverged"] for info in steps[-1][2].values())
+    assert all(np.isfinite(r) for r in steps[-1][1].values())
+
+
+def test_noise_hurts_the_others_under_the_default_utility():
+    """A player that adds noise raises the others' final loss: its default utility beats the honest run's."""
+    honest = play(make(n_clients=3, rounds=20), [0.0, 0.0, 0.0], seed=3)
+    noisy = play(make(n_clients=3, rounds=20), [5.0, 0.0, 0.0], seed=3)
+    assert noisy[-1][1]["player_0"] > honest[-1][1]["player_0"]
+
+
+@pytest.mark.parametrize("config, pattern", [
+    (dict(objective="resnet"), "objective"),
+    (dict(n_clients=1), "n_clients"),
+    (dict(rounds=0), "rounds"),
+    (dict(utility="welfare"), "utility"),
+    (dict(lam=[1.0, 2.0], n_clients=3), "lam"),
+    (dict(noise_norm="per_layer"), "noise_norm"),
+    (dict(active=9, n_clients=4), "active"),
+])
+def test_bad_config(config, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make(**config)
+
+
+def test_bad_actions_and_unsupported_mechanisms():
+    env = make(n_clients=3, rounds=3, alpha_max=2.0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"alpha=3 is outside"):
+        env.step({a: np.array([3.0], dtype=np.float32) for a in env.agents})
+    with pytest.raises(ValueError, match="NaN"):
+        env.step({a: np.array([np.nan], dtype=np.float32) for a in env.agents})
+    env.step({a: np.array([1.0], dtype=np.float32) for a in env.agents})  # still usable
+    with pytest.raises(ValueError, match="noisy_response"):
+        make(["noisy_response:C=1"])
+    bounded = make(["bounded_attack:A=0.5"], n_clients=3, rounds=2)
+    assert bounded.action_space("player_0").high[0] == np.float32(0.5)
