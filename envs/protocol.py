@@ -39,7 +39,8 @@ def mean_aggregate(messages: Any, weights: Any = None) -> Any:
     """The plain server: the average of the messages, weighted by ``weights`` (e.g. dataset sizes) if given."""
     if weights is None:
         return messages.mean(1)
-    return (messages * weights[..., None]).sum(1) / weights.sum(1)[:, None]
+    total = sum(weights[:, i, None] * messages[:, i] for i in range(messages.shape[1]))  # no (B, N, d) temporary
+    return total / weights.sum(1)[:, None]
 
 
 def broadcast(messages: Any, aggregate: Any, rng: Any) -> Any:

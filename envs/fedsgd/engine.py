@@ -152,13 +152,21 @@ def fedsgd_round(
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
     honest = flatten(gradients(loss, params, batch), 2)
-    noise = alpha[..., None] * attack_noise(like, tuple(alpha.shape), noise_norm, generator).to(honest.dtype)
-    messages = honest + noise
+    noisy = alpha > 0  # honest clients draw no noise: with millions of parameters per client it costs most
+    if noisy.any():
+        noise = torch.zeros_like(honest)
+        xi = attack_noise(like, (int(noisy.sum()),), noise_norm, generator).to(honest.dtype)
+        noise[noisy] = alpha[noisy][:, None] * xi
+        messages = honest + noise
+    else:
+        noise = honest.new_zeros(()).expand(honest.shape)  # a zero view, no memory
+        messages = honest
     mbar = aggregate(messages, agg_weights)
     updated = theta - lr[:, None] * mbar
     if center is not None:
         updated = project(updated, center, radius)
-    sq_deviation = ((messages - mbar[:, None, :]) ** 2).sum(-1)
+    sq_deviation = torch.stack([torch.linalg.vector_norm(messages[:, c] - mbar, dim=-1) ** 2
+                                for c in range(messages.shape[1])], dim=1)  # per client: no (R, m, P) temporary
     return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation, noise=noise,
                        gradient_norm=honest.norm(dim=-1))
 
