@@ -194,6 +194,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from fedgames.eval.honesty_b3 import reproduce
+
+    results = reproduce(args.scale, args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
+                        progress=not args.quiet)
+    accuracy = results["clean_accuracy"]
+    print(f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
+          f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs")
+    for c in results["curves"]:
+        if c["group"] == "A" and c["alpha_B"] == 0.0:
+            best = c["alpha"][int(np.nanargmax(c["reward_mean"]))]
+            print(f"  group A, alpha_B=0, C={c['C']:g}: reward "
+                  + " ".join(f"{m:.3f}" for m in c["reward_mean"]) + f"  (best alpha_A = {best:g})")
+    print(f"wrote {args.out}/results.json, curves.csv, runs.csv, reward_vs_alpha_A.png, reward_vs_alpha_B.png, "
+          "honest_penalties.png (rerun to resume)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedgames", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--n-envs", type=int, default=1024, help="games per vectorised step")
     train.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
     train.set_defaults(run=cmd_train)
+
+    repro = sub.add_parser("reproduce", help="reproduce a paper experiment")
+    repro.add_argument("experiment", choices=["honesty-b3"], help="[H] App. B.3: the honesty penalty in FedSGD")
+    repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny")
+    repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
+    repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
+    repro.add_argument("--device", default="cpu", help="cpu or cuda")
+    repro.add_argument("--seed", type=int, default=0)
+    repro.add_argument("--quiet", action="store_true")
+    repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")
+    repro.set_defaults(run=cmd_reproduce)
     return parser
 
 
@@ -258,7 +287,7 @@ def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("check", "train"):
+    if args.command in ("check", "train", "reproduce"):
         import torch
 
         torch.set_num_threads(args.torch_threads)

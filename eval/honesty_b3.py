@@ -1,0 +1,209 @@
+"""``fedgames reproduce honesty-b3``: the honesty-penalty experiment of [H] App. B.3 (SPEC §2 "Experiment").
+
+Writers are split at random into group A (1/3) and group B (2/3); every player of a group uses the group's
+aggressiveness (``alpha_A``, ``alpha_B``) with per-tensor noise; ``T`` rounds with 3 random clients per round, the
+dataset-size-weighted mean, learning rate 0.06, no projection. Each run records the test loss ``f(theta_T)`` and,
+per client, the squared deviations it paid and received, so the reward for any penalty weight ``C`` follows after
+the run: ``R^i(C) = f(theta_T) - C (paid_i - received_i)`` (balanced payments, ``n_t = 3``).
+
+Settings: group-A curves (``alpha_A`` over the grid, ``alpha_B`` in {0, 1}) and group-B curves (``alpha_B`` over
+the grid, ``alpha_A`` in {0, 1}), ``runs`` seeds each. All pending runs are simulated together in batches by the
+batched engine, in fixed batches of ``batch_runs`` seeded by their position; every finished run is written to
+``DIR/runs/`` at once, so an interrupted job resumes without recomputing them (a resumed batch replays only its
+unfinished runs, with the batch's seed, so its randomness differs from an uninterrupted job's). Outputs: ``results.json``, ``curves.csv``, ``runs.csv`` and three PNGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
+from fedgames.envs.fedsgd.models import FemnistCNN
+from fedgames.files import write_atomic
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The budget of one reproduction."""
+
+    writers: int
+    mean_samples: float
+    rounds: int
+    runs: int
+    alphas: tuple[float, ...]
+    penalties: tuple[float, ...]
+    batch_runs: int
+
+
+SCALES = {
+    "tiny": Scale(writers=12, mean_samples=20, rounds=60, runs=2, alphas=(0.0, 3.0, 6.0),
+                  penalties=(0.0, 1e-4, 1e-3, 1e-2), batch_runs=4),
+    "small": Scale(writers=120, mean_samples=60, rounds=1500, runs=5, alphas=(0.0, 1.0, 3.0, 6.0, 9.0),
+                   penalties=(0.0, 5e-5, 2e-4, 1e-3), batch_runs=32),
+    "paper": Scale(writers=3597, mean_samples=100, rounds=10650, runs=10, alphas=tuple(float(a) for a in range(10)),
+                   penalties=(0.0, 5e-5, 1e-4, 2e-4), batch_runs=64),
+}
+"""``tiny``: the whole pipeline in minutes on 2 CPU cores (too few rounds for the CNN to learn much: it checks the
+plumbing and the penalty side, not the accuracy); ``small``: hours on a CPU; ``paper``: [H]'s T = 10650 with 10
+runs per setting, for a GPU (with real FEMNIST from ``data_dir``, or the synthetic writers). Small batches of runs
+on a CPU: each run holds 3 client gradients of the CNN's 6.6M parameters."""
+
+GROUP_A_SHARE = 1 / 3
+LEARNING_RATE = 0.06
+CLIENTS_PER_ROUND = 3
+
+
+def settings(scale: Scale) -> list[tuple[float, float]]:
+    """``(alpha_A, alpha_B)`` pairs: the group-A curves and the group-B curves (shared points once)."""
+    pairs = [(a, b) for b in (0.0, 1.0) for a in scale.alphas] + [(a, b) for a in (0.0, 1.0) for b in scale.alphas]
+    return list(dict.fromkeys(pairs))
+
+
+def _run_name(alpha_a: float, alpha_b: float, seed: int) -> str:
+    return f"a{alpha_a:g}_b{alpha_b:g}_s{seed}.json"
+
+
+def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "cpu",
+              seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content."""
+    if isinstance(scale, str) and scale not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    budget = SCALES[scale] if isinstance(scale, str) else scale
+    out = Path(out)
+    dataset = (load_leaf_femnist(data_dir, max_writers=budget.writers) if data_dir
+               else synthetic_femnist(n_writers=budget.writers, seed=seed, mean_samples=budget.mean_samples))
+    train, test = dataset.split(0.1, seed=seed)
+    clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers, device=device)
+    game = FedSGDGame(FemnistCNN(), clients, active=CLIENTS_PER_ROUND, lr_value=LEARNING_RATE,
+                      noise_norm="per_tensor", weighting="size", alpha_max=max(budget.alphas + (1.0,)))
+    groups = np.random.default_rng(seed).permutation(clients.n_clients)
+    in_a = np.zeros(clients.n_clients, dtype=bool)
+    in_a[groups[:max(1, round(GROUP_A_SHARE * clients.n_clients))]] = True
+    test_x, test_y = torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device)
+    every = [(a, b, s) for a, b in settings(budget) for s in range(budget.runs)]
+    for start in range(0, len(every), budget.batch_runs):
+        batch = every[start:start + budget.batch_runs]
+        pending = [job for job in batch if not (out / "runs" / _run_name(*job)).exists()]
+        if pending:
+            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + start)
+            _simulate(game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress)
+    return summarize(out, budget, in_a, seed, data_dir)
+
+
+def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.ndarray, rounds: int,
+              test_x: torch.Tensor, test_y: torch.Tensor, out: Path, generator: torch.Generator,
+              progress: bool) -> None:
+    """Advance a batch of runs together and write each finished run to ``out/runs``."""
+    device = test_x.device
+    state = game.start(len(jobs), generator)
+    mask = torch.as_tensor(in_a, device=device)
+    alpha = torch.stack([torch.where(mask, torch.tensor(a), torch.tensor(b)) for a, b, _ in jobs]).to(device)
+    for _ in tqdm(range(rounds), desc=f"{len(jobs)} runs", disable=not progress, leave=False):
+        game.play_round(state, alpha, generator)
+    metrics = game.evaluate(state.theta, test_x, test_y)
+    for k, (a, b, s) in enumerate(jobs):
+        record = {"alpha_A": a, "alpha_B": b, "seed": s, "diverged": bool(state.diverged[k]),
+                  "test_loss": float(metrics["loss"][k]), "test_accuracy": float(metrics["accuracy"][k]),
+                  "paid": state.paid[k].tolist(), "received": state.received[k].tolist()}
+        write_atomic(out / "runs" / _run_name(a, b, s), json.dumps(record))
+
+
+def _group_rewards(record: dict[str, Any], members: np.ndarray, C: float) -> float:
+    """Mean over a group's players of ``f(theta_T) - C (paid - received)`` in one run."""
+    net = np.asarray(record["paid"]) - np.asarray(record["received"])
+    return float(np.mean(record["test_loss"] - C * net[members]))
+
+
+def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: str | None) -> dict[str, Any]:
+    """Curves with standard errors over runs, written as ``results.json``, CSVs and PNGs."""
+    records = {(r["alpha_A"], r["alpha_B"], r["seed"]): r
+               for r in (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")))}
+
+    def curve(group: str, fixed: float, C: float) -> dict[str, Any]:
+        members = in_a if group == "A" else ~in_a
+        means, errors = [], []
+        for alpha in scale.alphas:
+            key = (alpha, fixed) if group == "A" else (fixed, alpha)
+            values = [_group_rewards(records[key + (s,)], members, C) for s in range(scale.runs)
+                      if not records[key + (s,)]["diverged"]]
+            means.append(float(np.mean(values)) if values else math.nan)
+            errors.append(float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan)
+        other = "alpha_B" if group == "A" else "alpha_A"
+        return {"group": group, other: fixed, "C": C, "alpha": list(scale.alphas), "reward_mean": means,
+                "reward_se": errors}
+
+    curves = [curve(group, fixed, C) for group in ("A", "B") for fixed in (0.0, 1.0) for C in scale.penalties]
+    honest = [records[(0.0, 0.0, s)] for s in range(scale.runs)]
+    accuracy = [r["test_accuracy"] for r in honest]
+    reference_C = scale.penalties[len(scale.penalties) // 2]
+    honest_penalties = [reference_C * (p - q) for r in honest for p, q in zip(r["paid"], r["received"])]
+    results = {
+        "experiment": "honesty-b3", "scale": asdict(scale), "seed": seed,
+        "data": data_dir or "synthetic FEMNIST-like writers", "machine": platform.platform(),
+        "clean_accuracy": {"mean": float(np.mean(accuracy)), "se": float(np.std(accuracy, ddof=1) / np.sqrt(len(
+            accuracy))) if len(accuracy) > 1 else math.nan, "chance": 1 / 62},
+        "honest_penalty": {"C": reference_C, "quantiles": dict(zip(("50%", "90%", "98%"), np.quantile(
+            honest_penalties, [0.5, 0.9, 0.98]).tolist()))},
+        "diverged_runs": sum(r["diverged"] for r in records.values()),
+        "curves": curves,
+    }
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "curves.csv", _curves_csv(curves))
+    write_atomic(out / "runs.csv", _runs_csv(records.values()))
+    _figures(out, curves, honest_penalties, reference_C)
+    return results
+
+
+def _curves_csv(curves: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["group", "other_alpha", "C", "alpha", "reward_mean", "reward_se"])
+    for c in curves:
+        other = c.get("alpha_B", c.get("alpha_A"))
+        for alpha, mean, se in zip(c["alpha"], c["reward_mean"], c["reward_se"]):
+            writer.writerow([c["group"], other, c["C"], alpha, mean, se])
+    return buffer.getvalue()
+
+
+def _runs_csv(records: Any) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["alpha_A", "alpha_B", "seed", "diverged", "test_loss", "test_accuracy"])
+    for r in records:
+        writer.writerow([r["alpha_A"], r["alpha_B"], r["seed"], r["diverged"], r["test_loss"], r["test_accuracy"]])
+    return buffer.getvalue()
+
+
+def _figures(out: Path, curves: list[dict[str, Any]], honest_penalties: list[float], reference_C: float) -> None:
+    from matplotlib.figure import Figure
+
+    for group, fixed_name, filename in (("A", "alpha_B", "reward_vs_alpha_A.png"),
+                                        ("B", "alpha_A", "reward_vs_alpha_B.png")):
+        fig = Figure(figsize=(10, 4), layout="tight")
+        axes = fig.subplots(1, 2, sharey=False)
+        for ax, fixed in zip(axes, (0.0, 1.0)):
+            for c in (c for c in curves if c["group"] == group and c[fixed_name] == fixed):
+                ax.errorbar(c["alpha"], c["reward_mean"], yerr=c["reward_se"], marker="o", capsize=3,
+                            label=f"C={c['C']:g}")
+            ax.set(xlabel=f"alpha_{group}", ylabel=f"mean reward of group {group}",
+                   title=f"{fixed_name} = {fixed:g} (±1 SE over runs)")
+            ax.legend(fontsize="small")
+        write_atomic(out / filename, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
+    fig = Figure(figsize=(5, 3.5), layout="tight")
+    ax = fig.subplots()
+    ax.hist(honest_penalties, bins=30)
+    ax.set(xlabel=f"net penalty of an honest player at C={reference_C:g}", ylabel="players x runs",
+           title="penalties under honesty")
+    write_atomic(out / "honest_penalties.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
