@@ -13,6 +13,7 @@ player's action bounds.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,20 @@ class BatchedGamesVecEnv(VecEnv):
 
     _actions: np.ndarray | None
 
+    @abstractmethod
+    def _seed_generators(self, seed: int | None) -> None:
+        """(Re)create the random generators from ``seed``."""
+
+    @abstractmethod
+    def _new_episodes(self) -> np.ndarray:
+        """Draw a new batch of games and return the learners' observations."""
+
+    def reset(self) -> VecEnvObs:
+        if self._seeds[0] is not None:
+            self._seed_generators(self._seeds[0])
+        self._reset_seeds()
+        return self._new_episodes()
+
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
 
@@ -146,12 +161,6 @@ class BestResponseVecEnv(BatchedGamesVecEnv):
         self._world = self.game.sample_world(self._rng, self.num_envs)
         self._observations = self.game.observe(self._world)
         return self._observations[:, self.index].astype(np.float32)
-
-    def reset(self) -> VecEnvObs:
-        if self._seeds[0] is not None:
-            self._seed_generators(self._seeds[0])
-        self._reset_seeds()
-        return self._new_episodes()
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._world is None or self._actions is None or self._observations is None:

@@ -35,7 +35,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from tqdm.auto import tqdm
 
 from fedgames.agents.action_scaling import ActionScaler
@@ -96,12 +96,12 @@ class SelfPlayVecEnv(BatchedGamesVecEnv):
         self.scaler = ActionScaler(_common_space(env, "action_space"))
         self.render_mode = None
         super().__init__(n_games * self.n_players, _common_space(env, "observation_space"), self.scaler.normalized)
-        self._seed_generator(seed)
+        self._seed_generators(seed)
         self._actions: np.ndarray | None = None
         self._world: Any = None
         self._observations: np.ndarray | None = None
 
-    def _seed_generator(self, seed: int | None) -> None:
+    def _seed_generators(self, seed: int | None) -> None:
         (game_seed,) = np.random.SeedSequence(seed).spawn(1)
         self._rng = np.random.default_rng(game_seed)
 
@@ -109,12 +109,6 @@ class SelfPlayVecEnv(BatchedGamesVecEnv):
         self._world = self.game.sample_world(self._rng, self.n_games)
         self._observations = self.game.observe(self._world).reshape(self.num_envs, -1).astype(np.float32)
         return self._observations
-
-    def reset(self) -> VecEnvObs:
-        if self._seeds[0] is not None:
-            self._seed_generator(self._seeds[0])
-        self._reset_seeds()
-        return self._new_episodes()
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._world is None or self._actions is None or self._observations is None:
