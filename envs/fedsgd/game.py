@@ -133,12 +133,12 @@ class FedSGDGame:
         """The plain protocol: ``alpha in [0, alpha_max]``, the (weighted) mean, no payments."""
         return Protocol(("alpha",), np.array([0.0]), np.array([self.alpha_max]))
 
-    def start(self, runs: int, generator: torch.Generator) -> RunState:
-        """``runs`` fresh runs from the model's initialisation (one draw per run)."""
+    def start(self, runs: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> RunState:
+        """``runs`` fresh runs from the model's initialisation (one draw per run), computed in ``dtype``."""
         device = self.clients.x.device
         inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1) for _ in range(runs)]
-        theta = torch.cat(inits).to(device)
-        zeros = torch.zeros(runs, self.clients.n_clients, device=device)
+        theta = torch.cat(inits).to(device=device, dtype=dtype)
+        zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
         return RunState(theta=theta, center=theta.clone(), diverged=torch.zeros(runs, dtype=torch.bool, device=device),
                         paid=zeros, received=zeros.clone(), payments=zeros.clone())
 
