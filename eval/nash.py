@@ -284,8 +284,7 @@ def _prediction(env: ParallelEnv, theory: Any, policies: Mapping[str, Policy], i
     the found reply's mean action to it."""
     if theory is None:
         return None, None
-    observations = env.unwrapped.game.observe(env.unwrapped.game.sample_world(np.random.default_rng(0), 1))
-    actions = constant_actions(env, policies, observations)
+    actions = constant_actions(env, policies)
     if actions is None:
         return None, None
     names = env.protocol.action_names  # type: ignore[attr-defined]

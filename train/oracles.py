@@ -247,7 +247,7 @@ class GridOracle:
             budget={"components": list(self.components), "points_per_component": self.points,
                     "refined": self.refine, "grid_points": len(actions), "episodes_per_point": self.episodes},
         )
-        constants = self._lipschitz(env, policies, observations, index, columns)
+        constants = self._lipschitz(env, policies, index, columns)
         if constants is not None:
             z = NormalDist().inv_cdf(1 - (1 - self.level) / len(actions))
             bounds = [g[1] + z * g[2] + float(np.sum(constants * g[3] / 2)) for g in grids]
@@ -257,7 +257,7 @@ class GridOracle:
             result.budget["lipschitz"] = dict(zip(self.components, constants.tolist()))
         return result
 
-    def _lipschitz(self, env: ParallelEnv, policies: Mapping[str, Policy], observations: np.ndarray, index: int,
+    def _lipschitz(self, env: ParallelEnv, policies: Mapping[str, Policy], index: int,
                    columns: list[int]) -> np.ndarray | None:
         if self.lipschitz is None:
             return None
@@ -266,20 +266,18 @@ class GridOracle:
         from fedgames.eval.theory_hooks import closed_form
 
         theory = closed_form(env)
-        constant = constant_actions(env, policies, observations)
+        constant = constant_actions(env, policies)
         if theory is None or constant is None:
             raise ValueError("lipschitz='theory' needs a game with a closed form and constant policies; give the "
                              "constants as a mapping, or lipschitz=None for a lower bound only")
         return theory.lipschitz(constant, index, columns)
 
 
-def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy], observations: np.ndarray
-                     ) -> np.ndarray | None:
+def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy]) -> np.ndarray | None:
     """``(N, k)`` actions when every policy is a :class:`ConstantPolicy`, else ``None``."""
-    rng = np.random.default_rng(0)
     if not all(isinstance(policies[a], ConstantPolicy) for a in env.possible_agents):
         return None
-    return np.stack([policies[a].act(observations[:, i], rng)[0] for i, a in enumerate(env.possible_agents)])
+    return np.stack([policies[a].action for a in env.possible_agents])  # type: ignore[attr-defined]
 
 
 def make_oracle(name: str, **kwargs: Any) -> LearnedOracle | GridOracle:

@@ -34,7 +34,8 @@ UTILITIES = ("default", "shared_damage")
 
 
 def build_objective(objective: str, n_clients: int, samples_per_client: int, data_dir: str | None,
-                    data_seed: int) -> tuple[Any, ClientData, tuple[torch.Tensor, torch.Tensor] | None]:
+                    data_seed: int, device: torch.device
+                    ) -> tuple[Any, ClientData, tuple[torch.Tensor, torch.Tensor] | None]:
     """The model, the clients' training data and the held-out data (``None`` for the quadratic, whose ``f`` is
     known): quadratic noise samples; scikit-learn's digits for ``logistic``; synthetic FEMNIST-like writers, or
     LEAF FEMNIST from ``data_dir``, for ``cnn``."""
@@ -43,7 +44,7 @@ def build_objective(objective: str, n_clients: int, samples_per_client: int, dat
         generator = torch.Generator().manual_seed(data_seed)
         z, y = model.sample(n_clients * samples_per_client, generator)
         writer = torch.arange(n_clients).repeat_interleave(samples_per_client)
-        return model, ClientData.from_arrays(z, y, writer, n_clients), None
+        return model, ClientData.from_arrays(z, y, writer, n_clients, device=device), None
     if objective == "logistic":
         dataset = digits_federated(n_writers=n_clients, partition="dirichlet", alpha=1.0, seed=data_seed)
         model: Any = Logistic(64, 10)
@@ -54,8 +55,8 @@ def build_objective(objective: str, n_clients: int, samples_per_client: int, dat
         dataset = synthetic_femnist(n_writers=n_clients, seed=data_seed, mean_samples=samples_per_client)
         model = FemnistCNN()
     train, test = dataset.split(0.1, seed=data_seed)
-    clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers)
-    return model, clients, (torch.as_tensor(test.x), torch.as_tensor(test.y))
+    clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers, device=device)
+    return model, clients, (torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
 
 
 class FedSGDEnv(ProtocolEnv):
@@ -98,12 +99,9 @@ class FedSGDEnv(ProtocolEnv):
         self.rounds = integer("rounds", rounds, 1)
         self.utility, self.render_mode = utility, render_mode
         self.lam = per_player("lam", lam, n_clients)
-        model, clients, self.test = build_objective(objective, n_clients, integer(
-            "samples_per_client", samples_per_client, 1), data_dir, integer("data_seed", data_seed, 0))
         self.device = torch.device(device)
-        clients = ClientData(clients.x.to(self.device), clients.y.to(self.device), clients.count.to(self.device))
-        if self.test is not None:
-            self.test = (self.test[0].to(self.device), self.test[1].to(self.device))
+        model, clients, self.test = build_objective(objective, n_clients, integer(
+            "samples_per_client", samples_per_client, 1), data_dir, integer("data_seed", data_seed, 0), self.device)
         self.game = FedSGDGame(model, clients, active=active, lr=lr, lr_value=lr_value,
                                strong_convexity=strong_convexity, eta=eta, radius=radius, noise_norm=noise_norm,
                                weighting=weighting, batch_fraction=batch_fraction,
