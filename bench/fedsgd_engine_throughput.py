@@ -1,42 +1,73 @@
-"""CNN FedSGD rounds per second: the naive per-(run, client) autograd loop vs the batched ``torch.func`` engine.
+"""CNN FedSGD rounds per second: the naive per-(run, client) autograd loop vs the batched engine's gradient paths.
 
 Each run has 3 active clients with 180 samples each (the [H] B.3 shape) on the FEMNIST CNN; ``R`` runs advance one
-round per step. Both paths compute the same messages and updates (tests/test_fedsgd_engine.py checks it); rates are
-run-rounds per second (R x rounds / wall clock), measured in one process on the same device.
+round per step (``fedsgd_round``: gradients, per-tensor noise on every client, weighted mean, step, deviations).
+Paths: ``naive`` (one autograd call per run and client), ``vmap`` (``torch.func`` grad + vmap over clients and
+runs) and ``grouped`` (the CNN's hand-written kernels: shared-weight forward and input gradients with the runs as
+convolution groups, per-client weight gradients as batched products). All compute the same messages and updates
+(tests/test_fedsgd_engine.py). Rates are run-rounds per second (R x rounds / wall clock), measured in one process
+on one device, after a warm-up round; ``--json`` also writes them, with the device, to a file.
 
-Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda] [--bf16]
+Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
+       [--paths naive vmap grouped] [--precisions float32 bfloat16] [--json FILE] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
+from collections.abc import Callable
 
 import torch
 
-from fedgames.envs.fedsgd.engine import ClientBatch, client_gradients, fedsgd_round, flatten, naive_client_gradients
+from fedgames.envs.fedsgd.engine import (
+    ClientBatch,
+    client_gradients,
+    fedsgd_round,
+    flatten,
+    model_gradients,
+    naive_client_gradients,
+)
 from fedgames.envs.fedsgd.models import FemnistCNN
+from fedgames.files import write_atomic
+from fedgames.memory import keep_freed_memory
+
+CLIENTS, SAMPLES = 3, 180
+PATHS = {"naive": naive_client_gradients, "vmap": client_gradients, "grouped": model_gradients(FemnistCNN())}
 
 
-def rate(gradients, runs: int, rounds: int, device: str, bf16: bool) -> float:
+def make_step(path: str, runs: int, device: str, precision: str) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                                           torch.Tensor]:
+    """One batched round as a function of the flat parameters ``(R, P)``, and the starting parameters."""
     model = FemnistCNN()
     g = torch.Generator().manual_seed(0)
     like = {k: v.to(device) for k, v in model.init(g).items()}
     theta = flatten({k: v[None].repeat(runs, *([1] * v.dim())) for k, v in like.items()}, 1)
-    x = torch.rand(runs, 3, 180, 28, 28, generator=g).to(device)
-    y = torch.randint(0, 62, (runs, 3, 180), generator=g).to(device)
-    batch = ClientBatch(x, y, torch.ones(runs, 3, 180, device=device))
-    alpha = torch.ones(runs, 3, device=device)
+    x = torch.rand(runs, CLIENTS, SAMPLES, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 62, (runs, CLIENTS, SAMPLES), generator=g).to(device)
+    batch = ClientBatch(x, y, torch.ones(runs, CLIENTS, SAMPLES, device=device))
+    alpha = torch.ones(runs, CLIENTS, device=device)
     lr = torch.full((runs,), 0.06, device=device)
     noise = torch.Generator(device=device).manual_seed(1)
+    kernel = PATHS[path]
+    bf16 = precision == "bfloat16"
+
+    def gradients(loss, params, batch):  # noqa: ANN001, ANN202
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            return {k: v.float() for k, v in kernel(loss, params, batch).items()}
 
     def step(theta: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
-                                noise_norm="per_tensor", gradients=gradients).theta
+        return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
+                            noise_norm="per_tensor", gradients=gradients).theta
 
-    theta = step(theta)  # warm-up
+    return step, theta
+
+
+def rate(path: str, runs: int, rounds: int, device: str, precision: str) -> float:
+    step, theta = make_step(path, runs, device, precision)
+    theta = step(theta)  # warm-up (kernel selection, allocator)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -47,21 +78,59 @@ def rate(gradients, runs: int, rounds: int, device: str, bf16: bool) -> float:
     return runs * rounds / (time.perf_counter() - start)
 
 
+def profile(path: str, runs: int, device: str, precision: str) -> str:
+    """The kernels of one round, most expensive first (which layer's backward dominates)."""
+    step, theta = make_step(path, runs, device, precision)
+    theta = step(theta)
+    activities = [torch.profiler.ProfilerActivity.CPU] + (
+        [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        step(theta)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=25)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
+    parser.add_argument("--precisions", nargs="+", choices=["float32", "bfloat16"], default=["float32"])
+    parser.add_argument("--json", help="also write the rates to this JSON file")
+    parser.add_argument("--profile", help="write a kernel profile of the fastest batched path at the largest R here")
     args = parser.parse_args()
+    if args.device == "cpu":
+        keep_freed_memory()
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     card = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"device: {args.device} ({card}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"bf16={args.bf16}")
-    print(f"{'R':>4s} {'naive rounds/s':>15s} {'batched rounds/s':>17s} {'ratio':>7s}")
+          f"{CLIENTS} clients x {SAMPLES} samples per run and round")
+    columns = [(p, q) for p in args.paths for q in (args.precisions if p != "naive" else ["float32"])]
+    short = {"float32": "fp32", "bfloat16": "bf16"}
+    print(f"{'R':>4s} " + " ".join(f"{p + '/' + short[q]:>14s}" for p, q in columns) + "   best/naive")
+    rows = []
     for runs in args.runs:
-        naive = rate(naive_client_gradients, runs, args.rounds, args.device, args.bf16)
-        batched = rate(client_gradients, runs, args.rounds, args.device, args.bf16)
-        print(f"{runs:4d} {naive:15.2f} {batched:17.2f} {batched / naive:6.2f}x")
+        rates = {f"{p}/{q}": rate(p, runs, args.rounds, args.device, q) for p, q in columns}
+        naive = rates.get("naive/float32")
+        best = max(v for k, v in rates.items() if not k.startswith("naive"))
+        ratio = f"{best / naive:10.1f}x" if naive else ""
+        print(f"{runs:4d} " + " ".join(f"{v:14.1f}" for v in rates.values()) + f"   {ratio}", flush=True)
+        rows.append({"runs": runs, "rounds_per_s": rates})
+    if args.json:
+        write_atomic(args.json, json.dumps({"device": args.device, "card": card, "torch": torch.__version__,
+                                            "clients": CLIENTS, "samples": SAMPLES, "rows": rows}, indent=2))
+    if args.profile:
+        last = rows[-1]["rounds_per_s"]
+        fastest = max((k for k in last if not k.startswith("naive")), key=last.get)
+        path, precision = fastest.split("/")
+        write_atomic(args.profile, f"{fastest} at R={rows[-1]['runs']}\n" +
+                     profile(path, rows[-1]["runs"], args.device, precision))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ class ProtocolEnv(ParallelEnv):
         return self._action_spaces[agent]
 
     @property
+    def messages_per_round(self) -> int:
+        """How many messages the server aggregates per round (what an aggregation rule's parameters are checked
+        against): one per player, unless the game says otherwise (partial participation, scripted clients)."""
+        return len(self.possible_agents)
+
+    @property
     def active_protocol(self) -> Protocol:
         """The protocol in force: the outermost mechanism wrapper's while it steps, else the env's own."""
         return self._protocol_override or self.protocol

@@ -28,8 +28,9 @@ import numpy as np
 Aggregator = Callable[..., Any]
 """``(messages (B, N, d), weights (B, N) or None) -> (B, d)``: the server's aggregate."""
 
-Responder = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
-"""``(messages (B, N, d), aggregate (B, d), rng) -> (B, N, d)``: what each player receives from the server."""
+Responder = Callable[[Any, Any, Any], Any]
+"""``(messages (B, N, d), aggregate (B, d), rng) -> (B, N, d)``: what each player receives from the server; ``rng``
+is a numpy ``Generator`` for numpy messages, a ``torch.Generator`` on their device for torch ones."""
 
 PaymentRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives)."""

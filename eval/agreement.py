@@ -128,7 +128,9 @@ def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int
 
 
 def game_config(game: Any) -> dict[str, Any]:
-    """The public configuration of a game object, JSON-ready."""
+    """The public configuration of a game (or env) object, JSON-ready: the mean-estimation game's parameters and
+    the FedSGD game's (those of ``FedSGDGame`` and of the ``fedsgd_v0`` env)."""
     names = ("n_players", "n_samples", "dim", "sigma", "sigma_star", "lam", "alpha_max", "bias_max", "prior_std",
-             "sigma_cv")
+             "sigma_cv", "rounds", "utility", "active", "lr", "lr_value", "strong_convexity", "eta", "radius",
+             "noise_norm", "weighting", "batch_fraction")
     return {n: np.asarray(getattr(game, n)).tolist() for n in names if hasattr(game, n)}

@@ -1,23 +1,28 @@
-"""Monte Carlo play of one-round fedgames games with fixed policies: batched, and the plain PettingZoo loop."""
+"""Monte Carlo play of fedgames games with fixed policies: batched (any game :func:`~fedgames.envs.batch.episode_batch`
+knows, one-round or multi-round), and the plain PettingZoo loop (one-round games)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pettingzoo import ParallelEnv
 from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
+from fedgames.envs.batch import EpisodeBatch, episode_batch
 
 
 @dataclass(frozen=True)
 class Episodes:
-    """Per-episode results, arrays ``(episodes, N)``; ``payments`` is ``None`` when no mechanism charges."""
+    """Per-episode results, arrays ``(episodes, N)``: ``rewards`` are the episode returns (the sum over its steps),
+    ``payments`` the sum of what the mechanisms charged (``None`` when none charges) and ``sq_error`` the
+    mean-estimation game's ``||theta_i - mu||^2`` (``None`` for games without one)."""
 
     rewards: np.ndarray
-    sq_error: np.ndarray
+    sq_error: np.ndarray | None
     payments: np.ndarray | None
 
     def mean_and_se(self, field: str) -> tuple[np.ndarray, np.ndarray]:
@@ -26,6 +31,38 @@ class Episodes:
         if values is None:
             raise ValueError(f"no {field} were recorded")
         return values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A batch of episodes played to the end: ``returns`` ``(size, N)``, ``payments`` summed over the steps (or
+    ``None``), the last step's game record ``outcome`` and, when recorded, every step's ``actions``
+    ``(steps, size, N, k)``."""
+
+    returns: np.ndarray
+    payments: np.ndarray | None
+    outcome: Any
+    actions: np.ndarray | None
+
+
+def rollout(batch: EpisodeBatch, policies: Mapping[str, Policy], agents: list[str], rng: np.random.Generator,
+            record_actions: bool = False) -> Rollout:
+    """Play ``batch`` from reset to its end, each agent's policy acting on its own observations with ``rng``."""
+    observations = batch.reset()
+    returns, payments, steps = None, None, []
+    while True:
+        actions = np.empty(observations.shape[:2] + (len(batch.protocol.action_names),))
+        for i, agent in enumerate(agents):
+            actions[:, i] = policies[agent].act(observations[:, i], rng)
+        step = batch.step(actions)
+        returns = step.rewards if returns is None else returns + step.rewards
+        if step.payments is not None:
+            payments = step.payments if payments is None else payments + step.payments
+        if record_actions:
+            steps.append(actions)
+        if step.done:
+            return Rollout(returns, payments, step.outcome, np.stack(steps) if record_actions else None)
+        observations = step.observations
 
 
 def simulate(
@@ -38,29 +75,23 @@ def simulate(
 ) -> Episodes:
     """Play ``episodes`` independent episodes through the env's batched stages (the vectorised path).
 
-    Runs exactly the stages the PettingZoo env runs (``env.unwrapped.game.play`` with the outermost wrapper's
-    protocol), ``batch_size`` episodes at a time. Reproducible by ``seed``.
+    Runs exactly the stages the PettingZoo env runs (an :class:`~fedgames.envs.batch.EpisodeBatch` with the
+    outermost wrapper's protocol), ``batch_size`` episodes at a time. Reproducible by ``seed``.
     """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
-    game, protocol = env.unwrapped.game, env.protocol  # type: ignore[attr-defined]
     agents = env.possible_agents
     _check_policies(policies, agents)
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     chunks = []
     for start in tqdm(range(0, episodes, batch_size), desc="episodes", unit="batch", disable=not progress):
-        size = min(batch_size, episodes - start)
-        world = game.sample_world(rng, size)
-        observations = game.observe(world)
-        actions = np.empty((size, len(agents), len(protocol.action_names)))
-        for i, agent in enumerate(agents):
-            actions[:, i] = policies[agent].act(observations[:, i], policy_rng)
-        chunks.append(game.play(protocol, world, actions, rng))
-    payments = None if chunks[0].payments is None else np.concatenate([c.payments for c in chunks])
+        chunks.append(rollout(episode_batch(env, min(batch_size, episodes - start), rng), policies, agents,
+                              policy_rng))
+    errors = [getattr(c.outcome, "sq_error", None) for c in chunks]
     return Episodes(
-        rewards=np.concatenate([c.rewards for c in chunks]),
-        sq_error=np.concatenate([c.sq_error for c in chunks]),
-        payments=payments,
+        rewards=np.concatenate([c.returns for c in chunks]),
+        sq_error=None if errors[0] is None else np.concatenate(errors),
+        payments=None if chunks[0].payments is None else np.concatenate([c.payments for c in chunks]),
     )
 
 

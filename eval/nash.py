@@ -180,10 +180,14 @@ def _fmt(summary: Mapping[str, float] | None) -> str:
 
 
 def player_types(env: ParallelEnv, policies: Mapping[str, Policy]) -> list[list[str]]:
-    """Groups of interchangeable players: same per-player config (``lam``, ``sigma``) and the same candidate
-    policy (equal constant actions, or the same object)."""
-    game = env.unwrapped.game  # type: ignore[attr-defined]
-    per_player = [np.asarray(getattr(game, name)) for name in ("lam", "sigma") if hasattr(game, name)]
+    """Groups of interchangeable players: same per-player config (``lam``, ``sigma``, on the game or the env) and
+    the same candidate policy (equal constant actions, or the same object)."""
+    owners = (env.unwrapped.game, env.unwrapped)  # type: ignore[attr-defined]
+    per_player = []
+    for name in ("lam", "sigma"):
+        owner = next((o for o in owners if hasattr(o, name)), None)
+        if owner is not None:
+            per_player.append(np.asarray(getattr(owner, name)))
 
     def key(i: int, agent: str) -> tuple:
         policy = policies[agent]
@@ -212,7 +216,8 @@ def nash_check(
     """Check whether ``policies`` (one per agent) is an equilibrium of ``env`` (mechanisms included).
 
     Args:
-        env: a fedgames env with the batched interface.
+        env: a fedgames env that :func:`~fedgames.envs.batch.episode_batch` knows (the one-round games and the
+            multi-round ``fedsgd_v0``, whose episodes are played round by round).
         policies: the candidate profile.
         oracle: a :class:`~fedgames.train.oracles.LearnedOracle` or :class:`~fedgames.train.oracles.GridOracle`,
             or several: each searches, all replies are played on the same evaluation episodes, the one with the
@@ -259,21 +264,22 @@ def nash_check(
             replies.append((float(diffs.mean()), paired_interval(diffs, level, interval, seed=seed), found))
         regret, (low, high), found = max(replies, key=lambda r: r[0])
         uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
-        learned = summarize_policy(env, agent, found.policy, seed=seed)
+        learned = summarize_policy(env, agent, found.policy, seed=seed, profile=policies)
         predicted, distance = _prediction(env, theory, policies, index, learned)
         results.append(PlayerCheck(
             agent=agent, verdict=verdict(low, high, tolerance), regret=regret, ci=[low, high],
-            candidate=summarize_policy(env, agent, policies[agent], seed=seed), learned=learned,
+            candidate=summarize_policy(env, agent, policies[agent], seed=seed, profile=policies), learned=learned,
             predicted=predicted, distance_to_prediction=distance, oracle=found.oracle, proves=found.proves,
             upper_bound=min(uppers) if uppers else None, budget=found.budget, plateau=found.plateau,
             curves=found.curves, represents=group,
             other_oracles=[{"oracle": r[2].oracle, "proves": r[2].proves, "regret": r[0], "ci": list(r[1]),
                             "upper_bound": r[2].upper_bound, "budget": r[2].budget,
-                            "learned": summarize_policy(env, agent, r[2].policy, seed=seed)}
+                            "learned": summarize_policy(env, agent, r[2].policy, seed=seed, profile=policies)}
                            for r in replies if r[2] is not found],
         ))
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
-    return NashReport(env=env.metadata["name"], mechanisms=mechanisms, config=game_config(env.unwrapped.game),
+    config = game_config(env.unwrapped.game) | game_config(env.unwrapped)  # type: ignore[attr-defined]
+    return NashReport(env=env.metadata["name"], mechanisms=mechanisms, config=config,
                       profile=profile_name, players=results, episodes=episodes, level=level, tolerance=tolerance,
                       interval=interval, seed=seed, checked=checked)
 

@@ -58,14 +58,15 @@ def plot_regret(report: NashReport, path: str | Path) -> Path:
 
 
 def plot_learning_curves(report: NashReport, path: str | Path) -> Path:
-    """Mean episode reward against timesteps for every seed of every learned best response."""
+    """Mean episode return against timesteps (episodes of a one-round game, rounds of a multi-round one) for every
+    seed of every learned best response."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for player in report.players:
         for seed, curve in enumerate(player.curves):
             steps, values = np.array(curve).T
             ax.plot(steps, values, label=f"{player.agent} seed {seed}", alpha=0.8)
-    ax.set(xlabel="timesteps (episodes)", ylabel="mean reward of the learner", title="best-response learning")
+    ax.set(xlabel="timesteps", ylabel="mean episode return of the learner", title="best-response learning")
     ax.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, path)

@@ -3,8 +3,11 @@ Lipschitz constants. One entry per game."""
 
 from __future__ import annotations
 
+import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.agents.policy import Policy
+from fedgames.agents.scripted import ConstantPolicy, profile_policies
 from fedgames.envs.mean_estimation.game import MeanEstimationGame
 from fedgames.envs.mean_estimation.theory import EnvTheory, Profile, honest_profile
 
@@ -25,3 +28,16 @@ def honest_profile_for(env: ParallelEnv) -> Profile:
     game = env.unwrapped.game  # type: ignore[attr-defined]
     closed = closed_form(env)
     return honest_profile(closed.setting, game.dim) if closed else Profile.symmetric(game.n_players, game.dim)
+
+
+def honest_policies_for(env: ParallelEnv) -> dict[str, Policy]:
+    """Honest play as one policy per agent: the mean-estimation game's :func:`honest_profile_for`; in the FedSGD
+    game ``alpha = 0`` in every round (send the true gradient)."""
+    from fedgames.envs.fedsgd.game import FedSGDGame
+
+    game = env.unwrapped.game  # type: ignore[attr-defined]
+    if isinstance(game, MeanEstimationGame):
+        return dict(profile_policies(honest_profile_for(env), env.possible_agents))
+    if isinstance(game, FedSGDGame):
+        return {agent: ConstantPolicy(np.zeros(1)) for agent in env.possible_agents}
+    raise ValueError(f"no honest profile is known for {type(game).__name__}")

@@ -6,6 +6,9 @@
         -e n_players=4 --profile honest --out DIR   # fedgames.eval.agreement.compare_with_theory(...)
     fedgames check mean_estimation_v0 -m bounded_attack:A=1.5 \\
         --profile theory --oracle ppo --out DIR      # fedgames.eval.nash.nash_check(...)
+    fedgames check fedsgd_v0 -e rounds=10 -e lr=decaying -e radius=3 \\
+        -m side_payment:C=16,balanced=true \\
+        --profile honest --oracle grid --oracle ppo   # the FedSGD game ([H] Thm 6.1), one step = one round
     fedgames train mean_estimation_v0 --mode independent \\
         --profile honest --out DIR                   # fedgames.train.train_independent(...)
 """
@@ -28,12 +31,33 @@ def _config(assignments: Sequence[str]) -> dict:
     return dict(parse_assignment(a, "-e/--env-config") for a in assignments)
 
 
+def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
+    """The values of ``FILE.json`` or of ``'key=value;key=value'`` (keys among ``allowed``; ``usage`` lists the
+    accepted forms for the error message)."""
+    if text.endswith(".json"):
+        try:
+            return json.loads(Path(text).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--profile {text}: {error}") from None
+    values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
+    unknown = set(values) - set(allowed)
+    if unknown:
+        raise ValueError(f"--profile: unknown keys {sorted(unknown)}; use {usage} (one value, or one per player "
+                         "separated by commas)")
+    return values
+
+
 def _profile(text: str, env):  # noqa: ANN001
-    """``honest``, ``theory`` (the closed form's predicted equilibrium), ``FILE.json`` or ``'alpha=A;beta=B'``."""
+    """The mean-estimation game's profile: ``honest``, ``theory`` (the closed form's predicted equilibrium),
+    ``FILE.json`` or ``'alpha=A;beta=B'``."""
     from fedgames.envs.mean_estimation import theory
+    from fedgames.envs.mean_estimation.game import MeanEstimationGame
     from fedgames.eval.theory_hooks import closed_form, honest_profile_for
 
     game, protocol = env.unwrapped.game, env.protocol
+    if not isinstance(game, MeanEstimationGame):
+        raise ValueError(f"{env.metadata['name']} has no closed-form profiles: this command needs the "
+                         "mean-estimation game")
     n, d = game.n_players, game.dim
     closed = closed_form(env)
     if text == "honest":
@@ -46,22 +70,38 @@ def _profile(text: str, env):  # noqa: ANN001
         if not converged:
             raise ValueError("best-response iteration did not converge: the theory predicts no equilibrium here")
         return profile
-    if text.endswith(".json"):
-        try:
-            data = json.loads(Path(text).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"--profile {text}: {error}") from None
-        return theory.Profile(np.broadcast_to(np.asarray(data.get("alpha", 0.0), dtype=float), n),
-                              np.broadcast_to(np.asarray(data.get("beta", 0.0), dtype=float), n),
-                              np.broadcast_to(np.asarray(data.get("bias", 0.0), dtype=float), (n, d)))
-    values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
-    unknown = set(values) - {"alpha", "beta"}
-    if unknown:
-        raise ValueError(f"--profile: unknown keys {sorted(unknown)}; use honest, theory, FILE.json or "
-                         f"'alpha=A;beta=B' (one value, or one per player separated by commas)")
+    values = _profile_values(text, ("alpha", "beta"), "honest, theory, FILE.json or 'alpha=A;beta=B'")
     return theory.Profile(np.broadcast_to(np.asarray(values.get("alpha", 0.0), dtype=float), n),
                           np.broadcast_to(np.asarray(values.get("beta", 0.0), dtype=float), n),
-                          np.zeros((n, d)))
+                          np.broadcast_to(np.asarray(values.get("bias", 0.0), dtype=float), (n, d)))
+
+
+def _policies(text: str, env) -> dict:  # noqa: ANN001
+    """The candidate profile as one policy per agent. Mean-estimation game: :func:`_profile`. FedSGD game:
+    ``honest`` (alpha = 0), ``FILE.json`` (``{"alpha": ...}``) or ``'alpha=A'``, one value or one per player,
+    played as a constant aggressiveness in every round."""
+    from fedgames.agents import ConstantPolicy, profile_policies
+    from fedgames.envs.fedsgd.game import FedSGDGame
+    from fedgames.eval.theory_hooks import honest_policies_for
+
+    if not isinstance(env.unwrapped.game, FedSGDGame):
+        return profile_policies(_profile(text, env), env.possible_agents)
+    if text == "honest":
+        return honest_policies_for(env)
+    if text == "theory":
+        raise ValueError("--profile theory: fedsgd_v0 has no closed-form equilibrium (Thm 6.1 only bounds best "
+                         "responses); give honest, FILE.json or 'alpha=A'")
+    alpha = _profile_values(text, ("alpha",), "honest, FILE.json or 'alpha=A'").get("alpha", 0.0)
+    alpha = np.broadcast_to(np.asarray(alpha, dtype=float), len(env.possible_agents))
+    return {agent: ConstantPolicy([a]) for agent, a in zip(env.possible_agents, alpha)}
+
+
+def _n_envs(args: argparse.Namespace, env) -> int:  # noqa: ANN001
+    """``--n-envs``, by default 1024 games for a one-round game and 256 for a multi-round one (each of its
+    episodes takes ``rounds`` timesteps, so fewer games keep the number of learning updates up)."""
+    from fedgames.envs.batch import horizon
+
+    return args.n_envs or (1024 if horizon(env) == 1 else 256)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -125,7 +165,6 @@ def _strength_variants(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from fedgames.agents import profile_policies
     from fedgames.eval.nash import nash_check
     from fedgames.eval.plots import plot_reward_vs_alpha
     from fedgames.eval.theory_hooks import closed_form
@@ -136,17 +175,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             if getattr(args, key) is None:
                 setattr(args, key, value)
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
-    profile = _profile(args.profile, env)
-    policies = profile_policies(profile, env.possible_agents)
+    policies = _policies(args.profile, env)
     oracles = []
     for name in args.oracle or ["ppo"]:
         if name == "grid":
-            oracles.append(make_oracle("grid", points=args.grid_points or 11, episodes=args.grid_episodes or 20_000,
+            components = [c for c in ("alpha", "beta") if c in env.protocol.action_names]
+            oracles.append(make_oracle("grid", components=components, points=args.grid_points or 11,
+                                       episodes=args.grid_episodes or 20_000,
                                        lipschitz="theory" if closed_form(env) is not None else None,
                                        level=args.level))
         else:
             oracles.append(make_oracle(name, timesteps=args.timesteps or 200_000, seeds=args.seeds or 3,
-                                       n_envs=args.n_envs, tensorboard_log=args.tensorboard,
+                                       n_envs=_n_envs(args, env), tensorboard_log=args.tensorboard,
                                        progress=not args.quiet))
     report = nash_check(env, policies, oracles, profile_name=args.profile, players=args.players or "all",
                         episodes=args.episodes or 20_000, level=args.level, tolerance=args.tolerance,
@@ -155,7 +195,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.out:
         written = report.save(args.out)
         if closed_form(env) is not None:
-            written.append(plot_reward_vs_alpha(_strength_variants(args), profile,
+            written.append(plot_reward_vs_alpha(_strength_variants(args), _profile(args.profile, env),
                                                 Path(args.out) / "payoff_vs_alpha.png", episodes=5_000,
                                                 seed=args.seed))
         print("wrote " + ", ".join(str(p) for p in written))
@@ -163,7 +203,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fedgames.agents import profile_policies
     from fedgames.files import write_atomic
     from fedgames.train.multi_agent import train_independent, train_shared
 
@@ -174,13 +213,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     checkpoints = out / "checkpoints" if out else None
     if args.mode == "independent":
-        init = profile_policies(_profile(args.profile, env), env.possible_agents)
+        init = _policies(args.profile, env)
         result = train_independent(env, algo=args.algo, rounds=args.rounds or 10, steps_per_round=args.steps or 100_000,
-                                   n_envs=args.n_envs, seed=args.seed, checkpoint_dir=checkpoints, init=init,
+                                   n_envs=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, init=init,
                                    progress=not args.quiet)
     else:
         steps = args.steps or 100_000
-        result = train_shared(env, algo=args.algo, total_steps=steps * (args.rounds or 10), n_games=args.n_envs,
+        result = train_shared(env, algo=args.algo, total_steps=steps * (args.rounds or 10), n_games=_n_envs(args, env),
                               seed=args.seed, checkpoint_dir=checkpoints, checkpoint_every=steps,
                               progress=not args.quiet)
     last = result.history[-1]
@@ -196,9 +235,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from fedgames.eval.honesty_b3 import reproduce
+    from fedgames.memory import keep_freed_memory
 
+    if args.device == "cpu":
+        keep_freed_memory()
     results = reproduce(args.scale, args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
-                        progress=not args.quiet)
+                        progress=not args.quiet, precision=args.precision)
     accuracy = results["clean_accuracy"]
     print(f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
           f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs")
@@ -232,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "brackets the regret")
     check.add_argument("--timesteps", type=int, help="learned oracles: training episodes per seed (200000)")
     check.add_argument("--seeds", type=int, help="learned oracles: independent trainings, best kept (3)")
-    check.add_argument("--n-envs", type=int, default=1024, help="learned oracles: games per vectorised step")
+    check.add_argument("--n-envs", type=int, help="learned oracles: games per vectorised step (1024; 256 for "
+                       "multi-round games, whose timesteps are rounds)")
     check.add_argument("--grid-points", type=int, help="grid oracle: points per component (11)")
     check.add_argument("--grid-episodes", type=int, help="grid oracle: episodes per grid point (20000)")
     check.add_argument("--episodes", type=int, help="fresh episodes per regret estimate (20000)")
@@ -251,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--algo", choices=["ppo", "sac", "td3"], default="ppo")
     train.add_argument("--rounds", type=int, help="rounds (independent) or checkpoints (shared) (10)")
     train.add_argument("--steps", type=int, help="episodes per player and round / per checkpoint (100000)")
-    train.add_argument("--n-envs", type=int, default=1024, help="games per vectorised step")
+    train.add_argument("--n-envs", type=int, help="games per vectorised step (1024; 256 for multi-round games, "
+                       "whose steps are rounds)")
     train.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
     train.set_defaults(run=cmd_train)
 
@@ -261,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
     repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
     repro.add_argument("--device", default="cpu", help="cpu or cuda")
+    repro.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                       help="client gradients under bf16 autocast (GPU)")
     repro.add_argument("--seed", type=int, default=0)
     repro.add_argument("--quiet", action="store_true")
     repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")
@@ -270,14 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the commands that build an env and a profile."""
-    parser.add_argument("env_id", help="e.g. mean_estimation_v0")
+    parser.add_argument("env_id", help="e.g. mean_estimation_v0 or fedsgd_v0")
     parser.add_argument("-m", "--mechanism", action="append", default=[], metavar="SPEC",
                         help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
                              "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median")
     parser.add_argument("-e", "--env-config", action="append", default=[], metavar="KEY=VALUE",
-                        help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2")
+                        help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2 (fedsgd_v0: -e rounds=10 "
+                             "-e lr=decaying -e radius=3 ...)")
     parser.add_argument("--profile", default="honest",
-                        help="honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'")
+                        help="honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'; "
+                             "fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder for the report files and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

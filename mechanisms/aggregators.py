@@ -9,7 +9,11 @@ raise ``ValueError`` for invalid parameters (the message names the parameter,
 the value given and the allowed range), for ``messages`` that are not 3-D,
 have ``N < 1`` or ``d < 1``, or contain NaN / inf.  ``B = 0`` is allowed.
 
-Only numpy and the standard library are used.
+Array-generic: each rule is one implementation over the helpers of
+:mod:`fedgames.arrays`.  Numpy input (or anything ``np.asarray`` takes) is
+computed in float64 and gives a numpy result; a torch tensor gives a tensor of
+its own floating dtype (integer tensors: float64) on its own device (e.g. the
+FedSGD engine's GPU messages), with no round trip through numpy.
 """
 
 from __future__ import annotations
@@ -19,6 +23,19 @@ import numbers
 from typing import Callable
 
 import numpy as np
+import torch
+
+from fedgames.arrays import (
+    Array,
+    arange,
+    argsort,
+    is_torch,
+    namespace,
+    put_along_last,
+    sort,
+    vector_norm,
+    zeros,
+)
 
 __all__ = [
     "mean",
@@ -39,19 +56,29 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def _check_messages(messages: np.ndarray, rule: str) -> np.ndarray:
-    """Return ``messages`` as a float64 array of shape (B, N, d), or raise."""
-    x = np.asarray(messages, dtype=np.float64)
+def _as_real(messages: object, rule: str) -> Array:
+    """A torch tensor of a real floating dtype (integer and bool tensors become
+    float64), or anything else as a float64 numpy array."""
+    if not is_torch(messages):
+        return np.asarray(messages, dtype=np.float64)
+    if messages.is_complex():
+        raise ValueError(f"{rule}: messages must be real, got dtype {messages.dtype}")
+    return messages if messages.is_floating_point() else messages.to(torch.float64)
+
+
+def _check_messages(messages: Array, rule: str) -> Array:
+    """Return ``messages`` as a real array of shape (B, N, d) (see :func:`_as_real`), or raise."""
+    x = _as_real(messages, rule)
     if x.ndim != 3:
         raise ValueError(
             f"{rule}: messages must have shape (B, N, d) (ndim == 3), "
-            f"got ndim={x.ndim} with shape {x.shape}"
+            f"got ndim={x.ndim} with shape {tuple(x.shape)}"
         )
     if x.shape[1] < 1 or x.shape[2] < 1:
         raise ValueError(
-            f"{rule}: messages needs n_players >= 1 and d >= 1, got shape {x.shape}"
+            f"{rule}: messages needs n_players >= 1 and d >= 1, got shape {tuple(x.shape)}"
         )
-    if not np.isfinite(x).all():
+    if not bool(namespace(x).isfinite(x).all()):
         raise ValueError(f"{rule}: messages must be finite, got NaN or inf entries")
     return x
 
@@ -76,7 +103,7 @@ def _check_positive_float(rule: str, name: str, value: object, *, allow_inf: boo
     return v
 
 
-def _pairwise_sq_dists(x: np.ndarray) -> np.ndarray:
+def _pairwise_sq_dists(x: Array) -> Array:
     """Squared Euclidean distances, shape (B, N, N): ``D[b, i, j] = ||x_bi - x_bj||^2``.
 
     Computed from explicit differences (one row of players at a time), not via
@@ -84,27 +111,33 @@ def _pairwise_sq_dists(x: np.ndarray) -> np.ndarray:
     exactly zero diagonal and gives exactly 0 for duplicated messages; this
     keeps tie-breaking reproducible.
     """
-    b, n, _ = x.shape
-    dists = np.empty((b, n, n), dtype=np.float64)
-    for i in range(n):
+    xp = namespace(x)
+    rows = []
+    for i in range(x.shape[1]):
         diff = x[:, i : i + 1, :] - x
-        dists[:, i, :] = np.einsum("bnd,bnd->bn", diff, diff)
-    return dists
+        rows.append(xp.einsum("bnd,bnd->bn", diff, diff))
+    return xp.stack(rows, 1)
 
 
-def _selection_mean(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _selection_mean(x: Array, idx: Array) -> Array:
     """Means of selected messages: ``out[b, s] = mean_j x[b, idx[b, s, j]]``.
 
     ``x`` has shape (B, N, d) and ``idx`` shape (B, S, k) with entries in
     ``[0, N)`` and no repeats along the last axis; returns shape (B, S, d).
     Uses a (B, S, N) averaging matrix instead of gathering a (B, S, k, d) copy.
     """
-    weights = np.zeros(idx.shape[:-1] + (x.shape[1],), dtype=np.float64)
-    np.put_along_axis(weights, idx, 1.0 / idx.shape[-1], axis=-1)
-    return weights @ x
+    weights = zeros(tuple(idx.shape[:-1]) + (x.shape[1],), like=x)
+    return put_along_last(weights, idx, 1.0 / idx.shape[-1]) @ x
 
 
-def _krum_scores(x: np.ndarray, f: int, rule: str) -> np.ndarray:
+def _no_self(dists: Array, value: float) -> Array:
+    """``dists`` with its diagonal (each message's distance to itself) set to ``value``, in place."""
+    diagonal = list(range(dists.shape[1]))
+    dists[:, diagonal, diagonal] = value
+    return dists
+
+
+def _krum_scores(x: Array, f: int, rule: str) -> Array:
     """Krum scores, shape (B, N), after validating ``f`` against N = x.shape[1]."""
     f = _check_int(rule, "f", f)
     n = x.shape[1]
@@ -114,11 +147,9 @@ def _krum_scores(x: np.ndarray, f: int, rule: str) -> np.ndarray:
         raise ValueError(
             f"{rule}: f={f} needs n_players > 2*f + 2 = {2 * f + 2}, got n_players={n}"
         )
-    dists = _pairwise_sq_dists(x)
     # Exclude each message's distance to itself; +inf sorts last.
-    dists[:, np.arange(n), np.arange(n)] = np.inf
-    nearest = np.sort(dists, axis=2)[:, :, : n - f - 2]
-    return nearest.sum(axis=2)
+    dists = _no_self(_pairwise_sq_dists(x), math.inf)
+    return sort(dists, 2)[:, :, : n - f - 2].sum(2)
 
 
 # ---------------------------------------------------------------------------
@@ -126,16 +157,16 @@ def _krum_scores(x: np.ndarray, f: int, rule: str) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def mean(messages: np.ndarray) -> np.ndarray:
+def mean(messages: Array) -> Array:
     """Arithmetic mean over players: ``out[b] = (1/N) * sum_i messages[b, i]``.
 
     Not robust: a single player can move the output arbitrarily far.
     """
     x = _check_messages(messages, "mean")
-    return x.mean(axis=1)
+    return x.mean(1)
 
 
-def median(messages: np.ndarray) -> np.ndarray:
+def median(messages: Array) -> Array:
     """Coordinate-wise median over players.
 
     ``out[b, k] = median(messages[b, :, k])``; for even N this is the mean of
@@ -145,12 +176,15 @@ def median(messages: np.ndarray) -> np.ndarray:
     Learning: Towards Optimal Statistical Rates", ICML 2018.
     """
     x = _check_messages(messages, "median")
-    return np.median(x, axis=1)
+    ordered, half = sort(x, 1), x.shape[1] // 2
+    if x.shape[1] % 2:
+        return ordered[:, half]
+    return (ordered[:, half - 1] + ordered[:, half]) / 2
 
 
 def trimmed_mean(
-    messages: np.ndarray, f: int | None = None, fraction: float | None = None
-) -> np.ndarray:
+    messages: Array, f: int | None = None, fraction: float | None = None
+) -> Array:
     """Coordinate-wise trimmed mean.
 
     Per episode b and coordinate k, sort ``messages[b, :, k]`` ascending into
@@ -189,10 +223,10 @@ def trimmed_mean(
             f"trimmed_mean: f must satisfy 0 <= f and n_players - 2*f >= 1, i.e. "
             f"0 <= f <= {(n - 1) // 2} for n_players={n}, got f={f}"
         )
-    return np.sort(x, axis=1)[:, f : n - f, :].mean(axis=1)
+    return sort(x, 1)[:, f : n - f, :].mean(1)
 
 
-def multi_krum(messages: np.ndarray, f: int, m: int) -> np.ndarray:
+def multi_krum(messages: Array, f: int, m: int) -> Array:
     """Multi-Krum: the mean of the m messages with the lowest Krum scores.
 
     For each message i, ``score(i)`` is the SUM of the squared Euclidean
@@ -214,12 +248,12 @@ def multi_krum(messages: np.ndarray, f: int, m: int) -> np.ndarray:
     return _multi_krum(messages, f, m, "multi_krum")
 
 
-def krum(messages: np.ndarray, f: int, m: int = 1) -> np.ndarray:
+def krum(messages: Array, f: int, m: int = 1) -> Array:
     """Krum: the message with the lowest Krum score (Blanchard et al. 2017).
 
     ``score(i)`` is the SUM of squared Euclidean distances from ``x_i`` to its
     ``N - f - 2`` nearest OTHER messages; with ``m = 1`` the message with the
-    lowest score is returned, ties going to the lowest index (``np.argmin``).
+    lowest score is returned, ties going to the lowest index (stable sort).
     With ``m > 1`` this is :func:`multi_krum` (the mean of the m best-scored
     messages).  Requires ``f >= 0``, ``N > 2f + 2`` and ``1 <= m <= N``.
 
@@ -233,20 +267,20 @@ def krum(messages: np.ndarray, f: int, m: int = 1) -> np.ndarray:
     return _multi_krum(messages, f, m, "krum")
 
 
-def _multi_krum(messages: np.ndarray, f: int, m: int, rule: str) -> np.ndarray:
+def _multi_krum(messages: Array, f: int, m: int, rule: str) -> Array:
     x = _check_messages(messages, rule)
     n = x.shape[1]
     m = _check_int(rule, "m", m)
     if not 1 <= m <= n:
         raise ValueError(f"{rule}: m must satisfy 1 <= m <= n_players = {n}, got m={m}")
     scores = _krum_scores(x, f, rule)
-    best = np.argsort(scores, axis=1, kind="stable")[:, :m]
+    best = argsort(scores, 1)[:, :m]
     return _selection_mean(x, best[:, None, :])[:, 0, :]
 
 
 def geometric_median(
-    messages: np.ndarray, tol: float = 1e-8, max_iter: int = 1000, eps: float = 1e-12
-) -> np.ndarray:
+    messages: Array, tol: float = 1e-8, max_iter: int = 1000, eps: float = 1e-12
+) -> Array:
     """Approximate geometric median by the (smoothed) Weiszfeld algorithm.
 
     The geometric median of ``x_1, ..., x_N`` is ``argmin_z sum_i ||z - x_i||``.
@@ -286,17 +320,18 @@ def geometric_median(
         raise ValueError(
             f"geometric_median: max_iter must satisfy max_iter >= 1, got max_iter={max_iter}"
         )
-    z = x.mean(axis=1)
-    threshold = tol * (1.0 + np.linalg.norm(x - z[:, None, :], axis=2).max(axis=1))
-    active = np.arange(x.shape[0])
+    xp = namespace(x)
+    z = x.mean(1)
+    threshold = tol * (1.0 + xp.amax(vector_norm(x - z[:, None, :], 2), 1))
+    active = arange(x.shape[0], like=x)
     for _ in range(max_iter):
-        if active.size == 0:
+        if len(active) == 0:
             break
         xa, za = x[active], z[active]
-        weights = 1.0 / np.maximum(np.linalg.norm(xa - za[:, None, :], axis=2), eps)
-        z_new = np.einsum("bn,bnd->bd", weights, xa) / weights.sum(axis=1, keepdims=True)
+        weights = 1.0 / xp.clip(vector_norm(xa - za[:, None, :], 2), eps, None)
+        z_new = xp.einsum("bn,bnd->bd", weights, xa) / weights.sum(1)[:, None]
         z[active] = z_new
-        moved = np.linalg.norm(z_new - za, axis=1) > threshold[active]
+        moved = vector_norm(z_new - za, 1) > threshold[active]
         active = active[moved]
     return z
 
@@ -306,7 +341,7 @@ def geometric_median(
 # ---------------------------------------------------------------------------
 
 
-def clip_norm(messages: np.ndarray, tau: float) -> np.ndarray:
+def clip_norm(messages: Array, tau: float) -> Array:
     """Scale each message to Euclidean norm at most ``tau``.
 
     ``out[b, i] = x_bi * min(1, tau / ||x_bi||)`` (messages with norm <= tau,
@@ -319,12 +354,13 @@ def clip_norm(messages: np.ndarray, tau: float) -> np.ndarray:
     """
     x = _check_messages(messages, "clip_norm")
     tau = _check_positive_float("clip_norm", "tau", tau, allow_inf=True)
-    norms = np.linalg.norm(x, axis=2, keepdims=True)
-    factor = np.divide(tau, norms, out=np.ones_like(norms), where=norms > tau)
-    return x * factor
+    xp = namespace(x)
+    norms = vector_norm(x, 2)[..., None]
+    clipped = norms > tau
+    return x * xp.where(clipped, tau / xp.where(clipped, norms, 1.0), 1.0)
 
 
-def nearest_neighbor_mixing(messages: np.ndarray, f: int) -> np.ndarray:
+def nearest_neighbor_mixing(messages: Array, f: int) -> Array:
     """Nearest neighbour mixing (NNM).
 
     Each message ``x_i`` is replaced by the mean of its ``N - f`` nearest
@@ -345,18 +381,16 @@ def nearest_neighbor_mixing(messages: np.ndarray, f: int) -> np.ndarray:
         raise ValueError(
             f"nearest_neighbor_mixing: f must satisfy 0 <= f < n_players = {n}, got f={f}"
         )
-    dists = _pairwise_sq_dists(x)
     # Force each message to be its own first neighbour (distances are >= 0).
-    dists[:, np.arange(n), np.arange(n)] = -1.0
-    neighbours = np.argsort(dists, axis=2, kind="stable")[:, :, : n - f]
-    return _selection_mean(x, neighbours)
+    dists = _no_self(_pairwise_sq_dists(x), -1.0)
+    return _selection_mean(x, argsort(dists, 2)[:, :, : n - f])
 
 
 # ---------------------------------------------------------------------------
 # Name tables
 # ---------------------------------------------------------------------------
 
-RULES: dict[str, Callable[..., np.ndarray]] = {
+RULES: dict[str, Callable[..., Array]] = {
     "mean": mean,
     "median": median,
     "trimmed_mean": trimmed_mean,
@@ -366,7 +400,7 @@ RULES: dict[str, Callable[..., np.ndarray]] = {
 }
 """Aggregation rules by name: each maps (B, N, d) messages to (B, d)."""
 
-PRE_AGGREGATIONS: dict[str, Callable[..., np.ndarray]] = {
+PRE_AGGREGATIONS: dict[str, Callable[..., Array]] = {
     "clip_norm": clip_norm,
     "nearest_neighbor_mixing": nearest_neighbor_mixing,
 }

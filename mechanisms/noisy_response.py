@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.arrays import standard_normal
 from fedgames.envs.protocol import Protocol
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import real
@@ -18,6 +19,9 @@ class NoisyResponse(Mechanism):
     ``eps_i = g / sqrt(d)`` (g standard normal, independent per player), so ``E eps = 0`` and ``E||eps||^2 = 1``.
     Honesty with ``beta_i = C/(C+1)`` is an equilibrium iff ``lambda_i (N-1)^2 > 1`` and
     ``C > 1/(lambda_i (N-1)^2 - 1)`` (Thm 5.1). Extends the response stage, so it composes with any aggregator.
+    The stage runs on numpy arrays with a numpy ``Generator`` (mean estimation) and on torch tensors with a
+    ``torch.Generator`` on their device (FedSGD, where the perturbation lands on the model a player receives:
+    see :meth:`fedgames.envs.fedsgd.game.FedSGDGame.play_round`).
 
     Args:
         env: a fedgames parallel env.
@@ -32,10 +36,10 @@ class NoisyResponse(Mechanism):
 
     def apply(self, protocol: Protocol) -> Protocol:
         inner = protocol.respond
-        scale = np.sqrt(self.C)
+        scale = math.sqrt(self.C)
 
         def respond(messages: Any, aggregate: Any, rng: Any) -> Any:
-            eps = rng.standard_normal(tuple(messages.shape)) / np.sqrt(messages.shape[-1])
+            eps = standard_normal(rng, tuple(messages.shape), like=messages) / math.sqrt(messages.shape[-1])
             deviation = (((messages - aggregate[:, None, :]) ** 2).sum(-1) ** 0.5)[..., None]
             return inner(messages, aggregate, rng) + scale * deviation * eps
 

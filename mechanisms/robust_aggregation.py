@@ -57,12 +57,10 @@ class RobustAggregation(Mechanism):
     def aggregate(self, messages: Any, weights: Any = None) -> Any:
         """Pre-aggregation steps, then the rule: ``(B, N, d) -> (B, d)``.
 
-        The rules are unweighted, as in their papers: aggregation ``weights`` are ignored. Torch tensors are
-        aggregated through numpy on the CPU and returned on their device (exact, but a copy each round).
+        The rules are unweighted, as in their papers: aggregation ``weights`` are ignored. Numpy arrays and torch
+        tensors alike (a tensor is aggregated natively, in its dtype and on its device; see
+        :mod:`fedgames.mechanisms.aggregators`).
         """
-        if not isinstance(messages, np.ndarray):
-            result = self.aggregate(messages.detach().cpu().double().numpy())
-            return messages.new_tensor(result)
         if self.clip_norm is not None:
             messages = aggregators.clip_norm(messages, tau=self.clip_norm)
         if self.mixing_f is not None:
@@ -70,7 +68,7 @@ class RobustAggregation(Mechanism):
         return aggregators.RULES[self.rule](messages, **self.rule_params)
 
     def apply(self, protocol: Protocol) -> Protocol:
-        n_players = len(self.possible_agents)
-        probe = np.random.default_rng(0).standard_normal((1, n_players, 2))
+        n_messages = getattr(self.env.unwrapped, "messages_per_round", len(self.possible_agents))
+        probe = np.random.default_rng(0).standard_normal((1, n_messages, 2))
         self.aggregate(probe)  # impossible parameters (e.g. Krum with N <= 2f + 2) fail here, not mid-episode
         return protocol.with_stage(self, aggregate=self.aggregate)

@@ -15,6 +15,7 @@ from fedgames.envs.fedsgd.engine import (
     decaying_lr,
     fedsgd_round,
     flatten,
+    model_gradients,
     naive_client_gradients,
     project,
     unflatten,
@@ -64,6 +65,40 @@ def test_round_batched_equals_naive(model, x_shape, n_classes):
                for gradients in (client_gradients, naive_client_gradients)]
     for field in ("messages", "aggregate", "theta", "sq_deviation"):
         torch.testing.assert_close(getattr(results[0], field), getattr(results[1], field), rtol=1e-5, atol=1e-6)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cnn_grouped_kernels_equal_the_per_client_loop(device):
+    """The CNN's hand-written grouped path (what the game uses for it) == autograd per client, in float64 (so
+    only rounding separates them), padding and uneven sample weights included."""
+    model = FemnistCNN()
+    _, params, batch = _setup(model, (28, 28), 62, runs=2, clients=3, batch=5)
+    params = {k: v.double().to(device) for k, v in params.items()}
+    batch = ClientBatch(batch.x.double().to(device), batch.y.to(device),
+                        (batch.weight.double() * torch.linspace(0.5, 2.0, 5).double()).to(device))
+    assert model_gradients(model) is not client_gradients
+    grouped = model_gradients(model)(model.loss, params, batch)
+    naive = naive_client_gradients(model.loss, params, batch)
+    for name in params:
+        assert grouped[name].dtype == torch.float64
+        torch.testing.assert_close(grouped[name], naive[name], rtol=1e-10, atol=1e-12)
+
+
+def test_bf16_autocast_keeps_gradient_directions():
+    """Under bf16 autocast (8 significant bits) each per-client gradient tensor keeps its direction: cosine
+    similarity with the float32 gradient above 0.99, returned in the parameters' dtype."""
+    model = FemnistCNN()
+    _, params, batch = _setup(model, (28, 28), 62, runs=2, clients=2, batch=8)
+    exact = model.client_gradients(params, batch.x, batch.y, batch.weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model.client_gradients(params, batch.x, batch.y, batch.weight)
+    for name in params:
+        assert low[name].dtype == torch.float32
+        cosine = torch.nn.functional.cosine_similarity(low[name].flatten(2), exact[name].flatten(2), dim=-1)
+        assert cosine.min() > 0.99, name
 
 
 def test_flatten_round_trip():

@@ -10,10 +10,10 @@ import torch
 
 import fedgames
 
-from fedgames.envs.fedsgd.data import digits_federated
+from fedgames.envs.fedsgd.data import digits_federated, synthetic_femnist
 from fedgames.envs.fedsgd.engine import flatten
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
-from fedgames.envs.fedsgd.models import Logistic, Quadratic
+from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.mechanisms import RobustAggregation
 from fedgames.mechanisms.side_payment import deviation_payments
 
@@ -175,3 +175,31 @@ def test_start_uses_model_initialisation():
     expected = flatten({k: v[None] for k, v in model.init(torch.Generator()).items()}, 1)
     assert torch.equal(state.theta, expected.repeat(2, 1))
     assert torch.equal(state.center, state.theta)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cnn_round_in_bf16_follows_float32(device):
+    """A CNN round with the gradients under bf16 autocast moves the model in the float32 round's direction (cosine
+    above 0.99 with the same seed), and everything stays on the clients' device."""
+    data = synthetic_femnist(n_writers=4, seed=0, mean_samples=6)
+    clients = ClientData.from_arrays(data.x, data.y, data.writer, data.n_writers, device=device)
+    steps = {}
+    for precision in ("float32", "bfloat16"):
+        game = FedSGDGame(FemnistCNN(), clients, active=3, precision=precision)
+        g = torch.Generator(device=device).manual_seed(0)
+        state = game.start(2, g)
+        start = state.theta.clone()
+        game.play_round(state, torch.zeros(2, 4, device=device), g)
+        assert state.theta.device.type == device and state.paid.device.type == device
+        steps[precision] = state.theta - start
+    cosine = torch.nn.functional.cosine_similarity(steps["bfloat16"], steps["float32"], dim=-1)
+    assert cosine.min() > 0.99
+
+
+def test_unknown_precision_is_rejected():
+    model, clients = quadratic_clients()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FedSGDGame(model, clients, precision="float16")

@@ -17,6 +17,7 @@ import torch
 
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
 from fedgames.envs.fedsgd.models import Quadratic
+from fedgames.envs.fedsgd.theory import quadratic_thm_6_1_bound
 
 N, T, ETA, RADIUS, LAM = 4, 50, 10.0, 3.0, 1.0
 GRID = (0.0, 1.0, 2.0, 3.0, 4.0)
@@ -43,14 +44,6 @@ def outcomes():
     return model, utility.numpy().reshape(len(GRID), RUNS), net.numpy().reshape(len(GRID), RUNS)
 
 
-def thm_6_1_bound(model: Quadratic, C: float) -> float:
-    """``8 L L_U N / (C (N-2) m_sc sqrt(T + eta))`` with ``L = ||A|| (R_W + ||theta*||)`` (the gradient norm's
-    bound on the ball W of radius ``R_W`` around the start 0) and ``L_U = max(1/(N-1), lambda)``."""
-    lipschitz = model.smoothness * (RADIUS + math.hypot(*model.theta_star))
-    lipschitz_utility = max(1 / (N - 1), LAM)
-    return 8 * lipschitz * lipschitz_utility * N / (C * (N - 2) * model.strong_convexity * math.sqrt(T + ETA))
-
-
 def test_without_penalty_noise_pays(outcomes):
     _, utility, _ = outcomes
     gain = utility[-1].mean() - utility[0].mean()
@@ -61,7 +54,7 @@ def test_without_penalty_noise_pays(outcomes):
 def test_with_penalty_best_alpha_is_below_the_bound(outcomes):
     model, utility, net = outcomes
     C = 9.0
-    bound = thm_6_1_bound(model, C)
+    bound = quadratic_thm_6_1_bound(model, C, n_players=N, rounds=T, eta=ETA, radius=RADIUS, lam=LAM)
     assert GRID[0] <= bound < GRID[-1]  # the bound is not vacuous on this grid: the check can fail
     rewards = (utility - C * net).mean(axis=1)
     best = GRID[int(np.argmax(rewards))]

@@ -9,7 +9,7 @@ import pytest
 
 from fedgames.eval.honesty_b3 import Scale, reproduce, settings
 
-MICRO = Scale(writers=6, mean_samples=4, rounds=3, runs=2, alphas=(0.0, 2.0), penalties=(0.0, 1e-3), batch_runs=4)
+MICRO = Scale(writers=6, mean_samples=4, sample_sigma=0.35, rounds=3, runs=2, alphas=(0.0, 2.0), penalties=(0.0, 1e-3), batch_runs=4)
 
 
 @pytest.fixture(scope="module")

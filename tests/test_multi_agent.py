@@ -66,7 +66,7 @@ def test_self_play_vec_env_shapes_dones_infos():
     assert obs.shape == (15, 3) and obs.dtype == np.float32
     assert all(venv.observation_space.contains(o) for o in obs)
     # game-major: sub-env g * N + i is player i of game g
-    np.testing.assert_allclose(obs.reshape(5, 3, 3), env.unwrapped.game.observe(venv._world), rtol=1e-6)
+    np.testing.assert_allclose(obs.reshape(5, 3, 3), env.unwrapped.game.observe(venv._batch._world), rtol=1e-6)
     actions = np.stack([venv.action_space.sample() for _ in range(15)])
     new_obs, rewards, dones, infos = venv.step(actions)
     assert new_obs.shape == (15, 3) and rewards.shape == (15,) and rewards.dtype == np.float32
@@ -82,7 +82,7 @@ def test_self_play_rewards_are_each_players_own():
     env = make(["bounded_attack:A=1.5"], n_players=4, dim=3)
     venv = SelfPlayVecEnv(env, n_games=7, seed=3)
     venv.reset()
-    world, rng = venv._world, copy.deepcopy(venv._rng)
+    world, rng = venv._batch._world, copy.deepcopy(venv._rng)
     actions = np.random.default_rng(0).uniform(-1.5, 1.5, size=(28, 5))  # out of range: clipped like SB3 would
     _, rewards, _, _ = venv.step(actions)
     played = venv.scaler.to_env(actions).reshape(7, 4, 5)

@@ -4,8 +4,10 @@ One player learns; the others follow fixed :class:`~fedgames.agents.Policy` obje
 
 - :class:`BestResponseEnv`, a ``gymnasium.Env`` over the PettingZoo env (any fedgames parallel env, mechanisms
   included); it passes Gymnasium's and Stable-Baselines3's ``check_env``.
-- :class:`BestResponseVecEnv`, an SB3 ``VecEnv`` that plays ``n_envs`` independent one-round games per step
-  through the game's batched stages (the same code the PettingZoo env runs), for thousands of episodes per second.
+- :class:`BestResponseVecEnv`, an SB3 ``VecEnv`` that plays ``n_envs`` independent games per step through an
+  :class:`~fedgames.envs.batch.EpisodeBatch` (the same stages the PettingZoo env runs): one step is one env step in
+  every game — a whole episode of a one-round game, one round of ``fedsgd_v0`` — for thousands of episodes per
+  second.
 
 Both show the learner a symmetric action space ``[-1, 1]^k`` (what SB3 expects) and map it affinely onto the
 player's action bounds.
@@ -26,6 +28,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.policy import Policy
+from fedgames.envs.batch import EpisodeBatch, episode_batch
 
 
 def _check_roles(env: ParallelEnv, player: str, others: Mapping[str, Policy]) -> list[str]:
@@ -83,17 +86,43 @@ class BestResponseEnv(gym.Env):
 
 class BatchedGamesVecEnv(VecEnv):
     """The part of the SB3 ``VecEnv`` contract shared by the batched views: every sub-env is a slice of one
-    batch of games held by this object, so attribute access and method calls go to it."""
+    :class:`~fedgames.envs.batch.EpisodeBatch` of ``n_games`` games held by this object, so attribute access and
+    method calls go to it.
 
+    One ``step`` is one env step in every game. The games of a batch end together: then all ``dones`` are True,
+    ``infos[k]["terminal_observation"]`` holds the finished episode's last observation and the returned
+    observations start a new batch; before that ``dones`` are False. Subclasses say how the sub-envs map onto the
+    batch's players (:meth:`_view`, :meth:`_joint_actions`, :meth:`_rewards`).
+    """
+
+    env: ParallelEnv
+    n_games: int
+    _rng: np.random.Generator
     _actions: np.ndarray | None
+    _batch: EpisodeBatch | None
+    _observations: np.ndarray | None
 
     @abstractmethod
     def _seed_generators(self, seed: int | None) -> None:
         """(Re)create the random generators from ``seed``."""
 
     @abstractmethod
+    def _view(self, observations: np.ndarray) -> np.ndarray:
+        """The sub-envs' float32 observations ``(num_envs, obs_dim)`` from the batch's ``(n_games, N, obs_dim)``."""
+
+    @abstractmethod
+    def _joint_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Everyone's actions ``(n_games, N, k)`` in the env's units, from the learner's ``[-1, 1]`` ones."""
+
+    @abstractmethod
+    def _rewards(self, rewards: np.ndarray) -> np.ndarray:
+        """The sub-envs' rewards ``(num_envs,)`` from the batch's ``(n_games, N)``."""
+
     def _new_episodes(self) -> np.ndarray:
-        """Draw a new batch of games and return the learners' observations."""
+        """Start a new batch of games and return the sub-envs' observations."""
+        self._batch = episode_batch(self.env, self.n_games, self._rng)
+        self._observations = self._batch.reset()
+        return self._view(self._observations)
 
     def reset(self) -> VecEnvObs:
         if self._seeds[0] is not None:
@@ -103,6 +132,19 @@ class BatchedGamesVecEnv(VecEnv):
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._batch is None or self._actions is None or self._observations is None:
+            raise RuntimeError("call reset() and step_async() before step_wait()")
+        step = self._batch.step(self._joint_actions(self._actions))
+        rewards = self._rewards(step.rewards).astype(np.float32)
+        observations = self._view(step.observations)
+        if not step.done:
+            self._observations = step.observations
+            return observations, rewards, np.zeros(self.num_envs, dtype=bool), [{} for _ in range(self.num_envs)]
+        infos = [{"terminal_observation": observations[k], "TimeLimit.truncated": False}
+                 for k in range(self.num_envs)]
+        return self._new_episodes(), rewards, np.ones(self.num_envs, dtype=bool), infos
 
     def close(self) -> None:
         pass
@@ -122,11 +164,11 @@ class BatchedGamesVecEnv(VecEnv):
 
 
 class BestResponseVecEnv(BatchedGamesVecEnv):
-    """``n_envs`` independent one-round games stepped at once, ``player`` learning, ``others`` fixed.
+    """``n_envs`` independent games stepped at once, ``player`` learning, ``others`` fixed.
 
-    Every step is one whole episode in each of the ``n_envs`` games (all ``dones`` are True; the returned
-    observations start the next episodes; ``infos[k]["terminal_observation"]`` holds the finished one). Works for
-    games with the batched interface ``sample_world / observe / play`` (the one-round games).
+    Sub-env ``k`` is ``player`` in game ``k``. Works for every env :func:`~fedgames.envs.batch.episode_batch`
+    knows: a one-round game ends at every step (all ``dones`` True), a multi-round game such as ``fedsgd_v0``
+    after its ``rounds`` steps, the others acting each round on their own observations.
 
     Args:
         env: a fedgames ``ParallelEnv`` (mechanism wrappers included); its outermost protocol is played.
@@ -138,45 +180,40 @@ class BestResponseVecEnv(BatchedGamesVecEnv):
 
     def __init__(self, env: ParallelEnv, player: str, others: Mapping[str, Policy], n_envs: int = 1024,
                  seed: int | None = None) -> None:
-        self.game = env.unwrapped.game  # type: ignore[attr-defined]
-        self.protocol = env.protocol  # type: ignore[attr-defined]
+        self.env = env
         self.player = player
         self.agents = _check_roles(env, player, others)
         self.index = self.agents.index(player)
         self.others = dict(others)
         self.scaler = ActionScaler(env.action_space(player))
+        self.n_games = n_envs
         self.render_mode = None
         super().__init__(n_envs, env.observation_space(player), self.scaler.normalized)
         self._seed_generators(seed)
-        self._actions: np.ndarray | None = None
-        self._world = None
-        self._observations: np.ndarray | None = None
+        self._actions = None
+        self._batch = None
+        self._observations = None
 
     def _seed_generators(self, seed: int | None) -> None:
         game_seed, policy_seed = np.random.SeedSequence(seed).spawn(2)
         self._rng = np.random.default_rng(game_seed)
         self._policy_rng = np.random.default_rng(policy_seed)
 
-    def _new_episodes(self) -> np.ndarray:
-        self._world = self.game.sample_world(self._rng, self.num_envs)
-        self._observations = self.game.observe(self._world)
-        return self._observations[:, self.index].astype(np.float32)
+    def _view(self, observations: np.ndarray) -> np.ndarray:
+        return observations[:, self.index].astype(np.float32)
 
-    def step_wait(self) -> VecEnvStepReturn:
-        if self._world is None or self._actions is None or self._observations is None:
-            raise RuntimeError("call reset() and step_async() before step_wait()")
-        actions = np.empty((self.num_envs, len(self.agents), len(self.protocol.action_names)))
+    def _joint_actions(self, actions: np.ndarray) -> np.ndarray:
+        assert self._observations is not None
+        joint = np.empty((self.num_envs, len(self.agents)) + self.scaler.low.shape)
         for i, agent in enumerate(self.agents):
             if agent == self.player:
-                actions[:, i] = self.scaler.to_env(self._actions.reshape(self.num_envs, -1))
+                joint[:, i] = self.scaler.to_env(actions.reshape(self.num_envs, -1))
             else:
-                actions[:, i] = self.others[agent].act(self._observations[:, i], self._policy_rng)
-        outcome = self.game.play(self.protocol, self._world, actions, self._rng)
-        finished = self._observations[:, self.index].astype(np.float32)
-        rewards = outcome.rewards[:, self.index].astype(np.float32)
-        infos = [{"terminal_observation": finished[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
-        observations = self._new_episodes()
-        return observations, rewards, np.ones(self.num_envs, dtype=bool), infos
+                joint[:, i] = self.others[agent].act(self._observations[:, i], self._policy_rng)
+        return joint
+
+    def _rewards(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards[:, self.index]
 
 
 def others_from_profile(policies: Mapping[str, Policy], player: str) -> dict[str, Policy]:

@@ -1,4 +1,4 @@
-"""Multi-agent training on fedgames one-round games: independent learners and parameter sharing.
+"""Multi-agent training on fedgames games: independent learners and parameter sharing.
 
 Two ways to let every player learn at once (the learners then play the game against each other, and where they
 settle is compared with the theory's equilibria, SPEC §1 and §5):
@@ -17,13 +17,15 @@ same arguments resumes (completed rounds are not redone). A resumed run reproduc
 for PPO (each round re-seeds the model and the env, and ``model.save`` keeps the parameters and the optimiser);
 SAC/TD3 replay buffers are not saved, so for them a resumed run refills its buffer and differs slightly.
 
-Each vectorised step is one whole episode in every sub-env, so "steps" and "timesteps" here are SB3 timesteps:
-episodes of one player (of one learner, for independent training).
+"Steps" and "timesteps" here are SB3 timesteps of one player (of one learner, for independent training): in a
+one-round game each vectorised step is one whole episode in every sub-env, so they count episodes; in a multi-round
+game (``fedsgd_v0``) they count rounds, and the strategy summaries add each component's mean at the last round.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -32,18 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from tqdm.auto import tqdm
 
 from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
-from fedgames.agents.scripted import profile_policies
+from fedgames.envs.batch import episode_batch, horizon
 from fedgames.files import write_atomic
-from fedgames.eval.strategy import summarize_actions
+from fedgames.eval.agreement import game_config
+from fedgames.eval.montecarlo import rollout
+from fedgames.eval.strategy import summarize_steps
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
 
@@ -70,17 +74,18 @@ def _common_space(env: ParallelEnv, kind: str) -> Any:
 
 
 class SelfPlayVecEnv(BatchedGamesVecEnv):
-    """``n_games`` independent one-round games per step, every player of every game one sub-env.
+    """``n_games`` independent games per step, every player of every game one sub-env.
 
     Sub-env ``g * N + i`` is player ``i`` of game ``g`` (game-major); ``num_envs = n_games * N``. One learner acts
     for all of them on normalised ``[-1, 1]^k`` actions (mapped onto the players' common action ``Box``) and each
-    sub-env is rewarded with its own player's reward. Every step is a whole episode: all ``dones`` are True, the
-    returned observations start the next games and ``infos[k]["terminal_observation"]`` holds the finished one.
+    sub-env is rewarded with its own player's reward. One step is one env step in every game (a whole episode of a
+    one-round game, one round of ``fedsgd_v0``); when the games end all ``dones`` are True, the returned
+    observations start the next games and ``infos[k]["terminal_observation"]`` holds the finished one.
 
     Args:
-        env: a fedgames ``ParallelEnv`` with the batched interface ``sample_world / observe / play`` (mechanism
-            wrappers included; the outermost protocol is played). All players must have identical action and
-            observation spaces.
+        env: a fedgames ``ParallelEnv`` that :func:`~fedgames.envs.batch.episode_batch` knows (mechanism wrappers
+            included; the outermost protocol is played). All players must have identical action and observation
+            spaces.
         n_games: games per step.
         seed: seeds the games (``VecEnv.seed`` re-seeds at the next reset).
     """
@@ -88,8 +93,7 @@ class SelfPlayVecEnv(BatchedGamesVecEnv):
     def __init__(self, env: ParallelEnv, n_games: int = 512, seed: int | None = None) -> None:
         if n_games < 1:
             raise ValueError(f"n_games must be >= 1, got {n_games}")
-        self.game = env.unwrapped.game  # type: ignore[attr-defined]
-        self.protocol = env.protocol  # type: ignore[attr-defined]
+        self.env = env
         self.agents = list(env.possible_agents)
         self.n_players = len(self.agents)
         self.n_games = n_games
@@ -97,29 +101,22 @@ class SelfPlayVecEnv(BatchedGamesVecEnv):
         self.render_mode = None
         super().__init__(n_games * self.n_players, _common_space(env, "observation_space"), self.scaler.normalized)
         self._seed_generators(seed)
-        self._actions: np.ndarray | None = None
-        self._world: Any = None
-        self._observations: np.ndarray | None = None
+        self._actions = None
+        self._batch = None
+        self._observations = None
 
     def _seed_generators(self, seed: int | None) -> None:
         (game_seed,) = np.random.SeedSequence(seed).spawn(1)
         self._rng = np.random.default_rng(game_seed)
 
-    def _new_episodes(self) -> np.ndarray:
-        self._world = self.game.sample_world(self._rng, self.n_games)
-        self._observations = self.game.observe(self._world).reshape(self.num_envs, -1).astype(np.float32)
-        return self._observations
+    def _view(self, observations: np.ndarray) -> np.ndarray:
+        return observations.reshape(self.num_envs, -1).astype(np.float32)
 
-    def step_wait(self) -> VecEnvStepReturn:
-        if self._world is None or self._actions is None or self._observations is None:
-            raise RuntimeError("call reset() and step_async() before step_wait()")
-        actions = self.scaler.to_env(self._actions.reshape(self.num_envs, -1))
-        outcome = self.game.play(self.protocol, self._world, actions.reshape(self.n_games, self.n_players, -1),
-                                 self._rng)
-        finished = self._observations
-        rewards = outcome.rewards.reshape(self.num_envs).astype(np.float32)
-        infos = [{"terminal_observation": finished[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
-        return self._new_episodes(), rewards, np.ones(self.num_envs, dtype=bool), infos
+    def _joint_actions(self, actions: np.ndarray) -> np.ndarray:
+        return self.scaler.to_env(actions.reshape(self.num_envs, -1)).reshape(self.n_games, self.n_players, -1)
+
+    def _rewards(self, rewards: np.ndarray) -> np.ndarray:
+        return rewards.reshape(self.num_envs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,36 +196,44 @@ _EVAL_KEY = 0x5EED
 
 
 def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
-    """The honest profile of a mean-estimation env as policies (:func:`fedgames.eval.theory_hooks.honest_profile_for`)."""
-    from fedgames.eval.theory_hooks import honest_profile_for
+    """The honest profile as policies (:func:`fedgames.eval.theory_hooks.honest_policies_for`)."""
+    from fedgames.eval.theory_hooks import honest_policies_for
 
-    return dict(profile_policies(honest_profile_for(env), env.possible_agents))
+    return honest_policies_for(env)
 
 
 def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096,
                      seed: int = 0) -> dict[str, dict[str, float]]:
-    """Per agent: the mean of every action component over ``episodes`` seeded episodes, ``bias_norm`` when the
-    game has a bias, and the mean ``reward`` (same episodes for every call with the same seed)."""
-    game, protocol = env.unwrapped.game, env.protocol  # type: ignore[attr-defined]
+    """Per agent: the mean of every action component over ``episodes`` seeded episodes (all their steps, and the
+    last step apart in multi-round games, :func:`~fedgames.eval.strategy.summarize_steps`), ``bias_norm`` when the
+    game has a bias, and the mean ``reward`` (the episode return; same episodes for every call with the same
+    seed)."""
+    names = env.protocol.action_names  # type: ignore[attr-defined]
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    world = game.sample_world(rng, episodes)
-    observations = game.observe(world)
-    actions = np.stack([policies[a].act(observations[:, i], policy_rng) for i, a in enumerate(env.possible_agents)],
-                       axis=1)
-    rewards = game.play(protocol, world, actions, rng).rewards.mean(axis=0)
-    return {agent: summarize_actions(protocol.action_names, actions[:, i]) | {"reward": float(rewards[i])}
+    played = rollout(episode_batch(env, episodes, rng), policies, list(env.possible_agents), policy_rng,
+                     record_actions=True)
+    actions, rewards = played.actions, played.returns.mean(axis=0)
+    assert actions is not None
+    return {agent: summarize_steps(names, actions[:, :, i]) | {"reward": float(rewards[i])}
             for i, agent in enumerate(env.possible_agents)}
 
 
-def _algo_kwargs(algo: str, n_envs: int, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """:func:`fedgames.train.oracles.default_algo_kwargs` for ``n_envs`` sub-envs, updated with ``overrides``."""
+def _algo_kwargs(algo: str, n_envs: int, overrides: Mapping[str, Any] | None, env: ParallelEnv) -> dict[str, Any]:
+    """:func:`fedgames.train.oracles.default_algo_kwargs` for ``n_envs`` sub-envs and ``env``'s horizon, updated
+    with ``overrides``."""
     if algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
-    return default_algo_kwargs(algo, n_envs) | dict(overrides or {})
+    return default_algo_kwargs(algo, n_envs, horizon(env)) | dict(overrides or {})
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data (arrays to lists, unknown objects to their repr)."""
+    """``value`` as plain JSON data (arrays to lists, dataclasses to their fields, torch tensors to their shape and
+    sum — enough to tell data sets apart —, unknown objects to their repr)."""
+    if isinstance(value, torch.Tensor):
+        return {"shape": list(value.shape), "sum": float(value.double().sum())}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__} | {f.name: _jsonable(getattr(value, f.name))
+                                                 for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -243,13 +248,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def _env_description(env: ParallelEnv) -> dict[str, Any]:
-    """What identifies the game a run trains on: its name, agents, configuration and mechanism stack."""
+    """What identifies the game a run trains on: its name, agents, configuration (the game's public attributes and
+    the env's own settings, such as ``fedsgd_v0``'s rounds and utility) and mechanism stack."""
     game = env.unwrapped.game  # type: ignore[attr-defined]
     mechanisms = env.protocol.mechanisms  # type: ignore[attr-defined]
     return {
         "name": env.metadata.get("name"),
         "agents": list(env.possible_agents),
-        "game": {k: v for k, v in vars(game).items() if not k.startswith("_")},
+        "game": {k: v for k, v in vars(game).items() if not k.startswith("_")} | game_config(env.unwrapped),
         "mechanisms": [m.spec() if hasattr(m, "spec") else type(m).__name__ for m in mechanisms],
     }
 
@@ -508,7 +514,7 @@ def train_independent(
     round r - 1 (frozen snapshots); round 0's opponents are ``init`` (default: :func:`honest_policies`).
 
     Args:
-        env: a fedgames one-round ``ParallelEnv`` (mechanisms included).
+        env: a fedgames ``ParallelEnv`` (mechanisms included; one-round, or ``fedsgd_v0``).
         algo: ``"ppo"``, ``"sac"`` or ``"td3"``.
         rounds: total rounds wanted (a resumed run trains only the missing ones).
         steps_per_round: training episodes per player and round (PPO rounds them up to whole rollouts).
@@ -534,7 +540,7 @@ def train_independent(
         raise ValueError(f"init: no policy for {missing}")
     config = _run_config("independent", env, algo, seed, steps_per_round=steps_per_round, n_envs=n_envs,
                          algo_kwargs=algo_kwargs or {}, init=init, eval_episodes=eval_episodes)
-    learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs), seed, rounds,
+    learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, rounds,
                                     steps_per_round, n_envs, init)
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 
@@ -557,7 +563,8 @@ def train_shared(
     chunk the strategies are recorded in ``history`` and, with a ``checkpoint_dir``, saved (resumable).
 
     Args:
-        env: a fedgames one-round ``ParallelEnv`` whose players share action and observation spaces.
+        env: a fedgames ``ParallelEnv`` (one-round, or ``fedsgd_v0``) whose players share action and observation
+            spaces.
         algo: ``"ppo"``, ``"sac"`` or ``"td3"``.
         total_steps: total player-episodes (SB3 timesteps; each step gives ``n_games * N``).
         n_games: games per vectorised step.
@@ -578,7 +585,7 @@ def train_shared(
         _common_space(env, kind)
     config = _run_config("shared", env, algo, seed, n_games=n_games, checkpoint_every=checkpoint_every,
                          algo_kwargs=algo_kwargs or {}, eval_episodes=eval_episodes)
-    learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs), seed, total_steps,
+    learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, total_steps,
                               n_games, checkpoint_every)
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 

@@ -25,7 +25,8 @@ know the honest gradients: the omniscient threat model of both papers). A run wi
 has no ``mu_H``: ALIE and IPM raise ``ValueError`` for it (a run without attackers is never a problem).
 
 Everything is vectorised over runs and clients (no Python loop), device- and dtype-preserving, and works on the
-GPU when the inputs live there. :data:`ATTACKS` maps names to the functions.
+GPU when the inputs live there. :data:`ATTACKS` maps names to the functions. :class:`ByzantineClients` makes some
+clients of a FedSGD game scripted attackers (``FedSGDGame(..., byzantine=...)``, ``fedsgd_v0``'s ``byzantine``).
 
 References:
     * G. Baruch, M. Baruch, Y. Goldberg. "A Little Is Enough: Circumventing Defenses For Distributed Learning".
@@ -40,13 +41,25 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any, Union
 
 import torch
 
+from fedgames.errors import did_you_mean
+from fedgames.parsing import parse_assignment
+from fedgames.validation import integer
+
 __all__ = [
+    "ALIASES",
     "ATTACKS",
+    "Attack",
+    "AttackSpec",
+    "ByzantineClients",
+    "PARAMETERS",
+    "parse_attack",
     "alie_default_z",
     "gaussian",
     "honest_mean_std",
@@ -252,3 +265,136 @@ ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
     "inner_product_manipulation": inner_product_manipulation,
 }
 """Name -> attack function. Each is called as ``fn(honest, attackers, <parameter>, ...)``."""
+
+
+# ----------------------------------------------------------------------------------------------- scripted clients
+
+ALIASES = {"alie": "little_is_enough", "ipm": "inner_product_manipulation"}
+"""Short names accepted in attack specs."""
+
+_REQUIRED = object()
+PARAMETERS: dict[str, dict[str, object]] = {
+    "sign_flip": {"scale": 1.0},
+    "gaussian": {"sigma": _REQUIRED},
+    "little_is_enough": {"tau": None},  # None: the ALIE paper's default, see ByzantineClients
+    "inner_product_manipulation": {"tau": _REQUIRED},
+}
+"""Each attack's parameters (besides ``honest``, ``attackers`` and the generator) and their defaults."""
+
+AttackSpec = Union[str, tuple[str, Mapping[str, Any]]]
+"""``"sign_flip"``, ``"alie:tau=-1.5"`` (the mechanism-spec syntax) or ``("gaussian", {"sigma": 0.01})``."""
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One configured attack: a name of :data:`ATTACKS` and its parameters."""
+
+    name: str
+    params: tuple[tuple[str, float], ...]
+
+    def __call__(self, honest: torch.Tensor, attackers: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The messages ``(R, m, P)`` with the ``attackers``' rows replaced by this attack's."""
+        extra = {"generator": generator} if self.name == "gaussian" else {}
+        return ATTACKS[self.name](honest, attackers, **dict(self.params), **extra)
+
+
+def parse_attack(spec: AttackSpec, owner: str) -> tuple[str, dict[str, Any]]:
+    """``spec`` -> ``(canonical name, given parameters)``; unknown names (with a did-you-mean) and parameters, and
+    missing required ones, raise ``ValueError`` naming ``owner``."""
+    if isinstance(spec, str):
+        name, _, args = spec.partition(":")
+        params = dict(parse_assignment(a.strip(), f"{owner} {spec!r}") for a in args.split(",") if a.strip())
+    elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+        name, params = spec[0], dict(spec[1])
+    else:
+        raise ValueError(f"{owner}: an attack is a string 'name' or 'name:key=value,...' or a (name, params) pair, "
+                         f"got {spec!r}")
+    name = ALIASES.get(name.strip(), name.strip())
+    if name not in ATTACKS:
+        names = list(ATTACKS) + list(ALIASES)
+        raise ValueError(f"{owner}: unknown attack {name!r}{did_you_mean(name, names)} (attacks: {names})")
+    allowed = PARAMETERS[name]
+    for key in params:
+        if key not in allowed:
+            raise ValueError(f"{owner}: attack {name} has no parameter {key!r}{did_you_mean(key, allowed)} "
+                             f"(parameters: {list(allowed)})")
+    missing = [key for key, default in allowed.items() if default is _REQUIRED and key not in params]
+    if missing:
+        raise ValueError(f"{owner}: attack {name} needs parameter(s) {missing}")
+    return name, params
+
+
+class ByzantineClients:
+    """The non-strategic Byzantine clients of a FedSGD game: part of the environment, not players.
+
+    In every round where a Byzantine client is active its message ``m_t^i = g_t^i + alpha_t^i xi_t^i`` is replaced
+    by its attack's message (the table at the top of this module), computed from the honest gradients ``g_t^j`` of
+    *all* active clients of the run (the omniscient threat model); :func:`little_is_enough` and
+    :func:`inner_product_manipulation` use the honest clients' gradients, not their noisy messages. The server
+    then treats the message as anyone's (aggregation, deviation, payments). Clients that share one attack
+    configuration collude (ALIE and IPM send one common vector); the honest set of a run excludes every Byzantine
+    client, whatever its attack.
+
+    Args:
+        config: ``{client index: attack spec}`` (:data:`AttackSpec`); ``alie`` and ``ipm`` are accepted for
+            ``little_is_enough`` and ``inner_product_manipulation``. Parameters: ``sign_flip`` ``scale`` (default
+            1), ``gaussian`` ``sigma`` (required; per coordinate, so ``sigma = alpha / sqrt(P)`` matches the game's
+            noise), ``little_is_enough`` ``tau`` (default ``-alie_default_z(m, f)``, the ALIE paper's ``z_max``
+            for ``m`` active clients and ``f = min(len(config), m)``), ``inner_product_manipulation`` ``tau``
+            (required).
+        n_clients: ``N``.
+        active: clients per round ``m``. ALIE and IPM need an honest client in every round, so then fewer than
+            ``m`` clients may be Byzantine.
+    """
+
+    def __init__(self, config: Mapping[int, AttackSpec], n_clients: int, active: int) -> None:
+        if not isinstance(config, Mapping) or not config:
+            raise ValueError(f"byzantine must be a non-empty mapping {{client: attack}}, got {config!r}")
+        f = min(len(config), active)
+        groups: dict[Attack, list[int]] = {}
+        for client, spec in config.items():
+            client = integer("byzantine: client", client, 0, n_clients - 1)
+            owner = f"byzantine: client {client}"
+            name, params = parse_attack(spec, owner)
+            if name == "little_is_enough" and params.get("tau") is None:
+                try:
+                    params["tau"] = -alie_default_z(active, f)
+                except ValueError as error:
+                    raise ValueError(f"{owner}: little_is_enough has no default tau for m={active} active clients "
+                                     f"and f={f} Byzantine ones ({error}); give tau") from None
+            attack = Attack(name, tuple(sorted(params.items())))
+            probe = torch.zeros(1, 2, 1)
+            try:  # bad values (NaN, negative sigma, ...) fail here, with the parameter's name, not mid-episode
+                attack(probe, torch.tensor([[True, False]]), torch.Generator())
+            except ValueError as error:
+                raise ValueError(f"{owner}: {error}") from None
+            groups.setdefault(attack, []).append(client)
+        needs_honest = [a.name for a in groups if a.name in ("little_is_enough", "inner_product_manipulation")]
+        if needs_honest and len(config) >= active:
+            raise ValueError(f"byzantine: {needs_honest[0]} needs an honest client in every round, so fewer than "
+                             f"active={active} clients may be Byzantine, got {len(config)}")
+        self.n_clients = n_clients
+        self.clients = tuple(sorted(c for members in groups.values() for c in members))
+        self.groups = [(attack, self._mask(members)) for attack, members in groups.items()]
+        self.mask = self._mask(self.clients)
+
+    def _mask(self, clients: Any) -> torch.Tensor:
+        mask = torch.zeros(self.n_clients, dtype=torch.bool)
+        mask[list(clients)] = True
+        return mask
+
+    def corrupt(self, honest: torch.Tensor, messages: torch.Tensor, active: torch.Tensor,
+                generator: torch.Generator) -> torch.Tensor:
+        """The round's messages ``(R, m, P)`` with the active Byzantine clients' rows replaced by their attacks.
+
+        Args:
+            honest: ``(R, m, P)`` every active client's honest gradient.
+            messages: ``(R, m, P)`` what the clients would send (``g + alpha xi``).
+            active: ``(R, m)`` the active clients' indices.
+            generator: draws the Gaussian attack's noise (on the tensors' device).
+        """
+        attackers = self.mask.to(active.device)[active]
+        for attack, members in self.groups:
+            chosen = members.to(active.device)[active]
+            messages = torch.where(chosen[..., None], attack(honest, attackers, generator), messages)
+        return messages

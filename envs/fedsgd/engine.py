@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.func import grad, vmap
@@ -44,6 +45,19 @@ def client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: C
     """Every active client's gradient in every run: ``{name: (R, m, *shape)}`` from parameters ``(R, *shape)``."""
     per_client = vmap(grad(loss), in_dims=(None, 0, 0, 0))
     return vmap(per_client, in_dims=(0, 0, 0, 0))(params, batch.x, batch.y, batch.weight)
+
+
+def model_gradients(model: Any) -> Callable[..., Params]:
+    """The gradient routine for ``model``: its own batched ``client_gradients(params, x, y, weight)`` when it has
+    one (hand-written kernels, e.g. the FEMNIST CNN's), else :func:`client_gradients` of its loss."""
+    own = getattr(model, "client_gradients", None)
+    if own is None:
+        return client_gradients
+
+    def gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
+        return own(params, batch.x, batch.y, batch.weight)
+
+    return gradients
 
 
 def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
@@ -132,6 +146,7 @@ def fedsgd_round(
     radius: float = math.inf,
     aggregate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mean_aggregate,
     gradients: Callable[..., Params] = client_gradients,
+    corrupt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> RoundResult:
     """One FedSGD round for ``R`` runs at once.
 
@@ -148,12 +163,19 @@ def fedsgd_round(
         center, radius: the ball ``W`` of the projection (default: none).
         aggregate: ``(messages, weights) -> (R, P)``, the server's rule (a protocol's aggregation stage; by default
             the weighted mean).
-        gradients: :func:`client_gradients` or the reference :func:`naive_client_gradients`.
+        gradients: :func:`client_gradients`, a model's own (:func:`model_gradients`) or the reference
+            :func:`naive_client_gradients`.
+        corrupt: ``(honest (R, m, P), messages (R, m, P)) -> messages``, the scripted Byzantine clients' hook
+            (:meth:`fedgames.envs.fedsgd.byzantine.ByzantineClients.corrupt`): replaces their rows of
+            ``g + alpha xi`` before aggregation. ``noise`` stays ``alpha xi``. Default: no Byzantine client.
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
     honest = flatten(gradients(loss, params, batch), 2)
     noisy = alpha > 0  # honest clients draw no noise: with millions of parameters per client it costs most
-    if noisy.any():
+    if noisy.all():
+        noise = alpha[..., None] * attack_noise(like, tuple(alpha.shape), noise_norm, generator).to(honest.dtype)
+        messages = honest + noise
+    elif noisy.any():
         noise = torch.zeros_like(honest)
         xi = attack_noise(like, (int(noisy.sum()),), noise_norm, generator).to(honest.dtype)
         noise[noisy] = alpha[noisy][:, None] * xi
@@ -161,6 +183,8 @@ def fedsgd_round(
     else:
         noise = honest.new_zeros(()).expand(honest.shape)  # a zero view, no memory
         messages = honest
+    if corrupt is not None:
+        messages = corrupt(honest, messages)
     mbar = aggregate(messages, agg_weights)
     updated = theta - lr[:, None] * mbar
     if center is not None:
@@ -177,4 +201,4 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
 
 
 __all__ = ["ClientBatch", "RoundResult", "attack_noise", "client_gradients", "decaying_lr", "flatten",
-                      "fedsgd_round", "naive_client_gradients", "project", "unflatten"]
+                      "fedsgd_round", "model_gradients", "naive_client_gradients", "project", "unflatten"]

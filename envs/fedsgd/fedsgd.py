@@ -10,11 +10,24 @@ active in the last round, its honest gradient norm and squared deviation from th
 inactive). A run whose parameters stop being finite ends the episode at once with
 ``infos[agent]["diverged"] = True`` and no terminal utility (the model is unusable; its loss is not a number a
 learner should chase).
+
+Byzantine baselines (``byzantine={"player_1": "sign_flip", "player_3": "alie:tau=-1"}``): the named clients are
+scripted, non-strategic attackers (:class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`: sign flip, Gaussian,
+ALIE, IPM), part of the environment rather than players. They keep their client index (and name) but leave
+``possible_agents``; when active, their attack message replaces ``g + alpha xi`` and the server aggregates, charges
+and measures deviations as for anyone. The utilities' "others" are the other players, so ``N`` in ``U_i`` counts
+players, not attackers.
+
+A response-stage mechanism (``noisy_response:C=...``) perturbs the final model a player receives:
+``theta^i = theta_{T+1} + sqrt(C) ||m_T^i - mbar_T|| eps_i`` for the players active in the last round (then
+self-corrected; see :meth:`~fedgames.envs.fedsgd.game.FedSGDGame.play_round` for why only the last round), drawn
+from a generator of its own so the server's trajectory is the same with and without it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,10 +35,13 @@ import torch
 from gymnasium import spaces
 
 from fedgames.envs.base import ProtocolEnv, stack_actions
+from fedgames.envs.fedsgd.batch import FedSGDBatch, held_out_loss, observations, round_rewards
+from fedgames.envs.fedsgd.byzantine import AttackSpec
 from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
-from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, response_seed
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
-from fedgames.envs.protocol import Protocol, broadcast
+from fedgames.envs.protocol import Protocol
+from fedgames.errors import did_you_mean
 from fedgames.envs.spaces import action_box
 from fedgames.validation import integer, per_player, real
 
@@ -73,12 +89,17 @@ class FedSGDEnv(ProtocolEnv):
         weighting: ``size`` (dataset-size-weighted mean) or ``uniform``.
         batch_fraction: share of a client's data in its batch each round.
         alpha_max: top of the aggressiveness range.
-        lam: ``lambda_i`` (one value or one per player) of the default utility.
+        lam: ``lambda_i`` (one value or one per player, attackers excluded) of the default utility.
         utility: ``default`` or ``shared_damage``.
         samples_per_client: quadratic samples per client / mean synthetic samples per writer.
         data_dir: a LEAF FEMNIST folder for ``cnn`` (default: the synthetic writers).
         data_seed: seeds the data (fixed across episodes).
         device: ``cpu`` or ``cuda``.
+        byzantine: ``{"player_i": attack}``: clients that are scripted Byzantine attackers instead of players
+            (``sign_flip``, ``gaussian:sigma=...``, ``alie`` / ``little_is_enough``, ``ipm:tau=...`` /
+            ``inner_product_manipulation``, or ``(name, params)``; see
+            :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`). At least one client stays a player, two
+            under the default utility.
     """
 
     metadata = {"name": "fedsgd_v0", "render_modes": ["ansi"], "is_parallelizable": True}
@@ -88,7 +109,8 @@ class FedSGDEnv(ProtocolEnv):
                  eta: float = 1.0, radius: float = math.inf, noise_norm: str = "global", weighting: str = "size",
                  batch_fraction: float = 0.9, alpha_max: float = 10.0, lam: float | list[float] = 1.0,
                  utility: str = "default", samples_per_client: int = 20, data_dir: str | None = None,
-                 data_seed: int = 0, device: str = "cpu", render_mode: str | None = None) -> None:
+                 data_seed: int = 0, device: str = "cpu", render_mode: str | None = None,
+                 byzantine: Mapping[str, AttackSpec] | None = None) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if utility not in UTILITIES:
@@ -98,64 +120,61 @@ class FedSGDEnv(ProtocolEnv):
         n_clients = integer("n_clients", n_clients, 2)
         self.rounds = integer("rounds", rounds, 1)
         self.utility, self.render_mode = utility, render_mode
-        self.lam = per_player("lam", lam, n_clients)
+        attackers = byzantine_clients(byzantine, n_clients)
+        self.players = np.array([i for i in range(n_clients) if i not in attackers])
+        fewest = 2 if utility == "default" else 1  # the default utility compares a player with the others
+        if len(self.players) < fewest:
+            raise ValueError(f"byzantine: at most {n_clients - fewest} of the {n_clients} clients may be attackers "
+                             f"under utility={utility!r}, got {len(attackers)}")
+        self.lam = per_player("lam", lam, len(self.players))
         self.device = torch.device(device)
         model, clients, self.test = build_objective(objective, n_clients, integer(
             "samples_per_client", samples_per_client, 1), data_dir, integer("data_seed", data_seed, 0), self.device)
         self.game = FedSGDGame(model, clients, active=active, lr=lr, lr_value=lr_value,
                                strong_convexity=strong_convexity, eta=eta, radius=radius, noise_norm=noise_norm,
                                weighting=weighting, batch_fraction=batch_fraction,
-                               alpha_max=real("alpha_max", alpha_max, strict=True))
+                               alpha_max=real("alpha_max", alpha_max, strict=True), byzantine=attackers)
         self.protocol: Protocol = self.game.protocol()
-        self.possible_agents = [f"player_{i}" for i in range(clients.n_clients)]
+        self.possible_agents = [f"player_{i}" for i in self.players]
         self.agents: list[str] = []
         self._action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
         low = np.zeros(4, dtype=np.float32)
         high = np.array([1.0, 1.0, np.inf, np.inf], dtype=np.float32)
         self._observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self._generator = torch.Generator(device=self.device)
+        self._response_generator = torch.Generator(device=self.device)
         self._state: RunState | None = None
 
-    def validate_protocol(self, protocol: Protocol) -> None:
-        if protocol.respond is not broadcast:
-            raise ValueError("fedsgd_v0 does not play a response stage yet (noisy_response): the server broadcasts "
-                             "its model unchanged")
+    @property
+    def messages_per_round(self) -> int:
+        return self.game.active
+
+    def client_alpha(self, alpha: np.ndarray) -> torch.Tensor:
+        """The players' aggressiveness ``(R, players)`` as the simulator's ``(R, N)`` (0 for attackers)."""
+        full = np.zeros((alpha.shape[0], self.game.clients.n_clients))
+        full[:, self.players] = alpha
+        return torch.as_tensor(full, device=self.device)
 
     def _observations(self) -> dict[str, np.ndarray]:
-        obs = np.zeros((len(self.possible_agents), 4), dtype=np.float32)
         assert self._state is not None
-        obs[:, 0] = self._state.round / self.rounds
-        last = self._state.last
-        if last:
-            active = last["active"][0].cpu().numpy()
-            obs[active, 1] = 1.0
-            obs[active, 2] = np.nan_to_num(last["gradient_norm"][0].cpu().numpy(), nan=0.0, posinf=0.0)
-            obs[active, 3] = np.nan_to_num(last["sq_deviation"][0].cpu().numpy(), nan=0.0, posinf=0.0)
+        obs = observations(self._state, self.rounds, self.game.clients.n_clients)[0, self.players]
         return {a: obs[i] for i, a in enumerate(self.possible_agents)}
+
+    def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> FedSGDBatch:
+        """``size`` episodes of this env under ``protocol``, advanced together (:mod:`fedgames.envs.batch`)."""
+        return FedSGDBatch(self, protocol, size, rng)
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         if seed is not None:
             self._generator.manual_seed(seed)
+            self._response_generator.manual_seed(response_seed(seed))
         self.agents = list(self.possible_agents)
         self._state = self.game.start(1, self._generator)
         return self._observations(), {a: {} for a in self.agents}
 
     def _loss(self, theta: torch.Tensor) -> float:
-        if self.test is None:
-            return float(self.game.model.objective({"theta": theta})[0])
-        return float(self.game.evaluate(theta, *self.test)["loss"][0])
-
-    def _utilities(self) -> np.ndarray:
-        assert self._state is not None
-        shared = self._loss(self._state.theta)
-        n = len(self.possible_agents)
-        if self.utility == "shared_damage":
-            return np.full(n, shared)
-        losses = np.full(n, shared)
-        for i in self._state.last["active"][0].tolist() if self._state.last else []:
-            losses[i] = self._loss(self.game.final_parameters(self._state, i))
-        return (losses.sum() - losses) / (n - 1) - self.lam * losses
+        return float(held_out_loss(self.game, self.test, theta)[0])
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if not self.agents or self._state is None:
@@ -163,17 +182,15 @@ class FedSGDEnv(ProtocolEnv):
         protocol = self.active_protocol
         alpha = protocol.check_actions(stack_actions(actions, self.agents, 1))[0, :, 0]
         before = self._state.payments.clone()  # type: ignore[union-attr]
-        self.game.play_round(self._state, torch.as_tensor(alpha, device=self.device)[None], self._generator,
-                             protocol)
-        paid = (self._state.payments - before)[0].cpu().numpy()  # type: ignore[operator]
+        self.game.play_round(self._state, self.client_alpha(alpha[None]), self._generator, protocol,
+                             self._response_generator)
+        paid = (self._state.payments - before)[0, self.players].cpu().numpy()  # type: ignore[index]
         diverged = bool(self._state.diverged[0])  # type: ignore[index]
         done = diverged or self._state.round >= self.rounds
-        rewards = -paid
-        if done and not diverged:
-            rewards = rewards + self._utilities()
+        rewards = round_rewards(self, self._state, paid[None])[0]
         active = set(self._state.last["active"][0].tolist())
-        infos = {a: {"round": self._state.round, "active": i in active, "diverged": diverged}
-                 for i, a in enumerate(self.agents)}
+        infos = {a: {"round": self._state.round, "active": int(client) in active, "diverged": diverged}
+                 for a, client in zip(self.agents, self.players)}
         if protocol.charges_payments:
             for i, a in enumerate(self.agents):
                 infos[a]["payment"] = float(paid[i])
@@ -190,3 +207,17 @@ class FedSGDEnv(ProtocolEnv):
 
     def close(self) -> None:
         pass
+
+
+def byzantine_clients(byzantine: Mapping[str, AttackSpec] | None, n_clients: int) -> dict[int, AttackSpec]:
+    """``{"player_i": attack}`` -> ``{i: attack}``; names that are not clients raise ``ValueError``."""
+    if byzantine is None:
+        return {}
+    if not isinstance(byzantine, Mapping):
+        raise ValueError(f"byzantine must be a mapping {{'player_i': attack}}, got {byzantine!r}")
+    names = {f"player_{i}": i for i in range(n_clients)}
+    for name in byzantine:
+        if name not in names:
+            raise ValueError(f"byzantine: unknown client {name!r}{did_you_mean(str(name), names)} "
+                             f"(clients: player_0 .. player_{n_clients - 1})")
+    return {names[name]: attack for name, attack in byzantine.items()}

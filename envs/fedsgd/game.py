@@ -6,12 +6,18 @@ what side payments need (each client's squared deviation from the aggregate, and
 rewards for any penalty weight ``C`` follow after the run, as in [H] B.3). Runs whose parameters stop being finite
 are flagged as diverged and frozen at their last finite parameters; nothing raises. The PettingZoo env and the
 experiment runner both drive this class.
+
+Some clients may be scripted Byzantine attackers (``byzantine``, :class:`~fedgames.envs.fedsgd.byzantine.
+ByzantineClients`): their messages replace ``g + alpha xi`` before the server aggregates. A protocol's response
+stage (e.g. :class:`~fedgames.mechanisms.NoisyResponse`) perturbs the model each active client receives, not the
+server's model (:meth:`FedSGDGame.play_round`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,15 +25,17 @@ from torch.func import vmap
 
 import numpy as np
 
+from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     decaying_lr,
     fedsgd_round,
     flatten,
+    model_gradients,
     project,
     unflatten,
 )
-from fedgames.envs.protocol import Protocol
+from fedgames.envs.protocol import Protocol, broadcast
 from fedgames.validation import integer, real
 
 
@@ -71,7 +79,9 @@ class RunState:
             deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
         payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
         last: the last round's active clients ``(R, m)``, their aggregation weights, noise and step size (for the
-            final self-correction), honest gradient norms, squared deviations and payments (``None`` without).
+            final self-correction), honest gradient norms, squared deviations, payments (``None`` without) and
+            ``response``, the perturbation ``(R, m, P)`` of the model each received (``None`` under a plain
+            broadcast).
     """
 
     theta: torch.Tensor
@@ -82,6 +92,15 @@ class RunState:
     received: torch.Tensor | None = None
     payments: torch.Tensor | None = None
     last: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def response_seed(seed: int) -> int:
+    """The seed of the response stage's generator for a run seeded ``seed`` (an independent stream, so a noisy
+    response leaves the simulator's draws as they are; see :meth:`FedSGDGame.play_round`)."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
 
 class FedSGDGame:
@@ -98,6 +117,10 @@ class FedSGDGame:
         weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
         batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
         alpha_max: top of each player's aggressiveness range.
+        precision: ``"float32"`` or ``"bfloat16"``: the per-client gradients under bf16 autocast (GPU speed; the
+            model, messages and payments stay in the state's dtype).
+        byzantine: ``{client index: attack}`` scripted Byzantine clients (see
+            :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`; default none). Their ``alpha`` is ignored.
 
     Mechanisms act through a :class:`~fedgames.envs.protocol.Protocol` (:meth:`protocol` gives the plain one; a
     mechanism wrapper's ``apply`` changes a stage): its action bounds check ``alpha``, its aggregation stage is the
@@ -107,7 +130,8 @@ class FedSGDGame:
     def __init__(self, model: Any, clients: ClientData, active: int | None = None, lr: str = "constant",
                  lr_value: float = 0.06, strong_convexity: float | None = None, eta: float = 1.0,
                  radius: float = math.inf, noise_norm: str = "per_tensor", weighting: str = "size",
-                 batch_fraction: float = 0.9, alpha_max: float = 10.0) -> None:
+                 batch_fraction: float = 0.9, alpha_max: float = 10.0, precision: str = "float32",
+                 byzantine: Mapping[int, AttackSpec] | None = None) -> None:
         self.model, self.clients = model, clients
         n = clients.n_clients
         self.active = n if active is None else integer("active", active, 2, n)
@@ -127,15 +151,32 @@ class FedSGDGame:
         self.noise_norm, self.weighting = noise_norm, weighting
         self.batch_fraction = real("batch_fraction", batch_fraction, strict=True, maximum=1.0)
         self.alpha_max = real("alpha_max", alpha_max, strict=True)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self._kernel = model_gradients(model)
+        self.byzantine = None if not byzantine else ByzantineClients(byzantine, n, self.active)
         self.like = {k: v.to(clients.x.device) for k, v in model.init(torch.Generator().manual_seed(0)).items()}
+
+    def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> dict[str, torch.Tensor]:
+        """Every active client's gradient (the engine's ``gradients`` stage), under bf16 autocast if asked."""
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(batch.x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            grads = self._kernel(loss, params, batch)
+        return {name: g.to(params[name].dtype) for name, g in grads.items()}
 
     def protocol(self) -> Protocol:
         """The plain protocol: ``alpha in [0, alpha_max]``, the (weighted) mean, no payments."""
         return Protocol(("alpha",), np.array([0.0]), np.array([self.alpha_max]))
 
     def start(self, runs: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> RunState:
-        """``runs`` fresh runs from the model's initialisation (one draw per run), computed in ``dtype``."""
+        """``runs`` fresh runs from the model's initialisation (one draw per run), computed in ``dtype``.
+
+        Models initialise on the CPU: a GPU ``generator`` seeds a CPU one for that."""
         device = self.clients.x.device
+        if generator.device.type != "cpu":
+            seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
+            generator = torch.Generator().manual_seed(int(seed))
         inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1) for _ in range(runs)]
         theta = torch.cat(inits).to(device=device, dtype=dtype)
         zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
@@ -161,9 +202,26 @@ class FedSGDGame:
         return ClientBatch(self.clients.x[active], self.clients.y[active], weight), count.float()
 
     def play_round(self, state: RunState, alpha: torch.Tensor, generator: torch.Generator,
-                   protocol: Protocol | None = None) -> torch.Tensor:
+                   protocol: Protocol | None = None, response_generator: torch.Generator | None = None
+                   ) -> torch.Tensor:
         """Advance every run by one round with aggressiveness ``alpha`` ``(R, N)`` under ``protocol`` (default:
-        :meth:`protocol`); return the active clients ``(R, m)``. Diverged runs stay frozen."""
+        :meth:`protocol`); return the active clients ``(R, m)``. Diverged runs stay frozen.
+
+        Response stage (SPEC §4 "noisy server response ... noise on the broadcast model"). [H] defines the noisy
+        response for mean estimation only (Thm 5.1: player i receives ``mbar + sqrt(C) eps_i ||m_i - mbar||``).
+        Here the protocol's ``respond`` stage runs on the round's messages and aggregate, and its perturbation of
+        the aggregate lands on the model each active client receives, never on the server's:
+        ``theta^i_{t+1} = theta_{t+1} + (r_t^i - mbar_t)``, i.e. under
+        :class:`~fedgames.mechanisms.NoisyResponse`
+        ``theta^i_{t+1} = theta_{t+1} + sqrt(C) ||m_t^i - mbar_t|| eps_t^i`` with ``E||eps||^2 = 1``, so
+        ``E||theta^i_{t+1} - theta_{t+1}||^2 = C ||m_t^i - mbar_t||^2`` and a client whose message equals the
+        aggregate receives the exact model. Every round's gradients are taken at the server's ``theta_t`` ([H] §6:
+        ``g_t(theta_t^s, x^i)``), so a received copy only matters once no round follows: the last round's
+        perturbation is kept in ``state.last["response"]`` and enters the final model
+        (:meth:`final_parameters`). ``response_generator`` draws the response noise (default: ``generator``);
+        a separate one leaves the server's trajectory (batches, attack noise) identical with and without a noisy
+        response.
+        """
         protocol = protocol or self.protocol()
         runs, n = alpha.shape
         if n != self.clients.n_clients or runs != state.theta.shape[0]:
@@ -176,10 +234,17 @@ class FedSGDGame:
         weights = sizes if self.weighting == "size" else torch.ones_like(sizes)
         t = state.round + 1
         lr = torch.full((runs,), self.step_size(t), device=device, dtype=state.theta.dtype)
+        corrupt = None
+        if self.byzantine is not None:
+            alpha = alpha.masked_fill(self.byzantine.mask.to(alpha.device), 0.0)  # no noise for scripted clients
+
+            def corrupt(honest: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
+                return self.byzantine.corrupt(honest, messages, active, generator)  # type: ignore[union-attr]
+
         result = fedsgd_round(self.model.loss, state.theta, self.like, batch, alpha.gather(1, active).to(
             state.theta.dtype), weights, lr, generator, noise_norm=self.noise_norm,
             center=None if math.isinf(self.radius) else state.center, radius=self.radius,
-            aggregate=protocol.aggregate)
+            aggregate=protocol.aggregate, gradients=self.gradients, corrupt=corrupt)
         finite = torch.isfinite(result.theta).all(-1) & ~state.diverged  # type: ignore[operator]
         state.diverged = state.diverged | ~torch.isfinite(result.theta).all(-1)  # type: ignore[operator]
         state.theta = torch.where(finite[:, None], result.theta, state.theta)
@@ -191,20 +256,28 @@ class FedSGDGame:
         if charged is not None:
             charged = torch.where(finite[:, None], charged, torch.zeros_like(charged))
             state.payments.scatter_add_(1, active, charged.to(state.payments.dtype))  # type: ignore[union-attr]
+        response = None
+        if protocol.respond is not broadcast:
+            responses = protocol.respond(result.messages, result.aggregate, response_generator or generator)
+            response = responses - result.aggregate[:, None, :]
         state.round = t
         state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "noise": result.noise,
                       "lr": lr, "gradient_norm": result.gradient_norm, "sq_deviation": deviation,
-                      "payments": charged}
+                      "payments": charged, "response": response}
         return active
 
     def final_parameters(self, state: RunState, player: int) -> torch.Tensor:
-        """``theta^i_{T+1}``: the final model with player i's own last noise removed if it was active in the last
-        round (SPEC §2 "Final models and defence"): ``Pi_W(theta_{T+1} + gamma_T w_i alpha_T^i xi_T^i)``."""
+        """``theta^i_{T+1}``: the model player i received, with its own last noise removed if it was active in the
+        last round (SPEC §2 "Final models and defence"):
+        ``Pi_W(theta_{T+1} + (r_T^i - mbar_T) + gamma_T w_i alpha_T^i xi_T^i)``, where ``r_T^i - mbar_T`` is the
+        response stage's perturbation (0 under a plain broadcast; see :meth:`play_round`)."""
         last = state.last
         if not last:
             return state.theta
         hit = last["active"] == player
         correction = (hit[..., None] * last["weights"][..., None] * last["noise"]).sum(1) * last["lr"][:, None]
+        if last.get("response") is not None:
+            correction = correction + (hit[..., None] * last["response"]).sum(1)
         corrected = state.theta + correction
         return corrected if math.isinf(self.radius) else project(corrected, state.center, self.radius)
 

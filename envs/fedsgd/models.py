@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fedgames.envs.fedsgd.cnn_kernels import femnist_cnn_client_gradients
+
 Params = dict[str, torch.Tensor]
 
 
@@ -50,12 +52,13 @@ class Quadratic:
 
     def objective(self, params: Params) -> torch.Tensor:
         """The noiseless ``f(theta) - f(theta*)``."""
-        gap = params["theta"] - torch.tensor(self.theta_star)
-        return 0.5 * (torch.tensor(self.eigenvalues) * gap**2).sum(-1)
+        theta = params["theta"]
+        gap = theta - torch.tensor(self.theta_star, dtype=theta.dtype, device=theta.device)
+        return 0.5 * (torch.tensor(self.eigenvalues, dtype=theta.dtype, device=theta.device) * gap**2).sum(-1)
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        gap = params["theta"] - torch.tensor(self.theta_star, dtype=x.dtype) - x
-        per_sample = 0.5 * (torch.tensor(self.eigenvalues, dtype=x.dtype) * gap**2).sum(-1)
+        gap = params["theta"] - torch.tensor(self.theta_star, dtype=x.dtype, device=x.device) - x
+        per_sample = 0.5 * (torch.tensor(self.eigenvalues, dtype=x.dtype, device=x.device) * gap**2).sum(-1)
         return _weighted_mean(per_sample, weight)
 
 
@@ -105,3 +108,8 @@ class FemnistCNN:
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return _weighted_mean(F.cross_entropy(self.logits(params, x), y, reduction="none"), weight)
+
+    def client_gradients(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> Params:
+        """Every client's gradient of :meth:`loss` for ``R`` runs at once, by the hand-written grouped kernels of
+        :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
+        return femnist_cnn_client_gradients(params, x, y, weight, side=self.side)

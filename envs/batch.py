@@ -1,0 +1,106 @@
+"""Batches of independent episodes of a fedgames env, advanced together one env step at a time (SPEC §4: the fast
+paths run the stages the PettingZoo env runs).
+
+An :class:`EpisodeBatch` is what the batched tools — Monte Carlo play, the best-response and self-play vectorised
+envs, the oracles — drive, whatever the game's length: ``reset()`` starts ``size`` episodes and returns every player's
+observation, ``step(actions)`` plays one env step in all of them. Every episode of a batch has the same number of
+steps (the game's ``horizon``), so the batch ends as a whole.
+
+- One-round games (the mean-estimation game) offer ``sample_world / observe / play`` on their ``game``;
+  :class:`OneRoundBatch` turns these into a batch whose first step ends it.
+- A multi-round env supplies its own batch through an ``episode_batch(protocol, size, rng)`` method (``fedsgd_v0``:
+  one step = one FedSGD round) and a ``rounds`` attribute (its horizon).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from fedgames.envs.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One env step of a batch.
+
+    Attributes:
+        observations: ``(size, N, obs_dim)`` after the step (the terminal ones when ``done``).
+        rewards: ``(size, N)`` this step's rewards.
+        done: whether the step ended the batch's episodes.
+        outcome: the game's own record of the step (the mean-estimation ``Outcome``), where it has one.
+        payments: ``(size, N)`` what the mechanisms charged in this step, ``None`` without a payment stage.
+    """
+
+    observations: np.ndarray
+    rewards: np.ndarray
+    done: bool
+    outcome: Any = None
+    payments: np.ndarray | None = None
+
+
+class EpisodeBatch(ABC):
+    """``size`` independent episodes of one game under one protocol, advanced together.
+
+    Args:
+        protocol: the stages played (the outermost mechanism wrapper's).
+        size: episodes.
+        rng: the batch's source of randomness (drawn from as the episodes need it).
+    """
+
+    def __init__(self, protocol: Protocol, size: int, rng: np.random.Generator) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.protocol, self.size, self.rng = protocol, size, rng
+
+    @abstractmethod
+    def reset(self) -> np.ndarray:
+        """Start the episodes; every player's first observation ``(size, N, obs_dim)``."""
+
+    @abstractmethod
+    def step(self, actions: np.ndarray) -> BatchStep:
+        """Play one env step with ``actions`` ``(size, N, k)`` in the env's units."""
+
+
+class OneRoundBatch(EpisodeBatch):
+    """A one-round game's batch: ``reset`` draws the worlds, ``step`` plays them (and ends the episodes).
+
+    Draws from ``rng`` exactly as the earlier batched paths did (``sample_world`` at reset, ``play`` at step), so
+    seeded results are unchanged.
+    """
+
+    def __init__(self, game: Any, protocol: Protocol, size: int, rng: np.random.Generator) -> None:
+        super().__init__(protocol, size, rng)
+        self.game = game
+        self._world: Any = None
+
+    def reset(self) -> np.ndarray:
+        self._world = self.game.sample_world(self.rng, self.size)
+        return self.game.observe(self._world)
+
+    def step(self, actions: np.ndarray) -> BatchStep:
+        if self._world is None:
+            raise RuntimeError("call reset() before step()")
+        outcome = self.game.play(self.protocol, self._world, actions, self.rng)
+        return BatchStep(self.game.observe(self._world), outcome.rewards, True, outcome, outcome.payments)
+
+
+def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> EpisodeBatch:
+    """A batch of ``size`` episodes of ``env`` (mechanism wrappers included: the outermost protocol is played)."""
+    protocol = env.protocol  # type: ignore[attr-defined]
+    make = getattr(env.unwrapped, "episode_batch", None)
+    if make is not None:
+        return make(protocol, size, rng)
+    return OneRoundBatch(env.unwrapped.game, protocol, size, rng)  # type: ignore[attr-defined]
+
+
+def horizon(env: ParallelEnv) -> int:
+    """Steps per episode: the env's ``rounds`` for a multi-round game, else 1."""
+    return int(getattr(env.unwrapped, "rounds", 1))
+
+
+__all__ = ["BatchStep", "EpisodeBatch", "OneRoundBatch", "episode_batch", "horizon"]

@@ -1,0 +1,112 @@
+"""Per-client gradients of the FEMNIST CNN for many runs at once, by hand (SPEC §2 "Performance").
+
+Within a run every active client differentiates at the run's weights, so the forward pass and the gradients with
+respect to the *activations* are shared-weight computations over all ``m x b`` samples of the run: convolutions
+with the runs as groups (``groups = R``) and batched matrix products over runs. Only the gradients with respect to
+the *weights* must stay per client: batched matrix products over ``R x m`` (dense layers) and convolution weight
+gradients with ``groups = R x m`` (convolutions). :func:`torch.func.vmap` over runs and clients does every step per
+``(run, client)`` pair instead (groups of ``b`` samples); this path gives the large shared-weight steps to the
+library kernels whole. The result equals :func:`fedgames.envs.fedsgd.engine.naive_client_gradients` of
+:meth:`FemnistCNN.loss <fedgames.envs.fedsgd.models.FemnistCNN.loss>` (tests/test_fedsgd_engine.py).
+
+Under ``torch.autocast`` the computation runs in the autocast dtype (bf16 on a GPU) with the softmax in float32;
+the gradients come back in the parameters' dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+_POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode of max_pool2d(2)
+
+
+def _compute_dtype(reference: torch.Tensor) -> torch.dtype:
+    device = reference.device.type
+    if reference.is_floating_point() and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return reference.dtype
+
+
+def _pool(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ops.aten.max_pool2d_with_indices(h, *_POOL)
+
+
+def _unpool(grad: torch.Tensor, h: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.max_pool2d_with_indices_backward(grad, h, *_POOL, indices)
+
+
+def _per_client(t: torch.Tensor, runs: int, clients: int) -> torch.Tensor:
+    """``(S, R * c, H, W)`` activations with ``S = m * b`` ordered by (client, sample) -> ``(b, R * m * c, H, W)``:
+    one convolution group per (run, client)."""
+    s, rc, h, w = t.shape
+    c, b = rc // runs, s // clients
+    return t.reshape(clients, b, runs, c, h, w).permute(1, 2, 0, 3, 4, 5).reshape(b, runs * clients * c, h, w)
+
+
+def _conv_weight_grads(inputs: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, runs: int, clients: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(run, client) weight and bias gradients ``(R, m, ...)`` of a 5x5 'same' convolution whose run weights are
+    ``weight (R, c_out, c_in, 5, 5)``."""
+    per_weight = weight.new_empty((runs * clients,) + tuple(weight.shape[1:])).flatten(0, 1)
+    _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        _per_client(grad_out, runs, clients), _per_client(inputs, runs, clients), per_weight, [per_weight.shape[0]],
+        [1, 1], [2, 2], [1, 1], False, [0, 0], runs * clients, [False, True, True])
+    return (grad_w.reshape((runs, clients) + tuple(weight.shape[1:])),
+            grad_b.reshape(runs, clients, weight.shape[1]))
+
+
+def _conv_input_grad(grad_out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, runs: int) -> torch.Tensor:
+    """The gradient with respect to a grouped convolution's input (shared run weights, ``groups = R``)."""
+    return torch.ops.aten.convolution_backward(grad_out, inputs, weight.flatten(0, 1), None, [1, 1], [2, 2], [1, 1],
+                                               False, [0, 0], runs, [True, False, False])[0]
+
+
+def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                                 side: int = 28) -> Params:
+    """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}``.
+
+    Args:
+        params: ``{name: (R, *shape)}``, the FEMNIST CNN's parameters of each run.
+        x: ``(R, m, b, side, side)`` inputs; ``y``: ``(R, m, b)`` labels; ``weight``: ``(R, m, b)`` sample weights
+            (0 for padding).
+    """
+    runs, clients, b = weight.shape
+    s = clients * b
+    dtype = _compute_dtype(params["fc1.weight"])
+    with torch.autocast(x.device.type, enabled=False):
+        p = {k: v.to(dtype) for k, v in params.items()}
+        w1, w2 = p["conv1.weight"], p["conv2.weight"]
+        # forward: runs are convolution groups, (client, sample) the batch
+        h0 = x.to(dtype).reshape(runs, s, side, side).transpose(0, 1)
+        a1 = F.conv2d(h0, w1.flatten(0, 1), p["conv1.bias"].flatten(), padding=2, groups=runs)
+        r1 = F.relu(a1)
+        p1, i1 = _pool(r1)
+        a2 = F.conv2d(p1, w2.flatten(0, 1), p["conv2.bias"].flatten(), padding=2, groups=runs)
+        r2 = F.relu(a2)
+        p2, i2 = _pool(r2)
+        f = p2.reshape(s, runs, -1).transpose(0, 1)  # (R, S, 3136)
+        z1 = torch.baddbmm(p["fc1.bias"][:, None], f, p["fc1.weight"].transpose(1, 2))
+        h1 = F.relu(z1)
+        logits = torch.baddbmm(p["fc2.bias"][:, None], h1, p["fc2.weight"].transpose(1, 2))
+        # d(client loss)/d(logits) = (softmax - onehot) * w / sum(w) over the client's samples
+        scale = weight / weight.sum(-1, keepdim=True).clamp_min(1e-12)
+        probs = torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1)
+        probs.scatter_add_(-1, y.reshape(runs, s, 1), -torch.ones(runs, s, 1, device=x.device, dtype=probs.dtype))
+        dlogits = (probs * scale.reshape(runs, s, 1)).to(dtype)
+
+        def per(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(runs * clients, b, t.shape[-1])
+
+        grads = {"fc2.weight": torch.bmm(per(dlogits).transpose(1, 2), per(h1)), "fc2.bias": per(dlogits).sum(1)}
+        dz1 = torch.bmm(dlogits, p["fc2.weight"]) * (z1 > 0)
+        grads["fc1.weight"] = torch.bmm(per(dz1).transpose(1, 2), per(f))
+        grads["fc1.bias"] = per(dz1).sum(1)
+        dp2 = torch.bmm(dz1, p["fc1.weight"]).transpose(0, 1).reshape(p2.shape)
+        da2 = _unpool(dp2, r2, i2) * (a2 > 0)
+        grads["conv2.weight"], grads["conv2.bias"] = _conv_weight_grads(p1, da2, w2, runs, clients)
+        da1 = _unpool(_conv_input_grad(da2, p1, w2, runs), r1, i1) * (a1 > 0)
+        grads["conv1.weight"], grads["conv1.bias"] = _conv_weight_grads(h0, da1, w1, runs, clients)
+    return {name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])).to(v.dtype) for name, v in params.items()}
