@@ -56,7 +56,8 @@ def make_step(path: str, runs: int, device: str, precision: str) -> tuple[Callab
 
     def gradients(loss, params, batch):  # noqa: ANN001, ANN202
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            return {k: v.float() for k, v in kernel(loss, params, batch).items()}
+            grads, losses = kernel(loss, params, batch)
+            return {k: v.float() for k, v in grads.items()}, losses
 
     def step(theta: torch.Tensor) -> torch.Tensor:
         return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,

@@ -7,10 +7,14 @@ per client, the squared deviations it paid and received, so the reward for any p
 the run: ``R^i(C) = f(theta_T) - C (paid_i - received_i)`` (balanced payments, ``n_t = 3``).
 
 Settings: group-A curves (``alpha_A`` over the grid, ``alpha_B`` in {0, 1}) and group-B curves (``alpha_B`` over
-the grid, ``alpha_A`` in {0, 1}), ``runs`` seeds each. All pending runs are simulated together in batches by the
-batched engine, in fixed batches of ``batch_runs`` seeded by their position; every finished run is written to
-``DIR/runs/`` at once, so an interrupted job resumes without recomputing them (a resumed batch replays only its
-unfinished runs, with the batch's seed, so its randomness differs from an uninterrupted job's). Outputs: ``results.json``, ``curves.csv``, ``runs.csv`` and three PNGs.
+the grid, ``alpha_A`` in {0, 1}), ``runs`` seeds each. The batched engine advances all settings of one seed
+together with common random numbers (same initial model, active clients, batches and noise directions; the runs
+differ only by their alphas), so the settings of a seed are paired: each curve also gives the reward difference
+from its first grid point with the standard error of the paired differences over seeds. Every finished run is
+written to ``DIR/runs/`` at once, so an interrupted job resumes without recomputing them (a seed's remaining runs
+replay with the same random numbers: with common random numbers a run's draws do not depend on its batch; only
+floating-point rounding, which depends on the batch size, differs). Outputs:
+``results.json``, ``curves.csv``, ``runs.csv`` and three PNGs.
 """
 
 from __future__ import annotations
@@ -45,16 +49,16 @@ class Scale:
     runs: int
     alphas: tuple[float, ...]
     penalties: tuple[float, ...]
-    batch_runs: int
+    test_fraction: float = 0.1
 
 
 SCALES = {
-    "tiny": Scale(writers=24, mean_samples=24, sample_sigma=0.35, rounds=150, runs=3, alphas=(0.0, 3.0, 6.0),
-                  penalties=(0.0, 1e-4, 1e-3, 1e-2), batch_runs=6),
+    "tiny": Scale(writers=24, mean_samples=48, sample_sigma=0.35, rounds=100, runs=3, alphas=(0.0, 4.5, 9.0),
+                  penalties=(0.0, 1e-4, 1e-3, 1e-2), test_fraction=0.5),
     "small": Scale(writers=120, mean_samples=60, sample_sigma=0.35, rounds=1500, runs=5,
-                   alphas=(0.0, 1.0, 3.0, 6.0, 9.0), penalties=(0.0, 5e-5, 2e-4, 1e-3), batch_runs=32),
+                   alphas=(0.0, 1.0, 3.0, 6.0, 9.0), penalties=(0.0, 5e-5, 2e-4, 1e-3)),
     "paper": Scale(writers=3597, mean_samples=226, sample_sigma=0.35, rounds=10650, runs=10,
-                   alphas=tuple(float(a) for a in range(10)), penalties=(0.0, 5e-5, 1e-4, 2e-4), batch_runs=64),
+                   alphas=tuple(float(a) for a in range(10)), penalties=(0.0, 5e-5, 1e-4, 2e-4)),
 }
 """``tiny``: the whole pipeline in minutes on 2 CPU cores (150 rounds: the CNN gets clearly above chance, far
 from trained); ``small``: hours on a CPU, minutes on a GPU; ``paper``: [H]'s T = 10650 with 10 runs per setting,
@@ -88,34 +92,39 @@ def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, 
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     budget = SCALES[scale] if isinstance(scale, str) else scale
     out = Path(out)
-    dataset = (load_leaf_femnist(data_dir, max_writers=budget.writers) if data_dir
-               else synthetic_femnist(n_writers=budget.writers, seed=seed, mean_samples=budget.mean_samples,
-                                      sample_sigma=budget.sample_sigma))
-    train, test = dataset.split(0.1, seed=seed)
+    game, in_a, test_x, test_y = build(budget, data_dir, device, seed, precision)
+    for run in range(budget.runs):
+        pending = [(a, b, run) for a, b in settings(budget) if not (out / "runs" / _run_name(a, b, run)).exists()]
+        if pending:
+            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + run)
+            _simulate(game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress)
+    return summarize(out, budget, in_a, seed, data_dir)
+
+
+def build(scale: Scale, data_dir: str | None = None, device: str = "cpu", seed: int = 0,
+          precision: str = "float32") -> tuple[FedSGDGame, np.ndarray, torch.Tensor, torch.Tensor]:
+    """The experiment's game (FEMNIST CNN, 3 clients per round, per-tensor noise, size-weighted mean, lr 0.06), the
+    group-A mask over its clients and the held-out data."""
+    dataset = (load_leaf_femnist(data_dir, max_writers=scale.writers) if data_dir
+               else synthetic_femnist(n_writers=scale.writers, seed=seed, mean_samples=scale.mean_samples,
+                                      sample_sigma=scale.sample_sigma))
+    train, test = dataset.split(scale.test_fraction, seed=seed)
     clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers, device=device)
     game = FedSGDGame(FemnistCNN(), clients, active=CLIENTS_PER_ROUND, lr_value=LEARNING_RATE,
-                      noise_norm="per_tensor", weighting="size", alpha_max=max(budget.alphas + (1.0,)),
+                      noise_norm="per_tensor", weighting="size", alpha_max=max(scale.alphas + (1.0,)),
                       precision=precision)
     groups = np.random.default_rng(seed).permutation(clients.n_clients)
     in_a = np.zeros(clients.n_clients, dtype=bool)
     in_a[groups[:max(1, round(GROUP_A_SHARE * clients.n_clients))]] = True
-    test_x, test_y = torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device)
-    every = [(a, b, s) for a, b in settings(budget) for s in range(budget.runs)]
-    for start in range(0, len(every), budget.batch_runs):
-        batch = every[start:start + budget.batch_runs]
-        pending = [job for job in batch if not (out / "runs" / _run_name(*job)).exists()]
-        if pending:
-            generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + start)
-            _simulate(game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress)
-    return summarize(out, budget, in_a, seed, data_dir)
+    return game, in_a, torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device)
 
 
 def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.ndarray, rounds: int,
               test_x: torch.Tensor, test_y: torch.Tensor, out: Path, generator: torch.Generator,
               progress: bool) -> None:
-    """Advance a batch of runs together and write each finished run to ``out/runs``."""
+    """Advance one seed's runs together (common random numbers) and write each finished run to ``out/runs``."""
     device = test_x.device
-    state = game.start(len(jobs), generator)
+    state = game.start(len(jobs), generator, common=True)
     mask = torch.as_tensor(in_a, device=device)
     alpha = torch.stack([torch.where(mask, a, b) for a, b, _ in jobs]).float()
     for _ in tqdm(range(rounds), desc=f"{len(jobs)} runs", disable=not progress, leave=False):
@@ -134,6 +143,16 @@ def _group_rewards(record: dict[str, Any], members: np.ndarray, C: float) -> flo
     return float(np.mean(record["test_loss"] - C * net[members]))
 
 
+def _mean_se(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per row: the mean over the finite entries and its standard error (NaN where too few)."""
+    means, errors = [], []
+    for row in values:
+        finite = row[np.isfinite(row)]
+        means.append(float(finite.mean()) if finite.size else math.nan)
+        errors.append(float(finite.std(ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else math.nan)
+    return means, errors
+
+
 def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: str | None) -> dict[str, Any]:
     """Curves with standard errors over runs, written as ``results.json``, CSVs and PNGs."""
     records = {(r["alpha_A"], r["alpha_B"], r["seed"]): r
@@ -141,16 +160,17 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
 
     def curve(group: str, fixed: float, C: float) -> dict[str, Any]:
         members = in_a if group == "A" else ~in_a
-        means, errors = [], []
-        for alpha in scale.alphas:
+        rewards = np.full((len(scale.alphas), scale.runs), np.nan)  # NaN: a diverged run
+        for i, alpha in enumerate(scale.alphas):
             key = (alpha, fixed) if group == "A" else (fixed, alpha)
-            values = [_group_rewards(records[key + (s,)], members, C) for s in range(scale.runs)
-                      if not records[key + (s,)]["diverged"]]
-            means.append(float(np.mean(values)) if values else math.nan)
-            errors.append(float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else math.nan)
+            for s in range(scale.runs):
+                if not records[key + (s,)]["diverged"]:
+                    rewards[i, s] = _group_rewards(records[key + (s,)], members, C)
+        means, errors = _mean_se(rewards)
+        diff_means, diff_errors = _mean_se(rewards - rewards[:1])  # paired by seed (common random numbers)
         other = "alpha_B" if group == "A" else "alpha_A"
         return {"group": group, other: fixed, "C": C, "alpha": list(scale.alphas), "reward_mean": means,
-                "reward_se": errors}
+                "reward_se": errors, "diff_mean": diff_means, "diff_se": diff_errors}
 
     curves = [curve(group, fixed, C) for group in ("A", "B") for fixed in (0.0, 1.0) for C in scale.penalties]
     honest = [records[(0.0, 0.0, s)] for s in range(scale.runs)]
@@ -177,11 +197,11 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
 def _curves_csv(curves: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["group", "other_alpha", "C", "alpha", "reward_mean", "reward_se"])
+    writer.writerow(["group", "other_alpha", "C", "alpha", "reward_mean", "reward_se", "diff_mean", "diff_se"])
     for c in curves:
         other = c.get("alpha_B", c.get("alpha_A"))
-        for alpha, mean, se in zip(c["alpha"], c["reward_mean"], c["reward_se"]):
-            writer.writerow([c["group"], other, c["C"], alpha, mean, se])
+        for row in zip(c["alpha"], c["reward_mean"], c["reward_se"], c["diff_mean"], c["diff_se"]):
+            writer.writerow([c["group"], other, c["C"], *row])
     return buffer.getvalue()
 
 

@@ -12,3 +12,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def freed_memory_kept():
+    """The CNN tests allocate and free model-sized tensors every round: without this, page faults took more time
+    than the arithmetic (see :func:`fedgames.memory.keep_freed_memory`)."""
+    from fedgames.memory import keep_freed_memory
+
+    keep_freed_memory()

@@ -12,6 +12,7 @@ import torch
 from pettingzoo.test import parallel_api_test
 
 import fedgames
+from fedgames.envs.fedsgd.batch import OBSERVATION_SIZE
 from fedgames.envs.fedsgd.byzantine import ATTACKS, alie_default_z
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
 from fedgames.envs.fedsgd.models import Quadratic
@@ -140,10 +141,10 @@ def test_attackers_are_environment_not_agents():
 def test_episode_batch_plays_the_players_only():
     env = fedgames.make("fedsgd_v0", n_clients=5, active=3, rounds=2, byzantine={"player_4": "gaussian:sigma=0.5"})
     batch = env.unwrapped.episode_batch(env.protocol, 6, np.random.default_rng(0))
-    assert batch.reset().shape == (6, 4, 4)
+    assert batch.reset().shape == (6, 4, OBSERVATION_SIZE)
     for _ in range(2):
         step = batch.step(np.zeros((6, 4, 1)))
-    assert step.done and step.observations.shape == (6, 4, 4) and step.rewards.shape == (6, 4)
+    assert step.done and step.observations.shape == (6, 4, OBSERVATION_SIZE) and step.rewards.shape == (6, 4)
     assert np.isfinite(step.rewards).all()
 
 

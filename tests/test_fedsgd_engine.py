@@ -45,10 +45,11 @@ def _setup(model, x_shape, n_classes, runs=3, clients=3, batch=6, seed=0):
 @pytest.mark.parametrize("model, x_shape, n_classes", MODELS)
 def test_batched_gradients_equal_the_per_client_loop(model, x_shape, n_classes):
     _, params, batch = _setup(model, x_shape, n_classes)
-    batched = client_gradients(model.loss, params, batch)
-    naive = naive_client_gradients(model.loss, params, batch)
+    batched, batched_loss = client_gradients(model.loss, params, batch)
+    naive, naive_loss = naive_client_gradients(model.loss, params, batch)
     for name in params:
         torch.testing.assert_close(batched[name], naive[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batched_loss, naive_loss, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("model, x_shape, n_classes", MODELS)
@@ -80,11 +81,12 @@ def test_cnn_grouped_kernels_equal_the_per_client_loop(device):
     batch = ClientBatch(batch.x.double().to(device), batch.y.to(device),
                         (batch.weight.double() * torch.linspace(0.5, 2.0, 5).double()).to(device))
     assert model_gradients(model) is not client_gradients
-    grouped = model_gradients(model)(model.loss, params, batch)
-    naive = naive_client_gradients(model.loss, params, batch)
+    grouped, grouped_loss = model_gradients(model)(model.loss, params, batch)
+    naive, naive_loss = naive_client_gradients(model.loss, params, batch)
     for name in params:
         assert grouped[name].dtype == torch.float64
         torch.testing.assert_close(grouped[name], naive[name], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grouped_loss, naive_loss, rtol=1e-10, atol=1e-12)
 
 
 def test_bf16_autocast_keeps_gradient_directions():
@@ -92,9 +94,9 @@ def test_bf16_autocast_keeps_gradient_directions():
     similarity with the float32 gradient above 0.99, returned in the parameters' dtype."""
     model = FemnistCNN()
     _, params, batch = _setup(model, (28, 28), 62, runs=2, clients=2, batch=8)
-    exact = model.client_gradients(params, batch.x, batch.y, batch.weight)
+    exact, _ = model.client_gradients(params, batch.x, batch.y, batch.weight)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = model.client_gradients(params, batch.x, batch.y, batch.weight)
+        low, _ = model.client_gradients(params, batch.x, batch.y, batch.weight)
     for name in params:
         assert low[name].dtype == torch.float32
         cosine = torch.nn.functional.cosine_similarity(low[name].flatten(2), exact[name].flatten(2), dim=-1)

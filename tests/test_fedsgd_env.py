@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pettingzoo
 import pytest
+import torch
 from pettingzoo.test import api_test, parallel_api_test
 from pettingzoo.utils.conversions import parallel_to_aec
 
@@ -103,3 +104,21 @@ def test_bad_actions_and_action_bounds():
     env.step({a: np.array([1.0], dtype=np.float32) for a in env.agents})  # still usable
     bounded = make(["bounded_attack:A=0.5"], n_clients=3, rounds=2)
     assert bounded.action_space("player_0").high[0] == np.float32(0.5)
+
+
+def test_observation_reports_the_broadcast_models_loss_on_the_players_data():
+    """With whole-data batches, an active player's last observation entry is its loss at the model the round
+    started from (the quadratic starts at 0); inactive players see 0."""
+    env = make(n_clients=4, active=2, rounds=3, batch_fraction=1.0)
+    env.reset(seed=3)
+    game = env.unwrapped.game
+    start = {"theta": game.model.init(None)["theta"]}
+    observations, *_ = env.step({a: np.zeros(1, dtype=np.float32) for a in env.agents})
+    clients = game.clients
+    for i, agent in enumerate(env.possible_agents):
+        n = int(clients.count[i])
+        expected = float(game.model.loss(start, clients.x[i, :n], clients.y[i, :n], torch.ones(n)))
+        if observations[agent][1] == 1.0:
+            assert observations[agent][4] == pytest.approx(expected, rel=1e-6)
+        else:
+            assert observations[agent][4] == 0.0

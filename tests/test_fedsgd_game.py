@@ -203,3 +203,24 @@ def test_unknown_precision_is_rejected():
     model, clients = quadratic_clients()
     with pytest.raises(ValueError, match="precision must be one of"):
         FedSGDGame(model, clients, precision="float16")
+
+
+def test_common_random_numbers_pair_runs_across_alpha():
+    """With ``common`` random numbers the runs of a batch share initialisation, clients, batches and noise
+    directions: an honest run is the same whether or not a noisy run shares its batch, and both see the same
+    active clients."""
+    model, clients = quadratic_clients()
+    game = FedSGDGame(model, clients, active=3, alpha_max=5.0)
+
+    def play(alphas: list[float]):
+        g = torch.Generator().manual_seed(5)
+        state = game.start(len(alphas), g, common=True)
+        alpha = torch.tensor(alphas)[:, None].expand(-1, clients.n_clients).contiguous()
+        for _ in range(4):
+            active = game.play_round(state, alpha, g)
+        return state, active
+
+    (pair, active), (alone, _) = play([0.0, 2.0]), play([0.0])
+    assert torch.equal(pair.theta[0], alone.theta[0])
+    assert torch.equal(active[0], active[1])
+    assert not torch.allclose(pair.theta[1], pair.theta[0])

@@ -43,7 +43,7 @@ import fedgames
 from fedgames.agents import ConstantPolicy
 from fedgames.cli import main
 from fedgames.envs.batch import episode_batch, horizon
-from fedgames.envs.fedsgd.batch import FedSGDBatch, held_out_loss
+from fedgames.envs.fedsgd.batch import OBSERVATION_SIZE, FedSGDBatch, held_out_loss
 from fedgames.envs.fedsgd.theory import quadratic_thm_6_1_bound, thm_6_1_bound
 from fedgames.eval.montecarlo import rollout, simulate
 from fedgames.eval.nash import nash_check
@@ -141,9 +141,9 @@ def test_batched_terminal_utilities_follow_the_definition():
 def test_multi_round_best_response_vec_env_contract():
     env = make(PENALTY)
     venv = BestResponseVecEnv(env, PLAYER, {a: p for a, p in honest(env).items() if a != PLAYER}, n_envs=8, seed=0)
-    assert isinstance(venv, VecEnv) and venv.observation_space.shape == (4,)
+    assert isinstance(venv, VecEnv) and venv.observation_space.shape == (OBSERVATION_SIZE,)
     obs = venv.reset()
-    assert obs.shape == (8, 4) and np.all(obs == 0)  # round 0: nobody has been active yet
+    assert obs.shape == (8, OBSERVATION_SIZE) and np.all(obs == 0)  # round 0: nobody has been active yet
     returns = np.zeros(8)
     for t in range(T):
         obs, rewards, dones, infos = venv.step(np.full((8, 1), -1.0, dtype=np.float32))  # -1: alpha = 0

@@ -1,4 +1,5 @@
-"""``reproduce honesty-b3`` at a micro scale: outputs, schema, rewards from the recorded deviations, resume."""
+"""``reproduce honesty-b3``: outputs, schema, rewards from the recorded deviations and resume at a micro scale; the
+paper's qualitative result at the ``tiny`` scale (group A's grid ends)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from fedgames.eval.honesty_b3 import Scale, reproduce, settings
+from fedgames.eval.honesty_b3 import SCALES, Scale, _group_rewards, _simulate, build, reproduce, settings
 
-MICRO = Scale(writers=6, mean_samples=4, sample_sigma=0.35, rounds=3, runs=2, alphas=(0.0, 2.0), penalties=(0.0, 1e-3), batch_runs=4)
+MICRO = Scale(writers=6, mean_samples=4, sample_sigma=0.35, rounds=3, runs=2, alphas=(0.0, 2.0), penalties=(0.0, 1e-3))
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +52,49 @@ def test_resume_recomputes_only_missing_runs(micro):
     out, _ = micro
     files = sorted((out / "runs").glob("*.json"))
     stamps = {f.name: f.stat().st_mtime_ns for f in files}
+    before = json.loads(files[0].read_text())
     files[0].unlink()
     reproduce(MICRO, out, progress=False)
     after = {f.name: f.stat().st_mtime_ns for f in (out / "runs").glob("*.json")}
     assert set(after) == set(stamps)
     assert [name for name in stamps if after[name] != stamps[name]] == [files[0].name]
+    replay = json.loads(files[0].read_text())  # common random numbers: the same draws, so the same run up to
+    for key in ("test_loss", "paid", "received"):  # the rounding of kernels that depend on the batch size
+        assert replay[key] == pytest.approx(before[key], rel=1e-4)
+
+
+def test_differences_are_paired_by_seed(micro):
+    """``diff_mean`` is the mean over seeds of (reward at alpha - reward at the first alpha) in the same seed."""
+    out, results = micro
+    free = next(c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == 0.0)
+    loss = {(a, s): json.loads((out / "runs" / f"a{a:g}_b0_s{s}.json").read_text())["test_loss"]
+            for a in MICRO.alphas for s in range(MICRO.runs)}
+    paired = [loss[(2.0, s)] - loss[(0.0, s)] for s in range(MICRO.runs)]
+    assert free["diff_mean"][0] == 0.0
+    assert free["diff_mean"][1] == pytest.approx(np.mean(paired))
+    assert free["diff_se"][1] == pytest.approx(np.std(paired, ddof=1) / np.sqrt(MICRO.runs))
 
 
 def test_unknown_scale():
     with pytest.raises(ValueError, match="scale"):
         reproduce("huge", "/nonexistent")
+
+
+def test_tiny_scale_shows_the_papers_qualitative_result(tmp_path):
+    """[H] B.3 with the ``tiny`` data and horizon, the ends of group A's grid (alpha_A = 0 and the largest, alpha_B
+    = 0), 4 seeds, each pair of runs with common random numbers: without a penalty group A gains by attacking (its
+    reward, the shared test loss, rises by more than 2 standard errors of the paired differences); with the grid's
+    largest C it loses by more than 2 standard errors."""
+    scale = SCALES["tiny"]
+    game, in_a, test_x, test_y = build(scale)
+    top = max(scale.alphas)
+    seeds = range(4)
+    for s in seeds:
+        _simulate(game, [(0.0, 0.0, s), (top, 0.0, s)], in_a, scale.rounds, test_x, test_y, tmp_path,
+                  torch.Generator().manual_seed(s), progress=False)
+    record = {(a, s): json.loads((tmp_path / "runs" / f"a{a:g}_b0_s{s}.json").read_text())
+              for a in (0.0, top) for s in seeds}
+    for C, sign in ((0.0, 1.0), (max(scale.penalties), -1.0)):
+        gains = np.array([_group_rewards(record[(top, s)], in_a, C) - _group_rewards(record[(0.0, s)], in_a, C)
+                          for s in seeds])
+        assert sign * gains.mean() > 2 * gains.std(ddof=1) / np.sqrt(len(gains)), (C, gains)

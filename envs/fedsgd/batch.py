@@ -18,7 +18,7 @@ from fedgames.envs.protocol import Protocol
 if TYPE_CHECKING:
     from fedgames.envs.fedsgd.fedsgd import FedSGDEnv
 
-OBSERVATION_SIZE = 4
+OBSERVATION_SIZE = 5
 """Round progress ``t/T``, active in the last round, honest gradient norm and squared deviation then."""
 
 
@@ -32,8 +32,9 @@ def held_out_loss(game: FedSGDGame, test: tuple[torch.Tensor, torch.Tensor] | No
 
 
 def observations(state: RunState, rounds: int, n_players: int) -> np.ndarray:
-    """``(R, N, 4)`` float32: ``t/T``, whether the player was active in the last round, its honest gradient norm
-    and squared deviation ``||m^i - mbar||^2`` then (0 when inactive, and for a non-finite value)."""
+    """``(R, N, 5)`` float32: ``t/T``, whether the player was active in the last round, then its honest gradient
+    norm, its squared deviation ``||m^i - mbar||^2`` and the broadcast model's loss on its batch (0 when inactive,
+    and for a non-finite value)."""
     runs = state.theta.shape[0]
     obs = np.zeros((runs, n_players, OBSERVATION_SIZE), dtype=np.float32)
     obs[..., 0] = state.round / rounds
@@ -41,7 +42,7 @@ def observations(state: RunState, rounds: int, n_players: int) -> np.ndarray:
         active = state.last["active"].cpu().numpy()
         rows = np.arange(runs)[:, None]
         obs[rows, active, 1] = 1.0
-        for column, key in ((2, "gradient_norm"), (3, "sq_deviation")):
+        for column, key in ((2, "gradient_norm"), (3, "sq_deviation"), (4, "loss")):
             obs[rows, active, column] = np.nan_to_num(state.last[key].cpu().numpy(), nan=0.0, posinf=0.0)
     return obs
 

@@ -65,8 +65,9 @@ def _conv_input_grad(grad_out: torch.Tensor, inputs: torch.Tensor, weight: torch
 
 
 def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-                                 side: int = 28) -> Params:
-    """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}``.
+                                 side: int = 28) -> tuple[Params, torch.Tensor]:
+    """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}``, and that loss
+    ``(R, m)``.
 
     Args:
         params: ``{name: (R, *shape)}``, the FEMNIST CNN's parameters of each run.
@@ -93,8 +94,10 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         logits = torch.baddbmm(p["fc2.bias"][:, None], h1, p["fc2.weight"].transpose(1, 2))
         # d(client loss)/d(logits) = (softmax - onehot) * w / sum(w) over the client's samples
         scale = weight / weight.sum(-1, keepdim=True).clamp_min(1e-12)
-        probs = torch.softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1)
-        probs.scatter_add_(-1, y.reshape(runs, s, 1), -torch.ones(runs, s, 1, device=x.device, dtype=probs.dtype))
+        log_probs = torch.log_softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1)
+        labels = y.reshape(runs, s, 1)
+        losses = -(log_probs.gather(-1, labels)[..., 0] * scale.reshape(runs, s)).reshape(runs, clients, b).sum(-1)
+        probs = log_probs.exp().scatter_add_(-1, labels, -torch.ones_like(labels, dtype=log_probs.dtype))
         dlogits = (probs * scale.reshape(runs, s, 1)).to(dtype)
 
         def per(t: torch.Tensor) -> torch.Tensor:
@@ -109,4 +112,5 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         grads["conv2.weight"], grads["conv2.bias"] = _conv_weight_grads(p1, da2, w2, runs, clients)
         da1 = _unpool(_conv_input_grad(da2, p1, w2, runs), r1, i1) * (a1 > 0)
         grads["conv1.weight"], grads["conv1.bias"] = _conv_weight_grads(h0, da1, w1, runs, clients)
-    return {name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])).to(v.dtype) for name, v in params.items()}
+    return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])).to(v.dtype) for name, v in params.items()},
+            losses.to(params["fc1.weight"].dtype))

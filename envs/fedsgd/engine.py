@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.func import grad, vmap
+from torch.func import grad_and_value, vmap
 
 from fedgames.envs.protocol import mean_aggregate
 
@@ -41,30 +41,36 @@ class ClientBatch:
     weight: torch.Tensor
 
 
-def client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
-    """Every active client's gradient in every run: ``{name: (R, m, *shape)}`` from parameters ``(R, *shape)``."""
-    per_client = vmap(grad(loss), in_dims=(None, 0, 0, 0))
+Gradients = tuple[Params, torch.Tensor]
+"""What a gradient routine returns: every active client's gradient ``{name: (R, m, *shape)}`` and its loss at
+the broadcast parameters on its batch ``(R, m)`` (the forward pass computes it anyway; players observe it)."""
+
+
+def client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Gradients:
+    """Every active client's gradient and loss in every run, from parameters ``{name: (R, *shape)}``."""
+    per_client = vmap(grad_and_value(loss), in_dims=(None, 0, 0, 0))
     return vmap(per_client, in_dims=(0, 0, 0, 0))(params, batch.x, batch.y, batch.weight)
 
 
-def model_gradients(model: Any) -> Callable[..., Params]:
+def model_gradients(model: Any) -> Callable[..., Gradients]:
     """The gradient routine for ``model``: its own batched ``client_gradients(params, x, y, weight)`` when it has
     one (hand-written kernels, e.g. the FEMNIST CNN's), else :func:`client_gradients` of its loss."""
     own = getattr(model, "client_gradients", None)
     if own is None:
         return client_gradients
 
-    def gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
+    def gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Gradients:
         return own(params, batch.x, batch.y, batch.weight)
 
     return gradients
 
 
-def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Params:
+def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Gradients:
     """The reference: one autograd call per run and client."""
     runs, clients = batch.weight.shape[:2]
     out = {name: torch.empty((runs, clients) + p.shape[1:], dtype=p.dtype, device=p.device)
            for name, p in params.items()}
+    losses = torch.empty((runs, clients), dtype=next(iter(params.values())).dtype, device=batch.weight.device)
     for r in range(runs):
         for c in range(clients):
             leaves = {name: p[r].detach().clone().requires_grad_(True) for name, p in params.items()}
@@ -72,7 +78,8 @@ def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, ba
             grads = torch.autograd.grad(value, list(leaves.values()))
             for name, g in zip(leaves, grads):
                 out[name][r, c] = g
-    return out
+            losses[r, c] = value.detach()
+    return out, losses
 
 
 def flatten(tensors: Params, lead: int) -> torch.Tensor:
@@ -121,15 +128,27 @@ def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.T
 @dataclass(frozen=True)
 class RoundResult:
     """One batched round: the new flat parameters ``(R, P)``, messages ``(R, m, P)``, the aggregate ``(R, P)``,
-    each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)``, its noise ``alpha xi`` ``(R, m, P)`` and the
-    norm of its honest gradient ``(R, m)``."""
+    each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)``, the norm of its honest gradient and its loss
+    at ``theta_t`` on its batch ``(R, m)``,
+    and its noise ``alpha xi`` as ``alpha`` ``(R, m)`` times the directions ``xi`` (``(R, m, P)``, or ``(1, m, P)``
+    shared by all runs; ``None``: nobody drew noise). :attr:`noise` forms the product when asked (only the final
+    self-correction needs it)."""
 
     theta: torch.Tensor
     messages: torch.Tensor
     aggregate: torch.Tensor
     sq_deviation: torch.Tensor
-    noise: torch.Tensor
     gradient_norm: torch.Tensor
+    loss: torch.Tensor
+    alpha: torch.Tensor
+    xi: torch.Tensor | None
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """``alpha xi`` ``(R, m, P)``."""
+        if self.xi is None:
+            return self.messages.new_zeros(()).expand(self.messages.shape)  # a zero view, no memory
+        return self.alpha[..., None].to(self.xi.dtype) * self.xi
 
 
 def fedsgd_round(
@@ -145,8 +164,9 @@ def fedsgd_round(
     center: torch.Tensor | None = None,
     radius: float = math.inf,
     aggregate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mean_aggregate,
-    gradients: Callable[..., Params] = client_gradients,
+    gradients: Callable[..., Gradients] = client_gradients,
     corrupt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    shared_noise: bool = False,
 ) -> RoundResult:
     """One FedSGD round for ``R`` runs at once.
 
@@ -168,21 +188,22 @@ def fedsgd_round(
         corrupt: ``(honest (R, m, P), messages (R, m, P)) -> messages``, the scripted Byzantine clients' hook
             (:meth:`fedgames.envs.fedsgd.byzantine.ByzantineClients.corrupt`): replaces their rows of
             ``g + alpha xi`` before aggregation. ``noise`` stays ``alpha xi``. Default: no Byzantine client.
+        shared_noise: every run draws the same directions ``xi`` (always, whatever ``alpha``): common random
+            numbers across runs that differ only by ``alpha``.
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
-    honest = flatten(gradients(loss, params, batch), 2)
+    grads, losses = gradients(loss, params, batch)
+    honest = flatten(grads, 2)
     noisy = alpha > 0  # honest clients draw no noise: with millions of parameters per client it costs most
-    if noisy.all():
-        noise = alpha[..., None] * attack_noise(like, tuple(alpha.shape), noise_norm, generator).to(honest.dtype)
-        messages = honest + noise
+    xi: torch.Tensor | None = None
+    if shared_noise:
+        xi = attack_noise(like, (1,) + tuple(alpha.shape[1:]), noise_norm, generator).to(honest.dtype)
+    elif noisy.all():
+        xi = attack_noise(like, tuple(alpha.shape), noise_norm, generator).to(honest.dtype)
     elif noisy.any():
-        noise = torch.zeros_like(honest)
-        xi = attack_noise(like, (int(noisy.sum()),), noise_norm, generator).to(honest.dtype)
-        noise[noisy] = alpha[noisy][:, None] * xi
-        messages = honest + noise
-    else:
-        noise = honest.new_zeros(()).expand(honest.shape)  # a zero view, no memory
-        messages = honest
+        xi = torch.zeros_like(honest)
+        xi[noisy] = attack_noise(like, (int(noisy.sum()),), noise_norm, generator).to(honest.dtype)
+    messages = honest if xi is None else torch.addcmul(honest, alpha[..., None].to(honest.dtype), xi)
     if corrupt is not None:
         messages = corrupt(honest, messages)
     mbar = aggregate(messages, agg_weights)
@@ -191,8 +212,8 @@ def fedsgd_round(
         updated = project(updated, center, radius)
     sq_deviation = torch.stack([torch.linalg.vector_norm(messages[:, c] - mbar, dim=-1) ** 2
                                 for c in range(messages.shape[1])], dim=1)  # per client: no (R, m, P) temporary
-    return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation, noise=noise,
-                       gradient_norm=honest.norm(dim=-1))
+    return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation,
+                       gradient_norm=honest.norm(dim=-1), loss=losses.to(honest.dtype), alpha=alpha, xi=xi)
 
 
 def decaying_lr(m_sc: float, eta: float, t: int) -> float:
@@ -200,5 +221,5 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
     return 4.0 / (m_sc * (eta + t))
 
 
-__all__ = ["ClientBatch", "RoundResult", "attack_noise", "client_gradients", "decaying_lr", "flatten",
+__all__ = ["ClientBatch", "Gradients", "RoundResult", "attack_noise", "client_gradients", "decaying_lr", "flatten",
                       "fedsgd_round", "model_gradients", "naive_client_gradients", "project", "unflatten"]

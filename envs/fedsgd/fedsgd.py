@@ -6,8 +6,8 @@ Per-round rewards are minus the payments a mechanism charges; at the last round 
 utility is added: default ``U_i = (1/(N-1)) sum_{j != i} f(theta^j) - lambda_i f(theta^i)`` with ``theta^i`` the
 final model after i's self-correction, or ``"shared_damage"``: ``U_i = f(theta_{T+1})`` ([H] B.3). ``f`` is the
 held-out loss (the quadratic's ``f - f*``). Observations: the round's progress ``t/T``, whether the player was
-active in the last round, its honest gradient norm and squared deviation from the aggregate then (0 when
-inactive). A run whose parameters stop being finite ends the episode at once with
+active in the last round, and then its honest gradient norm, its squared deviation from the aggregate and the
+broadcast model's loss on its batch (0 when inactive). A run whose parameters stop being finite ends the episode at once with
 ``infos[agent]["diverged"] = True`` and no terminal utility (the model is unusable; its loss is not a number a
 learner should chase).
 
@@ -35,7 +35,7 @@ import torch
 from gymnasium import spaces
 
 from fedgames.envs.base import ProtocolEnv, stack_actions
-from fedgames.envs.fedsgd.batch import FedSGDBatch, held_out_loss, observations, round_rewards
+from fedgames.envs.fedsgd.batch import OBSERVATION_SIZE, FedSGDBatch, held_out_loss, observations, round_rewards
 from fedgames.envs.fedsgd.byzantine import AttackSpec
 from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, response_seed
@@ -138,8 +138,8 @@ class FedSGDEnv(ProtocolEnv):
         self.possible_agents = [f"player_{i}" for i in self.players]
         self.agents: list[str] = []
         self._action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
-        low = np.zeros(4, dtype=np.float32)
-        high = np.array([1.0, 1.0, np.inf, np.inf], dtype=np.float32)
+        low = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
+        high = np.array([1.0, 1.0] + [np.inf] * (OBSERVATION_SIZE - 2), dtype=np.float32)
         self._observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self._generator = torch.Generator(device=self.device)
         self._response_generator = torch.Generator(device=self.device)

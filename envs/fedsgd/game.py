@@ -28,6 +28,7 @@ import numpy as np
 from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
+    Gradients,
     decaying_lr,
     fedsgd_round,
     flatten,
@@ -72,6 +73,8 @@ class RunState:
     Attributes:
         theta: ``(R, P)`` current parameters.
         center: ``(R, P)`` the initial parameters, centre of the projection ball ``W``.
+        common: common random numbers: every run draws the same initialisation, active clients, batches and attack
+            noise directions ``xi``, so runs differ only by their ``alpha`` (paired comparisons of settings).
         round: rounds played.
         diverged: ``(R,)`` runs whose parameters stopped being finite (frozen since).
         paid: ``(R, N)`` per client, the sum over its active rounds of ``||m_t^i - mbar_t||^2``.
@@ -86,6 +89,7 @@ class RunState:
 
     theta: torch.Tensor
     center: torch.Tensor
+    common: bool = False
     round: int = 0
     diverged: torch.Tensor | None = None
     paid: torch.Tensor | None = None
@@ -158,29 +162,33 @@ class FedSGDGame:
         self.byzantine = None if not byzantine else ByzantineClients(byzantine, n, self.active)
         self.like = {k: v.to(clients.x.device) for k, v in model.init(torch.Generator().manual_seed(0)).items()}
 
-    def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> dict[str, torch.Tensor]:
-        """Every active client's gradient (the engine's ``gradients`` stage), under bf16 autocast if asked."""
+    def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
+        """Every active client's gradient and loss (the engine's ``gradients`` stage), under bf16 autocast if
+        asked."""
         dtype = PRECISIONS[self.precision]
         with torch.autocast(batch.x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            grads = self._kernel(loss, params, batch)
-        return {name: g.to(params[name].dtype) for name, g in grads.items()}
+            grads, losses = self._kernel(loss, params, batch)
+        return {name: g.to(params[name].dtype) for name, g in grads.items()}, losses
 
     def protocol(self) -> Protocol:
         """The plain protocol: ``alpha in [0, alpha_max]``, the (weighted) mean, no payments."""
         return Protocol(("alpha",), np.array([0.0]), np.array([self.alpha_max]))
 
-    def start(self, runs: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> RunState:
-        """``runs`` fresh runs from the model's initialisation (one draw per run), computed in ``dtype``.
+    def start(self, runs: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+              common: bool = False) -> RunState:
+        """``runs`` fresh runs from the model's initialisation (one draw per run, or one for all with ``common``
+        random numbers: see :class:`RunState`), computed in ``dtype``.
 
         Models initialise on the CPU: a GPU ``generator`` seeds a CPU one for that."""
         device = self.clients.x.device
         if generator.device.type != "cpu":
             seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
             generator = torch.Generator().manual_seed(int(seed))
-        inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1) for _ in range(runs)]
-        theta = torch.cat(inits).to(device=device, dtype=dtype)
+        inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1)
+                 for _ in range(1 if common else runs)]
+        theta = torch.cat(inits).to(device=device, dtype=dtype).expand(runs, -1).clone()
         zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
-        return RunState(theta=theta, center=theta.clone(), diverged=torch.zeros(runs, dtype=torch.bool, device=device),
+        return RunState(theta=theta, center=theta.clone(), common=common, diverged=torch.zeros(runs, dtype=torch.bool, device=device),
                         paid=zeros, received=zeros.clone(), payments=zeros.clone())
 
     def step_size(self, t: int) -> float:
@@ -189,12 +197,15 @@ class FedSGDGame:
             return self.lr_value
         return decaying_lr(self.strong_convexity, self.eta, t)  # type: ignore[arg-type]
 
-    def _batch(self, active: torch.Tensor, generator: torch.Generator) -> tuple[ClientBatch, torch.Tensor]:
-        """The active clients' padded batches: ``ceil(batch_fraction * n)`` random samples of each."""
+    def _batch(self, active: torch.Tensor, generator: torch.Generator, draws: int
+               ) -> tuple[ClientBatch, torch.Tensor]:
+        """The active clients' padded batches: ``ceil(batch_fraction * n)`` random samples of each (``draws``
+        independent choices, ``R`` or 1 shared by all runs)."""
         count = self.clients.count[active]
         n_max = self.clients.x.shape[1]
         real_sample = torch.arange(n_max, device=count.device) < count[..., None]
-        scores = torch.rand(active.shape + (n_max,), generator=generator, device=count.device)
+        scores = torch.rand((draws,) + active.shape[1:] + (n_max,), generator=generator, device=count.device)
+        scores = scores.expand(active.shape + (n_max,))
         scores = torch.where(real_sample, scores, torch.full_like(scores, 2.0))
         rank = torch.argsort(torch.argsort(scores, dim=-1), dim=-1)
         size = torch.ceil(self.batch_fraction * count).clamp_min(1)
@@ -229,8 +240,10 @@ class FedSGDGame:
                              f"got {tuple(alpha.shape)}")
         protocol.check_actions(alpha.detach().cpu().numpy()[..., None])
         device = state.theta.device
-        active = torch.rand(runs, n, generator=generator, device=device).argsort(-1)[:, :self.active]
-        batch, sizes = self._batch(active, generator)
+        draws = 1 if state.common else runs
+        active = torch.rand(draws, n, generator=generator, device=device).argsort(-1)[:, :self.active]
+        active = active.expand(runs, -1)
+        batch, sizes = self._batch(active, generator, draws)
         weights = sizes if self.weighting == "size" else torch.ones_like(sizes)
         t = state.round + 1
         lr = torch.full((runs,), self.step_size(t), device=device, dtype=state.theta.dtype)
@@ -244,9 +257,10 @@ class FedSGDGame:
         result = fedsgd_round(self.model.loss, state.theta, self.like, batch, alpha.gather(1, active).to(
             state.theta.dtype), weights, lr, generator, noise_norm=self.noise_norm,
             center=None if math.isinf(self.radius) else state.center, radius=self.radius,
-            aggregate=protocol.aggregate, gradients=self.gradients, corrupt=corrupt)
-        finite = torch.isfinite(result.theta).all(-1) & ~state.diverged  # type: ignore[operator]
-        state.diverged = state.diverged | ~torch.isfinite(result.theta).all(-1)  # type: ignore[operator]
+            aggregate=protocol.aggregate, gradients=self.gradients, corrupt=corrupt, shared_noise=state.common)
+        usable = torch.isfinite(result.theta.sum(-1))  # one pass: any NaN / inf (or an overflowing model) shows
+        finite = usable & ~state.diverged  # type: ignore[operator]
+        state.diverged = state.diverged | ~usable  # type: ignore[operator]
         state.theta = torch.where(finite[:, None], result.theta, state.theta)
         deviation = torch.where(finite[:, None], result.sq_deviation, torch.zeros_like(result.sq_deviation))
         others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
@@ -261,8 +275,8 @@ class FedSGDGame:
             responses = protocol.respond(result.messages, result.aggregate, response_generator or generator)
             response = responses - result.aggregate[:, None, :]
         state.round = t
-        state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "noise": result.noise,
-                      "lr": lr, "gradient_norm": result.gradient_norm, "sq_deviation": deviation,
+        state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "alpha": result.alpha, "xi": result.xi,
+                      "lr": lr, "gradient_norm": result.gradient_norm, "loss": result.loss, "sq_deviation": deviation,
                       "payments": charged, "response": response}
         return active
 
@@ -275,10 +289,13 @@ class FedSGDGame:
         if not last:
             return state.theta
         hit = last["active"] == player
-        correction = (hit[..., None] * last["weights"][..., None] * last["noise"]).sum(1) * last["lr"][:, None]
+        corrected = state.theta
+        if last["xi"] is not None:
+            own = hit * last["weights"] * last["alpha"] * last["lr"][:, None]  # (R, m): i's step of the noise
+            xi = last["xi"].expand(own.shape + (-1,))
+            corrected = corrected + torch.einsum("rm,rmp->rp", own.to(xi.dtype), xi)
         if last.get("response") is not None:
-            correction = correction + (hit[..., None] * last["response"]).sum(1)
-        corrected = state.theta + correction
+            corrected = corrected + (hit[..., None] * last["response"]).sum(1)
         return corrected if math.isinf(self.radius) else project(corrected, state.center, self.radius)
 
     def evaluate(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048

@@ -109,7 +109,8 @@ class FemnistCNN:
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return _weighted_mean(F.cross_entropy(self.logits(params, x), y, reduction="none"), weight)
 
-    def client_gradients(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> Params:
-        """Every client's gradient of :meth:`loss` for ``R`` runs at once, by the hand-written grouped kernels of
+    def client_gradients(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+                         ) -> tuple[Params, torch.Tensor]:
+        """Every client's gradient and value of :meth:`loss` for ``R`` runs at once, by the hand-written grouped kernels of
         :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
         return femnist_cnn_client_gradients(params, x, y, weight, side=self.side)
