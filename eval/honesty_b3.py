@@ -219,15 +219,20 @@ def _figures(out: Path, curves: list[dict[str, Any]], honest_penalties: list[flo
 
     for group, fixed_name, filename in (("A", "alpha_B", "reward_vs_alpha_A.png"),
                                         ("B", "alpha_A", "reward_vs_alpha_B.png")):
-        fig = Figure(figsize=(10, 4), layout="tight")
-        axes = fig.subplots(1, 2, sharey=False)
-        for ax, fixed in zip(axes, (0.0, 1.0)):
-            for c in (c for c in curves if c["group"] == group and c[fixed_name] == fixed):
+        penalties = sorted({c["C"] for c in curves})
+        fig = Figure(figsize=(3.2 * len(penalties), 6), layout="tight")
+        axes = fig.subplots(2, len(penalties), sharey=False, squeeze=False)
+        for row, fixed in zip(axes, (0.0, 1.0)):  # one panel per C: each on its own scale
+            for ax, C in zip(row, penalties):
+                c = next(c for c in curves if c["group"] == group and c[fixed_name] == fixed and c["C"] == C)
                 ax.errorbar(c["alpha"], c["reward_mean"], yerr=c["reward_se"], marker="o", capsize=3,
-                            label=f"C={c['C']:g}")
-            ax.set(xlabel=f"alpha_{group}", ylabel=f"mean reward of group {group}",
-                   title=f"{fixed_name} = {fixed:g} (±1 SE over runs)")
-            ax.legend(fontsize="small")
+                            label="mean ± SE over runs")
+                paired = np.asarray(c["reward_mean"][:1] * len(c["alpha"])) + np.asarray(c["diff_mean"])
+                ax.errorbar(c["alpha"], paired, yerr=c["diff_se"], fmt="none", ecolor="black", capsize=5,
+                            label="± SE of the paired difference")
+                ax.set(xlabel=f"alpha_{group}", ylabel=f"mean reward of group {group}",
+                       title=f"C = {C:g}, {fixed_name} = {fixed:g}")
+            row[0].legend(fontsize="x-small")
         write_atomic(out / filename, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
     fig = Figure(figsize=(5, 3.5), layout="tight")
     ax = fig.subplots()
