@@ -3,13 +3,15 @@
 Each run has 3 active clients with 180 samples each (the [H] B.3 shape) on the FEMNIST CNN; ``R`` runs advance one
 round per step (``fedsgd_round``: gradients, per-tensor noise on every client, weighted mean, step, deviations).
 Paths: ``naive`` (one autograd call per run and client), ``vmap`` (``torch.func`` grad + vmap over clients and
-runs) and ``grouped`` (the CNN's hand-written kernels: shared-weight forward and input gradients with the runs as
-convolution groups, per-client weight gradients as batched products). All compute the same messages and updates
+runs) and the CNN's hand-written kernels (shared-weight forward and input gradients with the runs as convolution
+groups, per-client weight gradients as batched products) with each strategy for the first convolution:
+``grouped``, ``padded``, ``im2col`` (``FemnistCNN.conv1``). All compute the same messages and updates
 (tests/test_fedsgd_engine.py). Rates are run-rounds per second (R x rounds / wall clock), measured in one process
 on one device, after a warm-up round; ``--json`` also writes them, with the device, to a file.
 
 Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
-       [--paths naive vmap grouped] [--precisions float32 bfloat16] [--json FILE] [--profile FILE]
+       [--paths naive vmap grouped padded im2col] [--precisions float32 bfloat16] [--json FILE]
+       [--profile FILE]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 
 import torch
 
+from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     client_gradients,
@@ -35,7 +38,8 @@ from fedgames.files import write_atomic
 from fedgames.memory import keep_freed_memory
 
 CLIENTS, SAMPLES = 3, 180
-PATHS = {"naive": naive_client_gradients, "vmap": client_gradients, "grouped": model_gradients(FemnistCNN())}
+PATHS = {"naive": naive_client_gradients, "vmap": client_gradients,
+         **{strategy: model_gradients(FemnistCNN(conv1=strategy)) for strategy in CONV1_STRATEGIES}}
 
 
 def make_step(path: str, runs: int, device: str, precision: str) -> tuple[Callable[[torch.Tensor], torch.Tensor],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 from abc import abstractmethod
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pettingzoo import ParallelEnv

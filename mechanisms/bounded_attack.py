@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 

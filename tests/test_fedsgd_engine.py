@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     attack_noise,
@@ -71,11 +72,13 @@ def test_round_batched_equals_naive(model, x_shape, n_classes):
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
+@pytest.mark.parametrize("conv1", CONV1_STRATEGIES)
 @pytest.mark.parametrize("device", DEVICES)
-def test_cnn_grouped_kernels_equal_the_per_client_loop(device):
-    """The CNN's hand-written grouped path (what the game uses for it) == autograd per client, in float64 (so
-    only rounding separates them), padding and uneven sample weights included."""
-    model = FemnistCNN()
+def test_cnn_grouped_kernels_equal_the_per_client_loop(device, conv1):
+    """The CNN's hand-written grouped path (what the game uses for it), with each first-convolution strategy ==
+    autograd per client, in float64 (so only rounding separates them), padding and uneven sample weights
+    included."""
+    model = FemnistCNN(conv1=conv1)
     _, params, batch = _setup(model, (28, 28), 62, runs=2, clients=3, batch=5)
     params = {k: v.double().to(device) for k, v in params.items()}
     batch = ClientBatch(batch.x.double().to(device), batch.y.to(device),
@@ -87,6 +90,11 @@ def test_cnn_grouped_kernels_equal_the_per_client_loop(device):
         assert grouped[name].dtype == torch.float64
         torch.testing.assert_close(grouped[name], naive[name], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grouped_loss, naive_loss, rtol=1e-10, atol=1e-12)
+
+
+def test_unknown_conv1_strategy_is_rejected():
+    with pytest.raises(ValueError, match=r"conv1 must be one of \('grouped', 'padded', 'im2col'\), got 'winograd'"):
+        FemnistCNN(conv1="winograd")
 
 
 def test_bf16_autocast_keeps_gradient_directions():

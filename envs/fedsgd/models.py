@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fedgames.envs.fedsgd.cnn_kernels import femnist_cnn_client_gradients
+from fedgames.envs.fedsgd.cnn_kernels import check_conv1, femnist_cnn_client_gradients
 
 Params = dict[str, torch.Tensor]
 
@@ -86,6 +86,12 @@ class FemnistCNN:
 
     n_classes: int = 62
     side: int = 28
+    conv1: str = "grouped"
+    """How :meth:`client_gradients` runs the first convolution (``grouped``, ``padded`` or ``im2col``; see
+    :mod:`~fedgames.envs.fedsgd.cnn_kernels`): the same result, different GPU kernels."""
+
+    def __post_init__(self) -> None:
+        check_conv1(self.conv1)
 
     def init(self, generator: torch.Generator) -> Params:
         flat = 64 * (self.side // 4) ** 2
@@ -113,4 +119,4 @@ class FemnistCNN:
                          ) -> tuple[Params, torch.Tensor]:
         """Every client's gradient and value of :meth:`loss` for ``R`` runs at once, by the hand-written grouped kernels of
         :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
-        return femnist_cnn_client_gradients(params, x, y, weight, side=self.side)
+        return femnist_cnn_client_gradients(params, x, y, weight, side=self.side, conv1=self.conv1)
