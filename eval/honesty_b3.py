@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
-from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, resolve_device
 from fedgames.envs.fedsgd.models import FemnistCNN
 from fedgames.files import write_atomic
 
@@ -82,16 +82,18 @@ def _run_name(alpha_a: float, alpha_b: float, seed: int) -> str:
     return f"a{alpha_a:g}_b{alpha_b:g}_s{seed}.json"
 
 
-def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "cpu",
+def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "auto",
               seed: int = 0, progress: bool = True, precision: str = "float32") -> dict[str, Any]:
     """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content.
 
-    ``precision``: ``"bfloat16"`` computes the client gradients under bf16 autocast (a GPU's fast path).
+    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"bfloat16"``
+    computes the client gradients under bf16 autocast (a GPU's fast path).
     """
     if isinstance(scale, str) and scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     budget = SCALES[scale] if isinstance(scale, str) else scale
     out = Path(out)
+    device = str(resolve_device(device))
     game, in_a, test_x, test_y = build(budget, data_dir, device, seed, precision)
     for run in range(budget.runs):
         pending = [(a, b, run) for a, b in settings(budget) if not (out / "runs" / _run_name(a, b, run)).exists()]

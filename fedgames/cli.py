@@ -235,9 +235,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from fedgames.eval.honesty_b3 import reproduce
+    from fedgames.envs.fedsgd.game import resolve_device
     from fedgames.memory import keep_freed_memory
 
-    if args.device == "cpu":
+    if resolve_device(args.device).type == "cpu":
         keep_freed_memory()
     results = reproduce(args.scale, args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
                         progress=not args.quiet, precision=args.precision)
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny")
     repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
     repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
-    repro.add_argument("--device", default="cpu", help="cpu or cuda")
+    repro.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     repro.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                        help="client gradients under bf16 autocast (GPU)")
     repro.add_argument("--seed", type=int, default=0)

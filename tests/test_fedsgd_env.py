@@ -88,6 +88,9 @@ def test_noise_hurts_the_others_under_the_default_utility():
     (dict(lam=[1.0, 2.0], n_clients=3), "lam"),
     (dict(noise_norm="per_layer"), "noise_norm"),
     (dict(active=9, n_clients=4), "active"),
+    (dict(device="tpu"), r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    pytest.param(dict(device="cuda"), "CUDA is not available", id="cuda-missing",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_bad_config(config, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -112,12 +115,13 @@ def test_observation_reports_the_broadcast_models_loss_on_the_players_data():
     env = make(n_clients=4, active=2, rounds=3, batch_fraction=1.0)
     env.reset(seed=3)
     game = env.unwrapped.game
-    start = {"theta": game.model.init(None)["theta"]}
+    start = {"theta": game.model.init(None)["theta"].to(game.clients.x.device)}
     observations, *_ = env.step({a: np.zeros(1, dtype=np.float32) for a in env.agents})
     clients = game.clients
     for i, agent in enumerate(env.possible_agents):
         n = int(clients.count[i])
-        expected = float(game.model.loss(start, clients.x[i, :n], clients.y[i, :n], torch.ones(n)))
+        ones = torch.ones(n, device=clients.x.device)
+        expected = float(game.model.loss(start, clients.x[i, :n], clients.y[i, :n], ones))
         if observations[agent][1] == 1.0:
             assert observations[agent][4] == pytest.approx(expected, rel=1e-6)
         else:

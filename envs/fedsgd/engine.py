@@ -7,7 +7,8 @@ over clients with the run's parameters shared, ``vmap`` over runs), on whatever 
 :func:`naive_client_gradients` is the plain per-client autograd loop it must agree with.
 
 A round (:func:`fedsgd_round`): messages ``m_t^i = g_t^i + alpha_t^i xi_t^i`` (:func:`attack_noise`, global or per
-tensor), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by default), the step ``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
+tensor), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by default), the step
+``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
 (:func:`project`), and each client's squared deviation ``||m_t^i - mbar_t||^2`` (what side payments charge).
 """
 

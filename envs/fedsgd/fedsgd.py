@@ -7,9 +7,9 @@ utility is added: default ``U_i = (1/(N-1)) sum_{j != i} f(theta^j) - lambda_i f
 final model after i's self-correction, or ``"shared_damage"``: ``U_i = f(theta_{T+1})`` ([H] B.3). ``f`` is the
 held-out loss (the quadratic's ``f - f*``). Observations: the round's progress ``t/T``, whether the player was
 active in the last round, and then its honest gradient norm, its squared deviation from the aggregate and the
-broadcast model's loss on its batch (0 when inactive). A run whose parameters stop being finite ends the episode at once with
-``infos[agent]["diverged"] = True`` and no terminal utility (the model is unusable; its loss is not a number a
-learner should chase).
+broadcast model's loss on its batch (0 when inactive). A run whose parameters stop being finite ends the episode
+at once with ``infos[agent]["diverged"] = True`` and no terminal utility (the model is unusable; its loss is not a
+number a learner should chase).
 
 Byzantine baselines (``byzantine={"player_1": "sign_flip", "player_3": "alie:tau=-1"}``): the named clients are
 scripted, non-strategic attackers (:class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`: sign flip, Gaussian,
@@ -38,7 +38,7 @@ from fedgames.envs.base import ProtocolEnv, stack_actions
 from fedgames.envs.fedsgd.batch import OBSERVATION_SIZE, FedSGDBatch, held_out_loss, observations, round_rewards
 from fedgames.envs.fedsgd.byzantine import AttackSpec
 from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
-from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, response_seed
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device, response_seed
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.envs.protocol import Protocol
 from fedgames.errors import did_you_mean
@@ -94,7 +94,7 @@ class FedSGDEnv(ProtocolEnv):
         samples_per_client: quadratic samples per client / mean synthetic samples per writer.
         data_dir: a LEAF FEMNIST folder for ``cnn`` (default: the synthetic writers).
         data_seed: seeds the data (fixed across episodes).
-        device: ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``.
         byzantine: ``{"player_i": attack}``: clients that are scripted Byzantine attackers instead of players
             (``sign_flip``, ``gaussian:sigma=...``, ``alie`` / ``little_is_enough``, ``ipm:tau=...`` /
             ``inner_product_manipulation``, or ``(name, params)``; see
@@ -109,7 +109,7 @@ class FedSGDEnv(ProtocolEnv):
                  eta: float = 1.0, radius: float = math.inf, noise_norm: str = "global", weighting: str = "size",
                  batch_fraction: float = 0.9, alpha_max: float = 10.0, lam: float | list[float] = 1.0,
                  utility: str = "default", samples_per_client: int = 20, data_dir: str | None = None,
-                 data_seed: int = 0, device: str = "cpu", render_mode: str | None = None,
+                 data_seed: int = 0, device: str = "auto", render_mode: str | None = None,
                  byzantine: Mapping[str, AttackSpec] | None = None) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -127,7 +127,7 @@ class FedSGDEnv(ProtocolEnv):
             raise ValueError(f"byzantine: at most {n_clients - fewest} of the {n_clients} clients may be attackers "
                              f"under utility={utility!r}, got {len(attackers)}")
         self.lam = per_player("lam", lam, len(self.players))
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         model, clients, self.test = build_objective(objective, n_clients, integer(
             "samples_per_client", samples_per_client, 1), data_dir, integer("data_seed", data_seed, 0), self.device)
         self.game = FedSGDGame(model, clients, active=active, lr=lr, lr_value=lr_value,

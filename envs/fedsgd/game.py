@@ -81,8 +81,9 @@ class RunState:
         received: ``(R, N)`` per client, the sum over its active rounds of the other active clients' squared
             deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
         payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
-        last: the last round's active clients ``(R, m)``, their aggregation weights, noise and step size (for the
-            final self-correction), honest gradient norms, squared deviations, payments (``None`` without) and
+        last: the last round's active clients ``(R, m)``, their aggregation weights, noise (``alpha`` and the
+            directions ``xi``, ``None`` if nobody drew any) and step size (for the final self-correction), honest
+            gradient norms, losses, squared deviations, payments (``None`` without) and
             ``response``, the perturbation ``(R, m, P)`` of the model each received (``None`` under a plain
             broadcast).
     """
@@ -99,6 +100,20 @@ class RunState:
 
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; otherwise ``device`` checked (``cpu``, ``cuda``, ``cuda:1``,
+    ...) with an error naming the parameter."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    return resolved
 
 
 def response_seed(seed: int) -> int:
@@ -188,7 +203,8 @@ class FedSGDGame:
                  for _ in range(1 if common else runs)]
         theta = torch.cat(inits).to(device=device, dtype=dtype).expand(runs, -1).clone()
         zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
-        return RunState(theta=theta, center=theta.clone(), common=common, diverged=torch.zeros(runs, dtype=torch.bool, device=device),
+        return RunState(theta=theta, center=theta.clone(), common=common,
+                        diverged=torch.zeros(runs, dtype=torch.bool, device=device),
                         paid=zeros, received=zeros.clone(), payments=zeros.clone())
 
     def step_size(self, t: int) -> float:
@@ -275,9 +291,9 @@ class FedSGDGame:
             responses = protocol.respond(result.messages, result.aggregate, response_generator or generator)
             response = responses - result.aggregate[:, None, :]
         state.round = t
-        state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "alpha": result.alpha, "xi": result.xi,
-                      "lr": lr, "gradient_norm": result.gradient_norm, "loss": result.loss, "sq_deviation": deviation,
-                      "payments": charged, "response": response}
+        state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "alpha": result.alpha,
+                      "xi": result.xi, "lr": lr, "gradient_norm": result.gradient_norm, "loss": result.loss,
+                      "sq_deviation": deviation, "payments": charged, "response": response}
         return active
 
     def final_parameters(self, state: RunState, player: int) -> torch.Tensor:

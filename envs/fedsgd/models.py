@@ -117,6 +117,6 @@ class FemnistCNN:
 
     def client_gradients(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
                          ) -> tuple[Params, torch.Tensor]:
-        """Every client's gradient and value of :meth:`loss` for ``R`` runs at once, by the hand-written grouped kernels of
-        :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
+        """Every client's gradient and value of :meth:`loss` for ``R`` runs at once, by the hand-written grouped
+        kernels of :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
         return femnist_cnn_client_gradients(params, x, y, weight, side=self.side, conv1=self.conv1)
