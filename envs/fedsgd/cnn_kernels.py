@@ -140,12 +140,13 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         w1, w2 = p["conv1.weight"], p["conv2.weight"]
         # forward: runs are convolution groups, (client, sample) the batch
         first = _Conv1(conv1, x.to(dtype).reshape(runs, s, side, side).transpose(0, 1), runs, clients)
+        # relu(maxpool(a)) == maxpool(relu(a)), and the ReLU then runs on the 4x smaller pooled tensor
         a1 = first.forward(w1, p["conv1.bias"])
-        r1 = F.relu(a1)
-        p1, i1 = _pool(r1)
+        m1, i1 = _pool(a1)
+        p1 = F.relu(m1)
         a2 = F.conv2d(p1, w2.flatten(0, 1), p["conv2.bias"].flatten(), padding=2, groups=runs)
-        r2 = F.relu(a2)
-        p2, i2 = _pool(r2)
+        m2, i2 = _pool(a2)
+        p2 = F.relu(m2)
         f = p2.reshape(s, runs, -1).transpose(0, 1)  # (R, S, 3136)
         z1 = torch.baddbmm(p["fc1.bias"][:, None], f, p["fc1.weight"].transpose(1, 2))
         h1 = F.relu(z1)
@@ -165,10 +166,10 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         dz1 = torch.bmm(dlogits, p["fc2.weight"]) * (z1 > 0)
         grads["fc1.weight"] = torch.bmm(per(dz1).transpose(1, 2), per(f))
         grads["fc1.bias"] = per(dz1).sum(1)
-        dp2 = torch.bmm(dz1, p["fc1.weight"]).transpose(0, 1).reshape(p2.shape)
-        da2 = _unpool(dp2, r2, i2) * (a2 > 0)
+        dm2 = torch.bmm(dz1, p["fc1.weight"]).transpose(0, 1).reshape(p2.shape) * (m2 > 0)
+        da2 = _unpool(dm2, a2, i2)
         grads["conv2.weight"], grads["conv2.bias"] = _conv_weight_grads(p1, da2, w2, runs, clients)
-        da1 = _unpool(_conv_input_grad(da2, p1, w2, runs), r1, i1) * (a1 > 0)
+        da1 = _unpool(_conv_input_grad(da2, p1, w2, runs) * (m1 > 0), a1, i1)
         grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(da1, w1)
     return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])).to(v.dtype) for name, v in params.items()},
             losses.to(params["fc1.weight"].dtype))
