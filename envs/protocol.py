@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedgames.arrays import is_torch
+
 Aggregator = Callable[..., Any]
 """``(messages (B, N, d), weights (B, N) or None) -> (B, d)``: the server's aggregate."""
 
@@ -41,7 +43,7 @@ def mean_aggregate(messages: Any, weights: Any = None) -> Any:
     """The plain server: the average of the messages, weighted by ``weights`` (e.g. dataset sizes) if given."""
     if weights is None:
         return messages.mean(1)
-    if isinstance(messages, torch.Tensor):  # one pass over the (R, m, P) messages
+    if is_torch(messages):  # one pass over the (R, m, P) messages
         return torch.einsum("bn,bnd->bd", weights.to(messages.dtype), messages) / weights.sum(1)[:, None]
     total = sum(weights[:, i, None] * messages[:, i] for i in range(messages.shape[1]))  # no (B, N, d) temporary
     return total / weights.sum(1)[:, None]

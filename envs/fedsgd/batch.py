@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from fedgames.envs.fedsgd.fedsgd import FedSGDEnv
 
 OBSERVATION_SIZE = 5
-"""Round progress ``t/T``, active in the last round, honest gradient norm and squared deviation then."""
+"""Round progress ``t/T``, active in the last round, then its honest gradient norm, squared deviation and loss."""
 
 
 def held_out_loss(game: FedSGDGame, test: tuple[torch.Tensor, torch.Tensor] | None, theta: torch.Tensor
@@ -68,6 +68,15 @@ def utilities(env: FedSGDEnv, state: RunState) -> np.ndarray:
     return (losses.sum(1, keepdims=True) - losses) / (n - 1) - env.lam * losses
 
 
+def play_round(env: FedSGDEnv, state: RunState, alpha: np.ndarray, protocol: Protocol,
+               generator: torch.Generator, response_generator: torch.Generator) -> np.ndarray:
+    """Advance every run of ``state`` one round of ``env``'s game under ``protocol``, the players playing ``alpha``
+    ``(R, players)``; return what the payment stage charged each player this round, ``(R, players)``."""
+    before = state.payments.clone()  # type: ignore[union-attr]
+    env.game.play_round(state, env.client_alpha(alpha), generator, protocol, response_generator)
+    return (state.payments - before)[:, env.players].cpu().numpy()  # type: ignore[operator]
+
+
 def round_rewards(env: FedSGDEnv, state: RunState, paid: np.ndarray) -> np.ndarray:
     """``(R, N)`` rewards of the round just played: minus the payments ``paid``, plus the terminal utility after
     the last round for the runs that did not diverge (a diverged run's model is unusable: no utility)."""
@@ -111,13 +120,10 @@ class FedSGDBatch(EpisodeBatch):
         if state is None or state.round >= self.env.rounds:
             raise RuntimeError("call reset() before step(), and again after the last round")
         alpha = self.protocol.check_actions(actions)[..., 0]
-        before = state.payments.clone()  # type: ignore[union-attr]
-        self.env.game.play_round(state, self.env.client_alpha(alpha), self._generator, self.protocol,
-                                 self._response_generator)
-        paid = (state.payments - before)[:, self.env.players].cpu().numpy()  # type: ignore[index]
+        paid = play_round(self.env, state, alpha, self.protocol, self._generator, self._response_generator)
         return BatchStep(self._observations(),
                          round_rewards(self.env, state, paid), state.round >= self.env.rounds,
                          payments=paid if self.protocol.charges_payments else None)
 
 
-__all__ = ["FedSGDBatch", "held_out_loss", "observations", "round_rewards", "utilities"]
+__all__ = ["FedSGDBatch", "held_out_loss", "observations", "play_round", "round_rewards", "utilities"]

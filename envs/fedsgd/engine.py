@@ -130,10 +130,9 @@ def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.T
 class RoundResult:
     """One batched round: the new flat parameters ``(R, P)``, messages ``(R, m, P)``, the aggregate ``(R, P)``,
     each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)``, the norm of its honest gradient and its loss
-    at ``theta_t`` on its batch ``(R, m)``,
-    and its noise ``alpha xi`` as ``alpha`` ``(R, m)`` times the directions ``xi`` (``(R, m, P)``, or ``(1, m, P)``
-    shared by all runs; ``None``: nobody drew noise). :attr:`noise` forms the product when asked (only the final
-    self-correction needs it)."""
+    at ``theta_t`` on its batch ``(R, m)``, and its noise ``alpha xi`` as ``alpha`` ``(R, m)`` and the directions
+    ``xi`` (``(R, m, P)``, or ``(1, m, P)`` shared by all runs; ``None``: nobody drew noise), kept apart because
+    only the final self-correction needs the product."""
 
     theta: torch.Tensor
     messages: torch.Tensor
@@ -143,13 +142,6 @@ class RoundResult:
     loss: torch.Tensor
     alpha: torch.Tensor
     xi: torch.Tensor | None
-
-    @property
-    def noise(self) -> torch.Tensor:
-        """``alpha xi`` ``(R, m, P)``."""
-        if self.xi is None:
-            return self.messages.new_zeros(()).expand(self.messages.shape)  # a zero view, no memory
-        return self.alpha[..., None].to(self.xi.dtype) * self.xi
 
 
 def fedsgd_round(
@@ -188,7 +180,8 @@ def fedsgd_round(
             :func:`naive_client_gradients`.
         corrupt: ``(honest (R, m, P), messages (R, m, P)) -> messages``, the scripted Byzantine clients' hook
             (:meth:`fedgames.envs.fedsgd.byzantine.ByzantineClients.corrupt`): replaces their rows of
-            ``g + alpha xi`` before aggregation. ``noise`` stays ``alpha xi``. Default: no Byzantine client.
+            ``g + alpha xi`` before aggregation (``alpha`` and ``xi`` stay as drawn). Default: no Byzantine
+            client.
         shared_noise: every run draws the same directions ``xi`` (always, whatever ``alpha``): common random
             numbers across runs that differ only by ``alpha``.
     """

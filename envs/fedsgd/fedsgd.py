@@ -35,7 +35,14 @@ import torch
 from gymnasium import spaces
 
 from fedgames.envs.base import ProtocolEnv, stack_actions
-from fedgames.envs.fedsgd.batch import OBSERVATION_SIZE, FedSGDBatch, held_out_loss, observations, round_rewards
+from fedgames.envs.fedsgd.batch import (
+    OBSERVATION_SIZE,
+    FedSGDBatch,
+    held_out_loss,
+    observations,
+    play_round,
+    round_rewards,
+)
 from fedgames.envs.fedsgd.byzantine import AttackSpec
 from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device, response_seed
@@ -181,19 +188,16 @@ class FedSGDEnv(ProtocolEnv):
             raise RuntimeError("step() called on a finished episode: call reset() first")
         protocol = self.active_protocol
         alpha = protocol.check_actions(stack_actions(actions, self.agents, 1))[0, :, 0]
-        before = self._state.payments.clone()  # type: ignore[union-attr]
-        self.game.play_round(self._state, self.client_alpha(alpha[None]), self._generator, protocol,
-                             self._response_generator)
-        paid = (self._state.payments - before)[0, self.players].cpu().numpy()  # type: ignore[index]
+        paid = play_round(self, self._state, alpha[None], protocol, self._generator, self._response_generator)
         diverged = bool(self._state.diverged[0])  # type: ignore[index]
         done = diverged or self._state.round >= self.rounds
-        rewards = round_rewards(self, self._state, paid[None])[0]
+        rewards = round_rewards(self, self._state, paid)[0]
         active = set(self._state.last["active"][0].tolist())
         infos = {a: {"round": self._state.round, "active": int(client) in active, "diverged": diverged}
                  for a, client in zip(self.agents, self.players)}
         if protocol.charges_payments:
             for i, a in enumerate(self.agents):
-                infos[a]["payment"] = float(paid[i])
+                infos[a]["payment"] = float(paid[0, i])
         observations = self._observations()
         agents = self.agents
         self.agents = [] if done else agents
