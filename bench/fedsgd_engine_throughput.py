@@ -6,12 +6,13 @@ Paths: ``naive`` (one autograd call per run and client), ``vmap`` (``torch.func`
 runs) and the CNN's hand-written kernels (shared-weight forward and input gradients with the runs as convolution
 groups, per-client weight gradients as batched products) with each strategy for the first convolution:
 ``grouped``, ``padded``, ``im2col`` (``FemnistCNN.conv1``). All compute the same messages and updates
-(tests/test_fedsgd_engine.py). Rates are run-rounds per second (R x rounds / wall clock), measured in one process
+(tests/test_fedsgd_engine.py). ``--compile`` adds each path under ``torch.compile`` in the given modes (``off``:
+eager; the compilation happens in the warm-up round and is not timed). Rates are run-rounds per second (R x rounds / wall clock), measured in one process
 on one device, after a warm-up round; ``--json`` also writes them, with the device, to a file.
 
 Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
        [--paths naive vmap grouped padded im2col] [--precisions float32 bfloat16] [--json FILE]
-       [--profile FILE]
+       [--compile off default max-autotune] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import torch
 
 from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
 from fedgames.envs.fedsgd.engine import (
+    COMPILE_MODES,
     ClientBatch,
     client_gradients,
+    compiled,
     fedsgd_round,
     flatten,
     model_gradients,
@@ -42,8 +45,8 @@ PATHS = {"naive": naive_client_gradients, "vmap": client_gradients,
          **{strategy: model_gradients(FemnistCNN(conv1=strategy)) for strategy in CONV1_STRATEGIES}}
 
 
-def make_step(path: str, runs: int, device: str, precision: str) -> tuple[Callable[[torch.Tensor], torch.Tensor],
-                                                                           torch.Tensor]:
+def make_step(path: str, runs: int, device: str, precision: str, compile: str = "off"
+              ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """One batched round as a function of the flat parameters ``(R, P)``, and the starting parameters."""
     model = FemnistCNN()
     g = torch.Generator().manual_seed(0)
@@ -63,6 +66,8 @@ def make_step(path: str, runs: int, device: str, precision: str) -> tuple[Callab
             grads, losses = kernel(loss, params, batch)
             return {k: v.float() for k, v in grads.items()}, losses
 
+    gradients = compiled(gradients, False if compile == "off" else compile)
+
     def step(theta: torch.Tensor) -> torch.Tensor:
         return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
                             noise_norm="per_tensor", gradients=gradients).theta
@@ -70,9 +75,9 @@ def make_step(path: str, runs: int, device: str, precision: str) -> tuple[Callab
     return step, theta
 
 
-def rate(path: str, runs: int, rounds: int, device: str, precision: str) -> float:
-    step, theta = make_step(path, runs, device, precision)
-    theta = step(theta)  # warm-up (kernel selection, allocator)
+def rate(path: str, runs: int, rounds: int, device: str, precision: str, compile: str) -> float:
+    step, theta = make_step(path, runs, device, precision, compile)
+    theta = step(theta)  # warm-up (kernel selection, allocator, compilation)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -83,9 +88,9 @@ def rate(path: str, runs: int, rounds: int, device: str, precision: str) -> floa
     return runs * rounds / (time.perf_counter() - start)
 
 
-def profile(path: str, runs: int, device: str, precision: str) -> str:
+def profile(path: str, runs: int, device: str, precision: str, compile: str) -> str:
     """The kernels of one round, most expensive first (which layer's backward dominates)."""
-    step, theta = make_step(path, runs, device, precision)
+    step, theta = make_step(path, runs, device, precision, compile)
     theta = step(theta)
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -104,6 +109,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
     parser.add_argument("--precisions", nargs="+", choices=["float32", "bfloat16"], default=["float32"])
+    parser.add_argument("--compile", nargs="+", choices=["off", *COMPILE_MODES], default=["off"],
+                        help="torch.compile modes to measure each batched path in (off: eager)")
     parser.add_argument("--json", help="also write the rates to this JSON file")
     parser.add_argument("--profile", help="write a kernel profile of the fastest batched path at the largest R here")
     args = parser.parse_args()
@@ -116,16 +123,19 @@ def main() -> None:
     card = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"device: {args.device} ({card}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{CLIENTS} clients x {SAMPLES} samples per run and round")
-    columns = [(p, q) for p in args.paths for q in (args.precisions if p != "naive" else ["float32"])]
-    short = {"float32": "fp32", "bfloat16": "bf16"}
-    print(f"{'R':>4s} " + " ".join(f"{p + '/' + short[q]:>14s}" for p, q in columns) + "   best/naive")
+    columns = [(p, q, c) for p in args.paths for q in (args.precisions if p != "naive" else ["float32"])
+               for c in (args.compile if p != "naive" else ["off"])]
+    names = [f"{p}/{q}" + ("" if c == "off" else f"/{c}") for p, q, c in columns]  # the JSON's keys
+    short = [name.replace("float32", "fp32").replace("bfloat16", "bf16") for name in names]
+    width = max(14, *map(len, short))
+    print(f"{'R':>4s} " + " ".join(f"{name:>{width}s}" for name in short) + "   best/naive")
     rows = []
     for runs in args.runs:
-        rates = {f"{p}/{q}": rate(p, runs, args.rounds, args.device, q) for p, q in columns}
+        rates = {name: rate(p, runs, args.rounds, args.device, q, c) for name, (p, q, c) in zip(names, columns)}
         naive = rates.get("naive/float32")
         best = max(v for k, v in rates.items() if not k.startswith("naive"))
         ratio = f"{best / naive:10.1f}x" if naive else ""
-        print(f"{runs:4d} " + " ".join(f"{v:14.1f}" for v in rates.values()) + f"   {ratio}", flush=True)
+        print(f"{runs:4d} " + " ".join(f"{v:{width}.1f}" for v in rates.values()) + f"   {ratio}", flush=True)
         rows.append({"runs": runs, "rounds_per_s": rates})
     if args.json:
         write_atomic(args.json, json.dumps({"device": args.device, "card": card, "torch": torch.__version__,
@@ -133,9 +143,9 @@ def main() -> None:
     if args.profile:
         last = rows[-1]["rounds_per_s"]
         fastest = max((k for k in last if not k.startswith("naive")), key=last.get)
-        path, precision = fastest.split("/")
+        path, precision, compile = columns[names.index(fastest)]
         write_atomic(args.profile, f"{fastest} at R={rows[-1]['runs']}\n" +
-                     profile(path, rows[-1]["runs"], args.device, precision))
+                     profile(path, rows[-1]["runs"], args.device, precision, compile))
 
 
 if __name__ == "__main__":

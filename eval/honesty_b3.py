@@ -83,18 +83,20 @@ def _run_name(alpha_a: float, alpha_b: float, seed: int) -> str:
 
 
 def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "auto",
-              seed: int = 0, progress: bool = True, precision: str = "float32") -> dict[str, Any]:
+              seed: int = 0, progress: bool = True, precision: str = "float32", compile: bool | str = False
+              ) -> dict[str, Any]:
     """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content.
 
     ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"bfloat16"``
-    computes the client gradients under bf16 autocast (a GPU's fast path).
+    computes the client gradients under bf16 autocast (a GPU's fast path); ``compile`` compiles them
+    (:class:`~fedgames.envs.fedsgd.game.FedSGDGame`).
     """
     if isinstance(scale, str) and scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
     budget = SCALES[scale] if isinstance(scale, str) else scale
     out = Path(out)
     device = str(resolve_device(device))
-    game, in_a, test_x, test_y = build(budget, data_dir, device, seed, precision)
+    game, in_a, test_x, test_y = build(budget, data_dir, device, seed, precision, compile)
     for run in range(budget.runs):
         pending = [(a, b, run) for a, b in settings(budget) if not (out / "runs" / _run_name(a, b, run)).exists()]
         if pending:
@@ -104,7 +106,8 @@ def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, 
 
 
 def build(scale: Scale, data_dir: str | None = None, device: str = "cpu", seed: int = 0,
-          precision: str = "float32") -> tuple[FedSGDGame, np.ndarray, torch.Tensor, torch.Tensor]:
+          precision: str = "float32", compile: bool | str = False
+          ) -> tuple[FedSGDGame, np.ndarray, torch.Tensor, torch.Tensor]:
     """The experiment's game (FEMNIST CNN, 3 clients per round, per-tensor noise, size-weighted mean, lr 0.06), the
     group-A mask over its clients and the held-out data."""
     dataset = (load_leaf_femnist(data_dir, max_writers=scale.writers) if data_dir
@@ -114,7 +117,7 @@ def build(scale: Scale, data_dir: str | None = None, device: str = "cpu", seed: 
     clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers, device=device)
     game = FedSGDGame(FemnistCNN(), clients, active=CLIENTS_PER_ROUND, lr_value=LEARNING_RATE,
                       noise_norm="per_tensor", weighting="size", alpha_max=max(scale.alphas + (1.0,)),
-                      precision=precision)
+                      precision=precision, compile=compile)
     groups = np.random.default_rng(seed).permutation(clients.n_clients)
     in_a = np.zeros(clients.n_clients, dtype=bool)
     in_a[groups[:max(1, round(GROUP_A_SHARE * clients.n_clients))]] = True

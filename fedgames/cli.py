@@ -241,7 +241,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if resolve_device(args.device).type == "cpu":
         keep_freed_memory()
     results = reproduce(args.scale, args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
-                        progress=not args.quiet, precision=args.precision)
+                        progress=not args.quiet, precision=args.precision,
+                        compile=args.compile)
     accuracy = results["clean_accuracy"]
     print(f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
           f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs")
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     repro.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                        help="client gradients under bf16 autocast (GPU)")
+    repro.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                       help="torch.compile the client gradients, optionally in a torch.compile mode (default, "
+                       "max-autotune, ...): a one-off compilation, then fused GPU kernels")
     repro.add_argument("--seed", type=int, default=0)
     repro.add_argument("--quiet", action="store_true")
     repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")

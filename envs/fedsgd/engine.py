@@ -66,6 +66,36 @@ def model_gradients(model: Any) -> Callable[..., Gradients]:
     return gradients
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled(routine: Callable[..., Gradients], compile: bool | str) -> Callable[..., Gradients]:
+    """``routine`` (a gradient routine) under :func:`torch.compile` with static shapes, or ``routine`` itself for
+    ``compile=False``.
+
+    ``compile``: ``True`` (the default mode) or a mode of :data:`COMPILE_MODES`. Compiling fuses the elementwise,
+    pooling and casting passes around the matrix products into generated kernels; the first call (per input shape)
+    pays a one-off compilation. The result equals the eager one to rounding. Under ``"reduce-overhead"`` (CUDA
+    graphs) the routine's outputs live in memory its next call reuses, so the losses are copied out; the gradients
+    must be consumed before the next call (:func:`fedsgd_round` flattens them at once).
+    """
+    if compile is False:
+        return routine
+    if compile is not True and compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be False, True or one of {COMPILE_MODES}, got {compile!r}")
+    mode = "default" if compile is True else compile
+    fused = torch.compile(routine, mode=mode, dynamic=False)
+    if mode != "reduce-overhead":
+        return fused
+
+    def graphed(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Gradients:
+        torch.compiler.cudagraph_mark_step_begin()
+        grads, losses = fused(loss, params, batch)
+        return grads, losses.clone()
+
+    return graphed
+
+
 def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Gradients:
     """The reference: one autograd call per run and client."""
     runs, clients = batch.weight.shape[:2]

@@ -107,6 +107,9 @@ class FedSGDEnv(ProtocolEnv):
             ``inner_product_manipulation``, or ``(name, params)``; see
             :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`). At least one client stays a player, two
             under the default utility.
+        precision: ``float32`` or ``bfloat16`` (the client gradients under bf16 autocast: a GPU's fast path).
+        compile: ``torch.compile`` the client gradients (``True`` or a mode such as ``"max-autotune"``): fused
+            GPU kernels after a one-off compilation, the same result to rounding.
     """
 
     metadata = {"name": "fedsgd_v0", "render_modes": ["ansi"], "is_parallelizable": True}
@@ -117,7 +120,8 @@ class FedSGDEnv(ProtocolEnv):
                  batch_fraction: float = 0.9, alpha_max: float = 10.0, lam: float | list[float] = 1.0,
                  utility: str = "default", samples_per_client: int = 20, data_dir: str | None = None,
                  data_seed: int = 0, device: str = "auto", render_mode: str | None = None,
-                 byzantine: Mapping[str, AttackSpec] | None = None) -> None:
+                 byzantine: Mapping[str, AttackSpec] | None = None, precision: str = "float32",
+                 compile: bool | str = False) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if utility not in UTILITIES:
@@ -140,7 +144,8 @@ class FedSGDEnv(ProtocolEnv):
         self.game = FedSGDGame(model, clients, active=active, lr=lr, lr_value=lr_value,
                                strong_convexity=strong_convexity, eta=eta, radius=radius, noise_norm=noise_norm,
                                weighting=weighting, batch_fraction=batch_fraction,
-                               alpha_max=real("alpha_max", alpha_max, strict=True), byzantine=attackers)
+                               alpha_max=real("alpha_max", alpha_max, strict=True), byzantine=attackers,
+                               precision=precision, compile=compile)
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in self.players]
         self.agents: list[str] = []
