@@ -37,6 +37,41 @@ def test_client_data_padding_keeps_every_sample_once():
         assert torch.equal(data.x[client, :n, 0], data.y[client, :n].float())
 
 
+@pytest.mark.parametrize("compile", [False, True])
+def test_batches_are_uniform_draws_without_replacement(compile):
+    """Each active client's batch holds ``ceil(batch_fraction * n)`` distinct samples of its own data, every sample
+    equally likely (inclusion frequency within 4 binomial SE of ``size / n``); batches are as wide as the round's
+    largest (eager) or the largest possible (compiled: static shapes)."""
+    counts = [3, 7, 10, 1, 5]
+    writer = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
+    ids = torch.arange(len(writer), dtype=torch.float32)
+    clients = ClientData.from_arrays(ids[:, None], torch.arange(len(writer)), writer, len(counts))
+    game = FedSGDGame(Quadratic(eigenvalues=(1.0,), theta_star=(0.0,)), clients, active=3, batch_fraction=0.5,
+                      compile=compile)
+    g = torch.Generator().manual_seed(0)
+    draws, runs = 4000, 2
+    included = torch.zeros(len(writer))
+    appearances = torch.zeros(len(writer))
+    for _ in range(draws // runs):
+        active = torch.stack([torch.randperm(len(counts), generator=g)[:3] for _ in range(runs)])
+        batch, sizes = game.draw_batches(active, g, runs)
+        size = torch.ceil(0.5 * sizes)
+        assert batch.weight.shape[-1] == (5 if compile else int(size.max()))
+        assert torch.equal(batch.weight.sum(-1), size)
+        for r in range(runs):
+            for c in range(3):
+                picked = batch.y[r, c][batch.weight[r, c] > 0]
+                assert len(set(picked.tolist())) == len(picked)
+                assert (writer[picked] == active[r, c]).all()
+                assert torch.equal(batch.x[r, c][batch.weight[r, c] > 0, 0], ids[picked])
+                included[picked] += 1
+                appearances[writer == active[r, c]] += 1
+    p = torch.ceil(0.5 * torch.tensor(counts, dtype=torch.float32))[writer] / torch.tensor(counts)[writer]
+    se = (p * (1 - p) / appearances).sqrt().clamp_min(1e-12)
+    z = ((included / appearances - p) / se)[p < 1]
+    assert z.abs().max() < 4, z
+
+
 @pytest.mark.parametrize("active", [None, 3])
 def test_participation_and_balanced_bookkeeping(active):
     """m distinct active clients per run and round; inactive clients are not charged; balanced payments

@@ -222,20 +222,27 @@ class FedSGDGame:
             return self.lr_value
         return decaying_lr(self.strong_convexity, self.eta, t)  # type: ignore[arg-type]
 
-    def _batch(self, active: torch.Tensor, generator: torch.Generator, draws: int
-               ) -> tuple[ClientBatch, torch.Tensor]:
-        """The active clients' padded batches: ``ceil(batch_fraction * n)`` random samples of each (``draws``
-        independent choices, ``R`` or 1 shared by all runs)."""
+    def draw_batches(self, active: torch.Tensor, generator: torch.Generator, draws: int
+                     ) -> tuple[ClientBatch, torch.Tensor]:
+        """The active clients' batches and data sizes: ``ceil(batch_fraction * n)`` of each client's ``n`` samples,
+        drawn uniformly without replacement (``draws`` independent choices: ``R``, or 1 shared by all runs).
+
+        A batch is padded (weight 0) to the round's largest one, or, when compiled, to the largest any round can
+        have (static shapes): the kernels never compute on more than that."""
         count = self.clients.count[active]
         n_max = self.clients.x.shape[1]
+        size = self._batch_size(count)
         real_sample = torch.arange(n_max, device=count.device) < count[..., None]
         scores = torch.rand((draws,) + active.shape[1:] + (n_max,), generator=generator, device=count.device)
-        scores = scores.expand(active.shape + (n_max,))
-        scores = torch.where(real_sample, scores, torch.full_like(scores, 2.0))
-        rank = torch.argsort(torch.argsort(scores, dim=-1), dim=-1)
-        size = torch.ceil(self.batch_fraction * count).clamp_min(1)
-        weight = (rank < size[..., None]).float()
-        return ClientBatch(self.clients.x[active], self.clients.y[active], weight), count.float()
+        scores = torch.where(real_sample, scores.expand(active.shape + (n_max,)), 2.0)
+        width = int((self._batch_size(self.clients.count) if self.compile else size).max())
+        chosen = torch.argsort(scores, dim=-1)[..., :width]  # its first `size` entries: the batch, in random order
+        weight = (torch.arange(width, device=count.device) < size[..., None]).float()
+        rows = active[..., None].expand_as(chosen)
+        return ClientBatch(self.clients.x[rows, chosen], self.clients.y[rows, chosen], weight), count.float()
+
+    def _batch_size(self, count: torch.Tensor) -> torch.Tensor:
+        return torch.ceil(self.batch_fraction * count).clamp_min(1)
 
     def play_round(self, state: RunState, alpha: torch.Tensor, generator: torch.Generator,
                    protocol: Protocol | None = None, response_generator: torch.Generator | None = None
@@ -268,7 +275,7 @@ class FedSGDGame:
         draws = 1 if state.common else runs
         active = torch.rand(draws, n, generator=generator, device=device).argsort(-1)[:, :self.active]
         active = active.expand(runs, -1)
-        batch, sizes = self._batch(active, generator, draws)
+        batch, sizes = self.draw_batches(active, generator, draws)
         weights = sizes if self.weighting == "size" else torch.ones_like(sizes)
         t = state.round + 1
         lr = torch.full((runs,), self.step_size(t), device=device, dtype=state.theta.dtype)
