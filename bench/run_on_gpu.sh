@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
-# What produced the README's GPU numbers, in one go on a CUDA machine: the CUDA tests of the FedSGD engine, the
-# engine benchmark (fp32 and bf16, R in {1, 8, 32, 64}) with a kernel profile, and the `small` B.3 reproduction
-# (resumable: a rerun with the same OUTDIR continues it).
-# Usage: bash bench/run_on_gpu.sh OUTDIR [seconds allowed for the reproduction, default 240; 0 skips it]
+# What produces the README's GPU numbers, in one go on a CUDA machine (a device session's one call):
+#   1. the CUDA tests of the FedSGD engine and game (batched == naive, bf16, compiled == eager);
+#   2. at R = 64, every gradient path eager under bf16, then the hand-written kernels compiled (torch.compile);
+#   3. the fastest of those at R in {1, 8, 32, 64} in float32 and bf16 against the naive loop, with a kernel profile;
+#   4. optionally the `small` B.3 reproduction on the fastest settings (resumable: rerun with the same OUTDIR).
+# Usage: bash bench/run_on_gpu.sh OUTDIR [seconds allowed for the reproduction, default 0: skipped]
 set -u
 out=${1:?usage: bash bench/run_on_gpu.sh OUTDIR [seconds]}
-limit=${2:-240}
+limit=${2:-0}
+bench="python3 bench/fedsgd_engine_throughput.py"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
-python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py -k "cuda or bf16" \
-  > "$out/cuda_tests.txt" 2>&1
+python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py \
+  -k "cuda or bf16 or compile" > "$out/cuda_tests.txt" 2>&1
 tail -3 "$out/cuda_tests.txt"
-python3 bench/fedsgd_engine_throughput.py --precisions float32 bfloat16 --json "$out/bench.json" \
-  --profile "$out/profile.txt" 2>&1 | tee "$out/bench.txt"
+$bench --runs 64 --rounds 5 --paths vmap grouped padded im2col --precisions bfloat16 --json "$out/r64_eager.json" \
+  2>&1 | tee "$out/r64_eager.txt"
+timeout 240 $bench --runs 64 --rounds 5 --paths grouped im2col --precisions bfloat16 --compile default \
+  --json "$out/r64_compiled.json" 2>&1 | tee "$out/r64_compiled.txt"
+# the fastest (path, compile mode) at R = 64
+read -r path mode < <(python3 - "$out" <<'EOF'
+import json, pathlib, sys
+rates = {}
+for name in ("r64_eager.json", "r64_compiled.json"):
+    file = pathlib.Path(sys.argv[1]) / name
+    if file.exists():
+        rates.update(json.loads(file.read_text())["rows"][0]["rounds_per_s"])
+best = max(rates, key=rates.get)
+parts = best.split("/")
+print(parts[0], parts[2] if len(parts) > 2 else "off")
+EOF
+)
+echo "fastest at R = 64: $path (compile: $mode)"
+$bench --runs 1 8 32 64 --paths naive "$path" --precisions float32 bfloat16 --compile "$mode" \
+  --json "$out/bench.json" --profile "$out/profile.txt" 2>&1 | tee "$out/bench.txt"
 if [ "$limit" -gt 0 ]; then
-  timeout "$limit" fedgames reproduce honesty-b3 --scale small --device cuda --out "$out/small" --quiet \
-    > "$out/small.log" 2>&1
+  compile=(); [ "$mode" != off ] && compile=(--compile "$mode")
+  timeout "$limit" fedgames reproduce honesty-b3 --scale small --device cuda --precision bfloat16 "${compile[@]}" \
+    --out "$out/small" --quiet > "$out/small.log" 2>&1
   echo "reproduction exit status $? (124: stopped at the time limit; rerun to resume)"
   tail -12 "$out/small.log"
   tar czf "$out/small.tar.gz" -C "$out" small && rm -rf "$out/small"  # one file: finished runs + any results

@@ -240,20 +240,23 @@ def test_unknown_precision_is_rejected():
         FedSGDGame(model, clients, precision="float16")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("objective", ["quadratic", "cnn"])
-def test_compiled_gradients_equal_eager(objective):
+def test_compiled_gradients_equal_eager(objective, device):
     """``compile=True`` (torch.compile of the vmap path for the quadratic, of the hand-written kernels for the CNN)
     plays the same rounds as eager execution, in float64 to rounding."""
     if objective == "quadratic":
         model, clients = quadratic_clients()
+        clients = ClientData(clients.x.to(device), clients.y.to(device), clients.count.to(device))
     else:
         data = synthetic_femnist(n_writers=4, seed=0, mean_samples=6)
-        model, clients = FemnistCNN(), ClientData.from_arrays(data.x, data.y, data.writer, data.n_writers)
-    alpha = torch.linspace(0.0, 1.0, clients.n_clients, dtype=torch.float64).repeat(2, 1)
+        model = FemnistCNN()
+        clients = ClientData.from_arrays(data.x, data.y, data.writer, data.n_writers, device=device)
+    alpha = torch.linspace(0.0, 1.0, clients.n_clients, dtype=torch.float64, device=device).repeat(2, 1)
     thetas = []
     for compile in (False, True):
         game = FedSGDGame(model, clients, active=3, compile=compile)
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator(device=device).manual_seed(0)
         state = game.start(2, g, dtype=torch.float64)
         for _ in range(2):
             game.play_round(state, alpha, g)
