@@ -216,12 +216,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         init = _policies(args.profile, env)
         result = train_independent(env, algo=args.algo, rounds=args.rounds or 10, steps_per_round=args.steps or 100_000,
                                    n_envs=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, init=init,
-                                   progress=not args.quiet)
+                                   eval_episodes=args.eval_episodes, progress=not args.quiet)
     else:
         steps = args.steps or 100_000
         result = train_shared(env, algo=args.algo, total_steps=steps * (args.rounds or 10), n_games=_n_envs(args, env),
                               seed=args.seed, checkpoint_dir=checkpoints, checkpoint_every=steps,
-                              progress=not args.quiet)
+                              eval_episodes=args.eval_episodes, progress=not args.quiet)
     last = result.history[-1]
     print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")
     for agent, summary in last["players"].items():
@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="episodes per player and round / per checkpoint (100000)")
     train.add_argument("--n-envs", type=int, help="games per vectorised step (1024; 256 for multi-round games, "
                        "whose steps are rounds)")
+    train.add_argument("--eval-episodes", type=int, default=4096,
+                       help="seeded episodes of each checkpoint's strategy summary (4096)")
     train.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
     train.set_defaults(run=cmd_train)
 

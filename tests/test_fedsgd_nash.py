@@ -309,9 +309,11 @@ def test_cli_check_fedsgd_ppo_and_constant_profile(tmp_path, capsys):
 @pytest.mark.parametrize("mode", ["independent", "shared"])
 def test_cli_train_fedsgd(tmp_path, capsys, mode):
     args = ["train", "fedsgd_v0", *ENV_ARGS, "--mode", mode, "--rounds", "1", "--steps", "320", "--n-envs", "16",
-            "--out", str(tmp_path)]
+            "--eval-episodes", "64", "--out", str(tmp_path)]
     assert main(args) == 0
-    history = json.loads((tmp_path / "training.json").read_text())["history"]
+    training = json.loads((tmp_path / "training.json").read_text())
+    assert training["config"]["eval_episodes"] == 64
+    history = training["history"]
     assert len(history) == 1 and set(history[0]["players"]) == {f"player_{i}" for i in range(N)}
     assert {"alpha", "alpha_last", "reward"} <= set(history[0]["players"]["player_0"])
     assert "player_0: alpha=" in capsys.readouterr().out
