@@ -8,7 +8,8 @@ groups, per-client weight gradients as batched products) with each strategy for 
 ``grouped``, ``padded``, ``im2col`` (``FemnistCNN.conv1``). All compute the same messages and updates
 (tests/test_fedsgd_engine.py). ``--compile`` adds each path under ``torch.compile`` in the given modes (``off``:
 eager; the compilation happens in the warm-up round and is not timed). Rates are run-rounds per second (R x rounds / wall clock), measured in one process
-on one device, after a warm-up round; ``--json`` also writes them, with the device, to a file.
+on one device, after a warm-up round; ``--json`` also writes them, with the device, to a file (after each
+measurement).
 
 Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
        [--paths naive vmap grouped padded im2col] [--precisions float32 bfloat16] [--json FILE]
@@ -129,17 +130,19 @@ def main() -> None:
     short = [name.replace("float32", "fp32").replace("bfloat16", "bf16") for name in names]
     width = max(14, *map(len, short))
     print(f"{'R':>4s} " + " ".join(f"{name:>{width}s}" for name in short) + "   best/naive")
-    rows = []
+    rows: list[dict] = []
     for runs in args.runs:
-        rates = {name: rate(p, runs, args.rounds, args.device, q, c) for name, (p, q, c) in zip(names, columns)}
+        rates: dict[str, float] = {}
+        rows.append({"runs": runs, "rounds_per_s": rates})
+        for name, (p, q, c) in zip(names, columns):
+            rates[name] = rate(p, runs, args.rounds, args.device, q, c)
+            if args.json:  # after every measurement: a run cut short keeps what it measured
+                write_atomic(args.json, json.dumps({"device": args.device, "card": card, "torch": torch.__version__,
+                                                    "clients": CLIENTS, "samples": SAMPLES, "rows": rows}, indent=2))
         naive = rates.get("naive/float32")
         best = max(v for k, v in rates.items() if not k.startswith("naive"))
         ratio = f"{best / naive:10.1f}x" if naive else ""
         print(f"{runs:4d} " + " ".join(f"{v:{width}.1f}" for v in rates.values()) + f"   {ratio}", flush=True)
-        rows.append({"runs": runs, "rounds_per_s": rates})
-    if args.json:
-        write_atomic(args.json, json.dumps({"device": args.device, "card": card, "torch": torch.__version__,
-                                            "clients": CLIENTS, "samples": SAMPLES, "rows": rows}, indent=2))
     if args.profile:
         last = rows[-1]["rounds_per_s"]
         fastest = max((k for k in last if not k.startswith("naive")), key=last.get)

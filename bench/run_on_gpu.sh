@@ -2,8 +2,10 @@
 # What produces the README's GPU numbers, in one go on a CUDA machine (a device session's one call):
 #   1. the CUDA tests of the FedSGD engine and game (batched == naive, bf16, compiled == eager);
 #   2. at R = 64, every gradient path eager under bf16, then the hand-written kernels compiled (torch.compile);
-#   3. the fastest of those at R in {1, 8, 32, 64} in float32 and bf16 against the naive loop, with a kernel profile;
+#   3. the fastest of those at R in {1, 8, 32, 64} against the naive loop, with a kernel profile;
 #   4. optionally the `small` B.3 reproduction on the fastest settings (resumable: rerun with the same OUTDIR).
+# Each phase has its own time limit and result file (about 9 minutes in all, most of it compiling), so a cut-off
+# call still returns the finished phases.
 # Usage: bash bench/run_on_gpu.sh OUTDIR [seconds allowed for the reproduction, default 0: skipped]
 set -u
 out=${1:?usage: bash bench/run_on_gpu.sh OUTDIR [seconds]}
@@ -11,12 +13,12 @@ limit=${2:-0}
 bench="python3 bench/fedsgd_engine_throughput.py"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
-python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py \
   -k "cuda or bf16 or compile" > "$out/cuda_tests.txt" 2>&1
 tail -3 "$out/cuda_tests.txt"
-$bench --runs 64 --rounds 5 --paths vmap grouped padded im2col --precisions bfloat16 --json "$out/r64_eager.json" \
-  2>&1 | tee "$out/r64_eager.txt"
-timeout 240 $bench --runs 64 --rounds 5 --paths grouped im2col --precisions bfloat16 --compile default \
+timeout 120 $bench --runs 64 --rounds 5 --paths vmap grouped padded im2col --precisions bfloat16 \
+  --json "$out/r64_eager.json" 2>&1 | tee "$out/r64_eager.txt"
+timeout 200 $bench --runs 64 --rounds 5 --paths grouped im2col --precisions bfloat16 --compile default \
   --json "$out/r64_compiled.json" 2>&1 | tee "$out/r64_compiled.txt"
 # the fastest (path, compile mode) at R = 64
 read -r path mode < <(python3 - "$out" <<'EOF'
@@ -32,7 +34,7 @@ print(parts[0], parts[2] if len(parts) > 2 else "off")
 EOF
 )
 echo "fastest at R = 64: $path (compile: $mode)"
-$bench --runs 1 8 32 64 --paths naive "$path" --precisions float32 bfloat16 --compile "$mode" \
+timeout 180 $bench --runs 1 8 32 64 --paths naive "$path" --precisions bfloat16 --compile "$mode" \
   --json "$out/bench.json" --profile "$out/profile.txt" 2>&1 | tee "$out/bench.txt"
 if [ "$limit" -gt 0 ]; then
   compile=(); [ "$mode" != off ] && compile=(--compile "$mode")
