@@ -7,9 +7,9 @@ runs) and the CNN's hand-written kernels (shared-weight forward and input gradie
 groups, per-client weight gradients as batched products) with each strategy for the first convolution:
 ``grouped``, ``padded``, ``im2col`` (``FemnistCNN.conv1``). All compute the same messages and updates
 (tests/test_fedsgd_engine.py). ``--compile`` adds each path under ``torch.compile`` in the given modes (``off``:
-eager; the compilation happens in the warm-up round and is not timed). Rates are run-rounds per second (R x rounds / wall clock), measured in one process
-on one device, after a warm-up round; ``--json`` also writes them, with the device, to a file (after each
-measurement).
+eager; the compilation happens in the warm-up round and is not timed). Rates are run-rounds per second
+(R x rounds / wall clock), measured in one process on one device, after a warm-up round; ``--json`` also writes
+them, with the device, to a file (after each measurement).
 
 Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
        [--paths naive vmap grouped padded im2col] [--precisions float32 bfloat16] [--json FILE]
