@@ -4,7 +4,9 @@ the final self-correction and learning on small real data."""
 from __future__ import annotations
 
 import math
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -270,10 +272,15 @@ def test_unknown_compile_mode_is_rejected():
         FedSGDGame(model, clients, compile="fast")
 
 
-def test_env_passes_precision_and_compile_to_the_game():
+def test_env_passes_precision_and_compile_to_the_game_and_pickles():
     env = fedgames.make("fedsgd_v0", device="cpu", precision="bfloat16", compile="default")
     assert env.unwrapped.game.precision == "bfloat16"
     assert env.unwrapped.game.compile == "default"
+    copy = pickle.loads(pickle.dumps(env))  # the compiled routine is rebuilt, not pickled
+    assert copy.unwrapped.game.compile == "default"
+    copy.reset(seed=0)
+    _, rewards, *_ = copy.step({agent: np.zeros(1, dtype=np.float32) for agent in copy.agents})
+    assert set(rewards) == set(copy.possible_agents)
 
 
 def test_common_random_numbers_pair_runs_across_alpha():

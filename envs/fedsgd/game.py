@@ -183,6 +183,13 @@ class FedSGDGame:
         self.byzantine = None if not byzantine else ByzantineClients(byzantine, n, self.active)
         self.like = {k: v.to(clients.x.device) for k, v in model.init(torch.Generator().manual_seed(0)).items()}
 
+    def __getstate__(self) -> dict[str, Any]:  # a compiled routine does not pickle: rebuilt on unpickling
+        return {k: v for k, v in self.__dict__.items() if k != "_gradients"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._gradients = compiled(self._precise_gradients, self.compile)
+
     def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
         """Every active client's gradient and loss (the engine's ``gradients`` stage), under bf16 autocast if
         asked, compiled if asked."""
