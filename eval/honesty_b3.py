@@ -13,7 +13,9 @@ differ only by their alphas), so the settings of a seed are paired: each curve a
 from its first grid point with the standard error of the paired differences over seeds. Every finished run is
 written to ``DIR/runs/`` at once, so an interrupted job resumes without recomputing them (a seed's remaining runs
 replay with the same random numbers: with common random numbers a run's draws do not depend on its batch; only
-floating-point rounding, which depends on the batch size, differs). Outputs:
+floating-point rounding, which depends on the batch size, differs). Within a seed the runs in progress are
+checkpointed every few minutes (``DIR/checkpoints/``: parameters, payment records and the random generator's
+state), and a resumed job continues from there exactly as if it had not stopped. Outputs:
 ``results.json``, ``curves.csv``, ``runs.csv`` and three PNGs.
 """
 
@@ -24,6 +26,7 @@ import io
 import json
 import math
 import platform
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
-from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, resolve_device
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device
 from fedgames.envs.fedsgd.models import FemnistCNN
 from fedgames.files import write_atomic
 
@@ -60,7 +63,7 @@ SCALES = {
     "paper": Scale(writers=3597, mean_samples=226, sample_sigma=0.35, rounds=10650, runs=10,
                    alphas=tuple(float(a) for a in range(10)), penalties=(0.0, 5e-5, 1e-4, 2e-4)),
 }
-"""``tiny``: the whole pipeline in minutes on 2 CPU cores (150 rounds: the CNN gets clearly above chance, far
+"""``tiny``: the whole pipeline in minutes on 2 CPU cores (100 rounds: the CNN gets clearly above chance, far
 from trained); ``small``: hours on a CPU, minutes on a GPU; ``paper``: [H]'s T = 10650 with 10 runs per setting,
 for a GPU (with real FEMNIST from ``data_dir``, or the synthetic writers). Synthetic writer sizes follow real
 FEMNIST's spread (LEAF: mean 227, standard deviation 89 samples per writer, a coefficient of variation 0.39, hence a
@@ -83,16 +86,19 @@ def _run_name(alpha_a: float, alpha_b: float, seed: int) -> str:
 
 
 def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "auto",
-              seed: int = 0, progress: bool = True, precision: str = "float32", compile: bool | str = False
-              ) -> dict[str, Any]:
+              seed: int = 0, progress: bool = True, precision: str = "float32", compile: bool | str = False,
+              checkpoint_minutes: float = 5.0) -> dict[str, Any]:
     """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content.
 
     ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"bfloat16"``
     computes the client gradients under bf16 autocast (a GPU's fast path); ``compile`` compiles them
-    (:class:`~fedgames.envs.fedsgd.game.FedSGDGame`).
+    (:class:`~fedgames.envs.fedsgd.game.FedSGDGame`). ``checkpoint_minutes``: how often the runs in progress are
+    saved (``inf``: never).
     """
     if isinstance(scale, str) and scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
+    if not checkpoint_minutes > 0:
+        raise ValueError(f"checkpoint_minutes must be > 0 (inf: never), got {checkpoint_minutes}")
     budget = SCALES[scale] if isinstance(scale, str) else scale
     out = Path(out)
     device = str(resolve_device(device))
@@ -101,7 +107,8 @@ def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, 
         pending = [(a, b, run) for a, b in settings(budget) if not (out / "runs" / _run_name(a, b, run)).exists()]
         if pending:
             generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + run)
-            _simulate(game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress)
+            _simulate(game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress,
+                      60 * checkpoint_minutes)
     return summarize(out, budget, in_a, seed, data_dir)
 
 
@@ -126,20 +133,41 @@ def build(scale: Scale, data_dir: str | None = None, device: str = "cpu", seed: 
 
 def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.ndarray, rounds: int,
               test_x: torch.Tensor, test_y: torch.Tensor, out: Path, generator: torch.Generator,
-              progress: bool) -> None:
-    """Advance one seed's runs together (common random numbers) and write each finished run to ``out/runs``."""
+              progress: bool, checkpoint_seconds: float) -> None:
+    """Advance one seed's runs together (common random numbers), from its checkpoint if it has one for these
+    ``jobs``, saving one every ``checkpoint_seconds``; write each finished run to ``out/runs``."""
     device = test_x.device
-    state = game.start(len(jobs), generator, common=True)
+    checkpoint = out / "checkpoints" / f"seed_{jobs[0][2]}.pt"
+    state = _resume(checkpoint, jobs, generator, device) or game.start(len(jobs), generator, common=True)
     mask = torch.as_tensor(in_a, device=device)
     alpha = torch.stack([torch.where(mask, a, b) for a, b, _ in jobs]).float()
-    for _ in tqdm(range(rounds), desc=f"{len(jobs)} runs", disable=not progress, leave=False):
+    saved = time.monotonic()
+    for _ in tqdm(range(state.round, rounds), initial=state.round, total=rounds, desc=f"{len(jobs)} runs",
+                  disable=not progress, leave=False):
         game.play_round(state, alpha, generator)
+        if time.monotonic() - saved >= checkpoint_seconds and state.round < rounds:
+            record = {"jobs": jobs, "state": state.state_dict(), "generator": generator.get_state()}
+            write_atomic(checkpoint, lambda tmp: torch.save(record, tmp))
+            saved = time.monotonic()
     metrics = game.evaluate(state.theta, test_x, test_y)
     for k, (a, b, s) in enumerate(jobs):
         record = {"alpha_A": a, "alpha_B": b, "seed": s, "diverged": bool(state.diverged[k]),
                   "test_loss": float(metrics["loss"][k]), "test_accuracy": float(metrics["accuracy"][k]),
                   "paid": state.paid[k].tolist(), "received": state.received[k].tolist()}
         write_atomic(out / "runs" / _run_name(a, b, s), json.dumps(record))
+    checkpoint.unlink(missing_ok=True)
+
+
+def _resume(checkpoint: Path, jobs: list[tuple[float, float, int]], generator: torch.Generator,
+            device: torch.device) -> RunState | None:
+    """The runs saved in ``checkpoint`` if it holds these ``jobs`` (then ``generator`` continues its stream)."""
+    if not checkpoint.exists():
+        return None
+    record = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if [tuple(job) for job in record["jobs"]] != jobs:
+        return None
+    generator.set_state(record["generator"])
+    return RunState.from_state_dict(record["state"], device)
 
 
 def _group_rewards(record: dict[str, Any], members: np.ndarray, C: float) -> float:

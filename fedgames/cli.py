@@ -242,7 +242,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         keep_freed_memory()
     results = reproduce(args.scale, args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
                         progress=not args.quiet, precision=args.precision,
-                        compile=args.compile)
+                        compile=args.compile, checkpoint_minutes=args.checkpoint_minutes)
     accuracy = results["clean_accuracy"]
     print(f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
           f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs")
@@ -314,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
                        help="torch.compile the client gradients, optionally in a torch.compile mode (default, "
                        "max-autotune, ...): a one-off compilation, then fused GPU kernels")
+    repro.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                       help="save the runs in progress this often (DIR/checkpoints; a rerun resumes from there)")
     repro.add_argument("--seed", type=int, default=0)
     repro.add_argument("--quiet", action="store_true")
     repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")

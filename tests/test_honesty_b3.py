@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedgames.envs.fedsgd.game import FedSGDGame
 from fedgames.eval.honesty_b3 import SCALES, Scale, _group_rewards, _simulate, build, reproduce, settings
 
 MICRO = Scale(writers=6, mean_samples=4, sample_sigma=0.35, rounds=3, runs=2, alphas=(0.0, 2.0), penalties=(0.0, 1e-3))
@@ -73,6 +74,41 @@ def test_differences_are_paired_by_seed(micro):
     assert free["diff_mean"][0] == 0.0
     assert free["diff_mean"][1] == pytest.approx(np.mean(paired))
     assert free["diff_se"][1] == pytest.approx(np.std(paired, ddof=1) / np.sqrt(MICRO.runs))
+
+
+def test_interrupted_seed_resumes_from_its_checkpoint_exactly(tmp_path, monkeypatch):
+    """A job stopped in the middle of a seed (checkpointing every round) resumes from the checkpoint, not from
+    round 0, and ends with exactly the records of the uninterrupted job; the checkpoint is removed once the seed's
+    runs are written."""
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    reproduce(MICRO, reference, progress=False)
+    played = []
+    original = FedSGDGame.play_round
+
+    def interrupted(self, state, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if len(played) == MICRO.rounds + 1:  # seed 0 done, seed 1 checkpointed after its first round
+            raise KeyboardInterrupt
+        played.append(state.round)
+        return original(self, state, *args, **kwargs)
+
+    monkeypatch.setattr(FedSGDGame, "play_round", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(MICRO, resumed, progress=False, checkpoint_minutes=1e-9)
+    assert (resumed / "checkpoints" / "seed_1.pt").exists()
+    assert not (resumed / "checkpoints" / "seed_0.pt").exists()
+    played.clear()
+    monkeypatch.setattr(FedSGDGame, "play_round", lambda self, state, *a, **k: (
+        played.append(state.round), original(self, state, *a, **k))[1])
+    reproduce(MICRO, resumed, progress=False, checkpoint_minutes=1e-9)
+    assert played == list(range(1, MICRO.rounds))  # seed 1 continued after its first round
+    assert not any((resumed / "checkpoints").iterdir())
+    for run in sorted((reference / "runs").glob("*.json")):
+        assert json.loads((resumed / "runs" / run.name).read_text()) == json.loads(run.read_text()), run.name
+
+
+def test_checkpoint_interval_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_minutes must be > 0"):
+        reproduce(MICRO, tmp_path, checkpoint_minutes=0)
 
 
 def test_unknown_scale():

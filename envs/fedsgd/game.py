@@ -99,6 +99,17 @@ class RunState:
     payments: torch.Tensor | None = None
     last: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What continues these runs (for a checkpoint): every field but ``last``, which the next round replaces
+        (so restore only between rounds, not to take the final self-correction)."""
+        return {name: getattr(self, name) for name in ("theta", "center", "common", "round", "diverged", "paid",
+                                                       "received", "payments")}
+
+    @classmethod
+    def from_state_dict(cls, data: Mapping[str, Any], device: str | torch.device) -> RunState:
+        """The runs of a :meth:`state_dict`, their tensors on ``device``."""
+        return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()})
+
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
