@@ -138,7 +138,7 @@ def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.n
     ``jobs``, saving one every ``checkpoint_seconds``; write each finished run to ``out/runs``."""
     device = test_x.device
     checkpoint = out / "checkpoints" / f"seed_{jobs[0][2]}.pt"
-    state = _resume(checkpoint, jobs, generator, device) or game.start(len(jobs), generator, common=True)
+    state = _resume(checkpoint, jobs, rounds, generator, device) or game.start(len(jobs), generator, common=True)
     mask = torch.as_tensor(in_a, device=device)
     alpha = torch.stack([torch.where(mask, a, b) for a, b, _ in jobs]).float()
     saved = time.monotonic()
@@ -146,7 +146,7 @@ def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.n
                   disable=not progress, leave=False):
         game.play_round(state, alpha, generator)
         if time.monotonic() - saved >= checkpoint_seconds and state.round < rounds:
-            record = {"jobs": jobs, "state": state.state_dict(), "generator": generator.get_state()}
+            record = {"jobs": jobs, "rounds": rounds, "state": state.state_dict(), "generator": generator.get_state()}
             write_atomic(checkpoint, lambda tmp: torch.save(record, tmp))
             saved = time.monotonic()
     metrics = game.evaluate(state.theta, test_x, test_y)
@@ -158,13 +158,14 @@ def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.n
     checkpoint.unlink(missing_ok=True)
 
 
-def _resume(checkpoint: Path, jobs: list[tuple[float, float, int]], generator: torch.Generator,
+def _resume(checkpoint: Path, jobs: list[tuple[float, float, int]], rounds: int, generator: torch.Generator,
             device: torch.device) -> RunState | None:
-    """The runs saved in ``checkpoint`` if it holds these ``jobs`` (then ``generator`` continues its stream)."""
+    """The runs saved in ``checkpoint`` if it holds these ``jobs`` of ``rounds`` rounds (then ``generator``
+    continues its stream); ``None`` for none, or another job's."""
     if not checkpoint.exists():
         return None
     record = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if [tuple(job) for job in record["jobs"]] != jobs:
+    if [tuple(job) for job in record["jobs"]] != jobs or record["rounds"] != rounds:
         return None
     generator.set_state(record["generator"])
     return RunState.from_state_dict(record["state"], device)
