@@ -3,16 +3,17 @@
 Each run has 3 active clients with 180 samples each (the [H] B.3 shape) on the FEMNIST CNN; ``R`` runs advance one
 round per step (``fedsgd_round``: gradients, per-tensor noise on every client, weighted mean, step, deviations).
 Paths: ``naive`` (one autograd call per run and client), ``vmap`` (``torch.func`` grad + vmap over clients and
-runs) and the CNN's hand-written kernels (shared-weight forward and input gradients with the runs as convolution
-groups, per-client weight gradients as batched products) with each strategy for the first convolution:
-``grouped``, ``padded``, ``im2col`` (``FemnistCNN.conv1``). All compute the same messages and updates
+runs) and the CNN's hand-written kernels (every (run, client) pair a convolution group, dense layers as batched
+products; ``envs/fedsgd/cnn_kernels.py``) with each strategy for the first convolution: ``grouped``, ``padded``,
+``im2col`` (``FemnistCNN.conv1``), channels-last, or channels-first with ``-nchw`` (``grouped-nchw``, ...;
+``FemnistCNN.channels_last``). All compute the same messages and updates
 (tests/test_fedsgd_engine.py). ``--compile`` adds each path under ``torch.compile`` in the given modes (``off``:
 eager; the compilation happens in the warm-up round and is not timed). Rates are run-rounds per second
 (R x rounds / wall clock), measured in one process on one device, after a warm-up round; ``--json`` also writes
 them, with the device, to a file (after each measurement).
 
 Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
-       [--paths naive vmap grouped padded im2col] [--precisions float32 bfloat16] [--json FILE]
+       [--paths naive vmap grouped padded im2col grouped-nchw ...] [--precisions float32 bfloat16] [--json FILE]
        [--compile off default max-autotune] [--profile FILE]
 """
 
@@ -43,7 +44,9 @@ from fedgames.memory import keep_freed_memory
 
 CLIENTS, SAMPLES = 3, 180
 PATHS = {"naive": naive_client_gradients, "vmap": client_gradients,
-         **{strategy: model_gradients(FemnistCNN(conv1=strategy)) for strategy in CONV1_STRATEGIES}}
+         **{strategy: model_gradients(FemnistCNN(conv1=strategy)) for strategy in CONV1_STRATEGIES},
+         **{f"{strategy}-nchw": model_gradients(FemnistCNN(conv1=strategy, channels_last=False))
+            for strategy in CONV1_STRATEGIES}}
 
 
 def make_step(path: str, runs: int, device: str, precision: str, compile: str = "off"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What produces the README's GPU numbers, in one go on a CUDA machine (a device session's one call):
 #   1. the CUDA tests of the FedSGD engine and game (batched == naive, bf16, compiled == eager);
-#   2. at R = 64, every gradient path eager under bf16, then the hand-written kernels compiled (torch.compile);
+#   2. at R = 64, every gradient path eager under bf16 (the kernels channels-last and -nchw), then the two fastest
+#      kernel paths compiled (torch.compile);
 #   3. the fastest of those at R in {1, 8, 32, 64} against the naive loop, with a kernel profile;
 #   4. optionally the `small` B.3 reproduction on the fastest settings (resumable: rerun with the same OUTDIR).
 # Each phase has its own time limit and result file (about 9 minutes in all, most of it compiling), so a cut-off
@@ -16,9 +17,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py \
   -k "cuda or bf16 or compile" > "$out/cuda_tests.txt" 2>&1
 tail -3 "$out/cuda_tests.txt"
-timeout 120 $bench --runs 64 --rounds 5 --paths vmap grouped padded im2col --precisions bfloat16 \
-  --json "$out/r64_eager.json" 2>&1 | tee "$out/r64_eager.txt"
-timeout 200 $bench --runs 64 --rounds 5 --paths grouped im2col --precisions bfloat16 --compile default \
+timeout 120 $bench --runs 64 --rounds 5 --paths vmap grouped padded im2col grouped-nchw padded-nchw im2col-nchw \
+  --precisions bfloat16 --json "$out/r64_eager.json" 2>&1 | tee "$out/r64_eager.txt"
+fastest=$(python3 - "$out/r64_eager.json" <<'EOF'
+import json, sys
+rates = json.load(open(sys.argv[1]))["rows"][0]["rounds_per_s"]
+kernels = sorted((k for k in rates if not k.startswith(("vmap", "naive"))), key=rates.get, reverse=True)
+print(" ".join(k.split("/")[0] for k in kernels[:2]))
+EOF
+)
+timeout 200 $bench --runs 64 --rounds 5 --paths ${fastest:-grouped im2col} --precisions bfloat16 --compile default \
   --json "$out/r64_compiled.json" 2>&1 | tee "$out/r64_compiled.txt"
 # the fastest (path, compile mode) at R = 64
 read -r path mode < <(python3 - "$out" <<'EOF'

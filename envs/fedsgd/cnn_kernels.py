@@ -1,13 +1,16 @@
 """Per-client gradients of the FEMNIST CNN for many runs at once, by hand (SPEC §2 "Performance").
 
-Within a run every active client differentiates at the run's weights, so the forward pass and the gradients with
-respect to the *activations* are shared-weight computations over all ``m x b`` samples of the run: convolutions
-with the runs as groups (``groups = R``) and batched matrix products over runs. Only the gradients with respect to
-the *weights* must stay per client: batched matrix products over ``R x m`` (dense layers) and convolution weight
-gradients with ``groups = R x m`` (convolutions). :func:`torch.func.vmap` over runs and clients does every step per
-``(run, client)`` pair instead (groups of ``b`` samples); this path gives the large shared-weight steps to the
-library kernels whole. The result equals :func:`fedgames.envs.fedsgd.engine.naive_client_gradients` of
-:meth:`FemnistCNN.loss <fedgames.envs.fedsgd.models.FemnistCNN.loss>` (tests/test_fedsgd_engine.py).
+Layout: every (run, client) pair is a convolution group — activations ``(b, R x m x channels, H, W)`` with the
+client's ``b`` samples as the batch and ``groups = R x m``, each run's filters repeated for its clients — so the
+library's convolution backward gives the per-client weight gradients directly, together with the input gradient,
+and nothing is regrouped between layers. Activations are channels-last by default (``(b, H, W, channels)`` in
+memory: max-pooling is about 10x faster than channels-first on a CPU, and GPU convolution libraries prefer it).
+The dense layers are batched products over runs (forward and input gradients, all ``m x b`` samples of a run
+against its weights) and over (run, client) pairs (weight gradients). Only the small ``(b, R x m x 3136)`` features
+change layout, between the convolutions and the dense layers. The result equals
+:func:`fedgames.envs.fedsgd.engine.naive_client_gradients` of
+:meth:`FemnistCNN.loss <fedgames.envs.fedsgd.models.FemnistCNN.loss>` (tests/test_fedsgd_engine.py);
+:func:`torch.func.vmap` does the same per-pair work through generic batching rules.
 
 Under ``torch.autocast`` the computation runs in the autocast dtype (bf16 on a GPU) with the softmax in float32;
 the gradients come back in the parameters' dtype.
@@ -38,77 +41,62 @@ def _unpool(grad: torch.Tensor, h: torch.Tensor, indices: torch.Tensor) -> torch
     return torch.ops.aten.max_pool2d_with_indices_backward(grad, h, *_POOL, indices)
 
 
-def _per_client(t: torch.Tensor, runs: int, clients: int) -> torch.Tensor:
-    """``(S, R * c, H, W)`` activations with ``S = m * b`` ordered by (client, sample) -> ``(b, R * m * c, H, W)``:
-    one convolution group per (run, client)."""
-    s, rc, h, w = t.shape
-    c, b = rc // runs, s // clients
-    return t.reshape(clients, b, runs, c, h, w).permute(1, 2, 0, 3, 4, 5).reshape(b, runs * clients * c, h, w)
+def _per_client(p: torch.Tensor, clients: int) -> torch.Tensor:
+    """``(R, k, *rest)`` run parameters -> ``(R x m x k, *rest)``: each run's repeated for its ``m`` clients."""
+    return p[:, None].expand((p.shape[0], clients) + tuple(p.shape[1:])).reshape((-1,) + tuple(p.shape[2:]))
 
 
-def _conv_weight_grads(inputs: torch.Tensor, grad_out: torch.Tensor, weight: torch.Tensor, runs: int, clients: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-(run, client) weight and bias gradients ``(R, m, ...)`` of a 5x5 'same' convolution whose run weights are
-    ``weight (R, c_out, c_in, 5, 5)``."""
-    per_weight = weight.new_empty((runs * clients,) + tuple(weight.shape[1:])).flatten(0, 1)
-    _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-        _per_client(grad_out, runs, clients), _per_client(inputs, runs, clients), per_weight, [per_weight.shape[0]],
-        [1, 1], [2, 2], [1, 1], False, [0, 0], runs * clients, [False, True, True])
-    return (grad_w.reshape((runs, clients) + tuple(weight.shape[1:])),
-            grad_b.reshape(runs, clients, weight.shape[1]))
-
-
-def _conv_input_grad(grad_out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, runs: int) -> torch.Tensor:
-    """The gradient with respect to a grouped convolution's input (shared run weights, ``groups = R``)."""
-    return torch.ops.aten.convolution_backward(grad_out, inputs, weight.flatten(0, 1), None, [1, 1], [2, 2], [1, 1],
-                                               False, [0, 0], runs, [True, False, False])[0]
+def _conv_backward(grad_out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, groups: int,
+                   input_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Input (if asked), weight and bias gradients of a 5x5 'same' grouped convolution."""
+    return torch.ops.aten.convolution_backward(grad_out, inputs, weight, [weight.shape[0]], [1, 1], [2, 2], [1, 1],
+                                               False, [0, 0], groups, [input_grad, True, True])
 
 
 class _Conv1:
-    """The first convolution (one input channel, 32 filters) of ``R`` runs on ``(S, R, side, side)`` inputs, output
-    ``(S, R * 32, side, side)``, and its per-(run, client) weight and bias gradients. Strategies:
+    """The first convolution (one input channel, 32 filters per group) on ``(b, G, side, side)`` inputs,
+    ``G = R x m`` groups, output ``(b, G x 32, side, side)``, and its per-group weight and bias gradients.
+    Strategies:
 
-    - ``grouped``: a convolution with ``groups = R``. One input channel per group makes PyTorch pick its native
+    - ``grouped``: a convolution with ``groups = G``. One input channel per group makes PyTorch pick its native
       depthwise kernels rather than cuDNN (a third of the GPU time of a round on an H200, README).
     - ``padded``: the same with a zero second input channel, so the convolution is no longer depthwise.
-    - ``im2col``: the 5x5 patches ``(R, 25, S x side^2)`` times the filters, one batched product per run (and per
-      (run, client) for the weight gradient).
+    - ``im2col``: the 5x5 patches ``(G, 25, b x side^2)`` times the filters, one batched product per group (and
+      per group for the weight gradient).
     """
 
-    def __init__(self, strategy: str, h0: torch.Tensor, runs: int, clients: int) -> None:
+    def __init__(self, strategy: str, h0: torch.Tensor, memory_format: torch.memory_format) -> None:
         check_conv1(strategy)
-        self.strategy, self.runs, self.clients = strategy, runs, clients
-        s, _, side, _ = h0.shape
+        self.strategy, self.memory_format = strategy, memory_format
+        b, self.groups, side, _ = h0.shape
         if strategy == "padded":
-            h0 = torch.stack([h0, torch.zeros_like(h0)], dim=2).flatten(1, 2)  # (S, R * 2, side, side)
-        elif strategy == "im2col":  # (R, 25, S * side^2)
-            patches = F.unfold(h0.transpose(0, 1).reshape(runs * s, 1, side, side), 5, padding=2)
-            h0 = patches.reshape(runs, s, 25, side * side).transpose(1, 2).reshape(runs, 25, -1)
-        self.inputs, self.s, self.side = h0, s, side
+            h0 = torch.stack([h0, torch.zeros_like(h0)], dim=2).flatten(1, 2).contiguous(memory_format=memory_format)
+        elif strategy == "im2col":  # (G, 25, b * side^2)
+            patches = F.unfold(h0.reshape(b * self.groups, 1, side, side), 5, padding=2)
+            h0 = patches.reshape(b, self.groups, 25, side * side).permute(1, 2, 0, 3).reshape(self.groups, 25, -1)
+        self.inputs, self.b, self.side = h0, b, side
 
     def forward(self, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        runs, s, side = self.runs, self.s, self.side
+        """``w (G x 32, 1, 5, 5)``, ``bias (G x 32,)``."""
         if self.strategy == "im2col":
-            out = torch.baddbmm(bias[..., None], w.reshape(runs, 32, 25), self.inputs)  # (R, 32, S * side^2)
-            return out.reshape(runs, 32, s, side * side).permute(2, 0, 1, 3).reshape(s, runs * 32, side, side)
+            out = torch.baddbmm(bias.reshape(self.groups, 32, 1), w.reshape(self.groups, 32, 25), self.inputs)
+            out = out.reshape(self.groups * 32, self.b, self.side, self.side).transpose(0, 1)
+            return out.contiguous(memory_format=self.memory_format)
         if self.strategy == "padded":
-            w = torch.cat([w, torch.zeros_like(w)], dim=2)
-        return F.conv2d(self.inputs, w.flatten(0, 1), bias.flatten(), padding=2, groups=runs)
+            w = torch.cat([w, torch.zeros_like(w)], dim=1)
+        return F.conv2d(self.inputs, w, bias, padding=2, groups=self.groups)
 
     def weight_grads(self, grad_out: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        runs, clients, side = self.runs, self.clients, self.side
+        """Weight ``(G x 32, 1, 5, 5)`` and bias ``(G x 32,)`` gradients."""
         if self.strategy == "im2col":
-            b = self.s // clients
-            g = grad_out.reshape(clients, b, runs, 32, side * side).permute(2, 0, 3, 1, 4)
-            g = g.reshape(runs * clients, 32, b * side * side)
-            patches = self.inputs.reshape(runs, 25, clients, b * side * side).permute(0, 2, 3, 1)
-            grad_w = torch.bmm(g, patches.reshape(runs * clients, b * side * side, 25))
-            return grad_w.reshape(runs, clients, 32, 1, 5, 5), g.sum(-1).reshape(runs, clients, 32)
+            g = grad_out.transpose(0, 1).reshape(self.groups, 32, -1)  # (G, 32, b * side^2)
+            return torch.bmm(g, self.inputs.transpose(1, 2)).reshape(w.shape), g.sum(-1).flatten()
         if self.strategy == "padded":
-            grad_w, grad_b = _conv_weight_grads(self.inputs, grad_out, torch.cat([w, torch.zeros_like(w)], dim=2),
-                                                runs, clients)
-            return grad_w[:, :, :, :1], grad_b
-        return _conv_weight_grads(self.inputs, grad_out, w, runs, clients)
+            _, grad_w, grad_b = _conv_backward(grad_out, self.inputs, torch.cat([w, torch.zeros_like(w)], dim=1),
+                                               self.groups, input_grad=False)
+            return grad_w[:, :1], grad_b
+        _, grad_w, grad_b = _conv_backward(grad_out, self.inputs, w, self.groups, input_grad=False)
+        return grad_w, grad_b
 
 
 CONV1_STRATEGIES = ("grouped", "padded", "im2col")
@@ -122,7 +110,8 @@ def check_conv1(strategy: str) -> str:
 
 
 def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-                                 side: int = 28, conv1: str = "grouped") -> tuple[Params, torch.Tensor]:
+                                 side: int = 28, conv1: str = "grouped", channels_last: bool = True
+                                 ) -> tuple[Params, torch.Tensor]:
     """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}``, and that loss
     ``(R, m)``.
 
@@ -131,45 +120,48 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         x: ``(R, m, b, side, side)`` inputs; ``y``: ``(R, m, b)`` labels; ``weight``: ``(R, m, b)`` sample weights
             (0 for padding).
         conv1: how the first convolution runs (:class:`_Conv1`; all give the same result).
+        channels_last: activations channels-last in memory (else channels-first); the same result.
     """
     runs, clients, b = weight.shape
-    s = clients * b
+    groups, q = runs * clients, side // 4
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = _compute_dtype(params["fc1.weight"])
     with torch.autocast(x.device.type, enabled=False):
         p = {k: v.to(dtype) for k, v in params.items()}
-        w1, w2 = p["conv1.weight"], p["conv2.weight"]
-        # forward: runs are convolution groups, (client, sample) the batch
-        first = _Conv1(conv1, x.to(dtype).reshape(runs, s, side, side).transpose(0, 1), runs, clients)
+        w1, w2 = _per_client(p["conv1.weight"], clients), _per_client(p["conv2.weight"], clients)
+        h0 = x.to(dtype).permute(2, 0, 1, 3, 4).reshape(b, groups, side, side)
+        first = _Conv1(conv1, h0.contiguous(memory_format=memory_format), memory_format)
         # relu(maxpool(a)) == maxpool(relu(a)), and the ReLU then runs on the 4x smaller pooled tensor
-        a1 = first.forward(w1, p["conv1.bias"])
+        a1 = first.forward(w1, _per_client(p["conv1.bias"], clients).flatten())
         m1, i1 = _pool(a1)
         p1 = F.relu(m1)
-        a2 = F.conv2d(p1, w2.flatten(0, 1), p["conv2.bias"].flatten(), padding=2, groups=runs)
+        a2 = F.conv2d(p1, w2, _per_client(p["conv2.bias"], clients).flatten(), padding=2, groups=groups)
         m2, i2 = _pool(a2)
         p2 = F.relu(m2)
-        f = p2.reshape(s, runs, -1).transpose(0, 1)  # (R, S, 3136)
+        # (b, G x 64, q, q) -> (R, m x b, 64 q^2): a run's samples ordered by (client, sample)
+        f = p2.reshape(b, runs, clients, 64, q, q).permute(1, 2, 0, 3, 4, 5).reshape(runs, clients * b, -1)
         z1 = torch.baddbmm(p["fc1.bias"][:, None], f, p["fc1.weight"].transpose(1, 2))
         h1 = F.relu(z1)
         logits = torch.baddbmm(p["fc2.bias"][:, None], h1, p["fc2.weight"].transpose(1, 2))
         # d(client loss)/d(logits) = (softmax - onehot) * w / sum(w) over the client's samples
         scale = weight / weight.sum(-1, keepdim=True).clamp_min(1e-12)
         log_probs = torch.log_softmax(logits.to(torch.promote_types(dtype, torch.float32)), dim=-1)
-        labels = y.reshape(runs, s, 1)
-        losses = -(log_probs.gather(-1, labels)[..., 0] * scale.reshape(runs, s)).reshape(runs, clients, b).sum(-1)
+        labels = y.reshape(runs, clients * b, 1)
+        losses = -(log_probs.gather(-1, labels)[..., 0] * scale.flatten(1)).reshape(runs, clients, b).sum(-1)
         probs = log_probs.exp().scatter_add_(-1, labels, -torch.ones_like(labels, dtype=log_probs.dtype))
-        dlogits = (probs * scale.reshape(runs, s, 1)).to(dtype)
+        dlogits = (probs * scale.reshape(runs, clients * b, 1)).to(dtype)
 
         def per(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(runs * clients, b, t.shape[-1])
+            return t.reshape(groups, b, t.shape[-1])
 
         grads = {"fc2.weight": torch.bmm(per(dlogits).transpose(1, 2), per(h1)), "fc2.bias": per(dlogits).sum(1)}
         dz1 = torch.bmm(dlogits, p["fc2.weight"]) * (z1 > 0)
         grads["fc1.weight"] = torch.bmm(per(dz1).transpose(1, 2), per(f))
         grads["fc1.bias"] = per(dz1).sum(1)
-        dm2 = torch.bmm(dz1, p["fc1.weight"]).transpose(0, 1).reshape(p2.shape) * (m2 > 0)
-        da2 = _unpool(dm2, a2, i2)
-        grads["conv2.weight"], grads["conv2.bias"] = _conv_weight_grads(p1, da2, w2, runs, clients)
-        da1 = _unpool(_conv_input_grad(da2, p1, w2, runs) * (m1 > 0), a1, i1)
-        grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(da1, w1)
+        df = torch.bmm(dz1, p["fc1.weight"]).reshape(runs, clients, b, 64, q, q)
+        dm2 = df.permute(2, 0, 1, 3, 4, 5).reshape(p2.shape).contiguous(memory_format=memory_format) * (m2 > 0)
+        dp1, grads["conv2.weight"], grads["conv2.bias"] = _conv_backward(_unpool(dm2, a2, i2), p1, w2, groups,
+                                                                         input_grad=True)
+        grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(_unpool(dp1 * (m1 > 0), a1, i1), w1)
     return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])).to(v.dtype) for name, v in params.items()},
             losses.to(params["fc1.weight"].dtype))

@@ -89,6 +89,8 @@ class FemnistCNN:
     conv1: str = "grouped"
     """How :meth:`client_gradients` runs the first convolution (``grouped``, ``padded`` or ``im2col``; see
     :mod:`~fedgames.envs.fedsgd.cnn_kernels`): the same result, different GPU kernels."""
+    channels_last: bool = True
+    """Whether those kernels keep activations channels-last in memory (else channels-first): the same result."""
 
     def __post_init__(self) -> None:
         check_conv1(self.conv1)
@@ -119,4 +121,5 @@ class FemnistCNN:
                          ) -> tuple[Params, torch.Tensor]:
         """Every client's gradient and value of :meth:`loss` for ``R`` runs at once, by the hand-written grouped
         kernels of :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
-        return femnist_cnn_client_gradients(params, x, y, weight, side=self.side, conv1=self.conv1)
+        return femnist_cnn_client_gradients(params, x, y, weight, side=self.side, conv1=self.conv1,
+                                            channels_last=self.channels_last)
