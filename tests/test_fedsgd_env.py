@@ -28,7 +28,8 @@ def play(env, alphas, seed):
 
 
 @pytest.mark.parametrize("config", [dict(objective="quadratic", n_clients=3, rounds=5),
-                                    dict(objective="logistic", n_clients=4, active=2, rounds=4)])
+                                    dict(objective="logistic", n_clients=4, active=2, rounds=4),
+                                    dict(objective="cnn", n_clients=3, rounds=3, samples_per_client=4)])
 def test_pettingzoo_api(config):
     parallel_api_test(make(**config), num_cycles=12)
     api_test(parallel_to_aec(make(["side_payment:C=0.5,balanced=true"], **config)), num_cycles=12)
