@@ -56,9 +56,40 @@ def put_along_last(target: Array, index: Array, value: float) -> Array:
     return target
 
 
+_CPU_SLICE = 1 << 20  # entries per slice of a CPU reduction (a few MB: stays in cache)
+
+
+def squared_distance(x: Array, y: Array | None = None, axis: int = -1) -> Array:
+    """``||x - y||^2`` along ``axis`` (the axis is dropped; ``y`` broadcasts against ``x``; ``None``: 0).
+
+    Torch tensors on a CPU are reduced in slices of ``axis``, each ``torch.linalg.vector_norm``-ed: PyTorch's CPU
+    ``vector_norm`` of one float32 row of millions of entries errs by about 4e-4 relative (it accumulates
+    sequentially), of a slice of thousands by about 1e-6, and the sliced difference stays in cache (twice as
+    fast as forming it whole). On other devices (tree reductions) and for numpy (pairwise summation): one pass.
+    """
+    if not is_torch(x):
+        return np.sum(np.square(x if y is None else x - y), axis=axis)
+    if x.device.type != "cpu":
+        return torch.linalg.vector_norm(x if y is None else x - y, dim=axis) ** 2
+    axis = axis % x.dim()
+    length = x.shape[axis]
+    width = max(1 << 12, _CPU_SLICE * length // max(x.numel(), 1))
+    center = None if y is None else torch.as_tensor(y, dtype=x.dtype).broadcast_to(x.shape)
+    total = torch.zeros(x.shape[:axis] + x.shape[axis + 1:], dtype=x.dtype)
+    for start in range(0, length, width):
+        size = min(width, length - start)
+        part = x.narrow(axis, start, size)
+        if center is not None:
+            part = part - center.narrow(axis, start, size)
+        total += torch.linalg.vector_norm(part, dim=axis) ** 2
+    return total
+
+
 def vector_norm(x: Array, axis: int = -1) -> Array:
-    """Euclidean norms along ``axis`` (the axis is dropped)."""
-    return torch.linalg.vector_norm(x, dim=axis) if is_torch(x) else np.linalg.norm(x, axis=axis)
+    """Euclidean norms along ``axis`` (the axis is dropped), accurate on a CPU too (:func:`squared_distance`)."""
+    if not is_torch(x):
+        return np.linalg.norm(x, axis=axis)
+    return torch.sqrt(squared_distance(x, axis=axis)) if x.device.type == "cpu" else torch.linalg.vector_norm(x, dim=axis)
 
 
 def standard_normal(rng: np.random.Generator | torch.Generator, shape: tuple[int, ...], like: Array) -> Array:
@@ -69,5 +100,5 @@ def standard_normal(rng: np.random.Generator | torch.Generator, shape: tuple[int
     return rng.standard_normal(shape)
 
 
-__all__ = ["Array", "arange", "argsort", "is_torch", "namespace", "put_along_last", "sort", "standard_normal",
-           "vector_norm", "zeros"]
+__all__ = ["Array", "arange", "argsort", "is_torch", "namespace", "put_along_last", "sort", "squared_distance",
+           "standard_normal", "vector_norm", "zeros"]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.func import grad_and_value, vmap
 
+from fedgames.arrays import squared_distance, vector_norm
 from fedgames.envs.protocol import mean_aggregate
 
 Params = dict[str, torch.Tensor]
@@ -152,7 +153,7 @@ def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.T
     if math.isinf(radius):
         return theta
     offset = theta - center
-    norm = offset.norm(dim=-1, keepdim=True)
+    norm = vector_norm(offset)[:, None]
     return center + offset * torch.clamp(radius / norm.clamp_min(1e-300), max=1.0)
 
 
@@ -234,10 +235,10 @@ def fedsgd_round(
     updated = theta - lr[:, None] * mbar
     if center is not None:
         updated = project(updated, center, radius)
-    sq_deviation = torch.stack([torch.linalg.vector_norm(messages[:, c] - mbar, dim=-1) ** 2
+    sq_deviation = torch.stack([squared_distance(messages[:, c], mbar)
                                 for c in range(messages.shape[1])], dim=1)  # per client: no (R, m, P) temporary
     return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation,
-                       gradient_norm=honest.norm(dim=-1), loss=losses.to(honest.dtype), alpha=alpha, xi=xi)
+                       gradient_norm=vector_norm(honest), loss=losses.to(honest.dtype), alpha=alpha, xi=xi)
 
 
 def decaying_lr(m_sc: float, eta: float, t: int) -> float:
