@@ -14,7 +14,7 @@ import fedgames
 
 from fedgames.envs.fedsgd.data import digits_federated, synthetic_femnist
 from fedgames.envs.fedsgd.engine import flatten
-from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
+from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, padded_width
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.mechanisms import RobustAggregation
 from fedgames.mechanisms.side_payment import deviation_payments
@@ -39,11 +39,21 @@ def test_client_data_padding_keeps_every_sample_once():
         assert torch.equal(data.x[client, :n, 0], data.y[client, :n].float())
 
 
+@pytest.mark.parametrize("full", [5, 96, 700])
+def test_compiled_batch_widths_are_few_and_tight(full):
+    """Every needed width gets one of at most 6 widths, no smaller than needed and (above full / 4) less than
+    sqrt(2) times it plus rounding."""
+    widths = {n: padded_width(n, full) for n in range(1, full + 1)}
+    assert len(set(widths.values())) <= 6
+    assert all(w >= n for n, w in widths.items())
+    assert all(w <= math.sqrt(2) * n + 1 for n, w in widths.items() if n > full / 4)
+
+
 @pytest.mark.parametrize("compile", [False, True])
 def test_batches_are_uniform_draws_without_replacement(compile):
     """Each active client's batch holds ``ceil(batch_fraction * n)`` distinct samples of its own data, every sample
     equally likely (inclusion frequency within 4 binomial SE of ``size / n``); batches are as wide as the round's
-    largest (eager) or the largest possible (compiled: static shapes)."""
+    largest (eager) or the next of the fixed widths ``ceil(5 / sqrt(2)^k)`` (compiled: few shapes)."""
     counts = [3, 7, 10, 1, 5]
     writer = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
     ids = torch.arange(len(writer), dtype=torch.float32)
@@ -58,7 +68,8 @@ def test_batches_are_uniform_draws_without_replacement(compile):
         active = torch.stack([torch.randperm(len(counts), generator=g)[:3] for _ in range(runs)])
         batch, sizes = game.draw_batches(active, g, runs)
         size = torch.ceil(0.5 * sizes)
-        assert batch.weight.shape[-1] == (5 if compile else int(size.max()))
+        width = batch.weight.shape[-1]
+        assert width == int(size.max()) if not compile else width in (5, 4, 3, 2) and width >= size.max()
         assert torch.equal(batch.weight.sum(-1), size)
         for r in range(runs):
             for c in range(3):

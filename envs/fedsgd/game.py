@@ -114,6 +114,12 @@ class RunState:
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
+def padded_width(needed: int, full: int, widths: int = 6) -> int:
+    """The smallest of ``ceil(full / sqrt(2)^k)``, ``k < widths``, that holds ``needed <= full`` samples: the batch
+    widths of a compiled game (a handful of shapes to compile for, at most 41% padding above the smallest)."""
+    return min(w for w in (math.ceil(full / 2 ** (k / 2)) for k in range(widths)) if w >= needed)
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"``: CUDA when available, else the CPU; otherwise ``device`` checked (``cpu``, ``cuda``, ``cuda:1``,
     ...) with an error naming the parameter."""
@@ -245,15 +251,17 @@ class FedSGDGame:
         """The active clients' batches and data sizes: ``ceil(batch_fraction * n)`` of each client's ``n`` samples,
         drawn uniformly without replacement (``draws`` independent choices: ``R``, or 1 shared by all runs).
 
-        A batch is padded (weight 0) to the round's largest one, or, when compiled, to the largest any round can
-        have (static shapes): the kernels never compute on more than that."""
+        A batch is padded (weight 0) to the round's largest one, or, when compiled, to the next of a few fixed
+        widths (:func:`padded_width`: compiled kernels are specialised to each shape)."""
         count = self.clients.count[active]
         n_max = self.clients.x.shape[1]
         size = self._batch_size(count)
         real_sample = torch.arange(n_max, device=count.device) < count[..., None]
         scores = torch.rand((draws,) + active.shape[1:] + (n_max,), generator=generator, device=count.device)
         scores = torch.where(real_sample, scores.expand(active.shape + (n_max,)), 2.0)
-        width = int((self._batch_size(self.clients.count) if self.compile else size).max())
+        width = int(size.max())
+        if self.compile:
+            width = padded_width(width, int(self._batch_size(self.clients.count).max()))
         chosen = torch.argsort(scores, dim=-1)[..., :width]  # its first `size` entries: the batch, in random order
         weight = (torch.arange(width, device=count.device) < size[..., None]).float()
         rows = active[..., None].expand_as(chosen)
