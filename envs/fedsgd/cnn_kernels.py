@@ -4,7 +4,8 @@ Layout: every (run, client) pair is a convolution group — activations ``(b, R 
 client's ``b`` samples as the batch and ``groups = R x m``, each run's filters repeated for its clients — so the
 library's convolution backward gives the per-client weight gradients directly, together with the input gradient,
 and nothing is regrouped between layers. Activations are channels-last by default (``(b, H, W, channels)`` in
-memory: max-pooling is about 10x faster than channels-first on a CPU, and GPU convolution libraries prefer it).
+memory: max-pooling is about 10x faster than channels-first on a CPU, and it is cuDNN's native layout for tensor
+cores; ``channels_last=False`` keeps channels-first).
 The dense layers are batched products over runs (forward and input gradients, all ``m x b`` samples of a run
 against its weights) and over (run, client) pairs (weight gradients). Only the small ``(b, R x m x 3136)`` features
 change layout, between the convolutions and the dense layers. The result equals
