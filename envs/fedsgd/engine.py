@@ -141,9 +141,12 @@ def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torc
     gaussian = torch.randn(lead + (sum(sizes),), generator=generator, device=device)
     if mode == "global":
         return gaussian / math.sqrt(sum(sizes))
-    if mode == "per_tensor":
-        scale = torch.cat([torch.full((n,), 1.0 / math.sqrt(n), device=device) for n in sizes])
-        return gaussian * scale
+    if mode == "per_tensor":  # in place, tensor by tensor: no second (*lead, P) array
+        start = 0
+        for n in sizes:
+            gaussian[..., start:start + n].mul_(1.0 / math.sqrt(n))
+            start += n
+        return gaussian
     raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {mode!r}")
 
 
