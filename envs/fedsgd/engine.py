@@ -140,7 +140,7 @@ def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torc
     device = next(iter(like.values())).device
     gaussian = torch.randn(lead + (sum(sizes),), generator=generator, device=device)
     if mode == "global":
-        return gaussian / math.sqrt(sum(sizes))
+        return gaussian.div_(math.sqrt(sum(sizes)))
     if mode == "per_tensor":  # in place, tensor by tensor: no second (*lead, P) array
         start = 0
         for n in sizes:
