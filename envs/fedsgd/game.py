@@ -319,7 +319,8 @@ class FedSGDGame:
         usable = torch.isfinite(result.theta.sum(-1))  # one pass: any NaN / inf (or an overflowing model) shows
         finite = usable & ~state.diverged  # type: ignore[operator]
         state.diverged = state.diverged | ~usable  # type: ignore[operator]
-        state.theta = torch.where(finite[:, None], result.theta, state.theta)
+        state.theta = (result.theta if bool(finite.all())  # the usual case: no (R, P) select
+                       else torch.where(finite[:, None], result.theta, state.theta))
         deviation = torch.where(finite[:, None], result.sq_deviation, torch.zeros_like(result.sq_deviation))
         others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
         state.paid.scatter_add_(1, active, deviation)  # type: ignore[union-attr]
