@@ -147,11 +147,12 @@ def main() -> None:
         ratio = f"{best / naive:10.1f}x" if naive else ""
         print(f"{runs:4d} " + " ".join(f"{v:{width}.1f}" for v in rates.values()) + f"   {ratio}", flush=True)
     if args.profile:
-        last = rows[-1]["rounds_per_s"]
-        fastest = max((k for k in last if not k.startswith("naive")), key=last.get)
+        largest = max(rows, key=lambda row: row["runs"])
+        rates = largest["rounds_per_s"]
+        fastest = max((k for k in rates if not k.startswith("naive")), key=rates.get)
         path, precision, compile = columns[names.index(fastest)]
-        write_atomic(args.profile, f"{fastest} at R={rows[-1]['runs']}\n" +
-                     profile(path, rows[-1]["runs"], args.device, precision, compile))
+        write_atomic(args.profile, f"{fastest} at R={largest['runs']}\n" +
+                     profile(path, largest["runs"], args.device, precision, compile))
 
 
 if __name__ == "__main__":
