@@ -73,7 +73,8 @@ class RunState:
 
     Attributes:
         theta: ``(R, P)`` current parameters.
-        center: ``(R, P)`` the initial parameters, centre of the projection ball ``W``.
+        center: ``(R, P)`` the initial parameters, centre of the projection ball ``W`` (read only: with ``common``
+            random numbers one row expanded).
         common: common random numbers: every run draws the same initialisation, active clients, batches and attack
             noise directions ``xi``, so runs differ only by their ``alpha`` (paired comparisons of settings).
         round: rounds played.
@@ -234,9 +235,9 @@ class FedSGDGame:
             generator = torch.Generator().manual_seed(int(seed))
         inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1)
                  for _ in range(1 if common else runs)]
-        theta = torch.cat(inits).to(device=device, dtype=dtype).expand(runs, -1).clone()
+        center = torch.cat(inits).to(device=device, dtype=dtype).expand(runs, -1)  # one stored row when common
         zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
-        return RunState(theta=theta, center=theta.clone(), common=common,
+        return RunState(theta=center.clone(), center=center, common=common,
                         diverged=torch.zeros(runs, dtype=torch.bool, device=device),
                         paid=zeros, received=zeros.clone(), payments=zeros.clone())
 
