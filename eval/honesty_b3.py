@@ -146,8 +146,9 @@ def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.n
                   disable=not progress, leave=False):
         game.play_round(state, alpha, generator)
         if time.monotonic() - saved >= checkpoint_seconds and state.round < rounds:
-            record = {"jobs": jobs, "rounds": rounds, "state": state.state_dict(), "generator": generator.get_state()}
-            write_atomic(checkpoint, lambda tmp: torch.save(record, tmp))
+            snapshot = {"jobs": jobs, "rounds": rounds, "state": state.state_dict(),
+                        "generator": generator.get_state()}
+            write_atomic(checkpoint, lambda tmp: torch.save(snapshot, tmp))
             saved = time.monotonic()
     metrics = game.evaluate(state.theta, test_x, test_y)
     for k, (a, b, s) in enumerate(jobs):

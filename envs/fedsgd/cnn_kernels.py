@@ -133,10 +133,10 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         h0 = x.to(dtype).permute(2, 0, 1, 3, 4).reshape(b, groups, side, side)
         first = _Conv1(conv1, h0.contiguous(memory_format=memory_format), memory_format)
         # relu(maxpool(a)) == maxpool(relu(a)), and the ReLU then runs on the 4x smaller pooled tensor
-        a1 = first.forward(w1, _per_client(p["conv1.bias"], clients).flatten())
+        a1 = first.forward(w1, _per_client(p["conv1.bias"], clients))
         m1, i1 = _pool(a1)
         p1 = F.relu(m1)
-        a2 = F.conv2d(p1, w2, _per_client(p["conv2.bias"], clients).flatten(), padding=2, groups=groups)
+        a2 = F.conv2d(p1, w2, _per_client(p["conv2.bias"], clients), padding=2, groups=groups)
         m2, i2 = _pool(a2)
         p2 = F.relu(m2)
         # (b, G x 64, q, q) -> (R, m x b, 64 q^2): a run's samples ordered by (client, sample)

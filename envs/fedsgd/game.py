@@ -191,6 +191,7 @@ class FedSGDGame:
             raise ValueError(f"weighting must be 'size' or 'uniform', got {weighting!r}")
         self.noise_norm, self.weighting = noise_norm, weighting
         self.batch_fraction = real("batch_fraction", batch_fraction, strict=True, maximum=1.0)
+        self._largest_batch = int(self._batch_size(clients.count).max())
         self.alpha_max = real("alpha_max", alpha_max, strict=True)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
@@ -262,7 +263,7 @@ class FedSGDGame:
         scores = torch.where(real_sample, scores.expand(active.shape + (n_max,)), 2.0)
         width = int(size.max())
         if self.compile:
-            width = padded_width(width, int(self._batch_size(self.clients.count).max()))
+            width = padded_width(width, self._largest_batch)
         chosen = torch.argsort(scores, dim=-1)[..., :width]  # its first `size` entries: the batch, in random order
         weight = (torch.arange(width, device=count.device) < size[..., None]).float()
         rows = active[..., None].expand_as(chosen)
