@@ -33,6 +33,7 @@ from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     client_gradients,
     compiled,
+    compiled_completion,
     fedsgd_round,
     flatten,
     model_gradients,
@@ -67,14 +68,14 @@ def make_step(path: str, runs: int, device: str, precision: str, compile: str = 
 
     def gradients(loss, params, batch):  # noqa: ANN001, ANN202
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
-            grads, losses = kernel(loss, params, batch)
-            return {k: v.float() for k, v in grads.items()}, losses
+            return kernel(loss, params, batch)
 
     gradients = compiled(gradients, False if compile == "off" else compile)
+    complete = compiled_completion(False if compile == "off" else compile)
 
     def step(theta: torch.Tensor) -> torch.Tensor:
         return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
-                            noise_norm="per_tensor", gradients=gradients).theta
+                            noise_norm="per_tensor", gradients=gradients, complete=complete).theta
 
     return step, theta
 

@@ -65,11 +65,12 @@ def squared_distance(x: Array, y: Array | None = None, axis: int = -1) -> Array:
     Torch tensors on a CPU are reduced in slices of ``axis``, each ``torch.linalg.vector_norm``-ed: PyTorch's CPU
     ``vector_norm`` of one float32 row of millions of entries errs by about 4e-4 relative (it accumulates
     sequentially), of a slice of thousands by about 1e-6, and the sliced difference stays in cache (twice as
-    fast as forming it whole). On other devices (tree reductions) and for numpy (pairwise summation): one pass.
+    fast as forming it whole). On other devices (tree reductions), under ``torch.compile`` (Inductor's blocked
+    reductions, fused with what produced ``x``) and for numpy (pairwise summation): one pass.
     """
     if not is_torch(x):
         return np.sum(np.square(x if y is None else x - y), axis=axis)
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
         return torch.linalg.vector_norm(x if y is None else x - y, dim=axis) ** 2
     axis = axis % x.dim()
     length = x.shape[axis]
@@ -89,7 +90,9 @@ def vector_norm(x: Array, axis: int = -1) -> Array:
     """Euclidean norms along ``axis`` (the axis is dropped), accurate on a CPU too (:func:`squared_distance`)."""
     if not is_torch(x):
         return np.linalg.norm(x, axis=axis)
-    return torch.sqrt(squared_distance(x, axis=axis)) if x.device.type == "cpu" else torch.linalg.vector_norm(x, dim=axis)
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.linalg.vector_norm(x, dim=axis)
+    return torch.sqrt(squared_distance(x, axis=axis))
 
 
 def standard_normal(rng: np.random.Generator | torch.Generator, shape: tuple[int, ...], like: Array) -> Array:

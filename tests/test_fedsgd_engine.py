@@ -13,12 +13,18 @@ from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     attack_noise,
     client_gradients,
+    complete_round,
+    compiled_completion,
     decaying_lr,
+    draw_directions,
     fedsgd_round,
     flatten,
     model_gradients,
     naive_client_gradients,
+    noise_segments,
+    noisy_messages,
     project,
+    scale_segments_,
     unflatten,
 )
 from fedgames.envs.protocol import mean_aggregate
@@ -102,14 +108,14 @@ def test_unknown_conv1_strategy_is_rejected():
 
 def test_bf16_autocast_keeps_gradient_directions():
     """Under bf16 autocast (8 significant bits) each per-client gradient tensor keeps its direction: cosine
-    similarity with the float32 gradient above 0.99, returned in the parameters' dtype."""
+    similarity with the float32 gradient above 0.99; they come in bfloat16 (the round casts them as it flattens)."""
     model = FemnistCNN()
     _, params, batch = _setup(model, (28, 28), 62, runs=2, clients=2, batch=8)
     exact, _ = model.client_gradients(params, batch.x, batch.y, batch.weight)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low, _ = model.client_gradients(params, batch.x, batch.y, batch.weight)
     for name in params:
-        assert low[name].dtype == torch.float32
+        assert low[name].dtype == torch.bfloat16
         cosine = torch.nn.functional.cosine_similarity(low[name].flatten(2), exact[name].flatten(2), dim=-1)
         assert cosine.min() > 0.99, name
 
@@ -136,6 +142,77 @@ def test_attack_noise_has_unit_expected_squared_norm(mode):
         assert torch.all(block.mean(0).abs() < 4 * mean_se)
     with pytest.raises(ValueError, match="noise_norm"):
         attack_noise(like, (2,), "per_layer", torch.Generator())
+
+
+def test_flatten_casts_while_concatenating():
+    """bf16 gradients flattened into float32 equal their upcast, concatenated; the same dtype is a plain cat."""
+    g = torch.Generator().manual_seed(0)
+    parts = {"w": torch.randn(2, 3, 4, 5, generator=g).bfloat16(), "b": torch.randn(2, 3, 4, generator=g).bfloat16()}
+    flat = flatten(parts, 2, dtype=torch.float32)
+    assert flat.dtype == torch.float32 and flat.shape == (2, 3, 24)
+    assert torch.equal(flat, torch.cat([parts["w"].float().flatten(2), parts["b"].float()], -1))
+    assert flatten(parts, 2).dtype == torch.bfloat16
+
+
+def test_noisy_messages_scale_each_segment():
+    """``g + alpha xi`` with ``xi = scale * gaussian`` per segment: as the scaled draws of :func:`attack_noise`
+    (same generator state, the same directions), shared ``(1, m, P)`` draws broadcast over the runs."""
+    like = {"w": torch.zeros(3, 4), "b": torch.zeros(3), "v": torch.zeros(7)}
+    segments = noise_segments(like, "per_tensor")
+    assert segments == ((0, 12, 1 / math.sqrt(12)), (12, 15, 1 / math.sqrt(3)), (15, 22, 1 / math.sqrt(7)))
+    assert noise_segments(like, "global") == ((0, 22, 1 / math.sqrt(22)),)
+    g = torch.Generator().manual_seed(0)
+    honest, alpha = torch.randn(4, 3, 22, generator=g, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64)
+    for lead in ((4, 3), (1, 3)):
+        gaussian = torch.randn(lead + (22,), generator=torch.Generator().manual_seed(5))
+        xi = attack_noise(like, lead, "per_tensor", torch.Generator().manual_seed(5))
+        assert torch.equal(scale_segments_(gaussian.clone(), segments), xi)
+        gaussian = gaussian.double()
+        expected = honest + alpha[..., None] * scale_segments_(gaussian.clone(), segments)
+        torch.testing.assert_close(noisy_messages(honest, alpha, gaussian, segments), expected)
+        fused = torch.compile(noisy_messages, dynamic=False)(honest, alpha, gaussian, segments)
+        torch.testing.assert_close(fused, expected, rtol=1e-12, atol=1e-14)
+        mutable = honest.clone()
+        assert noisy_messages(mutable, alpha, gaussian, segments, in_place=True) is mutable
+        torch.testing.assert_close(mutable, expected)
+
+
+def test_only_noisy_clients_draw_directions():
+    """Honest clients (alpha = 0) get zero directions and draw nothing; nobody noisy: ``None``; shared draws are
+    ``(1, m, P)`` whatever alpha."""
+    alpha = torch.tensor([[0.0, 1.0, 2.0], [0.0, 0.0, 3.0]])
+    gaussian = draw_directions(alpha, 6, torch.float64, torch.Generator().manual_seed(0))
+    assert gaussian.dtype == torch.float64 and torch.all(gaussian[alpha == 0] == 0)
+    drawn = torch.randn((3, 6), generator=torch.Generator().manual_seed(0)).double()
+    assert torch.equal(gaussian[alpha > 0], drawn)
+    assert draw_directions(torch.zeros(2, 3), 6, torch.float32, torch.Generator()) is None
+    assert draw_directions(torch.zeros(2, 3), 6, torch.float32, torch.Generator(), shared=True).shape == (1, 3, 6)
+
+
+@pytest.mark.parametrize("noise", ["none", "shared", "per_client", "some"])
+def test_compiled_completion_equals_eager(noise):
+    """The fused (``torch.compile``) rest of a round gives the eager messages, aggregate, projected step,
+    squared deviations and gradient norms, in float64 to rounding; also from bfloat16 gradients."""
+    g = torch.Generator().manual_seed(0)
+    runs, clients, size = 3, 4, 50
+    like = {"w": torch.zeros(5, 8), "b": torch.zeros(10)}
+    grads = {"w": torch.randn(runs, clients, 5, 8, generator=g, dtype=torch.float64),
+             "b": torch.randn(runs, clients, 10, generator=g, dtype=torch.float64)}
+    alpha = {"none": torch.zeros(runs, clients), "shared": torch.rand(runs, clients, generator=g),
+             "per_client": torch.rand(runs, clients, generator=g) + 0.1,
+             "some": torch.tensor([[0.0, 1.0, 0.0, 2.0]] * runs)}[noise].double()
+    gaussian = draw_directions(alpha, size, torch.float64, g, shared=noise == "shared")
+    theta = torch.randn(runs, size, generator=g, dtype=torch.float64)
+    args = (alpha, gaussian, noise_segments(like, "per_tensor"), torch.rand(runs, clients, generator=g,
+            dtype=torch.float64) + 0.5, torch.full((runs,), 0.3, dtype=torch.float64), torch.zeros_like(theta), 2.0)
+    for grad_dtype in (torch.float64, torch.bfloat16):
+        cast = {k: v.to(grad_dtype) for k, v in grads.items()}
+        eager = complete_round(cast, theta, *args)
+        fused = compiled_completion(True)(cast, theta, *args)
+        for e, f in zip(eager, fused):
+            assert f.dtype == torch.float64
+            torch.testing.assert_close(f, e, rtol=1e-10, atol=1e-12)
+        assert torch.all(eager[0].norm(dim=-1) <= 2.0 + 1e-12)  # projected on the ball
 
 
 def test_weighted_mean_and_projection():

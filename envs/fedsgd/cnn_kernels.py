@@ -113,8 +113,9 @@ def check_conv1(strategy: str) -> str:
 def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
                                  side: int = 28, conv1: str = "grouped", channels_last: bool = True
                                  ) -> tuple[Params, torch.Tensor]:
-    """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}``, and that loss
-    ``(R, m)``.
+    """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}`` in the computation's
+    dtype (bfloat16 under bf16 autocast: :func:`~fedgames.envs.fedsgd.engine.flatten` casts them as it concatenates
+    them, one pass instead of two), and that loss ``(R, m)`` in the parameters' dtype.
 
     Args:
         params: ``{name: (R, *shape)}``, the FEMNIST CNN's parameters of each run.
@@ -164,5 +165,5 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         dp1, grads["conv2.weight"], grads["conv2.bias"] = _conv_backward(_unpool(dm2, a2, i2), p1, w2, groups,
                                                                          input_grad=True)
         grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(_unpool(dp1 * (m1 > 0), a1, i1), w1)
-    return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])).to(v.dtype) for name, v in params.items()},
+    return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])) for name, v in params.items()},
             losses.to(params["fc1.weight"].dtype))

@@ -114,9 +114,15 @@ def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, ba
     return out, losses
 
 
-def flatten(tensors: Params, lead: int) -> torch.Tensor:
-    """``{name: (*lead_dims, *shape)}`` -> ``(*lead_dims, P)`` in the dict's order."""
-    return torch.cat([t.reshape(t.shape[:lead] + (-1,)) for t in tensors.values()], dim=-1)
+def flatten(tensors: Params, lead: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``{name: (*lead_dims, *shape)}`` -> ``(*lead_dims, P)`` in the dict's order, in ``dtype`` if given (cast and
+    concatenated in one pass: e.g. bf16 gradients into the float32 messages)."""
+    parts = [t.reshape(t.shape[:lead] + (-1,)) for t in tensors.values()]
+    if dtype is None or all(part.dtype == dtype for part in parts):
+        return torch.cat(parts, dim=-1)
+    out = torch.empty(parts[0].shape[:-1] + (sum(part.shape[-1] for part in parts),), dtype=dtype,
+                      device=parts[0].device)
+    return torch.cat(parts, dim=-1, out=out)
 
 
 def unflatten(flat: torch.Tensor, like: Params, lead: int) -> Params:
@@ -129,25 +135,57 @@ def unflatten(flat: torch.Tensor, like: Params, lead: int) -> Params:
     return out
 
 
-def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Noise ``xi`` of shape ``(*lead, P)`` with ``E xi = 0`` and unit expected squared norm (SPEC §2).
+NoiseSegments = tuple[tuple[int, int, float], ...]
+"""Ranges ``[start, stop)`` of the flat parameter vector with the scale of the attack noise on each: the directions
+are ``xi = scale * gaussian`` there, ``gaussian`` standard normal (see :func:`noise_segments`)."""
 
-    ``global``: ``E||xi||^2 = 1`` over the whole parameter vector (the theory). ``per_tensor``: each weight
-    tensor and bias vector separately has ``E||xi_k||^2 = 1`` ([H] B.3), so the whole vector has as many units
-    as there are tensors. ``like`` holds one set of parameter shapes (no leading dims).
+
+def noise_segments(like: Params, mode: str) -> NoiseSegments:
+    """Where the noise ``xi`` has which scale, so that ``E xi = 0`` with unit expected squared norm (SPEC §2).
+
+    ``global``: one range, ``E||xi||^2 = 1`` over the whole parameter vector (the theory). ``per_tensor``: each
+    weight tensor and bias vector separately has ``E||xi_k||^2 = 1`` ([H] B.3), so the whole vector has as many
+    units as there are tensors. ``like`` holds one set of parameter shapes (no leading dims).
     """
     sizes = [t.numel() for t in like.values()]
-    device = next(iter(like.values())).device
-    gaussian = torch.randn(lead + (sum(sizes),), generator=generator, device=device)
     if mode == "global":
-        return gaussian.div_(math.sqrt(sum(sizes)))
-    if mode == "per_tensor":  # in place, tensor by tensor: no second (*lead, P) array
-        start = 0
-        for n in sizes:
-            gaussian[..., start:start + n].mul_(1.0 / math.sqrt(n))
-            start += n
-        return gaussian
+        return ((0, sum(sizes), 1.0 / math.sqrt(sum(sizes))),)
+    if mode == "per_tensor":
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        return tuple((start, start + n, 1.0 / math.sqrt(n)) for start, n in zip(starts, sizes))
     raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {mode!r}")
+
+
+def scale_segments_(x: torch.Tensor, segments: NoiseSegments) -> torch.Tensor:
+    """``x`` ``(..., P)`` times each segment's scale, in place (standard normals into directions ``xi``)."""
+    for start, stop, scale in segments:
+        x[..., start:stop].mul_(scale)
+    return x
+
+
+def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torch.Generator) -> torch.Tensor:
+    """Noise directions ``xi`` of shape ``(*lead, P)``: standard normals scaled by :func:`noise_segments`."""
+    segments = noise_segments(like, mode)
+    device = next(iter(like.values())).device
+    return scale_segments_(torch.randn(lead + (segments[-1][1],), generator=generator, device=device), segments)
+
+
+def noisy_messages(honest: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Tensor, segments: NoiseSegments,
+                   in_place: bool = False) -> torch.Tensor:
+    """``m = g + alpha xi`` ``(R, m, P)`` from the honest gradients ``g``, with ``xi = scale * gaussian`` per segment,
+    in one pass (``gaussian`` may be ``(1, m, P)``, shared by the runs).
+
+    Eager: segment by segment into a copy of ``honest``, or into ``honest`` itself if ``in_place``. Under
+    ``torch.compile``: the segments concatenated, the form Inductor fuses into what reads the messages (writes into
+    slices it would not fuse: 4x slower on a CPU).
+    """
+    if torch.compiler.is_compiling():
+        return torch.cat([honest[..., start:stop] + alpha[..., None] * scale * gaussian[..., start:stop]
+                          for start, stop, scale in segments], dim=-1)
+    messages = honest if in_place else honest.clone()
+    for start, stop, scale in segments:
+        messages[..., start:stop].addcmul_(alpha[..., None] * scale, gaussian[..., start:stop])
+    return messages
 
 
 def project(theta: torch.Tensor, center: torch.Tensor, radius: float) -> torch.Tensor:
@@ -165,8 +203,9 @@ class RoundResult:
     """One batched round: the new flat parameters ``(R, P)``, messages ``(R, m, P)``, the aggregate ``(R, P)``,
     each client's squared deviation ``||m_i - mbar||^2`` ``(R, m)``, the norm of its honest gradient and its loss
     at ``theta_t`` on its batch ``(R, m)``, and its noise ``alpha xi`` as ``alpha`` ``(R, m)`` and the directions
-    ``xi`` (``(R, m, P)``, or ``(1, m, P)`` shared by all runs; ``None``: nobody drew noise), kept apart because
-    only the final self-correction needs the product."""
+    ``xi = scale * gaussian`` per segment of ``noise_segments`` (``gaussian``: ``(R, m, P)``, or ``(1, m, P)``
+    shared by all runs; ``None``: nobody drew noise), kept apart because only the final self-correction needs the
+    product."""
 
     theta: torch.Tensor
     messages: torch.Tensor
@@ -175,7 +214,71 @@ class RoundResult:
     gradient_norm: torch.Tensor
     loss: torch.Tensor
     alpha: torch.Tensor
-    xi: torch.Tensor | None
+    gaussian: torch.Tensor | None
+    noise_segments: NoiseSegments
+
+
+Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Corruption = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def complete_round(grads: Params, theta: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Tensor | None,
+                   segments: NoiseSegments, agg_weights: torch.Tensor, lr: torch.Tensor, center: torch.Tensor | None,
+                   radius: float, aggregate: Aggregator = mean_aggregate, corrupt: Corruption | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Everything of a round after the gradients and the noise draws, as :func:`fedsgd_round` documents it: the
+    flat honest gradients (in ``theta``'s dtype), the messages, the aggregate, the step and projection, each
+    client's squared deviation and honest gradient norm. Returns ``(theta_next, messages, aggregate,
+    sq_deviation, gradient_norm)``.
+
+    Elementwise passes and reductions over ``(R, m, P)`` arrays (about 5 GB each for the CNN at ``R = 64``) bound
+    this stage on a GPU: :func:`compiled_completion` fuses them.
+    """
+    honest = flatten(grads, 2, dtype=theta.dtype)  # a new array: the noise may go into it
+    gradient_norm = vector_norm(honest)
+    messages = honest
+    if gaussian is not None:
+        messages = noisy_messages(honest, alpha, gaussian, segments, in_place=corrupt is None)
+    if corrupt is not None:
+        messages = corrupt(honest, messages)
+    mbar = aggregate(messages, agg_weights)
+    updated = theta - lr[:, None] * mbar
+    if center is not None:
+        updated = project(updated, center, radius)
+    sq_deviation = torch.stack([squared_distance(messages[:, c], mbar)
+                                for c in range(messages.shape[1])], dim=1)  # per client: no (R, m, P) temporary
+    return updated, messages, mbar, sq_deviation, gradient_norm
+
+
+def compiled_completion(compile: bool | str) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """:func:`complete_round` under :func:`torch.compile` (static shapes) for ``compile`` as in :func:`compiled`,
+    or itself for ``False``. Inductor fuses the casts, noise, aggregate, step and reductions into a few passes
+    (about 3x fewer bytes moved; 3.5x faster on a CPU). Never CUDA graphs: the results outlive the call."""
+    if compile is False:
+        return complete_round
+    if compile is not True and compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be False, True or one of {COMPILE_MODES}, got {compile!r}")
+    mode = "max-autotune-no-cudagraphs" if str(compile).startswith("max-autotune") else "default"
+    return torch.compile(complete_round, mode=mode, dynamic=False)
+
+
+def draw_directions(alpha: torch.Tensor, size: int, dtype: torch.dtype, generator: torch.Generator,
+                    shared: bool = False) -> torch.Tensor | None:
+    """The standard normals behind the noise directions of the clients with ``alpha > 0`` (``(R, m, size)``,
+    zeros for the others; ``(1, m, size)`` for all clients when ``shared`` by the runs; ``None`` when nobody is
+    noisy and nothing is shared). Honest clients draw nothing: with millions of parameters per client the draws
+    cost most of a CPU round's noise."""
+    noisy = alpha > 0
+    device = alpha.device
+    if shared:
+        return torch.randn((1,) + tuple(alpha.shape[1:]) + (size,), generator=generator, device=device).to(dtype)
+    if noisy.all():
+        return torch.randn(tuple(alpha.shape) + (size,), generator=generator, device=device).to(dtype)
+    if not noisy.any():
+        return None
+    gaussian = torch.zeros(tuple(alpha.shape) + (size,), dtype=dtype, device=device)
+    gaussian[noisy] = torch.randn((int(noisy.sum()), size), generator=generator, device=device).to(dtype)
+    return gaussian
 
 
 def fedsgd_round(
@@ -190,10 +293,11 @@ def fedsgd_round(
     noise_norm: str = "global",
     center: torch.Tensor | None = None,
     radius: float = math.inf,
-    aggregate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = mean_aggregate,
+    aggregate: Aggregator = mean_aggregate,
     gradients: Callable[..., Gradients] = client_gradients,
-    corrupt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    corrupt: Corruption | None = None,
     shared_noise: bool = False,
+    complete: Callable[..., tuple[torch.Tensor, ...]] = complete_round,
 ) -> RoundResult:
     """One FedSGD round for ``R`` runs at once.
 
@@ -206,7 +310,7 @@ def fedsgd_round(
         agg_weights: ``(R, m)`` aggregation weights (dataset sizes, or ones).
         lr: ``(R,)`` step sizes ``gamma_t``.
         generator: draws the attack noise.
-        noise_norm: ``"global"`` or ``"per_tensor"``.
+        noise_norm: ``"global"`` or ``"per_tensor"`` (:func:`noise_segments`).
         center, radius: the ball ``W`` of the projection (default: none).
         aggregate: ``(messages, weights) -> (R, P)``, the server's rule (a protocol's aggregation stage; by default
             the weighted mean).
@@ -218,30 +322,17 @@ def fedsgd_round(
             client.
         shared_noise: every run draws the same directions ``xi`` (always, whatever ``alpha``): common random
             numbers across runs that differ only by ``alpha``.
+        complete: :func:`complete_round`, or its compiled form (:func:`compiled_completion`).
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
     grads, losses = gradients(loss, params, batch)
-    honest = flatten(grads, 2)
-    noisy = alpha > 0  # honest clients draw no noise: with millions of parameters per client it costs most
-    xi: torch.Tensor | None = None
-    if shared_noise:
-        xi = attack_noise(like, (1,) + tuple(alpha.shape[1:]), noise_norm, generator).to(honest.dtype)
-    elif noisy.all():
-        xi = attack_noise(like, tuple(alpha.shape), noise_norm, generator).to(honest.dtype)
-    elif noisy.any():
-        xi = torch.zeros_like(honest)
-        xi[noisy] = attack_noise(like, (int(noisy.sum()),), noise_norm, generator).to(honest.dtype)
-    messages = honest if xi is None else torch.addcmul(honest, alpha[..., None].to(honest.dtype), xi)
-    if corrupt is not None:
-        messages = corrupt(honest, messages)
-    mbar = aggregate(messages, agg_weights)
-    updated = theta - lr[:, None] * mbar
-    if center is not None:
-        updated = project(updated, center, radius)
-    sq_deviation = torch.stack([squared_distance(messages[:, c], mbar)
-                                for c in range(messages.shape[1])], dim=1)  # per client: no (R, m, P) temporary
+    segments = noise_segments(like, noise_norm)
+    gaussian = draw_directions(alpha, segments[-1][1], theta.dtype, generator, shared=shared_noise)
+    updated, messages, mbar, sq_deviation, gradient_norm = complete(
+        grads, theta, alpha, gaussian, segments, agg_weights, lr, center, radius, aggregate, corrupt)
     return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation,
-                       gradient_norm=vector_norm(honest), loss=losses.to(honest.dtype), alpha=alpha, xi=xi)
+                       gradient_norm=gradient_norm, loss=losses.to(theta.dtype), alpha=alpha, gaussian=gaussian,
+                       noise_segments=segments)
 
 
 def decaying_lr(m_sc: float, eta: float, t: int) -> float:
@@ -249,5 +340,7 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
     return 4.0 / (m_sc * (eta + t))
 
 
-__all__ = ["ClientBatch", "Gradients", "RoundResult", "attack_noise", "client_gradients", "decaying_lr", "flatten",
-                      "fedsgd_round", "model_gradients", "naive_client_gradients", "project", "unflatten"]
+__all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "attack_noise", "client_gradients",
+           "complete_round", "compiled", "compiled_completion", "decaying_lr", "draw_directions", "fedsgd_round",
+           "flatten", "model_gradients", "naive_client_gradients", "noise_segments", "noisy_messages", "project",
+           "scale_segments_", "unflatten"]

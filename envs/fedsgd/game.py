@@ -30,11 +30,14 @@ from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     Gradients,
     compiled,
+    compiled_completion,
+    complete_round,
     decaying_lr,
     fedsgd_round,
     flatten,
     model_gradients,
     project,
+    scale_segments_,
     unflatten,
 )
 from fedgames.envs.protocol import Protocol, broadcast
@@ -84,7 +87,7 @@ class RunState:
             deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
         payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
         last: the last round's active clients ``(R, m)``, their aggregation weights, noise (``alpha`` and the
-            directions ``xi``, ``None`` if nobody drew any) and step size (for the final self-correction), honest
+            directions ``xi`` as ``gaussian``, ``None`` if nobody drew any, and ``noise_segments``) and step size (for the final self-correction), honest
             gradient norms, losses, squared deviations, payments (``None`` without) and
             ``response``, the perturbation ``(R, m, P)`` of the model each received (``None`` under a plain
             broadcast).
@@ -199,26 +202,27 @@ class FedSGDGame:
         self._kernel = model_gradients(model)
         self.compile = compile
         self._gradients = compiled(self._precise_gradients, compile)
+        self._complete = compiled_completion(compile)
         self.byzantine = None if not byzantine else ByzantineClients(byzantine, n, self.active)
         self.like = {k: v.to(clients.x.device) for k, v in model.init(torch.Generator().manual_seed(0)).items()}
 
-    def __getstate__(self) -> dict[str, Any]:  # a compiled routine does not pickle: rebuilt on unpickling
-        return {k: v for k, v in self.__dict__.items() if k != "_gradients"}
+    def __getstate__(self) -> dict[str, Any]:  # compiled routines do not pickle: rebuilt on unpickling
+        return {k: v for k, v in self.__dict__.items() if k not in ("_gradients", "_complete")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._gradients = compiled(self._precise_gradients, self.compile)
+        self._complete = compiled_completion(self.compile)
 
     def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
         """Every active client's gradient and loss (the engine's ``gradients`` stage), under bf16 autocast if
-        asked, compiled if asked."""
+        asked (then possibly in bfloat16: the round casts them as it flattens them), compiled if asked."""
         return self._gradients(loss, params, batch)
 
     def _precise_gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
         dtype = PRECISIONS[self.precision]
         with torch.autocast(batch.x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            grads, losses = self._kernel(loss, params, batch)
-        return {name: g.to(params[name].dtype) for name, g in grads.items()}, losses
+            return self._kernel(loss, params, batch)
 
     def protocol(self) -> Protocol:
         """The plain protocol: ``alpha in [0, alpha_max]``, the (weighted) mean, no payments."""
@@ -317,7 +321,8 @@ class FedSGDGame:
         result = fedsgd_round(self.model.loss, state.theta, self.like, batch, alpha.gather(1, active).to(
             state.theta.dtype), weights, lr, generator, noise_norm=self.noise_norm,
             center=None if math.isinf(self.radius) else state.center, radius=self.radius,
-            aggregate=protocol.aggregate, gradients=self.gradients, corrupt=corrupt, shared_noise=state.common)
+            aggregate=protocol.aggregate, gradients=self.gradients, corrupt=corrupt, shared_noise=state.common,
+            complete=self._complete if corrupt is None else complete_round)  # Byzantine hooks: a new closure a round
         usable = torch.isfinite(result.theta.sum(-1))  # one pass: any NaN / inf (or an overflowing model) shows
         finite = usable & ~state.diverged  # type: ignore[operator]
         state.diverged = state.diverged | ~usable  # type: ignore[operator]
@@ -337,7 +342,7 @@ class FedSGDGame:
             response = responses - result.aggregate[:, None, :]
         state.round = t
         state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "alpha": result.alpha,
-                      "xi": result.xi, "lr": lr, "gradient_norm": result.gradient_norm, "loss": result.loss,
+                      "gaussian": result.gaussian, "noise_segments": result.noise_segments, "lr": lr, "gradient_norm": result.gradient_norm, "loss": result.loss,
                       "sq_deviation": deviation, "payments": charged, "response": response}
         return active
 
@@ -351,10 +356,11 @@ class FedSGDGame:
             return state.theta
         hit = last["active"] == player
         corrected = state.theta
-        if last["xi"] is not None:
+        if last["gaussian"] is not None:
             own = hit * last["weights"] * last["alpha"] * last["lr"][:, None]  # (R, m): i's step of the noise
-            xi = last["xi"].expand(own.shape + (-1,))
-            corrected = corrected + torch.einsum("rm,rmp->rp", own.to(xi.dtype), xi)
+            gaussian = last["gaussian"].expand(own.shape + (-1,))
+            step = torch.einsum("rm,rmp->rp", own.to(gaussian.dtype), gaussian)
+            corrected = corrected + scale_segments_(step, last["noise_segments"])
         if last.get("response") is not None:
             corrected = corrected + (hit[..., None] * last["response"]).sum(1)
         return corrected if math.isinf(self.radius) else project(corrected, state.center, self.radius)
