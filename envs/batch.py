@@ -10,6 +10,9 @@ steps (the game's ``horizon``), so the batch ends as a whole.
   :class:`OneRoundBatch` turns these into a batch whose first step ends it.
 - A multi-round env supplies its own batch through an ``episode_batch(protocol, size, rng)`` method (``fedsgd_v0``:
   one step = one FedSGD round) and a ``rounds`` attribute (its horizon).
+
+How many episodes the tools hold in memory at once is their ``batch_size`` (:func:`resolve_batch_size`): by default
+the env's ``default_batch_size`` where it has one (``fedsgd_v0``: from its model's size), else :data:`BATCH_SIZE`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from fedgames.envs.protocol import Protocol
+from fedgames.validation import integer
+
+BATCH_SIZE = 65_536
+"""Episodes played at once when neither the caller nor the env says otherwise (a one-round game's episode is a few
+numbers per player: 65,536 of them take megabytes)."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +106,17 @@ def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> Epis
     return OneRoundBatch(env.unwrapped.game, protocol, size, rng)  # type: ignore[attr-defined]
 
 
+def resolve_batch_size(env: ParallelEnv, batch_size: int | None) -> int:
+    """Episodes to play at once: ``batch_size`` checked (an integer >= 1, else ``ValueError``), or for ``None`` the
+    env's ``default_batch_size`` where it has one, else :data:`BATCH_SIZE`."""
+    if batch_size is None:
+        return int(getattr(env.unwrapped, "default_batch_size", BATCH_SIZE))
+    return integer("batch_size", batch_size, 1)
+
+
 def horizon(env: ParallelEnv) -> int:
     """Steps per episode: the env's ``rounds`` for a multi-round game, else 1."""
     return int(getattr(env.unwrapped, "rounds", 1))
 
 
-__all__ = ["BatchStep", "EpisodeBatch", "OneRoundBatch", "episode_batch", "horizon"]
+__all__ = ["BATCH_SIZE", "BatchStep", "EpisodeBatch", "OneRoundBatch", "episode_batch", "horizon", "resolve_batch_size"]

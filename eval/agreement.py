@@ -16,6 +16,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from fedgames.agents.scripted import profile_policies
+from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.mean_estimation import theory
 from fedgames.eval.montecarlo import simulate
 
@@ -53,6 +54,7 @@ class AgreementReport:
     profile: dict[str, list]
     episodes: int
     seed: int
+    batch_size: int
     rows: list[Row] = field(default_factory=list)
 
     @property
@@ -84,7 +86,8 @@ class AgreementReport:
             f"- mechanisms: {', '.join(self.mechanisms) or 'none'}",
             f"- config: {json.dumps(self.config)}",
             f"- profile: alpha={self.profile['alpha']}, beta={self.profile['beta']}",
-            f"- {self.episodes} episodes, seed {self.seed}; agreement: |z| < {AGREEMENT_Z} (SE from the samples)",
+            f"- {self.episodes} episodes ({self.batch_size} at a time), seed {self.seed}; agreement: |z| < "
+            f"{AGREEMENT_Z} (SE from the samples)",
             "",
             "| agent | quantity | predicted | observed | SE | z | agrees |",
             "| --- | --- | ---: | ---: | ---: | ---: | :---: |",
@@ -96,11 +99,16 @@ class AgreementReport:
 
 
 def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int = 100_000,
-                        seed: int = 0, progress: bool = False) -> AgreementReport:
-    """Simulate ``profile`` on ``env`` (mechanisms included) and compare with Thm 4.1 / D.1 / B.2 / 5.1."""
+                        seed: int = 0, batch_size: int | None = None, progress: bool = False) -> AgreementReport:
+    """Simulate ``profile`` on ``env`` (mechanisms included) and compare with Thm 4.1 / D.1 / B.2 / 5.1.
+
+    ``batch_size``: episodes simulated at once (``None``: the env's default, 65,536 for the mean-estimation game;
+    see :func:`~fedgames.eval.montecarlo.simulate`)."""
     setting = theory.Setting.from_env(env)
     agents = env.possible_agents
-    results = simulate(env, profile_policies(profile, agents), episodes, seed=seed, progress=progress)
+    batch_size = resolve_batch_size(env, batch_size)
+    results = simulate(env, profile_policies(profile, agents), episodes, seed=seed, batch_size=batch_size,
+                       progress=progress)
     predicted = {
         "sq_error": theory.expected_mse(profile, setting.nu, setting.noise_C),
         "reward": theory.expected_reward(profile, setting),
@@ -120,6 +128,7 @@ def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int
         profile={"alpha": profile.alpha.tolist(), "beta": profile.beta.tolist(), "bias": profile.bias.tolist()},
         episodes=episodes,
         seed=seed,
+        batch_size=batch_size,
     )
     for quantity, values in predicted.items():
         mean, se = observed[quantity]

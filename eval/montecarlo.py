@@ -3,7 +3,7 @@ knows, one-round or multi-round), and the plain PettingZoo loop (one-round games
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,7 @@ from pettingzoo import ParallelEnv
 from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
-from fedgames.envs.batch import EpisodeBatch, episode_batch
+from fedgames.envs.batch import EpisodeBatch, episode_batch, resolve_batch_size
 
 
 @dataclass(frozen=True)
@@ -65,28 +65,41 @@ def rollout(batch: EpisodeBatch, policies: Mapping[str, Policy], agents: list[st
         observations = step.observations
 
 
+def episode_batches(env: ParallelEnv, episodes: int, batch_size: int, rng: np.random.Generator
+                    ) -> Iterator[EpisodeBatch]:
+    """``episodes`` episodes of ``env`` as consecutive batches of ``batch_size`` (the last one smaller), each made
+    when the iteration reaches it, all drawing from ``rng``."""
+    for start in range(0, episodes, batch_size):
+        yield episode_batch(env, min(batch_size, episodes - start), rng)
+
+
 def simulate(
     env: ParallelEnv,
     policies: Mapping[str, Policy],
     episodes: int,
     seed: int = 0,
-    batch_size: int = 65_536,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> Episodes:
     """Play ``episodes`` independent episodes through the env's batched stages (the vectorised path).
 
     Runs exactly the stages the PettingZoo env runs (an :class:`~fedgames.envs.batch.EpisodeBatch` with the
-    outermost wrapper's protocol), ``batch_size`` episodes at a time. Reproducible by ``seed``.
+    outermost wrapper's protocol), ``batch_size`` episodes at a time (an integer >= 1; ``None``: the env's default,
+    see :func:`~fedgames.envs.batch.resolve_batch_size`: 65,536 for a one-round game, fewer for ``fedsgd_v0`` with
+    a large model). Reproducible by ``seed`` and ``batch_size``: each batch draws its episodes as a whole, so
+    another ``batch_size`` plays other (identically distributed) episodes unless both cover ``episodes`` in one
+    batch.
     """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
+    batch_size = resolve_batch_size(env, batch_size)
     agents = env.possible_agents
     _check_policies(policies, agents)
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    chunks = []
-    for start in tqdm(range(0, episodes, batch_size), desc="episodes", unit="batch", disable=not progress):
-        chunks.append(rollout(episode_batch(env, min(batch_size, episodes - start), rng), policies, agents,
-                              policy_rng))
+    batches = episode_batches(env, episodes, batch_size, rng)
+    chunks = [rollout(batch, policies, agents, policy_rng)
+              for batch in tqdm(batches, desc="episodes", unit="batch", total=-(-episodes // batch_size),
+                                disable=not progress)]
     errors = [getattr(c.outcome, "sq_error", None) for c in chunks]
     return Episodes(
         rewards=np.concatenate([c.returns for c in chunks]),

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
+from fedgames.envs.batch import resolve_batch_size
 from fedgames.eval.agreement import game_config
 from fedgames.files import write_atomic
 from fedgames.eval.montecarlo import simulate
@@ -108,6 +109,7 @@ class NashReport:
     interval: str
     seed: int
     checked: str
+    batch_size: int
 
     @property
     def nash_conv(self) -> float:
@@ -121,7 +123,8 @@ class NashReport:
             player["bracket"] = ([player["ci"][0], player["upper_bound"]] if player["upper_bound"] is not None
                                  else None)
         data["method"] = (f"paired {self.interval} interval at level {self.level}, {self.episodes} episodes per "
-                          f"estimate with common random numbers; verdict tolerance {self.tolerance}")
+                          f"estimate with common random numbers, {self.batch_size} at a time; verdict tolerance "
+                          f"{self.tolerance}")
         return data
 
     def to_json(self) -> str:
@@ -134,7 +137,8 @@ class NashReport:
             f"- mechanisms: {', '.join(self.mechanisms) or 'none'}",
             f"- config: `{json.dumps(self.config)}`",
             f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
-            f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}; {self.checked}",
+            f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}, {self.batch_size} "
+            f"episodes at a time; {self.checked}",
             f"- **NashConv = {self.nash_conv:.5f}**",
             "",
             "| agent | verdict | regret | interval | upper bound | oracle (proves) | plateau |",
@@ -211,6 +215,7 @@ def nash_check(
     tolerance: float = 5e-3,
     interval: str = "normal",
     seed: int = 0,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> NashReport:
     """Check whether ``policies`` (one per agent) is an equilibrium of ``env`` (mechanisms included).
@@ -222,6 +227,7 @@ def nash_check(
         oracle: a :class:`~fedgames.train.oracles.LearnedOracle` or :class:`~fedgames.train.oracles.GridOracle`,
             or several: each searches, all replies are played on the same evaluation episodes, the one with the
             largest regret is reported (the best lower bound) and the tightest upper bound closes the bracket.
+            Called as ``best_response(env, player, policies, seed=..., batch_size=...)``.
         profile_name: how the report names the candidate.
         players: ``"all"``, ``"symmetric"`` (one player per type, see :func:`player_types`) or a list of agents.
         episodes: fresh episodes for each paired regret estimate.
@@ -229,11 +235,17 @@ def nash_check(
         tolerance: the verdict's ``tau``, in reward units (an epsilon-equilibrium threshold; 0.005 by default).
         interval: ``"normal"`` or ``"bootstrap"``.
         seed: seeds the oracle and (apart from it) the evaluation episodes.
+        batch_size: episodes played at once by every simulation of the check (the oracles' included): an integer
+            >= 1, or ``None`` for the env's default (:func:`~fedgames.envs.batch.resolve_batch_size`: 65,536 for a
+            one-round game, fewer for ``fedsgd_v0`` with a large model, e.g. 3 runs of the FEMNIST CNN with 3
+            clients per round). Lower it when memory runs out. The episodes are reproducible by ``seed`` and
+            ``batch_size`` (each batch draws its episodes as a whole); candidate and replies always share them.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
+    batch_size = resolve_batch_size(env, batch_size)
     oracles = list(oracle) if isinstance(oracle, Sequence) else [oracle]
     agents = list(env.possible_agents)
     missing = [a for a in agents if a not in policies]
@@ -251,37 +263,42 @@ def nash_check(
         groups, checked = [[a] for a in players], f"players {list(players)} checked"
     theory = closed_form(env)
     evaluation_seed = seed + 7_919
-    baseline = simulate(env, policies, episodes, seed=evaluation_seed).rewards
+    baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size).rewards
+
+    def summary(agent: str, policy: Policy) -> dict[str, float]:
+        return summarize_policy(env, agent, policy, seed=seed, profile=policies, batch_size=batch_size)
+
     results = []
     for group in tqdm(groups, desc="players", disable=not progress):
         agent = group[0]
         index = agents.index(agent)
         replies = []
         for each in oracles:
-            found = each.best_response(env, agent, policies, seed=seed)
-            replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed).rewards
+            found = each.best_response(env, agent, policies, seed=seed, batch_size=batch_size)
+            replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed,
+                               batch_size=batch_size).rewards
             diffs = replied[:, index] - baseline[:, index]
             replies.append((float(diffs.mean()), paired_interval(diffs, level, interval, seed=seed), found))
         regret, (low, high), found = max(replies, key=lambda r: r[0])
         uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
-        learned = summarize_policy(env, agent, found.policy, seed=seed, profile=policies)
+        learned = summary(agent, found.policy)
         predicted, distance = _prediction(env, theory, policies, index, learned)
         results.append(PlayerCheck(
             agent=agent, verdict=verdict(low, high, tolerance), regret=regret, ci=[low, high],
-            candidate=summarize_policy(env, agent, policies[agent], seed=seed, profile=policies), learned=learned,
+            candidate=summary(agent, policies[agent]), learned=learned,
             predicted=predicted, distance_to_prediction=distance, oracle=found.oracle, proves=found.proves,
             upper_bound=min(uppers) if uppers else None, budget=found.budget, plateau=found.plateau,
             curves=found.curves, represents=group,
             other_oracles=[{"oracle": r[2].oracle, "proves": r[2].proves, "regret": r[0], "ci": list(r[1]),
                             "upper_bound": r[2].upper_bound, "budget": r[2].budget,
-                            "learned": summarize_policy(env, agent, r[2].policy, seed=seed, profile=policies)}
+                            "learned": summary(agent, r[2].policy)}
                            for r in replies if r[2] is not found],
         ))
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
     config = game_config(env.unwrapped.game) | game_config(env.unwrapped)  # type: ignore[attr-defined]
     return NashReport(env=env.metadata["name"], mechanisms=mechanisms, config=config,
                       profile=profile_name, players=results, episodes=episodes, level=level, tolerance=tolerance,
-                      interval=interval, seed=seed, checked=checked)
+                      interval=interval, seed=seed, checked=checked, batch_size=batch_size)
 
 
 def _prediction(env: ParallelEnv, theory: Any, policies: Mapping[str, Policy], index: int,

@@ -8,8 +8,9 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from fedgames.agents.policy import Policy
-from fedgames.envs.batch import episode_batch, horizon
-from fedgames.eval.montecarlo import rollout
+from fedgames.envs.batch import horizon, resolve_batch_size
+from fedgames.eval.montecarlo import episode_batches, rollout
+from fedgames.validation import integer
 
 
 def summarize_actions(action_names: tuple[str, ...], actions: np.ndarray) -> dict[str, float]:
@@ -24,24 +25,34 @@ def summarize_actions(action_names: tuple[str, ...], actions: np.ndarray) -> dic
 
 
 def summarize_policy(env: ParallelEnv, player: str, policy: Policy, episodes: int = 4096, seed: int = 0,
-                     profile: Mapping[str, Policy] | None = None) -> dict[str, float]:
+                     profile: Mapping[str, Policy] | None = None, batch_size: int | None = None) -> dict[str, float]:
     """:func:`summarize_actions` of ``policy``'s actions as ``player``.
 
     One-round games: on ``episodes`` freshly drawn observations of ``player``. Multi-round games: a player's later
     observations depend on everyone's play, so ``episodes`` episodes are played with the others following
     ``profile`` (``player``'s own entry, if any, is replaced by ``policy``); the summary is the mean over all steps,
     plus ``<component>_last``, the mean at the last step.
+
+    The episodes are drawn ``batch_size`` at a time (``None``: the env's default, see
+    :func:`~fedgames.envs.batch.resolve_batch_size`). Reproducible by ``seed`` and ``batch_size``; as for
+    :func:`~fedgames.eval.montecarlo.simulate`, another ``batch_size`` draws other episodes unless both take all
+    ``episodes`` in one batch.
     """
+    episodes = integer("episodes", episodes, 1)
+    batch_size = resolve_batch_size(env, batch_size)
     rng = np.random.default_rng(seed)
     index = env.possible_agents.index(player)
     names = env.protocol.action_names  # type: ignore[attr-defined]
-    batch = episode_batch(env, episodes, rng)
+    batches = episode_batches(env, episodes, batch_size, rng)
     if horizon(env) == 1:
-        return summarize_actions(names, policy.act(batch.reset()[:, index], rng))
+        actions = [policy.act(batch.reset()[:, index], rng) for batch in batches]
+        return summarize_actions(names, np.concatenate(actions))
     if profile is None:
         raise ValueError("summarize_policy: a multi-round game needs the others' policies (profile)")
-    played = rollout(batch, {**profile, player: policy}, list(env.possible_agents), rng, record_actions=True)
-    return summarize_steps(names, played.actions[:, :, index])  # type: ignore[index]
+    played, agents = {**profile, player: policy}, list(env.possible_agents)
+    actions = [rollout(batch, played, agents, rng, record_actions=True).actions[:, :, index]  # type: ignore[index]
+               for batch in batches]
+    return summarize_steps(names, np.concatenate(actions, axis=1))
 
 
 def summarize_steps(action_names: tuple[str, ...], actions: np.ndarray) -> dict[str, float]:

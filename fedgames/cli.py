@@ -190,7 +190,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                                        progress=not args.quiet))
     report = nash_check(env, policies, oracles, profile_name=args.profile, players=args.players or "all",
                         episodes=args.episodes or 20_000, level=args.level, tolerance=args.tolerance,
-                        interval=args.interval, seed=args.seed, progress=not args.quiet)
+                        interval=args.interval, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
     print(report.to_markdown())
     if args.out:
         written = report.save(args.out)
@@ -281,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--grid-points", type=int, help="grid oracle: points per component (11)")
     check.add_argument("--grid-episodes", type=int, help="grid oracle: episodes per grid point (20000)")
     check.add_argument("--episodes", type=int, help="fresh episodes per regret estimate (20000)")
+    check.add_argument("--batch-size", type=int, metavar="N",
+                       help="episodes played at once in every simulation of the check; lower it when memory runs "
+                            "out (default: the env's, 65536 for one-round games; fedsgd_v0 from its model's size, "
+                            "e.g. 3 for the FEMNIST CNN with 3 clients per round)")
     check.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     check.add_argument("--tolerance", type=float, default=5e-3, help="verdict tolerance, reward units")
     check.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")

@@ -87,7 +87,7 @@ class KnownReply:
     def __init__(self, result: OracleResult) -> None:
         self.result = result
 
-    def best_response(self, env, player, policies, seed=0):
+    def best_response(self, env, player, policies, seed=0, batch_size=None):
         return self.result
 
 

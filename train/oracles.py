@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
-from fedgames.envs.batch import episode_batch, horizon
+from fedgames.envs.batch import episode_batch, horizon, resolve_batch_size
 from fedgames.eval.montecarlo import simulate
 from fedgames.train.best_response_env import BestResponseVecEnv
 
@@ -123,8 +123,9 @@ def plateaued(curve: Sequence[Sequence[float]], share: float = 0.05) -> bool:
     return bool(recent <= 2 * se or recent <= share * abs(last.mean() - first.mean()))
 
 
-def _player_value(env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int) -> float:
-    results = simulate(env, policies, episodes, seed=seed)
+def _player_value(env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int,
+                  batch_size: int) -> float:
+    results = simulate(env, policies, episodes, seed=seed, batch_size=batch_size)
     return float(results.rewards[:, env.possible_agents.index(player)].mean())
 
 
@@ -137,7 +138,8 @@ class LearnedOracle:
             whole episode per game), rounds of a multi-round one.
         seeds: independent trainings; the one with the best validation value is kept.
         n_envs: games per vectorised step.
-        validation_episodes: episodes used to pick the best seed (a seed stream apart from the check's).
+        validation_episodes: episodes used to pick the best seed (a seed stream apart from the check's), played
+            ``batch_size`` at a time (an argument of :meth:`best_response`; training plays ``n_envs`` games).
         algo_kwargs: overrides of :func:`default_algo_kwargs`.
         tensorboard_log: folder for TensorBoard logs (needs the ``tensorboard`` package).
     """
@@ -167,8 +169,12 @@ class LearnedOracle:
         """The hyperparameters used on ``env``: :func:`default_algo_kwargs` for its horizon, then the overrides."""
         return default_algo_kwargs(self.name, self.n_envs, horizon(env)) | self.overrides
 
-    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0
-                      ) -> OracleResult:
+    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0,
+                      batch_size: int | None = None) -> OracleResult:
+        """Train ``seeds`` learners as ``player`` against ``policies``; keep the best on the validation episodes,
+        simulated ``batch_size`` at a time (``None``: the env's default,
+        :func:`~fedgames.envs.batch.resolve_batch_size`)."""
+        batch_size = resolve_batch_size(env, batch_size)
         others = {a: p for a, p in policies.items() if a != player}
         algo_kwargs = self.algo_kwargs(env)
         runs = []
@@ -181,7 +187,7 @@ class LearnedOracle:
             model.learn(self.timesteps, callback=curve, tb_log_name=f"{self.name}_{player}_seed{run_seed}")
             policy = SB3Policy(model, env.action_space(player))
             value = _player_value(env, {**policies, player: policy}, player, self.validation_episodes,
-                                  seed=10_000_019 + run_seed)
+                                  seed=10_000_019 + run_seed, batch_size=batch_size)
             runs.append((value, policy, curve.points))
         best = max(range(len(runs)), key=lambda r: runs[r][0])
         return OracleResult(
@@ -234,15 +240,19 @@ class GridOracle:
     def proves(self) -> str:
         return "lower and upper bound" if self.lipschitz is not None else "lower bound"
 
-    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0
-                      ) -> OracleResult:
+    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0,
+                      batch_size: int | None = None) -> OracleResult:
+        """Play the candidate and every grid point as ``player`` on the same ``episodes`` episodes, simulated
+        ``batch_size`` at a time (``None``: the env's default, :func:`~fedgames.envs.batch.resolve_batch_size`),
+        and keep the best point."""
+        batch_size = resolve_batch_size(env, batch_size)
         protocol = env.protocol  # type: ignore[attr-defined]
         index = env.possible_agents.index(player)
         columns = [protocol.action_index(c) for c in self.components]
         observations = episode_batch(env, 1, np.random.default_rng(seed)).reset()
         base = policies[player].act(observations[:, index], np.random.default_rng(seed))[0]
         low, high = protocol.action_low[columns], protocol.action_high[columns]
-        candidate = simulate(env, policies, self.episodes, seed=seed).rewards[:, index]
+        candidate = simulate(env, policies, self.episodes, seed=seed, batch_size=batch_size).rewards[:, index]
 
         def search(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             axes = [np.linspace(lo, hi, self.points) for lo, hi in zip(lower, upper)]
@@ -253,7 +263,8 @@ class GridOracle:
                 actions.append(action)
             gains, errors = np.empty(len(actions)), np.empty(len(actions))
             for g, action in enumerate(actions):
-                rewards = simulate(env, {**policies, player: ConstantPolicy(action)}, self.episodes, seed=seed)
+                rewards = simulate(env, {**policies, player: ConstantPolicy(action)}, self.episodes, seed=seed,
+                                   batch_size=batch_size)
                 diff = rewards.rewards[:, index] - candidate
                 gains[g], errors[g] = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
             return np.array(actions), gains, errors, (upper - lower) / (self.points - 1)

@@ -35,6 +35,7 @@ import torch
 from gymnasium import spaces
 
 from fedgames.envs.base import ProtocolEnv, stack_actions
+from fedgames.envs.batch import BATCH_SIZE
 from fedgames.envs.fedsgd.batch import (
     OBSERVATION_SIZE,
     FedSGDBatch,
@@ -54,6 +55,10 @@ from fedgames.validation import integer, per_player, real
 
 OBJECTIVES = ("quadratic", "logistic", "cnn")
 UTILITIES = ("default", "shared_damage")
+MESSAGE_ENTRIES = 2**26
+"""The default episode batch keeps one round's messages, ``(runs, active clients, parameters)``, within this many
+values (256 MiB in float32). A round holds several tensors of that shape: a FEMNIST CNN run with 3 clients of
+20 samples peaked at about 0.55 GB on a CPU, 7 times its messages. See :attr:`FedSGDEnv.default_batch_size`."""
 
 
 def build_objective(objective: str, n_clients: int, samples_per_client: int, data_dir: str | None,
@@ -160,6 +165,14 @@ class FedSGDEnv(ProtocolEnv):
     @property
     def messages_per_round(self) -> int:
         return self.game.active
+
+    @property
+    def default_batch_size(self) -> int:
+        """Episodes (runs) the batched tools play at once unless given a ``batch_size``: as many as keep a round's
+        messages within :data:`MESSAGE_ENTRIES` values, between 1 and :data:`~fedgames.envs.batch.BATCH_SIZE`.
+        The FEMNIST CNN (6.6M parameters) with 3 active clients: 3; the quadratic: 65,536."""
+        per_run = self.game.active * sum(p.numel() for p in self.game.like.values())
+        return max(1, min(BATCH_SIZE, MESSAGE_ENTRIES // per_run))
 
     def client_alpha(self, alpha: np.ndarray) -> torch.Tensor:
         """The players' aggressiveness ``(R, players)`` as the simulator's ``(R, N)`` (0 for attackers)."""

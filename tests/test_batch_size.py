@@ -1,0 +1,262 @@
+"""``batch_size``, the episodes the Monte Carlo tools play at once, end to end: the env's default (65,536 for a
+one-round game; from the model's size for ``fedsgd_v0``), play in batches of at most ``batch_size`` in
+``simulate``, ``summarize_policy``, the oracles, ``nash_check``, ``compare_with_theory`` and ``fedgames check``,
+results reproducible by seed and batch size and equal to one batch's when the batch covers every episode, common
+random numbers kept in the Nash check, and bad values refused with an error naming ``batch_size``.
+
+A spy on the env's batch constructor records the size of every batch played. ~10 s on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import fedgames
+from fedgames.agents import ConstantPolicy, RandomPolicy, profile_policies
+from fedgames.cli import main
+from fedgames.envs.batch import BATCH_SIZE, resolve_batch_size
+from fedgames.envs.fedsgd.fedsgd import MESSAGE_ENTRIES, FedSGDEnv
+from fedgames.envs.mean_estimation import theory
+from fedgames.eval.agreement import compare_with_theory
+from fedgames.eval.montecarlo import simulate
+from fedgames.eval.nash import nash_check
+from fedgames.eval.strategy import summarize_policy
+from fedgames.train import oracles
+from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
+
+N = 4
+FEDSGD = dict(objective="quadratic", n_clients=N, rounds=3, lr="decaying", eta=100.0, radius=3.0,
+              weighting="uniform", noise_norm="global", alpha_max=10.0, lam=0.5, samples_per_client=5)
+PENALTY = "side_payment:C=4.0,balanced=true"
+PLAYER = "player_0"
+
+
+def fedsgd(mechanisms=(), **overrides):
+    return fedgames.make("fedsgd_v0", mechanisms=list(mechanisms), **(FEDSGD | overrides))
+
+
+def mean_estimation(mechanisms=()):
+    return fedgames.make("mean_estimation_v0", mechanisms=list(mechanisms), n_players=3, dim=2, bias_max=0.0)
+
+
+def honest(env):
+    return {agent: ConstantPolicy([0.0]) for agent in env.possible_agents}
+
+
+def with_random_player(env):
+    """The honest profile with ``PLAYER`` acting at random (so every episode's draws matter)."""
+    policies = profile_policies(theory.honest_profile(theory.Setting.from_env(env), 2), env.possible_agents)
+    return policies | {PLAYER: RandomPolicy(env.action_space(PLAYER))}
+
+
+def spy_batch_sizes(monkeypatch, owner) -> list[int]:
+    """Record the size of every episode batch a ``fedsgd_v0`` env makes (``owner``: one env, or the class)."""
+    sizes: list[int] = []
+    make = owner.episode_batch
+
+    def recording(*args):
+        sizes.append(args[-2])
+        return make(*args)
+
+    monkeypatch.setattr(owner, "episode_batch", recording)
+    return sizes
+
+
+class Echo:
+    """An oracle that replies with the candidate's own policy and remembers the ``batch_size`` it was given."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int | None] = []
+
+    def best_response(self, env, player, policies, seed=0, batch_size=None):
+        self.batch_sizes.append(batch_size)
+        return OracleResult(policies[player], oracle="echo", proves="lower bound", budget={})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Defaults
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_default_batch_size_comes_from_the_env():
+    """One-round games keep 65,536; ``fedsgd_v0`` bounds a round's messages: 3 runs of the FEMNIST CNN (6.6M
+    parameters, 3 clients), all 65,536 on the 2-parameter quadratic; a given ``batch_size`` wins."""
+    assert resolve_batch_size(mean_estimation(), None) == BATCH_SIZE == 65_536
+    assert resolve_batch_size(fedsgd([PENALTY]), None) == BATCH_SIZE  # through the mechanism wrapper
+    cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
+    parameters = sum(p.numel() for p in cnn.unwrapped.game.like.values())
+    assert resolve_batch_size(cnn, None) == MESSAGE_ENTRIES // (3 * parameters) == 3
+    assert resolve_batch_size(cnn, 7) == 7
+
+
+def test_simulate_plays_the_default_batches(monkeypatch):
+    """Without a ``batch_size`` the env's default bounds every batch (here made 3 runs of the quadratic)."""
+    env = fedsgd()
+    monkeypatch.setattr("fedgames.envs.fedsgd.fedsgd.MESSAGE_ENTRIES", 3 * N * 2)
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    assert simulate(env, honest(env), 8).rewards.shape == (8, N)
+    assert sizes == [3, 3, 2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Play in batches: simulate, summarize_policy, compare_with_theory
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_simulate_in_batches_is_reproducible_and_draws_fresh_episodes(monkeypatch):
+    env = fedsgd([PENALTY])
+    policies = honest(env) | {PLAYER: ConstantPolicy([2.0])}
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    chunked = simulate(env, policies, 10, seed=5, batch_size=4)
+    assert sizes == [4, 4, 2]
+    assert chunked.rewards.shape == chunked.payments.shape == (10, N)
+    assert not np.array_equal(chunked.rewards[:4], chunked.rewards[4:8])  # each batch its own episodes
+    np.testing.assert_array_equal(chunked.rewards, simulate(env, policies, 10, seed=5, batch_size=4).rewards)
+    whole = simulate(env, policies, 10, seed=5, batch_size=10)
+    np.testing.assert_array_equal(whole.rewards, simulate(env, policies, 10, seed=5).rewards)  # one batch each
+    assert sizes[3:] == [4, 4, 2, 10, 10]
+
+
+def test_simulate_in_small_batches_has_the_same_distribution():
+    env = mean_estimation(["side_payment:C=0.4,balanced=true"])
+    policies = with_random_player(env)
+    small = simulate(env, policies, 20_000, seed=1, batch_size=1_000)
+    large = simulate(env, policies, 20_000, seed=1)
+    for field in ("rewards", "sq_error", "payments"):
+        (m_small, se_small), (m_large, se_large) = small.mean_and_se(field), large.mean_and_se(field)
+        assert np.all(np.abs(m_small - m_large) < 4 * np.hypot(se_small, se_large)), field
+
+
+def test_summarize_policy_honours_episodes_in_batches(monkeypatch):
+    """Multi-round: ``episodes`` episodes in batches of ``batch_size``, reproducible; one batch covering them all
+    gives the default's (one-batch) summary."""
+    env = fedsgd()
+    policy = RandomPolicy(env.action_space(PLAYER))
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    chunked = summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=4)
+    assert sizes == [4, 4, 2]
+    assert set(chunked) == {"alpha", "alpha_last"} and 0.0 < chunked["alpha"] < 10.0
+    assert chunked == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=4)
+    assert (summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=64)
+            == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env)))
+
+
+def test_summarize_policy_in_small_batches_has_the_same_distribution():
+    """One-round: 20,000 uniform alphas in [0, 5] in batches of 1,000 have the mean of one batch's, within 4 SE."""
+    env = mean_estimation()
+    policy = RandomPolicy(env.action_space(PLAYER))
+    small = summarize_policy(env, PLAYER, policy, episodes=20_000, seed=3, batch_size=1_000)
+    large = summarize_policy(env, PLAYER, policy, episodes=20_000, seed=3)
+    se = 5.0 / np.sqrt(12 * 20_000)
+    assert abs(small["alpha"] - large["alpha"]) < 4 * np.sqrt(2) * se
+
+
+def test_compare_with_theory_in_batches_agrees_and_records_the_batch_size():
+    env = mean_estimation(["side_payment:C=0.4,balanced=true"])
+    profile = theory.honest_profile(theory.Setting.from_env(env), 2)
+    report = compare_with_theory(env, profile, episodes=20_000, seed=0, batch_size=5_000)
+    assert report.batch_size == 5_000 and report.to_dict()["batch_size"] == 5_000
+    assert "20000 episodes (5000 at a time)" in report.to_markdown()
+    assert report.all_agree
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Nash check and its oracles
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_nash_check_batches_every_simulation_and_keeps_common_random_numbers(monkeypatch):
+    """The reply is the candidate: with candidate and reply on the same episodes, batch by batch, every paired
+    difference is exactly 0. The oracle receives the batch size, and no batch of the check exceeds it (the
+    strategy summaries' 4096 episodes included)."""
+    env = fedsgd([PENALTY])
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    echo = Echo()
+    report = nash_check(env, honest(env), echo, players=[PLAYER], episodes=40, batch_size=16)
+    assert echo.batch_sizes == [16]
+    assert max(sizes) == 16 and sum(sizes) == 2 * 40 + 2 * 4096  # baseline, reply; candidate's, reply's summary
+    (check,) = report.players
+    assert check.regret == 0.0 and check.ci == [0.0, 0.0] and check.verdict == "consistent"
+    assert report.batch_size == 16 and "16 episodes at a time" in report.to_markdown()
+
+
+def test_grid_check_in_small_batches_reaches_the_one_batch_verdict(monkeypatch):
+    """Honesty under a balanced penalty (C = 4 > Thm 6.1's threshold): in batches of 16 as in one batch, the grid's
+    best constant alpha is 0 and the regret exactly 0 (the reply is the candidate, on common random numbers)."""
+    env = fedsgd([PENALTY])
+    grid = GridOracle(components=("alpha",), points=3, episodes=48, lipschitz=None)
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    reports, largest = [], []
+    for batch_size in (16, None):
+        sizes.clear()
+        reports.append(nash_check(env, honest(env), grid, players="symmetric", episodes=48, batch_size=batch_size))
+        largest.append(max(sizes))
+    assert largest == [16, 4096]  # by default one batch per simulation (the summaries' 4096 episodes the largest)
+    for report in reports:
+        (check,) = report.players
+        assert check.verdict == "consistent" and check.regret == 0.0 and check.learned["alpha"] == 0.0
+    assert [r.batch_size for r in reports] == [16, BATCH_SIZE]
+
+
+def test_learned_oracle_validates_in_batches(monkeypatch):
+    """A learned reply's validation episodes are simulated ``batch_size`` at a time."""
+    env = fedsgd()
+    oracle = LearnedOracle("ppo", timesteps=48, seeds=1, n_envs=8, validation_episodes=20)
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    oracle.best_response(env, PLAYER, honest(env), batch_size=6)
+    assert set(sizes[:-4]) == {8} and sizes[-4:] == [6, 6, 6, 2]  # training's n_envs games, then validation
+
+
+def test_cli_check_batch_size(tmp_path, monkeypatch):
+    sizes = spy_batch_sizes(monkeypatch, FedSGDEnv)
+    args = ["check", "fedsgd_v0", "-e", "n_clients=4", "-e", "rounds=3", "-e", "lr=decaying", "-e", "eta=100",
+            "-e", "radius=3", "-e", "lam=0.5", "-e", "samples_per_client=5", "-m", PENALTY, "--profile", "honest",
+            "--oracle", "grid", "--grid-points", "3", "--grid-episodes", "24", "--episodes", "24", "--players",
+            "symmetric", "--batch-size", "10", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["batch_size"] == 10 and "10 at a time" in data["method"]
+    assert data["players"][0]["verdict"] == "consistent"
+    assert max(sizes) == 10 and sizes.count(4) >= 2  # 24 episodes = 10 + 10 + 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad values
+# ---------------------------------------------------------------------------------------------------------------
+
+BAD = [0, -3, 2.5, 4.0, True, np.bool_(False), "8"]
+
+
+GRID = GridOracle(points=2, episodes=10)
+LEARNER = LearnedOracle("ppo", timesteps=10**9, n_envs=4)
+CALLS = {
+    "simulate": lambda env, b: simulate(env, with_random_player(env), 10, batch_size=b),
+    "summarize_policy": lambda env, b: summarize_policy(env, PLAYER, ConstantPolicy([1.0, 0.0]), batch_size=b),
+    "compare_with_theory": lambda env, b: compare_with_theory(
+        env, theory.honest_profile(theory.Setting.from_env(env), 2), episodes=10, batch_size=b),
+    "nash_check": lambda env, b: nash_check(env, with_random_player(env), GRID, episodes=10, batch_size=b),
+    "grid oracle": lambda env, b: GRID.best_response(env, PLAYER, with_random_player(env), batch_size=b),
+    "learned oracle": lambda env, b: LEARNER.best_response(env, PLAYER, with_random_player(env), batch_size=b),
+}
+
+
+@pytest.mark.parametrize("function", list(CALLS))
+@pytest.mark.parametrize("bad", BAD, ids=repr)
+def test_bad_batch_size_is_a_value_error_naming_it(function, bad, monkeypatch):
+    """Refused before anything is played or trained (the learner's billion timesteps never start)."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking batch_size")
+
+    monkeypatch.setattr(oracles, "BestResponseVecEnv", no_training)
+    with pytest.raises(ValueError, match=rf"batch_size must be an integer >= 1, got {re.escape(repr(bad))}"):
+        CALLS[function](mean_estimation(), bad)
+
+
+def test_cli_bad_batch_size_exits_2(capsys):
+    args = ["check", "mean_estimation_v0", "--oracle", "grid", "--batch-size", "0", "--quiet"]
+    assert main(args) == 2
+    assert "batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
