@@ -7,7 +7,7 @@ from typing import Any
 
 from pettingzoo import ParallelEnv
 
-from fedgames.arrays import standard_normal
+from fedgames.arrays import squared_distance, standard_normal
 from fedgames.envs.protocol import Protocol
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import real
@@ -40,7 +40,7 @@ class NoisyResponse(Mechanism):
 
         def respond(messages: Any, aggregate: Any, rng: Any) -> Any:
             eps = standard_normal(rng, tuple(messages.shape), like=messages) / math.sqrt(messages.shape[-1])
-            deviation = (((messages - aggregate[:, None, :]) ** 2).sum(-1) ** 0.5)[..., None]
+            deviation = squared_distance(messages, aggregate[:, None, :])[..., None] ** 0.5
             return inner(messages, aggregate, rng) + scale * deviation * eps
 
         return protocol.with_stage(self, respond=respond)

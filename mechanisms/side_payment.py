@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.arrays import squared_distance
 from fedgames.envs.protocol import Protocol
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import real
@@ -20,7 +21,7 @@ def deviation_payments(messages: Any, aggregate: Any, C: float, balanced: bool) 
     With the mean server ``theta_s = mbar``; under robust aggregation the deviation is from that aggregate.
     Numpy arrays or torch tensors.
     """
-    plain = C * ((messages - aggregate[:, None, :]) ** 2).sum(-1)
+    plain = C * squared_distance(messages, aggregate[:, None, :])  # accurate for a CPU tensor of millions too
     if not balanced:
         return plain
     n_players = messages.shape[1]
