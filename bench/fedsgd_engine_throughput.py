@@ -13,7 +13,7 @@ eager; the compilation happens in the warm-up round and is not timed). Rates are
 them, with the device, to a file (after each measurement).
 
 Usage: python bench/fedsgd_engine_throughput.py [--runs 1 8 32 64] [--rounds 3] [--device cpu|cuda]
-       [--paths naive vmap grouped padded im2col grouped-nchw ...] [--precisions float32 bfloat16] [--json FILE]
+       [--paths naive vmap grouped padded im2col grouped-nchw ...] [--precisions float32 tf32 bfloat16] [--json FILE]
        [--compile off default max-autotune] [--profile FILE]
 """
 
@@ -34,11 +34,13 @@ from fedgames.envs.fedsgd.engine import (
     client_gradients,
     compiled,
     compiled_completion,
+    cuda_kernel_flags,
     fedsgd_round,
     flatten,
     model_gradients,
     naive_client_gradients,
 )
+from fedgames.envs.fedsgd.game import PRECISIONS
 from fedgames.envs.fedsgd.models import FemnistCNN
 from fedgames.files import write_atomic
 from fedgames.memory import keep_freed_memory
@@ -64,18 +66,20 @@ def make_step(path: str, runs: int, device: str, precision: str, compile: str = 
     lr = torch.full((runs,), 0.06, device=device)
     noise = torch.Generator(device=device).manual_seed(1)
     kernel = PATHS[path]
-    bf16 = precision == "bfloat16"
+    setting = PRECISIONS[precision]
 
     def gradients(loss, params, batch):  # noqa: ANN001, ANN202
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type=device, dtype=setting.autocast or torch.float32,
+                            enabled=setting.autocast is not None):
             return kernel(loss, params, batch)
 
     gradients = compiled(gradients, False if compile == "off" else compile)
     complete = compiled_completion(False if compile == "off" else compile)
 
     def step(theta: torch.Tensor) -> torch.Tensor:
-        return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
-                            noise_norm="per_tensor", gradients=gradients, complete=complete).theta
+        with cuda_kernel_flags(theta.device, setting.tf32):  # as FedSGDGame.gradients
+            return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
+                                noise_norm="per_tensor", gradients=gradients, complete=complete).theta
 
     return step, theta
 
@@ -113,7 +117,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
-    parser.add_argument("--precisions", nargs="+", choices=["float32", "bfloat16"], default=["float32"])
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=["tf32"],
+                        help="of the batched paths (the naive loop: tf32, i.e. float32 on a CPU)")
     parser.add_argument("--compile", nargs="+", choices=["off", *COMPILE_MODES], default=["off"],
                         help="torch.compile modes to measure each batched path in (off: eager)")
     parser.add_argument("--json", help="also write the rates to this JSON file")
@@ -121,14 +126,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cpu":
         keep_freed_memory()
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     card = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"device: {args.device} ({card}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"{CLIENTS} clients x {SAMPLES} samples per run and round")
-    columns = [(p, q, c) for p in args.paths for q in (args.precisions if p != "naive" else ["float32"])
+    columns = [(p, q, c) for p in args.paths for q in (args.precisions if p != "naive" else ["tf32"])
                for c in (args.compile if p != "naive" else ["off"])]
     names = [f"{p}/{q}" + ("" if c == "off" else f"/{c}") for p, q, c in columns]  # the JSON's keys
     short = [name.replace("float32", "fp32").replace("bfloat16", "bf16") for name in names]
@@ -143,7 +144,7 @@ def main() -> None:
             if args.json:  # after every measurement: a run cut short keeps what it measured
                 write_atomic(args.json, json.dumps({"device": args.device, "card": card, "torch": torch.__version__,
                                                     "clients": CLIENTS, "samples": SAMPLES, "rows": rows}, indent=2))
-        naive = rates.get("naive/float32")
+        naive = rates.get("naive/tf32")
         best = max(v for k, v in rates.items() if not k.startswith("naive"))
         ratio = f"{best / naive:10.1f}x" if naive else ""
         print(f"{runs:4d} " + " ".join(f"{v:{width}.1f}" for v in rates.values()) + f"   {ratio}", flush=True)

@@ -90,8 +90,9 @@ def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, 
               checkpoint_minutes: float = 5.0) -> dict[str, Any]:
     """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content.
 
-    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"bfloat16"``
-    computes the client gradients under bf16 autocast (a GPU's fast path); ``compile`` compiles them
+    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"tf32"`` uses
+    TF32 tensor cores on CUDA, ``"bfloat16"`` computes the client gradients under bf16 autocast (a GPU's fast path);
+    ``compile`` compiles the rounds
     (:class:`~fedgames.envs.fedsgd.game.FedSGDGame`). ``checkpoint_minutes``: how often the runs in progress are
     saved (``inf``: never).
     """

@@ -13,7 +13,7 @@ import torch
 import fedgames
 
 from fedgames.envs.fedsgd.data import digits_federated, synthetic_femnist
-from fedgames.envs.fedsgd.engine import flatten
+from fedgames.envs.fedsgd.engine import cuda_kernel_flags, flatten
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, padded_width
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.mechanisms import RobustAggregation
@@ -229,13 +229,14 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_cnn_round_in_bf16_follows_float32(device):
-    """A CNN round with the gradients under bf16 autocast moves the model in the float32 round's direction (cosine
-    above 0.99 with the same seed), and everything stays on the clients' device."""
+def test_cnn_round_in_bf16_and_tf32_follows_float32(device):
+    """A CNN round with the gradients under bf16 autocast, or with TF32 products, moves the model in the float32
+    round's direction (cosine above 0.99 with the same seed; TF32 is float32 on a CPU), and everything stays on the
+    clients' device."""
     data = synthetic_femnist(n_writers=4, seed=0, mean_samples=6)
     clients = ClientData.from_arrays(data.x, data.y, data.writer, data.n_writers, device=device)
     steps = {}
-    for precision in ("float32", "bfloat16"):
+    for precision in ("float32", "tf32", "bfloat16"):
         game = FedSGDGame(FemnistCNN(), clients, active=3, precision=precision)
         g = torch.Generator(device=device).manual_seed(0)
         state = game.start(2, g)
@@ -243,8 +244,27 @@ def test_cnn_round_in_bf16_follows_float32(device):
         game.play_round(state, torch.zeros(2, 4, device=device), g)
         assert state.theta.device.type == device and state.paid.device.type == device
         steps[precision] = state.theta - start
-    cosine = torch.nn.functional.cosine_similarity(steps["bfloat16"], steps["float32"], dim=-1)
-    assert cosine.min() > 0.99
+    for precision in ("tf32", "bfloat16"):
+        cosine = torch.nn.functional.cosine_similarity(steps[precision], steps["float32"], dim=-1)
+        assert cosine.min() > 0.99
+    if device == "cpu":
+        assert torch.equal(steps["tf32"], steps["float32"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tf32", [False, True])
+def test_cuda_kernel_flags_hold_only_inside(device, tf32):
+    """On CUDA the gradient stage runs with cuDNN's autotuner and TF32 as asked, and the global flags are as before
+    afterwards (also after an error); on a CPU nothing is touched."""
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    with pytest.raises(RuntimeError, match="inside"):
+        with cuda_kernel_flags(torch.device(device), tf32):
+            inside = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+                      torch.backends.cuda.matmul.allow_tf32)
+            raise RuntimeError("inside")
+    assert inside == ((True, tf32, tf32) if device == "cuda" else before)
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32) == before
 
 
 def test_unknown_precision_is_rejected():

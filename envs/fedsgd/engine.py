@@ -15,7 +15,8 @@ tensor), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,25 @@ def model_gradients(model: Any) -> Callable[..., Gradients]:
         return own(params, batch.x, batch.y, batch.weight)
 
     return gradients
+
+
+@contextmanager
+def cuda_kernel_flags(device: torch.device, tf32: bool) -> Iterator[None]:
+    """On a CUDA ``device``: cuDNN's autotuner on (``benchmark``: the fastest convolution algorithm for each input
+    shape, found on its first use; runs then agree to rounding, not bitwise) and TensorFloat-32 tensor cores for
+    float32 matrix products and convolutions on or off (``tf32``: 10 significant bits in the products, float32
+    accumulation), restored on exit. Elsewhere nothing."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = tf32
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=tf32):
+            yield
+    finally:
+        matmul.allow_tf32 = previous
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -341,6 +361,6 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
 
 
 __all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "attack_noise", "client_gradients",
-           "complete_round", "compiled", "compiled_completion", "decaying_lr", "draw_directions", "fedsgd_round",
+           "complete_round", "compiled", "compiled_completion", "cuda_kernel_flags", "decaying_lr", "draw_directions", "fedsgd_round",
            "flatten", "model_gradients", "naive_client_gradients", "noise_segments", "noisy_messages", "project",
            "scale_segments_", "unflatten"]

@@ -112,8 +112,9 @@ class FedSGDEnv(ProtocolEnv):
             ``inner_product_manipulation``, or ``(name, params)``; see
             :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`). At least one client stays a player, two
             under the default utility.
-        precision: ``float32`` or ``bfloat16`` (the client gradients under bf16 autocast: a GPU's fast path).
-        compile: ``torch.compile`` the client gradients (``True`` or a mode such as ``"max-autotune"``): fused
+        precision: ``float32``, ``tf32`` (TF32 tensor cores on CUDA) or ``bfloat16`` (the client gradients under
+            bf16 autocast: a GPU's fast path); see :data:`~fedgames.envs.fedsgd.game.PRECISIONS`.
+        compile: ``torch.compile`` the client gradients and the rest of the round (``True`` or a mode such as ``"max-autotune"``): fused
             GPU kernels after a one-off compilation, the same result to rounding.
     """
 

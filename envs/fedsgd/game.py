@@ -32,6 +32,7 @@ from fedgames.envs.fedsgd.engine import (
     compiled,
     compiled_completion,
     complete_round,
+    cuda_kernel_flags,
     decaying_lr,
     fedsgd_round,
     flatten,
@@ -115,7 +116,20 @@ class RunState:
         return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()})
 
 
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+@dataclass(frozen=True)
+class Precision:
+    """How the per-client gradients are computed: under ``autocast`` to that dtype (``None``: in the state's dtype)
+    and with TensorFloat-32 tensor cores for float32 products on CUDA (``tf32``; see
+    :func:`~fedgames.envs.fedsgd.engine.cuda_kernel_flags`)."""
+
+    autocast: torch.dtype | None
+    tf32: bool
+
+
+PRECISIONS = {"float32": Precision(None, tf32=False), "tf32": Precision(None, tf32=True),
+              "bfloat16": Precision(torch.bfloat16, tf32=True)}
+"""``float32``: IEEE float32 throughout; ``tf32``: float32 storage, TF32 products on CUDA (as float32 on a CPU);
+``bfloat16``: bf16 autocast, the GPU's fastest."""
 
 
 def padded_width(needed: int, full: int, widths: int = 6) -> int:
@@ -158,11 +172,13 @@ class FedSGDGame:
         weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
         batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
         alpha_max: top of each player's aggressiveness range.
-        precision: ``"float32"`` or ``"bfloat16"``: the per-client gradients under bf16 autocast (GPU speed; the
-            model, messages and payments stay in the state's dtype).
-        compile: ``torch.compile`` the per-client gradients (``True`` or a mode such as ``"max-autotune"``; see
-            :func:`~fedgames.envs.fedsgd.engine.compiled`): fused GPU kernels after a one-off compilation (about
-            20 s for the CNN on a CPU), the same result to rounding. Default ``False``.
+        precision: a key of :data:`PRECISIONS`: ``"float32"``, ``"tf32"`` (float32 with TF32 tensor cores on
+            CUDA) or ``"bfloat16"`` (the per-client gradients under bf16 autocast; GPU speed). The model, messages
+            and payments stay in the state's dtype.
+        compile: ``torch.compile`` the per-client gradients and the rest of each round (``True`` or a mode such
+            as ``"max-autotune"``; see :func:`~fedgames.envs.fedsgd.engine.compiled` and
+            :func:`~fedgames.envs.fedsgd.engine.compiled_completion`): fused kernels after a one-off compilation
+            (about 20 s for the CNN on a CPU), the same result to rounding. Default ``False``.
         byzantine: ``{client index: attack}`` scripted Byzantine clients (see
             :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`; default none). Their ``alpha`` is ignored.
 
@@ -216,11 +232,13 @@ class FedSGDGame:
 
     def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
         """Every active client's gradient and loss (the engine's ``gradients`` stage), under bf16 autocast if
-        asked (then possibly in bfloat16: the round casts them as it flattens them), compiled if asked."""
-        return self._gradients(loss, params, batch)
+        asked (then possibly in bfloat16: the round casts them as it flattens them), compiled if asked; on CUDA
+        with cuDNN's autotuner and TF32 as the precision says (:func:`~fedgames.envs.fedsgd.engine.cuda_kernel_flags`)."""
+        with cuda_kernel_flags(batch.x.device, PRECISIONS[self.precision].tf32):
+            return self._gradients(loss, params, batch)
 
     def _precise_gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
-        dtype = PRECISIONS[self.precision]
+        dtype = PRECISIONS[self.precision].autocast
         with torch.autocast(batch.x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return self._kernel(loss, params, batch)
 
