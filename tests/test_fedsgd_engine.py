@@ -4,10 +4,12 @@ on the quadratic objective (exact expected loss recursion vs simulation, within 
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 
+from fedgames.envs.fedsgd import cnn_kernels
 from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
@@ -102,8 +104,51 @@ def test_cnn_grouped_kernels_equal_the_per_client_loop(device, conv1, channels_l
 
 
 def test_unknown_conv1_strategy_is_rejected():
-    with pytest.raises(ValueError, match=r"conv1 must be one of \('grouped', 'padded', 'im2col'\), got 'winograd'"):
+    with pytest.raises(ValueError, match=r"conv1 must be 'auto' or one of \('grouped', 'padded', 'im2col'\), "
+                                         r"got 'winograd'"):
         FemnistCNN(conv1="winograd")
+
+
+def test_fastest_times_every_candidate_after_a_warm_up():
+    calls, synced = [], []
+    candidates = {name: (lambda name=name, pause=pause: calls.append(name) or time.sleep(pause))
+                  for name, pause in (("slow", 0.02), ("quick", 0.0), ("middling", 0.01))}
+    assert cnn_kernels.fastest(candidates, lambda: synced.append(1), repeats=2) == "quick"
+    assert calls == ["slow"] * 3 + ["quick"] * 3 + ["middling"] * 3 and len(synced) == 6
+
+
+def test_auto_runs_the_tuned_kernels(monkeypatch):
+    """``conv1="auto"``: untuned, grouped channels-last; after :func:`autotune` on such inputs (device, dtype, runs,
+    clients; here on the CPU, which the game never tunes), the recorded choice, one of the variants, and it is
+    what runs; the gradients equal the fixed variants' (all are exact)."""
+    monkeypatch.setattr(cnn_kernels, "_TUNED", {})
+    ran = []
+
+    class Spy(cnn_kernels._Conv1):
+        def __init__(self, strategy, h0, memory_format):
+            ran.append((strategy, memory_format == torch.channels_last))
+            super().__init__(strategy, h0, memory_format)
+
+    monkeypatch.setattr(cnn_kernels, "_Conv1", Spy)
+    model = FemnistCNN()
+    assert model.conv1 == "auto"
+    _, params, batch = _setup(model, (28, 28), 62, runs=2, clients=2, batch=4)
+    params = {k: v.double() for k, v in params.items()}
+    x, y, weight = batch.x.double(), batch.y, batch.weight.double()
+    untuned, _ = model.client_gradients(params, x, y, weight)
+    assert ran == [cnn_kernels.UNTUNED]
+    model.tune(params, x, y, weight)
+    assert len(ran) == 1 + 6 * 4  # every variant: a warm-up and three timed calls
+    (key, choice), = cnn_kernels._TUNED.items()
+    assert key == ("cpu", torch.float64, 2, 2) and choice in set(ran[1:])
+    ran.clear()
+    tuned, _ = model.client_gradients(params, x, y, weight)
+    model.tune(params, x, y, weight)  # remembered: nothing timed again
+    assert ran == [choice]
+    for name in params:
+        torch.testing.assert_close(tuned[name], untuned[name], rtol=1e-10, atol=1e-12)
+    model.client_gradients({k: v[:1] for k, v in params.items()}, x[:1], y[:1], weight[:1])  # another key: untuned
+    assert ran[-1] == cnn_kernels.UNTUNED
 
 
 def test_bf16_autocast_keeps_gradient_directions():

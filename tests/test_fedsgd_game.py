@@ -12,6 +12,7 @@ import torch
 
 import fedgames
 
+from fedgames.envs.fedsgd import cnn_kernels
 from fedgames.envs.fedsgd.data import digits_federated, synthetic_femnist
 from fedgames.envs.fedsgd.engine import cuda_kernel_flags, flatten
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, padded_width
@@ -265,6 +266,21 @@ def test_cuda_kernel_flags_hold_only_inside(device, tf32):
     assert inside == ((True, tf32, tf32) if device == "cuda" else before)
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
             torch.backends.cuda.matmul.allow_tf32) == before
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_game_tunes_the_cnn_kernels_on_cuda_only(device, monkeypatch):
+    """The first CUDA round times the CNN's kernel variants under the round's autocast dtype (then remembered);
+    a CPU round times nothing (the fixed variant: reproducible wall times and results)."""
+    monkeypatch.setattr(cnn_kernels, "_TUNED", {})
+    data = synthetic_femnist(n_writers=4, seed=0, mean_samples=6)
+    clients = ClientData.from_arrays(data.x, data.y, data.writer, data.n_writers, device=device)
+    game = FedSGDGame(FemnistCNN(), clients, active=3, precision="bfloat16")
+    g = torch.Generator(device=device).manual_seed(0)
+    state = game.start(2, g)
+    game.play_round(state, torch.zeros(2, 4, device=device), g)
+    expected = {(str(clients.x.device), torch.bfloat16, 2, 3)} if device == "cuda" else set()
+    assert set(cnn_kernels._TUNED) == expected
 
 
 def test_unknown_precision_is_rejected():

@@ -14,10 +14,19 @@ change layout, between the convolutions and the dense layers. The result equals
 :func:`torch.func.vmap` does the same per-pair work through generic batching rules.
 
 Under ``torch.autocast`` the computation runs in the autocast dtype (bf16 on a GPU) with the softmax in float32;
-the gradients come back in the parameters' dtype.
+the gradients come back in that dtype, the losses in the parameters'.
+
+Which first-convolution strategy and memory format run fastest depends on the GPU: ``conv1="auto"`` (the
+default of :class:`~fedgames.envs.fedsgd.models.FemnistCNN`) runs what :func:`autotune` measured fastest for the
+inputs' device, dtype and shape (the FedSGD game tunes on its first CUDA round), else ``grouped`` channels-last.
 """
 
 from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,13 +110,60 @@ class _Conv1:
 
 
 CONV1_STRATEGIES = ("grouped", "padded", "im2col")
+KernelChoice = tuple[str, bool]
+"""A first-convolution strategy and whether activations are channels-last."""
+UNTUNED: KernelChoice = ("grouped", True)
+"""What ``conv1="auto"`` runs where nothing was tuned (the fastest on the development CPU)."""
+_TUNED: dict[tuple[Any, ...], KernelChoice] = {}
 
 
 def check_conv1(strategy: str) -> str:
-    """``strategy`` if it names a first-convolution strategy, else a ``ValueError`` listing them."""
-    if strategy not in CONV1_STRATEGIES:
-        raise ValueError(f"conv1 must be one of {CONV1_STRATEGIES}, got {strategy!r}")
+    """``strategy`` if it names a first-convolution strategy or ``"auto"``, else a ``ValueError`` listing them."""
+    if strategy != "auto" and strategy not in CONV1_STRATEGIES:
+        raise ValueError(f"conv1 must be 'auto' or one of {CONV1_STRATEGIES}, got {strategy!r}")
     return strategy
+
+
+def fastest(candidates: Mapping[Any, Callable[[], object]], synchronize: Callable[[], None], repeats: int = 3) -> Any:
+    """The key of the candidate that runs fastest: each once to warm up (cuDNN's own autotuning, the allocator),
+    then ``repeats`` times timed, ``synchronize`` waiting for the device."""
+    seconds = {}
+    for key, run in candidates.items():
+        run()
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        synchronize()
+        seconds[key] = time.perf_counter() - start
+    return min(seconds, key=seconds.get)
+
+
+def _tuning_key(params: Params, weight: torch.Tensor) -> tuple[Any, ...]:
+    return (str(weight.device), _compute_dtype(params["fc1.weight"]), *weight.shape[:2])
+
+
+def autotune(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, side: int = 28
+             ) -> KernelChoice:
+    """Time every (first-convolution strategy, memory format) on these inputs and remember the fastest for their
+    device, compute dtype (autocast included), runs and clients, which ``conv1="auto"`` then uses. Once per key:
+    later calls return the remembered choice."""
+    key = _tuning_key(params, weight)
+    if key not in _TUNED:
+        device = weight.device
+        candidates = {(strategy, last): functools.partial(femnist_cnn_client_gradients, params, x, y, weight, side,
+                                                          strategy, last)
+                      for strategy in CONV1_STRATEGIES for last in (True, False)}
+        _TUNED[key] = fastest(candidates, lambda: torch.cuda.synchronize(device) if device.type == "cuda" else None)
+    return _TUNED[key]
+
+
+def kernel_choice(conv1: str, channels_last: bool, params: Params, weight: torch.Tensor) -> KernelChoice:
+    """The strategy and memory format to run: as given, or for ``conv1="auto"`` the tuned ones (:func:`autotune`)
+    for these inputs, else :data:`UNTUNED`."""
+    if conv1 != "auto":
+        return conv1, channels_last
+    return _TUNED.get(_tuning_key(params, weight), UNTUNED)
 
 
 def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
@@ -121,11 +177,13 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         params: ``{name: (R, *shape)}``, the FEMNIST CNN's parameters of each run.
         x: ``(R, m, b, side, side)`` inputs; ``y``: ``(R, m, b)`` labels; ``weight``: ``(R, m, b)`` sample weights
             (0 for padding).
-        conv1: how the first convolution runs (:class:`_Conv1`; all give the same result).
+        conv1: how the first convolution runs (:class:`_Conv1`; all give the same result), or ``"auto"``: as
+            :func:`autotune` found fastest for such inputs (then ``channels_last`` too), else :data:`UNTUNED`.
         channels_last: activations channels-last in memory (else channels-first); the same result.
     """
     runs, clients, b = weight.shape
     groups, q = runs * clients, side // 4
+    conv1, channels_last = kernel_choice(conv1, channels_last, params, weight)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     dtype = _compute_dtype(params["fc1.weight"])
     with torch.autocast(x.device.type, enabled=False):

@@ -233,13 +233,22 @@ class FedSGDGame:
     def gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
         """Every active client's gradient and loss (the engine's ``gradients`` stage), under bf16 autocast if
         asked (then possibly in bfloat16: the round casts them as it flattens them), compiled if asked; on CUDA
-        with cuDNN's autotuner and TF32 as the precision says (:func:`~fedgames.envs.fedsgd.engine.cuda_kernel_flags`)."""
+        with cuDNN's autotuner and TF32 as the precision says (:func:`~fedgames.envs.fedsgd.engine.cuda_kernel_flags`)
+        and the model's kernels tuned to the device first where it can (``tune``, e.g.
+        :meth:`FemnistCNN.tune <fedgames.envs.fedsgd.models.FemnistCNN.tune>`)."""
         with cuda_kernel_flags(batch.x.device, PRECISIONS[self.precision].tf32):
+            tune = getattr(self.model, "tune", None)
+            if tune is not None and batch.x.device.type == "cuda":  # eagerly, before any compiled call
+                with self._autocast(batch.x.device):
+                    tune(params, batch.x, batch.y, batch.weight)
             return self._gradients(loss, params, batch)
 
-    def _precise_gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
+    def _autocast(self, device: torch.device) -> torch.autocast:
         dtype = PRECISIONS[self.precision].autocast
-        with torch.autocast(batch.x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def _precise_gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
+        with self._autocast(batch.x.device):
             return self._kernel(loss, params, batch)
 
     def protocol(self) -> Protocol:

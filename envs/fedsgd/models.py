@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fedgames.envs.fedsgd.cnn_kernels import check_conv1, femnist_cnn_client_gradients
+from fedgames.envs.fedsgd.cnn_kernels import autotune, check_conv1, femnist_cnn_client_gradients
 
 Params = dict[str, torch.Tensor]
 
@@ -86,11 +86,13 @@ class FemnistCNN:
 
     n_classes: int = 62
     side: int = 28
-    conv1: str = "grouped"
+    conv1: str = "auto"
     """How :meth:`client_gradients` runs the first convolution (``grouped``, ``padded`` or ``im2col``; see
-    :mod:`~fedgames.envs.fedsgd.cnn_kernels`): the same result, different GPU kernels."""
+    :mod:`~fedgames.envs.fedsgd.cnn_kernels`): the same result, different GPU kernels. ``auto``: the strategy and
+    memory format :meth:`tune` found fastest, else ``grouped`` channels-last."""
     channels_last: bool = True
-    """Whether those kernels keep activations channels-last in memory (else channels-first): the same result."""
+    """Whether those kernels keep activations channels-last in memory (else channels-first): the same result.
+    Ignored under ``conv1="auto"``."""
 
     def __post_init__(self) -> None:
         check_conv1(self.conv1)
@@ -123,3 +125,10 @@ class FemnistCNN:
         kernels of :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
         return femnist_cnn_client_gradients(params, x, y, weight, side=self.side, conv1=self.conv1,
                                             channels_last=self.channels_last)
+
+    def tune(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> None:
+        """Under ``conv1="auto"``: time the kernel variants on these inputs, once per device, compute dtype, runs
+        and clients (:func:`~fedgames.envs.fedsgd.cnn_kernels.autotune`), so :meth:`client_gradients` runs the
+        fastest. A few seconds on a GPU at 64 runs; the FedSGD game calls it on CUDA."""
+        if self.conv1 == "auto":
+            autotune(params, x, y, weight, side=self.side)
