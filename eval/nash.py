@@ -204,6 +204,10 @@ def player_types(env: ParallelEnv, policies: Mapping[str, Policy]) -> list[list[
     return list(groups.values())
 
 
+SUMMARY_EPISODES = 4096
+"""At most this many episodes describe a strategy in a report (its mean actions)."""
+
+
 def nash_check(
     env: ParallelEnv,
     policies: Mapping[str, Policy],
@@ -230,7 +234,8 @@ def nash_check(
             Called as ``best_response(env, player, policies, seed=..., batch_size=...)``.
         profile_name: how the report names the candidate.
         players: ``"all"``, ``"symmetric"`` (one player per type, see :func:`player_types`) or a list of agents.
-        episodes: fresh episodes for each paired regret estimate.
+        episodes: fresh episodes for each paired regret estimate (and, up to :data:`SUMMARY_EPISODES`, for the
+            summaries of the candidate's and the replies' actions).
         level: confidence level of the intervals.
         tolerance: the verdict's ``tau``, in reward units (an epsilon-equilibrium threshold; 0.005 by default).
         interval: ``"normal"`` or ``"bootstrap"``.
@@ -265,8 +270,9 @@ def nash_check(
     evaluation_seed = seed + 7_919
     baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size).rewards
 
-    def summary(agent: str, policy: Policy) -> dict[str, float]:
-        return summarize_policy(env, agent, policy, seed=seed, profile=policies, batch_size=batch_size)
+    def summary(agent: str, policy: Policy) -> dict[str, float]:  # descriptive: no more episodes than the estimates
+        return summarize_policy(env, agent, policy, episodes=min(SUMMARY_EPISODES, episodes), seed=seed,
+                                profile=policies, batch_size=batch_size)
 
     results = []
     for group in tqdm(groups, desc="players", disable=not progress):

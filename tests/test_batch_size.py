@@ -172,13 +172,13 @@ def test_compare_with_theory_in_batches_agrees_and_records_the_batch_size():
 def test_nash_check_batches_every_simulation_and_keeps_common_random_numbers(monkeypatch):
     """The reply is the candidate: with candidate and reply on the same episodes, batch by batch, every paired
     difference is exactly 0. The oracle receives the batch size, and no batch of the check exceeds it (the
-    strategy summaries' 4096 episodes included)."""
+    strategy summaries included: as many episodes as the estimates, as they are fewer than 4096)."""
     env = fedsgd([PENALTY])
     sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
     echo = Echo()
     report = nash_check(env, honest(env), echo, players=[PLAYER], episodes=40, batch_size=16)
     assert echo.batch_sizes == [16]
-    assert max(sizes) == 16 and sum(sizes) == 2 * 40 + 2 * 4096  # baseline, reply; candidate's, reply's summary
+    assert max(sizes) == 16 and sum(sizes) == 4 * 40  # baseline, reply; candidate's, reply's summary
     (check,) = report.players
     assert check.regret == 0.0 and check.ci == [0.0, 0.0] and check.verdict == "consistent"
     assert report.batch_size == 16 and "16 episodes at a time" in report.to_markdown()
@@ -195,7 +195,7 @@ def test_grid_check_in_small_batches_reaches_the_one_batch_verdict(monkeypatch):
         sizes.clear()
         reports.append(nash_check(env, honest(env), grid, players="symmetric", episodes=48, batch_size=batch_size))
         largest.append(max(sizes))
-    assert largest == [16, 4096]  # by default one batch per simulation (the summaries' 4096 episodes the largest)
+    assert largest == [16, 48]  # by default one batch per simulation
     for report in reports:
         (check,) = report.players
         assert check.verdict == "consistent" and check.regret == 0.0 and check.learned["alpha"] == 0.0
