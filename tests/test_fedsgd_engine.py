@@ -13,7 +13,6 @@ from fedgames.envs.fedsgd import cnn_kernels
 from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
-    attack_noise,
     client_gradients,
     complete_round,
     compiled_completion,
@@ -174,10 +173,11 @@ def test_flatten_round_trip():
 
 
 @pytest.mark.parametrize("mode", ["global", "per_tensor"])
-def test_attack_noise_has_unit_expected_squared_norm(mode):
+def test_noise_directions_have_unit_expected_squared_norm(mode):
     """E xi = 0 and E||xi||^2 = 1 (globally, or per tensor), within 4 standard errors from the samples."""
     like = {"w": torch.zeros(3, 4), "b": torch.zeros(3), "v": torch.zeros(7)}
-    xi = attack_noise(like, (20_000,), mode, torch.Generator().manual_seed(1)).double()
+    gaussian = torch.randn(20_000, 22, generator=torch.Generator().manual_seed(1))
+    xi = scale_segments_(gaussian, noise_segments(like, mode)).double()
     blocks = [xi] if mode == "global" else list(torch.split(xi, [12, 3, 7], dim=-1))
     for block in blocks:
         sq = (block**2).sum(-1)
@@ -186,7 +186,7 @@ def test_attack_noise_has_unit_expected_squared_norm(mode):
         mean_se = block.std(0) / math.sqrt(block.shape[0])
         assert torch.all(block.mean(0).abs() < 4 * mean_se)
     with pytest.raises(ValueError, match="noise_norm"):
-        attack_noise(like, (2,), "per_layer", torch.Generator())
+        noise_segments(like, "per_layer")
 
 
 def test_flatten_casts_while_concatenating():
@@ -200,8 +200,8 @@ def test_flatten_casts_while_concatenating():
 
 
 def test_noisy_messages_scale_each_segment():
-    """``g + alpha xi`` with ``xi = scale * gaussian`` per segment: as the scaled draws of :func:`attack_noise`
-    (same generator state, the same directions), shared ``(1, m, P)`` draws broadcast over the runs."""
+    """``g + alpha xi`` with ``xi = scale * gaussian`` per segment, eager (into a copy or in place) and compiled;
+    shared ``(1, m, P)`` draws broadcast over the runs."""
     like = {"w": torch.zeros(3, 4), "b": torch.zeros(3), "v": torch.zeros(7)}
     segments = noise_segments(like, "per_tensor")
     assert segments == ((0, 12, 1 / math.sqrt(12)), (12, 15, 1 / math.sqrt(3)), (15, 22, 1 / math.sqrt(7)))
@@ -209,10 +209,7 @@ def test_noisy_messages_scale_each_segment():
     g = torch.Generator().manual_seed(0)
     honest, alpha = torch.randn(4, 3, 22, generator=g, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64)
     for lead in ((4, 3), (1, 3)):
-        gaussian = torch.randn(lead + (22,), generator=torch.Generator().manual_seed(5))
-        xi = attack_noise(like, lead, "per_tensor", torch.Generator().manual_seed(5))
-        assert torch.equal(scale_segments_(gaussian.clone(), segments), xi)
-        gaussian = gaussian.double()
+        gaussian = torch.randn(lead + (22,), generator=torch.Generator().manual_seed(5)).double()
         expected = honest + alpha[..., None] * scale_segments_(gaussian.clone(), segments)
         torch.testing.assert_close(noisy_messages(honest, alpha, gaussian, segments), expected)
         fused = torch.compile(noisy_messages, dynamic=False)(honest, alpha, gaussian, segments)

@@ -6,8 +6,8 @@ computes all ``R x m`` per-client gradients in one call (``torch.func``: ``grad`
 over clients with the run's parameters shared, ``vmap`` over runs), on whatever device the tensors live on.
 :func:`naive_client_gradients` is the plain per-client autograd loop it must agree with.
 
-A round (:func:`fedsgd_round`): messages ``m_t^i = g_t^i + alpha_t^i xi_t^i`` (:func:`attack_noise`, global or per
-tensor), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by default), the step
+A round (:func:`fedsgd_round`): messages ``m_t^i = g_t^i + alpha_t^i xi_t^i`` (:func:`noise_segments`, global or per
+tensor; :func:`noisy_messages`), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by default), the step
 ``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
 (:func:`project`), and each client's squared deviation ``||m_t^i - mbar_t||^2`` (what side payments charge).
 """
@@ -183,13 +183,6 @@ def scale_segments_(x: torch.Tensor, segments: NoiseSegments) -> torch.Tensor:
     return x
 
 
-def attack_noise(like: Params, lead: tuple[int, ...], mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Noise directions ``xi`` of shape ``(*lead, P)``: standard normals scaled by :func:`noise_segments`."""
-    segments = noise_segments(like, mode)
-    device = next(iter(like.values())).device
-    return scale_segments_(torch.randn(lead + (segments[-1][1],), generator=generator, device=device), segments)
-
-
 def noisy_messages(honest: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Tensor, segments: NoiseSegments,
                    in_place: bool = False) -> torch.Tensor:
     """``m = g + alpha xi`` ``(R, m, P)`` from the honest gradients ``g``, with ``xi = scale * gaussian`` per segment,
@@ -360,7 +353,7 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
     return 4.0 / (m_sc * (eta + t))
 
 
-__all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "attack_noise", "client_gradients",
+__all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "client_gradients",
            "complete_round", "compiled", "compiled_completion", "cuda_kernel_flags", "decaying_lr", "draw_directions", "fedsgd_round",
            "flatten", "model_gradients", "naive_client_gradients", "noise_segments", "noisy_messages", "project",
            "scale_segments_", "unflatten"]
