@@ -7,9 +7,10 @@ over clients with the run's parameters shared, ``vmap`` over runs), on whatever 
 :func:`naive_client_gradients` is the plain per-client autograd loop it must agree with.
 
 A round (:func:`fedsgd_round`): messages ``m_t^i = g_t^i + alpha_t^i xi_t^i`` (:func:`noise_segments`, global or per
-tensor; :func:`noisy_messages`), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by default), the step
-``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)``
-(:func:`project`), and each client's squared deviation ``||m_t^i - mbar_t||^2`` (what side payments charge).
+tensor; :func:`noisy_messages`), the server's aggregate ``mbar_t`` (a protocol stage: the weighted mean by
+default), the step ``theta_{t+1} = Pi_W(theta_t - gamma_t mbar_t)`` (:func:`project`), and each client's squared
+deviation ``||m_t^i - mbar_t||^2`` (what side payments charge). Everything after the gradients and the noise draws
+is one function, :func:`complete_round`, which ``torch.compile`` fuses (:func:`compiled_completion`).
 """
 
 from __future__ import annotations
@@ -265,8 +266,9 @@ def complete_round(grads: Params, theta: torch.Tensor, alpha: torch.Tensor, gaus
 
 def compiled_completion(compile: bool | str) -> Callable[..., tuple[torch.Tensor, ...]]:
     """:func:`complete_round` under :func:`torch.compile` (static shapes) for ``compile`` as in :func:`compiled`,
-    or itself for ``False``. Inductor fuses the casts, noise, aggregate, step and reductions into a few passes
-    (about 3x fewer bytes moved; 3.5x faster on a CPU). Never CUDA graphs: the results outlive the call."""
+    or itself for ``False``. Inductor fuses the cast, noise, aggregate, step and reductions into a few passes over
+    the ``(R, m, P)`` arrays (one kernel on a CPU, 2x faster than eager at ``R = 8``). Never CUDA graphs: the
+    results outlive the call."""
     if compile is False:
         return complete_round
     if compile is not True and compile not in COMPILE_MODES:
@@ -353,7 +355,7 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
     return 4.0 / (m_sc * (eta + t))
 
 
-__all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "client_gradients",
-           "complete_round", "compiled", "compiled_completion", "cuda_kernel_flags", "decaying_lr", "draw_directions", "fedsgd_round",
+__all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "client_gradients", "complete_round",
+           "compiled", "compiled_completion", "cuda_kernel_flags", "decaying_lr", "draw_directions", "fedsgd_round",
            "flatten", "model_gradients", "naive_client_gradients", "noise_segments", "noisy_messages", "project",
            "scale_segments_", "unflatten"]

@@ -114,8 +114,8 @@ class FedSGDEnv(ProtocolEnv):
             under the default utility.
         precision: ``float32``, ``tf32`` (TF32 tensor cores on CUDA) or ``bfloat16`` (the client gradients under
             bf16 autocast: a GPU's fast path); see :data:`~fedgames.envs.fedsgd.game.PRECISIONS`.
-        compile: ``torch.compile`` the client gradients and the rest of the round (``True`` or a mode such as ``"max-autotune"``): fused
-            GPU kernels after a one-off compilation, the same result to rounding.
+        compile: ``torch.compile`` the client gradients and the rest of the round (``True`` or a mode such as
+            ``"max-autotune"``): fused GPU kernels after a one-off compilation, the same result to rounding.
     """
 
     metadata = {"name": "fedsgd_v0", "render_modes": ["ansi"], "is_parallelizable": True}

@@ -88,10 +88,10 @@ class RunState:
             deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
         payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
         last: the last round's active clients ``(R, m)``, their aggregation weights, noise (``alpha`` and the
-            directions ``xi`` as ``gaussian``, ``None`` if nobody drew any, and ``noise_segments``) and step size (for the final self-correction), honest
-            gradient norms, losses, squared deviations, payments (``None`` without) and
-            ``response``, the perturbation ``(R, m, P)`` of the model each received (``None`` under a plain
-            broadcast).
+            directions ``xi`` as ``gaussian``, ``None`` if nobody drew any, and ``noise_segments``) and step size
+            (for the final self-correction), honest gradient norms, losses, squared deviations, payments (``None``
+            without) and ``response``, the perturbation ``(R, m, P)`` of the model each received (``None`` under a
+            plain broadcast).
     """
 
     theta: torch.Tensor
@@ -369,8 +369,9 @@ class FedSGDGame:
             response = responses - result.aggregate[:, None, :]
         state.round = t
         state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "alpha": result.alpha,
-                      "gaussian": result.gaussian, "noise_segments": result.noise_segments, "lr": lr, "gradient_norm": result.gradient_norm, "loss": result.loss,
-                      "sq_deviation": deviation, "payments": charged, "response": response}
+                      "gaussian": result.gaussian, "noise_segments": result.noise_segments, "lr": lr,
+                      "gradient_norm": result.gradient_norm, "loss": result.loss, "sq_deviation": deviation,
+                      "payments": charged, "response": response}
         return active
 
     def final_parameters(self, state: RunState, player: int) -> torch.Tensor:
