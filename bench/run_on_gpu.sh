@@ -6,7 +6,7 @@
 #   3. the fastest of those at R in {64, 32, 8, 1} (largest first: compiling for each R takes time) against the
 #      naive loop, with a kernel profile;
 #   4. optionally the `small` B.3 reproduction on the fastest settings (resumable: rerun with the same OUTDIR).
-# Each phase has its own time limit and result file (at most 8.5 minutes in all, most of it compiling; the device
+# Each phase has its own time limit and result file (at most 8.7 minutes in all, most of it compiling; the device
 # allows 10 minutes per call, installing the wheels included), so a cut-off call still returns the finished phases.
 # Usage: bash bench/run_on_gpu.sh OUTDIR [seconds allowed for the reproduction, default 0: skipped]
 set -u
@@ -15,7 +15,7 @@ limit=${2:-0}
 bench="python3 bench/fedsgd_engine_throughput.py"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.txt" 2>&1
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_fedsgd_engine.py tests/test_fedsgd_game.py \
   -k "cuda or bf16" > "$out/cuda_tests.txt" 2>&1
 tail -3 "$out/cuda_tests.txt"
 timeout 90 $bench --runs 64 --rounds 5 --paths vmap grouped padded im2col grouped-nchw padded-nchw im2col-nchw \
@@ -27,7 +27,7 @@ kernels = sorted((k for k in rates if not k.startswith(("vmap", "naive"))), key=
 print(" ".join(k.split("/")[0] for k in kernels[:2]))
 EOF
 )
-timeout 170 $bench --runs 64 --rounds 5 --paths ${fastest:-grouped im2col} --precisions bfloat16 --compile default \
+timeout 160 $bench --runs 64 --rounds 5 --paths ${fastest:-grouped im2col} --precisions bfloat16 --compile default \
   --json "$out/r64_compiled.json" 2>&1 | tee "$out/r64_compiled.txt"
 # the fastest (path, compile mode) at R = 64
 read -r path mode < <(python3 - "$out" <<'EOF'
