@@ -14,7 +14,7 @@ import fedgames
 
 from fedgames.envs.fedsgd import cnn_kernels
 from fedgames.envs.fedsgd.data import digits_federated, synthetic_femnist
-from fedgames.envs.fedsgd.engine import cuda_kernel_flags, flatten
+from fedgames.envs.fedsgd.engine import _tf32_settings, cuda_kernel_flags, flatten
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, padded_width
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.mechanisms import RobustAggregation
@@ -252,20 +252,25 @@ def test_cnn_round_in_bf16_and_tf32_follows_float32(device):
         assert torch.equal(steps["tf32"], steps["float32"])
 
 
-@pytest.mark.parametrize("device", DEVICES)
+def _backend_flags() -> tuple:
+    switches, _ = _tf32_settings(True)  # this PyTorch's TF32 switches of products and convolutions
+    precision = tuple(getattr(owner, name) for owner, name in switches)
+    return torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, precision
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # the flags are set without a GPU too
 @pytest.mark.parametrize("tf32", [False, True])
 def test_cuda_kernel_flags_hold_only_inside(device, tf32):
-    """On CUDA the gradient stage runs with cuDNN's autotuner and TF32 as asked, and the global flags are as before
-    afterwards (also after an error); on a CPU nothing is touched."""
-    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    """For a CUDA device the gradient stage runs with cuDNN's autotuner and TF32 for products and convolutions as
+    asked, and the global flags are as before afterwards (also after an error); for a CPU nothing is touched."""
+    before = _backend_flags()
     with pytest.raises(RuntimeError, match="inside"):
         with cuda_kernel_flags(torch.device(device), tf32):
-            inside = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-                      torch.backends.cuda.matmul.allow_tf32)
+            inside = _backend_flags()
             raise RuntimeError("inside")
-    assert inside == ((True, tf32, tf32) if device == "cuda" else before)
-    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
-            torch.backends.cuda.matmul.allow_tf32) == before
+    _, precision = _tf32_settings(tf32)
+    assert inside == ((True, False, (precision, precision)) if device == "cuda" else before)
+    assert _backend_flags() == before
 
 
 @pytest.mark.parametrize("device", DEVICES)

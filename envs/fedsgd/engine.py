@@ -15,6 +15,7 @@ is one function, :func:`complete_round`, which ``torch.compile`` fuses (:func:`c
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,23 +70,37 @@ def model_gradients(model: Any) -> Callable[..., Gradients]:
     return gradients
 
 
+def _tf32_settings(tf32: bool) -> tuple[list[tuple[Any, str]], Any]:
+    """The float32-precision switches of CUDA matrix products and cuDNN convolutions, and the value for ``tf32``:
+    PyTorch >= 2.9's ``fp32_precision`` (reading its legacy ``allow_tf32`` after a mix of both raises), else
+    ``allow_tf32``."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [(matmul, "fp32_precision"), (conv, "fp32_precision")], "tf32" if tf32 else "ieee"
+    return [(matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")], tf32
+
+
 @contextmanager
 def cuda_kernel_flags(device: torch.device, tf32: bool) -> Iterator[None]:
     """On a CUDA ``device``: cuDNN's autotuner on (``benchmark``: the fastest convolution algorithm for each input
     shape, found on its first use; runs then agree to rounding, not bitwise) and TensorFloat-32 tensor cores for
     float32 matrix products and convolutions on or off (``tf32``: 10 significant bits in the products, float32
-    accumulation), restored on exit. Elsewhere nothing."""
+    accumulation), all restored on exit. Elsewhere nothing."""
     if device.type != "cuda":
         yield
         return
-    matmul = torch.backends.cuda.matmul
-    previous = matmul.allow_tf32
-    matmul.allow_tf32 = tf32
-    try:
-        with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=tf32):
+    keep = {"allow_tf32": None, "fp32_precision": None}  # the precision is set below, with the newest API there is
+    keep = {k: v for k, v in keep.items() if k in inspect.signature(torch.backends.cudnn.flags).parameters}
+    with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, **keep):
+        settings, value = _tf32_settings(tf32)
+        previous = [getattr(owner, name) for owner, name in settings]
+        for owner, name in settings:
+            setattr(owner, name, value)
+        try:
             yield
-    finally:
-        matmul.allow_tf32 = previous
+        finally:
+            for (owner, name), old in zip(settings, previous):
+                setattr(owner, name, old)
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
