@@ -282,8 +282,8 @@ def complete_round(grads: Params, theta: torch.Tensor, alpha: torch.Tensor, gaus
 def compiled_completion(compile: bool | str) -> Callable[..., tuple[torch.Tensor, ...]]:
     """:func:`complete_round` under :func:`torch.compile` (static shapes) for ``compile`` as in :func:`compiled`,
     or itself for ``False``. Inductor fuses the cast, noise, aggregate, step and reductions into a few passes over
-    the ``(R, m, P)`` arrays (one kernel on a CPU, 2x faster than eager at ``R = 8``). Never CUDA graphs: the
-    results outlive the call."""
+    the ``(R, m, P)`` arrays (one kernel on a CPU; at ``R = 8`` 1.4x faster than eager from float32 gradients, 2x
+    from bf16). Never CUDA graphs: the results outlive the call."""
     if compile is False:
         return complete_round
     if compile is not True and compile not in COMPILE_MODES:
