@@ -98,10 +98,11 @@ def _policies(text: str, env) -> dict:  # noqa: ANN001
 
 def _n_envs(args: argparse.Namespace, env) -> int:  # noqa: ANN001
     """``--n-envs``, by default 1024 games for a one-round game and 256 for a multi-round one (each of its
-    episodes takes ``rounds`` timesteps, so fewer games keep the number of learning updates up)."""
-    from fedgames.envs.batch import horizon
+    episodes takes ``rounds`` timesteps, so fewer games keep the number of learning updates up), at most as many
+    as the env plays at once by default (:func:`~fedgames.envs.batch.resolve_batch_size`: 3 for the FEMNIST CNN)."""
+    from fedgames.envs.batch import horizon, resolve_batch_size
 
-    return args.n_envs or (1024 if horizon(env) == 1 else 256)
+    return args.n_envs or min(1024 if horizon(env) == 1 else 256, resolve_batch_size(env, None))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -277,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timesteps", type=int, help="learned oracles: training episodes per seed (200000)")
     check.add_argument("--seeds", type=int, help="learned oracles: independent trainings, best kept (3)")
     check.add_argument("--n-envs", type=int, help="learned oracles: games per vectorised step (1024; 256 for "
-                       "multi-round games, whose timesteps are rounds)")
+                       "multi-round games, whose timesteps are rounds; at most the env's default batch size, e.g. 3 "
+                       "for the FEMNIST CNN)")
     check.add_argument("--grid-points", type=int, help="grid oracle: points per component (11)")
     check.add_argument("--grid-episodes", type=int, help="grid oracle: episodes per grid point (20000)")
     check.add_argument("--episodes", type=int, help="fresh episodes per regret estimate (20000)")
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--rounds", type=int, help="rounds (independent) or checkpoints (shared) (10)")
     train.add_argument("--steps", type=int, help="episodes per player and round / per checkpoint (100000)")
     train.add_argument("--n-envs", type=int, help="games per vectorised step (1024; 256 for multi-round games, "
-                       "whose steps are rounds)")
+                       "whose steps are rounds; at most the env's default batch size, e.g. 3 for the FEMNIST CNN)")
     train.add_argument("--eval-episodes", type=int, default=4096,
                        help="seeded episodes of each checkpoint's strategy summary (4096)")
     train.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")

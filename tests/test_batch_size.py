@@ -9,6 +9,7 @@ A spy on the env's batch constructor records the size of every batch played. ~10
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 
@@ -17,7 +18,7 @@ import pytest
 
 import fedgames
 from fedgames.agents import ConstantPolicy, RandomPolicy, profile_policies
-from fedgames.cli import main
+from fedgames.cli import _n_envs, main
 from fedgames.envs.batch import BATCH_SIZE, resolve_batch_size
 from fedgames.envs.fedsgd.fedsgd import MESSAGE_ENTRIES, FedSGDEnv
 from fedgames.envs.mean_estimation import theory
@@ -91,6 +92,14 @@ def test_default_batch_size_comes_from_the_env():
     parameters = sum(p.numel() for p in cnn.unwrapped.game.like.values())
     assert resolve_batch_size(cnn, None) == MESSAGE_ENTRIES // (3 * parameters) == 3
     assert resolve_batch_size(cnn, 7) == 7
+
+
+def test_cli_learners_default_to_no_more_games_than_the_env_batch():
+    """``--n-envs`` unset: 1024 one-round games, 256 multi-round ones, but only 3 FEMNIST CNN games at once."""
+    unset = argparse.Namespace(n_envs=None)
+    cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
+    assert [_n_envs(unset, env) for env in (mean_estimation(), fedsgd(), cnn)] == [1024, 256, 3]
+    assert _n_envs(argparse.Namespace(n_envs=64), cnn) == 64
 
 
 def test_simulate_plays_the_default_batches(monkeypatch):
