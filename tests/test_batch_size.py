@@ -27,6 +27,7 @@ from fedgames.eval.montecarlo import simulate
 from fedgames.eval.nash import nash_check
 from fedgames.eval.strategy import summarize_policy
 from fedgames.train import oracles
+from fedgames.train.multi_agent import strategy_summary
 from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
 
 N = 4
@@ -152,6 +153,19 @@ def test_summarize_policy_honours_episodes_in_batches(monkeypatch):
     assert chunked == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=4)
     assert (summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=64)
             == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env)))
+
+
+def test_training_strategy_summary_plays_in_batches(monkeypatch):
+    """The trainers' per-checkpoint summary: ``episodes`` in batches of ``batch_size``, reproducible; one batch
+    covering them all gives the default's."""
+    env = fedsgd()
+    policies = {agent: RandomPolicy(env.action_space(agent)) for agent in env.possible_agents}
+    sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
+    chunked = strategy_summary(env, policies, episodes=10, seed=2, batch_size=4)
+    assert sizes == [4, 4, 2] and set(chunked) == set(env.possible_agents)
+    assert chunked == strategy_summary(env, policies, episodes=10, seed=2, batch_size=4)
+    assert strategy_summary(env, policies, episodes=10, seed=2, batch_size=64) == strategy_summary(
+        env, policies, episodes=10, seed=2)
 
 
 def test_summarize_policy_in_small_batches_has_the_same_distribution():

@@ -43,10 +43,10 @@ from tqdm.auto import tqdm
 from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
-from fedgames.envs.batch import episode_batch, horizon
+from fedgames.envs.batch import horizon, resolve_batch_size
 from fedgames.files import write_atomic
 from fedgames.eval.agreement import game_config
-from fedgames.eval.montecarlo import rollout
+from fedgames.eval.montecarlo import episode_batches, rollout
 from fedgames.eval.strategy import summarize_steps
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
@@ -203,17 +203,18 @@ def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
 
 
 def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096,
-                     seed: int = 0) -> dict[str, dict[str, float]]:
+                     seed: int = 0, batch_size: int | None = None) -> dict[str, dict[str, float]]:
     """Per agent: the mean of every action component over ``episodes`` seeded episodes (all their steps, and the
     last step apart in multi-round games, :func:`~fedgames.eval.strategy.summarize_steps`), ``bias_norm`` when the
     game has a bias, and the mean ``reward`` (the episode return; same episodes for every call with the same
-    seed)."""
+    seed), played ``batch_size`` at a time (``None``: the env's default,
+    :func:`~fedgames.envs.batch.resolve_batch_size`)."""
     names = env.protocol.action_names  # type: ignore[attr-defined]
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    played = rollout(episode_batch(env, episodes, rng), policies, list(env.possible_agents), policy_rng,
-                     record_actions=True)
-    actions, rewards = played.actions, played.returns.mean(axis=0)
-    assert actions is not None
+    played = [rollout(batch, policies, list(env.possible_agents), policy_rng, record_actions=True)
+              for batch in episode_batches(env, episodes, resolve_batch_size(env, batch_size), rng)]
+    actions = np.concatenate([p.actions for p in played], axis=1)  # type: ignore[misc]
+    rewards = np.concatenate([p.returns for p in played]).mean(axis=0)
     return {agent: summarize_steps(names, actions[:, :, i]) | {"reward": float(rewards[i])}
             for i, agent in enumerate(env.possible_agents)}
 
