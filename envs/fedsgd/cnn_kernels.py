@@ -113,7 +113,8 @@ CONV1_STRATEGIES = ("grouped", "padded", "im2col")
 KernelChoice = tuple[str, bool]
 """A first-convolution strategy and whether activations are channels-last."""
 UNTUNED: KernelChoice = ("grouped", True)
-"""What ``conv1="auto"`` runs where nothing was tuned (the fastest on the development CPU)."""
+"""What ``conv1="auto"`` runs where nothing was tuned, e.g. on a CPU (there within about 20% of the fastest
+variant, which changes with R and precision: the README's FedSGD CPU benchmark table)."""
 _TUNED: dict[tuple[Any, ...], KernelChoice] = {}
 
 
