@@ -100,9 +100,9 @@ def _n_envs(args: argparse.Namespace, env) -> int:  # noqa: ANN001
     """``--n-envs``, by default 1024 games for a one-round game and 256 for a multi-round one (each of its
     episodes takes ``rounds`` timesteps, so fewer games keep the number of learning updates up), at most as many
     as the env plays at once by default (:func:`~fedgames.envs.batch.resolve_batch_size`: 3 for the FEMNIST CNN)."""
-    from fedgames.envs.batch import horizon, resolve_batch_size
+    from fedgames.envs.batch import horizon, learner_games
 
-    return args.n_envs or min(1024 if horizon(env) == 1 else 256, resolve_batch_size(env, None))
+    return learner_games(env, args.n_envs, 1024 if horizon(env) == 1 else 256)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import pytest
 import fedgames
 from fedgames.agents import ConstantPolicy, RandomPolicy, profile_policies
 from fedgames.cli import _n_envs, main
-from fedgames.envs.batch import BATCH_SIZE, resolve_batch_size
+from fedgames.envs.batch import BATCH_SIZE, learner_games, resolve_batch_size
 from fedgames.envs.fedsgd.fedsgd import MESSAGE_ENTRIES, FedSGDEnv
 from fedgames.envs.mean_estimation import theory
 from fedgames.eval.agreement import compare_with_theory
@@ -27,7 +27,7 @@ from fedgames.eval.montecarlo import simulate
 from fedgames.eval.nash import nash_check
 from fedgames.eval.strategy import summarize_policy
 from fedgames.train import oracles
-from fedgames.train.multi_agent import strategy_summary
+from fedgames.train.multi_agent import strategy_summary, train_independent
 from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
 
 N = 4
@@ -101,6 +101,20 @@ def test_cli_learners_default_to_no_more_games_than_the_env_batch():
     cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
     assert [_n_envs(unset, env) for env in (mean_estimation(), fedsgd(), cnn)] == [1024, 256, 3]
     assert _n_envs(argparse.Namespace(n_envs=64), cnn) == 64
+
+
+def test_python_learners_default_to_no_more_games_than_the_env_batch():
+    """The Python trainers' and the learned oracle's defaults (1024 games, 512 for parameter sharing) are capped the
+    same way; given values win; bad ones are errors naming the parameter."""
+    cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
+    assert [learner_games(env, None, 1024) for env in (mean_estimation(), fedsgd(), cnn)] == [1024, 1024, 3]
+    assert learner_games(cnn, 8, 1024) == 8
+    assert [LearnedOracle("ppo").games(env) for env in (fedsgd(), cnn)] == [1024, 3]
+    assert LearnedOracle("ppo", n_envs=16).games(cnn) == 16
+    with pytest.raises(ValueError, match=r"n_games must be an integer >= 1, got 0"):
+        learner_games(cnn, 0, 512, "n_games")
+    with pytest.raises(ValueError, match="n_envs"):
+        train_independent(mean_estimation(), rounds=1, steps_per_round=8, n_envs=-1)
 
 
 def test_simulate_plays_the_default_batches(monkeypatch):

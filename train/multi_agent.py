@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
-from fedgames.envs.batch import horizon, resolve_batch_size
+from fedgames.envs.batch import horizon, learner_games, resolve_batch_size
 from fedgames.files import write_atomic
 from fedgames.eval.agreement import game_config
 from fedgames.eval.montecarlo import episode_batches, rollout
@@ -500,7 +500,7 @@ def train_independent(
     algo: str = "ppo",
     rounds: int = 10,
     steps_per_round: int = 100_000,
-    n_envs: int = 1024,
+    n_envs: int | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     algo_kwargs: Mapping[str, Any] | None = None,
@@ -519,7 +519,8 @@ def train_independent(
         algo: ``"ppo"``, ``"sac"`` or ``"td3"``.
         rounds: total rounds wanted (a resumed run trains only the missing ones).
         steps_per_round: training episodes per player and round (PPO rounds them up to whole rollouts).
-        n_envs: games per vectorised step of each learner.
+        n_envs: games per vectorised step of each learner (``None``: 1024, at most the env's default batch,
+            :func:`~fedgames.envs.batch.learner_games`: 3 for the FEMNIST CNN).
         seed: seeds models, games and the evaluation batch.
         checkpoint_dir: save models and ``state.json`` after every round, and resume from them.
         algo_kwargs: overrides of the defaults (:func:`fedgames.train.oracles.default_algo_kwargs`: PPO with
@@ -534,6 +535,7 @@ def train_independent(
         ValueError: unknown ``algo``, a missing ``init`` policy, bad budgets, or a ``checkpoint_dir`` made with a
             different configuration (the message names the differing keys) or holding more rounds than asked.
     """
+    n_envs = learner_games(env, n_envs, 1024)
     _check_budget(rounds=rounds, steps_per_round=steps_per_round, n_envs=n_envs, eval_episodes=eval_episodes)
     init = dict(init) if init is not None else honest_policies(env)
     missing = [a for a in env.possible_agents if a not in init]
@@ -550,7 +552,7 @@ def train_shared(
     env: ParallelEnv,
     algo: str = "ppo",
     total_steps: int = 1_000_000,
-    n_games: int = 512,
+    n_games: int | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100_000,
@@ -568,7 +570,8 @@ def train_shared(
             spaces.
         algo: ``"ppo"``, ``"sac"`` or ``"td3"``.
         total_steps: total player-episodes (SB3 timesteps; each step gives ``n_games * N``).
-        n_games: games per vectorised step.
+        n_games: games per vectorised step (``None``: 512, at most the env's default batch,
+            :func:`~fedgames.envs.batch.learner_games`).
         seed: seeds the model, the games and the evaluation batch.
         checkpoint_dir: save the model and ``state.json`` every chunk, and resume from them.
         checkpoint_every: timesteps per chunk (history entry / checkpoint).
@@ -579,6 +582,7 @@ def train_shared(
     Raises:
         ValueError: as :func:`train_independent`, and for players with different spaces.
     """
+    n_games = learner_games(env, n_games, 512, "n_games")
     _check_budget(total_steps=total_steps, n_games=n_games, checkpoint_every=checkpoint_every,
                   eval_episodes=eval_episodes)
     n_envs = n_games * len(env.possible_agents)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
-from fedgames.envs.batch import episode_batch, horizon, resolve_batch_size
+from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
 from fedgames.eval.montecarlo import simulate
 from fedgames.train.best_response_env import BestResponseVecEnv
 
@@ -137,7 +137,7 @@ class LearnedOracle:
         timesteps: training budget per seed, in SB3 timesteps: episodes of a one-round game (every step is a
             whole episode per game), rounds of a multi-round one.
         seeds: independent trainings; the one with the best validation value is kept.
-        n_envs: games per vectorised step.
+        n_envs: games per vectorised step (``None``: 1024, at most the env's default batch; see :meth:`games`).
         validation_episodes: episodes used to pick the best seed (a seed stream apart from the check's), played
             ``batch_size`` at a time (an argument of :meth:`best_response`; training plays ``n_envs`` games).
         algo_kwargs: overrides of :func:`default_algo_kwargs`.
@@ -146,7 +146,7 @@ class LearnedOracle:
 
     proves = "lower bound"
 
-    def __init__(self, algo: str = "ppo", timesteps: int = 200_000, seeds: int = 3, n_envs: int = 1024,
+    def __init__(self, algo: str = "ppo", timesteps: int = 200_000, seeds: int = 3, n_envs: int | None = None,
                  validation_episodes: int = 20_000, algo_kwargs: Mapping[str, Any] | None = None,
                  tensorboard_log: str | None = None, progress: bool = False) -> None:
         if tensorboard_log is not None:
@@ -156,7 +156,7 @@ class LearnedOracle:
                 raise ValueError("tensorboard_log needs the tensorboard package: pip install tensorboard") from None
         if algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
-        if timesteps < 1 or seeds < 1 or n_envs < 1:
+        if timesteps < 1 or seeds < 1 or (n_envs is not None and n_envs < 1):
             raise ValueError(f"timesteps, seeds and n_envs must be >= 1, got {timesteps}, {seeds}, {n_envs}")
         self.name = algo
         self.timesteps, self.seeds, self.n_envs = timesteps, seeds, n_envs
@@ -165,9 +165,14 @@ class LearnedOracle:
         self.tensorboard_log = tensorboard_log
         self.progress = progress
 
+    def games(self, env: ParallelEnv) -> int:
+        """Games per vectorised step on ``env``: ``n_envs``, by default 1024 capped at the env's default batch
+        (:func:`~fedgames.envs.batch.learner_games`)."""
+        return learner_games(env, self.n_envs, 1024)
+
     def algo_kwargs(self, env: ParallelEnv) -> dict[str, Any]:
         """The hyperparameters used on ``env``: :func:`default_algo_kwargs` for its horizon, then the overrides."""
-        return default_algo_kwargs(self.name, self.n_envs, horizon(env)) | self.overrides
+        return default_algo_kwargs(self.name, self.games(env), horizon(env)) | self.overrides
 
     def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0,
                       batch_size: int | None = None) -> OracleResult:
@@ -180,7 +185,7 @@ class LearnedOracle:
         runs = []
         for k in tqdm(range(self.seeds), desc=f"{self.name} {player}", disable=not self.progress):
             run_seed = seed * 1000 + k
-            venv = BestResponseVecEnv(env, player, others, n_envs=self.n_envs, seed=run_seed)
+            venv = BestResponseVecEnv(env, player, others, n_envs=self.games(env), seed=run_seed)
             model = ALGORITHMS[self.name]("MlpPolicy", venv, seed=run_seed, verbose=0,
                                          tensorboard_log=self.tensorboard_log, **algo_kwargs)
             curve = _Curve()
@@ -195,7 +200,7 @@ class LearnedOracle:
             oracle=self.name,
             proves=self.proves,
             budget={"algorithm": self.name, "timesteps_per_seed": self.timesteps, "seeds": self.seeds,
-                    "n_envs": self.n_envs, "validation_episodes": self.validation_episodes,
+                    "n_envs": self.games(env), "validation_episodes": self.validation_episodes,
                     "hyperparameters": algo_kwargs},
             curves=[r[2] for r in runs],
             plateau=plateaued(runs[best][2]),
