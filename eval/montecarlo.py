@@ -73,6 +73,17 @@ def episode_batches(env: ParallelEnv, episodes: int, batch_size: int, rng: np.ra
         yield episode_batch(env, min(batch_size, episodes - start), rng)
 
 
+def recorded_play(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int, batch_size: int,
+                  rng: np.random.Generator, policy_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Every step's actions ``(steps, episodes, N, k)`` and the returns ``(episodes, N)`` of ``episodes`` episodes
+    played ``batch_size`` at a time (:func:`episode_batches` from ``rng``, the policies acting with
+    ``policy_rng``)."""
+    played = [rollout(batch, policies, list(env.possible_agents), policy_rng, record_actions=True)
+              for batch in episode_batches(env, episodes, batch_size, rng)]
+    return (np.concatenate([p.actions for p in played], axis=1),  # type: ignore[misc]
+            np.concatenate([p.returns for p in played]))
+
+
 def simulate(
     env: ParallelEnv,
     policies: Mapping[str, Policy],

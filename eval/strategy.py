@@ -9,7 +9,7 @@ from pettingzoo import ParallelEnv
 
 from fedgames.agents.policy import Policy
 from fedgames.envs.batch import horizon, resolve_batch_size
-from fedgames.eval.montecarlo import episode_batches, rollout
+from fedgames.eval.montecarlo import episode_batches, recorded_play
 from fedgames.validation import integer
 
 
@@ -43,16 +43,14 @@ def summarize_policy(env: ParallelEnv, player: str, policy: Policy, episodes: in
     rng = np.random.default_rng(seed)
     index = env.possible_agents.index(player)
     names = env.protocol.action_names  # type: ignore[attr-defined]
-    batches = episode_batches(env, episodes, batch_size, rng)
     if horizon(env) == 1:
+        batches = episode_batches(env, episodes, batch_size, rng)
         actions = [policy.act(batch.reset()[:, index], rng) for batch in batches]
         return summarize_actions(names, np.concatenate(actions))
     if profile is None:
         raise ValueError("summarize_policy: a multi-round game needs the others' policies (profile)")
-    played, agents = {**profile, player: policy}, list(env.possible_agents)
-    actions = [rollout(batch, played, agents, rng, record_actions=True).actions[:, :, index]  # type: ignore[index]
-               for batch in batches]
-    return summarize_steps(names, np.concatenate(actions, axis=1))
+    actions, _ = recorded_play(env, {**profile, player: policy}, episodes, batch_size, rng, rng)
+    return summarize_steps(names, actions[:, :, index])
 
 
 def summarize_steps(action_names: tuple[str, ...], actions: np.ndarray) -> dict[str, float]:

@@ -46,7 +46,7 @@ from fedgames.agents.policy import Policy
 from fedgames.envs.batch import horizon, learner_games, resolve_batch_size
 from fedgames.files import write_atomic
 from fedgames.eval.agreement import game_config
-from fedgames.eval.montecarlo import episode_batches, rollout
+from fedgames.eval.montecarlo import recorded_play
 from fedgames.eval.strategy import summarize_steps
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
@@ -211,10 +211,8 @@ def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes:
     :func:`~fedgames.envs.batch.resolve_batch_size`)."""
     names = env.protocol.action_names  # type: ignore[attr-defined]
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    played = [rollout(batch, policies, list(env.possible_agents), policy_rng, record_actions=True)
-              for batch in episode_batches(env, episodes, resolve_batch_size(env, batch_size), rng)]
-    actions = np.concatenate([p.actions for p in played], axis=1)  # type: ignore[misc]
-    rewards = np.concatenate([p.returns for p in played]).mean(axis=0)
+    actions, returns = recorded_play(env, policies, episodes, resolve_batch_size(env, batch_size), rng, policy_rng)
+    rewards = returns.mean(axis=0)
     return {agent: summarize_steps(names, actions[:, :, i]) | {"reward": float(rewards[i])}
             for i, agent in enumerate(env.possible_agents)}
 
