@@ -86,13 +86,13 @@ def _run_name(alpha_a: float, alpha_b: float, seed: int) -> str:
 
 
 def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "auto",
-              seed: int = 0, progress: bool = True, precision: str = "float32", compile: bool | str = False,
+              seed: int = 0, progress: bool = True, precision: str = "tf32", compile: bool | str = False,
               checkpoint_minutes: float = 5.0) -> dict[str, Any]:
     """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content.
 
-    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"tf32"`` uses
-    TF32 tensor cores on CUDA, ``"bfloat16"`` computes the client gradients under bf16 autocast (a GPU's fast path);
-    ``compile`` compiles the rounds
+    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"tf32"``
+    (default) uses TF32 tensor cores on CUDA, ``"float32"`` does not, ``"bfloat16"`` computes the client gradients
+    under bf16 autocast (a GPU's fast path); ``compile`` compiles the rounds
     (:class:`~fedgames.envs.fedsgd.game.FedSGDGame`). ``checkpoint_minutes``: how often the runs in progress are
     saved (``inf``: never).
     """
@@ -114,7 +114,7 @@ def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, 
 
 
 def build(scale: Scale, data_dir: str | None = None, device: str = "cpu", seed: int = 0,
-          precision: str = "float32", compile: bool | str = False
+          precision: str = "tf32", compile: bool | str = False
           ) -> tuple[FedSGDGame, np.ndarray, torch.Tensor, torch.Tensor]:
     """The experiment's game (FEMNIST CNN, 3 clients per round, per-tensor noise, size-weighted mean, lr 0.06), the
     group-A mask over its clients and the held-out data."""

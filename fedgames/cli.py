@@ -315,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
     repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
     repro.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    repro.add_argument("--precision", choices=["float32", "tf32", "bfloat16"], default="float32",
-                       help="float32; tf32: TF32 tensor cores on CUDA; bfloat16: client gradients under bf16 "
-                       "autocast (the GPU's fastest)")
+    repro.add_argument("--precision", choices=["float32", "tf32", "bfloat16"], default="tf32",
+                       help="tf32 (default): float32 with TF32 tensor cores on CUDA, float32 on a CPU; float32: IEEE "
+                       "float32 throughout; bfloat16: client gradients under bf16 autocast (the GPU's fastest)")
     repro.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
                        help="torch.compile the client gradients, optionally in a torch.compile mode (default, "
                        "max-autotune, ...): a one-off compilation, then fused GPU kernels")

@@ -327,6 +327,7 @@ def test_unknown_compile_mode_is_rejected():
 
 
 def test_env_passes_precision_and_compile_to_the_game_and_pickles():
+    assert fedgames.make("fedsgd_v0", device="cpu").unwrapped.game.precision == "tf32"  # the default
     env = fedgames.make("fedsgd_v0", device="cpu", precision="bfloat16", compile="default")
     assert env.unwrapped.game.precision == "bfloat16"
     assert env.unwrapped.game.compile == "default"

@@ -112,8 +112,9 @@ class FedSGDEnv(ProtocolEnv):
             ``inner_product_manipulation``, or ``(name, params)``; see
             :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`). At least one client stays a player, two
             under the default utility.
-        precision: ``float32``, ``tf32`` (TF32 tensor cores on CUDA) or ``bfloat16`` (the client gradients under
-            bf16 autocast: a GPU's fast path); see :data:`~fedgames.envs.fedsgd.game.PRECISIONS`.
+        precision: ``tf32`` (the default: TF32 tensor cores on CUDA, float32 on a CPU), ``float32`` (IEEE) or
+            ``bfloat16`` (the client gradients under bf16 autocast: a GPU's fast path); see
+            :data:`~fedgames.envs.fedsgd.game.PRECISIONS`.
         compile: ``torch.compile`` the client gradients and the rest of the round (``True`` or a mode such as
             ``"max-autotune"``): fused GPU kernels after a one-off compilation, the same result to rounding.
     """
@@ -126,7 +127,7 @@ class FedSGDEnv(ProtocolEnv):
                  batch_fraction: float = 0.9, alpha_max: float = 10.0, lam: float | list[float] = 1.0,
                  utility: str = "default", samples_per_client: int = 20, data_dir: str | None = None,
                  data_seed: int = 0, device: str = "auto", render_mode: str | None = None,
-                 byzantine: Mapping[str, AttackSpec] | None = None, precision: str = "float32",
+                 byzantine: Mapping[str, AttackSpec] | None = None, precision: str = "tf32",
                  compile: bool | str = False) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")

@@ -172,8 +172,9 @@ class FedSGDGame:
         weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
         batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
         alpha_max: top of each player's aggressiveness range.
-        precision: a key of :data:`PRECISIONS`: ``"float32"``, ``"tf32"`` (float32 with TF32 tensor cores on
-            CUDA) or ``"bfloat16"`` (the per-client gradients under bf16 autocast; GPU speed). The model, messages
+        precision: a key of :data:`PRECISIONS`: ``"tf32"`` (the default: float32 with TF32 tensor cores on CUDA,
+            PyTorch's own default for convolutions; exactly float32 on a CPU), ``"float32"`` (IEEE float32 on CUDA
+            too) or ``"bfloat16"`` (the per-client gradients under bf16 autocast; GPU speed). The model, messages
             and payments stay in the state's dtype.
         compile: ``torch.compile`` the per-client gradients and the rest of each round (``True`` or a mode such
             as ``"max-autotune"``; see :func:`~fedgames.envs.fedsgd.engine.compiled` and
@@ -190,7 +191,7 @@ class FedSGDGame:
     def __init__(self, model: Any, clients: ClientData, active: int | None = None, lr: str = "constant",
                  lr_value: float = 0.06, strong_convexity: float | None = None, eta: float = 1.0,
                  radius: float = math.inf, noise_norm: str = "per_tensor", weighting: str = "size",
-                 batch_fraction: float = 0.9, alpha_max: float = 10.0, precision: str = "float32",
+                 batch_fraction: float = 0.9, alpha_max: float = 10.0, precision: str = "tf32",
                  byzantine: Mapping[int, AttackSpec] | None = None, compile: bool | str = False) -> None:
         self.model, self.clients = model, clients
         n = clients.n_clients
