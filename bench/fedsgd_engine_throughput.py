@@ -69,8 +69,7 @@ def make_step(path: str, runs: int, device: str, precision: str, compile: str = 
     setting = PRECISIONS[precision]
 
     def gradients(loss, params, batch):  # noqa: ANN001, ANN202
-        with torch.autocast(device_type=device, dtype=setting.autocast or torch.float32,
-                            enabled=setting.autocast is not None):
+        with setting.autocast_on(device):
             return kernel(loss, params, batch)
 
     gradients = compiled(gradients, False if compile == "off" else compile)

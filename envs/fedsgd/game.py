@@ -125,6 +125,11 @@ class Precision:
     autocast: torch.dtype | None
     tf32: bool
 
+    def autocast_on(self, device: torch.device | str) -> torch.autocast:
+        """The ``torch.autocast`` context of this precision on ``device`` (disabled without an autocast dtype)."""
+        device_type = torch.device(device).type
+        return torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
+
 
 PRECISIONS = {"float32": Precision(None, tf32=False), "tf32": Precision(None, tf32=True),
               "bfloat16": Precision(torch.bfloat16, tf32=True)}
@@ -240,16 +245,12 @@ class FedSGDGame:
         with cuda_kernel_flags(batch.x.device, PRECISIONS[self.precision].tf32):
             tune = getattr(self.model, "tune", None)
             if tune is not None and batch.x.device.type == "cuda":  # eagerly, before any compiled call
-                with self._autocast(batch.x.device):
+                with PRECISIONS[self.precision].autocast_on(batch.x.device):
                     tune(params, batch.x, batch.y, batch.weight)
             return self._gradients(loss, params, batch)
 
-    def _autocast(self, device: torch.device) -> torch.autocast:
-        dtype = PRECISIONS[self.precision].autocast
-        return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
     def _precise_gradients(self, loss: Any, params: dict[str, torch.Tensor], batch: ClientBatch) -> Gradients:
-        with self._autocast(batch.x.device):
+        with PRECISIONS[self.precision].autocast_on(batch.x.device):
             return self._kernel(loss, params, batch)
 
     def protocol(self) -> Protocol:
