@@ -234,7 +234,8 @@ def test_only_noisy_clients_draw_directions():
 @pytest.mark.parametrize("noise", ["none", "shared", "per_client", "some"])
 def test_compiled_completion_equals_eager(noise):
     """The fused (``torch.compile``) rest of a round gives the eager messages, aggregate, projected step,
-    squared deviations and gradient norms, in float64 to rounding; also from bfloat16 gradients."""
+    squared deviations and gradient norms, in float64 to rounding; also from bfloat16 gradients. Eager, gradients
+    flattened beforehand (as ``fedsgd_round`` does, to free them early) give exactly the same."""
     g = torch.Generator().manual_seed(0)
     runs, clients, size = 3, 4, 50
     like = {"w": torch.zeros(5, 8), "b": torch.zeros(10)}
@@ -251,6 +252,8 @@ def test_compiled_completion_equals_eager(noise):
         cast = {k: v.to(grad_dtype) for k, v in grads.items()}
         eager = complete_round(cast, theta, *args)
         fused = compiled_completion(True)(cast, theta, *args)
+        for e, f in zip(eager, complete_round(flatten(cast, 2, dtype=torch.float64), theta, *args)):
+            assert torch.equal(f, e)
         for e, f in zip(eager, fused):
             assert f.dtype == torch.float64
             torch.testing.assert_close(f, e, rtol=1e-10, atol=1e-12)

@@ -192,13 +192,14 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         w1, w2 = _per_client(p["conv1.weight"], clients), _per_client(p["conv2.weight"], clients)
         h0 = x.to(dtype).permute(2, 0, 1, 3, 4).reshape(b, groups, side, side)
         first = _Conv1(conv1, h0.contiguous(memory_format=memory_format), memory_format)
-        # relu(maxpool(a)) == maxpool(relu(a)), and the ReLU then runs on the 4x smaller pooled tensor
+        # relu(maxpool(a)) == maxpool(relu(a)): the ReLU runs in place on the 4x smaller pooled tensor, and
+        # relu(m) > 0 where m > 0, so the pooled activations give the ReLU masks too
         a1 = first.forward(w1, _per_client(p["conv1.bias"], clients))
-        m1, i1 = _pool(a1)
-        p1 = F.relu(m1)
+        p1, i1 = _pool(a1)
+        p1 = p1.relu_()
         a2 = F.conv2d(p1, w2, _per_client(p["conv2.bias"], clients), padding=2, groups=groups)
-        m2, i2 = _pool(a2)
-        p2 = F.relu(m2)
+        p2, i2 = _pool(a2)
+        p2 = p2.relu_()
         # (b, G x 64, q, q) -> (R, m x b, 64 q^2): a run's samples ordered by (client, sample)
         f = p2.reshape(b, runs, clients, 64, q, q).permute(1, 2, 0, 3, 4, 5).reshape(runs, clients * b, -1)
         z1 = torch.baddbmm(p["fc1.bias"][:, None], f, p["fc1.weight"].transpose(1, 2))
@@ -217,12 +218,19 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
 
         grads = {"fc2.weight": torch.bmm(per(dlogits).transpose(1, 2), per(h1)), "fc2.bias": per(dlogits).sum(1)}
         dz1 = torch.bmm(dlogits, p["fc2.weight"]) * (z1 > 0)
+        dm2 = (torch.bmm(dz1, p["fc1.weight"]).reshape(runs, clients, b, 64, q, q).permute(2, 0, 1, 3, 4, 5)
+               .reshape(p2.shape).contiguous(memory_format=memory_format) * (p2 > 0))
+        # each activation is dropped once its backward is done: the round's peak memory is the first layer's
+        da2 = _unpool(dm2, a2, i2)
+        del a2, i2, dm2
+        dp1, grads["conv2.weight"], grads["conv2.bias"] = _conv_backward(da2, p1, w2, groups, input_grad=True)
+        del da2
+        da1 = _unpool(dp1 * (p1 > 0), a1, i1)
+        del a1, i1, dp1
+        grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(da1, w1)
+        del da1, first
+        # the largest gradient (R x m x 6.4M entries) last, with no activation left beside it
         grads["fc1.weight"] = torch.bmm(per(dz1).transpose(1, 2), per(f))
         grads["fc1.bias"] = per(dz1).sum(1)
-        df = torch.bmm(dz1, p["fc1.weight"]).reshape(runs, clients, b, 64, q, q)
-        dm2 = df.permute(2, 0, 1, 3, 4, 5).reshape(p2.shape).contiguous(memory_format=memory_format) * (m2 > 0)
-        dp1, grads["conv2.weight"], grads["conv2.bias"] = _conv_backward(_unpool(dm2, a2, i2), p1, w2, groups,
-                                                                         input_grad=True)
-        grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(_unpool(dp1 * (m1 > 0), a1, i1), w1)
     return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])) for name, v in params.items()},
             losses.to(params["fc1.weight"].dtype))

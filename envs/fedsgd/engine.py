@@ -259,19 +259,23 @@ Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Corruption = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def complete_round(grads: Params, theta: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Tensor | None,
-                   segments: NoiseSegments, agg_weights: torch.Tensor, lr: torch.Tensor, center: torch.Tensor | None,
-                   radius: float, aggregate: Aggregator = mean_aggregate, corrupt: Corruption | None = None
+def complete_round(grads: Params | torch.Tensor, theta: torch.Tensor, alpha: torch.Tensor,
+                   gaussian: torch.Tensor | None, segments: NoiseSegments, agg_weights: torch.Tensor,
+                   lr: torch.Tensor, center: torch.Tensor | None, radius: float,
+                   aggregate: Aggregator = mean_aggregate, corrupt: Corruption | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Everything of a round after the gradients and the noise draws, as :func:`fedsgd_round` documents it: the
     flat honest gradients (in ``theta``'s dtype), the messages, the aggregate, the step and projection, each
     client's squared deviation and honest gradient norm. Returns ``(theta_next, messages, aggregate,
     sq_deviation, gradient_norm)``.
 
+    ``grads``: the gradients as a routine returns them (then flattened and cast here: what the compiled form fuses
+    into its first pass), or already flat ``(R, m, P)`` in ``theta``'s dtype, which becomes the messages.
+
     Elementwise passes and reductions over ``(R, m, P)`` arrays (about 5 GB each for the CNN at ``R = 64``) bound
     this stage on a GPU: :func:`compiled_completion` fuses them.
     """
-    honest = flatten(grads, 2, dtype=theta.dtype)  # a new array: the noise may go into it
+    honest = grads if isinstance(grads, torch.Tensor) else flatten(grads, 2, dtype=theta.dtype)
     gradient_norm = vector_norm(honest)
     messages = honest
     if gaussian is not None:
@@ -279,7 +283,7 @@ def complete_round(grads: Params, theta: torch.Tensor, alpha: torch.Tensor, gaus
     if corrupt is not None:
         messages = corrupt(honest, messages)
     mbar = aggregate(messages, agg_weights)
-    updated = theta - lr[:, None] * mbar
+    updated = torch.addcmul(theta, lr[:, None], mbar, value=-1)  # no (R, P) temporary
     if center is not None:
         updated = project(updated, center, radius)
     sq_deviation = torch.stack([squared_distance(messages[:, c], mbar)
@@ -363,6 +367,8 @@ def fedsgd_round(
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
     grads, losses = gradients(loss, params, batch)
+    if complete is complete_round:  # eager: the per-tensor gradients are freed before the noise is drawn
+        grads = flatten(grads, 2, dtype=theta.dtype)  # (one (R, m, P) array less at the round's peak)
     segments = noise_segments(like, noise_norm)
     gaussian = draw_directions(alpha, segments[-1][1], theta.dtype, generator, shared=shared_noise)
     updated, messages, mbar, sq_deviation, gradient_norm = complete(

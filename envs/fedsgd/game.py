@@ -332,6 +332,7 @@ class FedSGDGame:
             raise ValueError(f"alpha must have shape ({state.theta.shape[0]}, {self.clients.n_clients}), "
                              f"got {tuple(alpha.shape)}")
         protocol.check_actions(alpha.detach().cpu().numpy()[..., None])
+        state.last = {}  # frees the last round's noise directions, (R, m, P), before this round's are drawn
         device = state.theta.device
         draws = 1 if state.common else runs
         active = torch.rand(draws, n, generator=generator, device=device).argsort(-1)[:, :self.active]
