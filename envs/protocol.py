@@ -44,7 +44,8 @@ def mean_aggregate(messages: Any, weights: Any = None) -> Any:
     if weights is None:
         return messages.mean(1)
     if is_torch(messages):  # one pass over the (R, m, P) messages
-        return torch.einsum("bn,bnd->bd", weights.to(messages.dtype), messages) / weights.sum(1)[:, None]
+        total = torch.einsum("bn,bnd->bd", weights.to(messages.dtype), messages)
+        return total.div_(weights.sum(1)[:, None].to(total.dtype))  # in place: no second (B, d) array
     total = sum(weights[:, i, None] * messages[:, i] for i in range(messages.shape[1]))  # no (B, N, d) temporary
     return total / weights.sum(1)[:, None]
 
