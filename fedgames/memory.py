@@ -17,7 +17,9 @@ def keep_freed_memory() -> bool:
     sys 555 s, user 510 s; 2.4x faster per round with this setting). Turns ``mmap`` allocation and heap trimming
     off for this process (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, max)``), the same as the
     environment variables ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``: the process keeps its peak memory.
-    The CLI's CPU simulations call it; returns whether the settings took (``False`` without glibc).
+    The price is fragmentation, which grows that peak: 64 CNN runs a round (15-18 GB with freed memory released)
+    outgrow 24 GB with it (``bench/fedsgd_engine_throughput.py --release-memory``). The CLI's CPU simulations call
+    it; returns whether the settings took (``False`` without glibc).
     """
     name = ctypes.util.find_library("c")
     if name is None:
