@@ -15,8 +15,9 @@ def keep_freed_memory() -> bool:
     FEMNIST CNN). glibc serves blocks above 32 MB by ``mmap`` and unmaps them on free, so every round page-faults
     its memory in again: on 2 cores the kernel's page zeroing took more time than the arithmetic (a tiny B.3 run:
     sys 555 s, user 510 s; 2.4x faster per round with this setting). Turns ``mmap`` allocation and heap trimming
-    off for this process (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, max)``), the same as the
-    environment variables ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``: the process keeps its peak memory.
+    off for this process (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, -1)``; the largest positive
+    threshold, ``2**31 - 1``, still gave back every freed block above 2 GiB, and a round of 32 CNN runs ran at half
+    speed): the process keeps its peak memory.
     The price is fragmentation, which grows that peak: 64 CNN runs a round (15-18 GB with freed memory released)
     outgrow 24 GB with it (``bench/fedsgd_engine_throughput.py --release-memory``). The CLI's CPU simulations call
     it; returns whether the settings took (``False`` without glibc).
