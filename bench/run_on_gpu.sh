@@ -3,10 +3,11 @@
 #   1. the CUDA tests of the FedSGD engine and game (batched == naive, bf16, compiled == eager);
 #   2. at R = 64, every gradient path eager under bf16 (the kernels channels-last and -nchw), then the two fastest
 #      kernel paths compiled (torch.compile);
-#   3. the fastest eager kernel path at R in {64, 32, 8, 1} against the naive loop, with a kernel profile (eager:
-#      compiling for each R would not fit; the compiled paths' R = 64 rates are in r64_compiled.json);
+#   3. the fastest eager kernel path at R in {128, 64, 32, 8, 1} against the naive loop, with a kernel profile
+#      (eager: compiling for each R would not fit; the compiled paths' R = 64 rates are in r64_compiled.json;
+#      R = 128, beyond the issue's sweep, shows whether larger batches of runs still gain);
 #   4. optionally the `small` B.3 reproduction on the fastest settings (resumable: rerun with the same OUTDIR).
-# Each phase has its own time limit and result file (at most 8.7 minutes in all, most of it compiling; the device
+# Each phase has its own time limit and result file (at most 9 minutes in all, most of it compiling; the device
 # allows 10 minutes per call, installing the wheels included), so a cut-off call still returns the finished phases.
 # Usage: bash bench/run_on_gpu.sh OUTDIR [seconds allowed for the reproduction, default 0: skipped]
 set -u
@@ -44,7 +45,7 @@ EOF
 )
 echo "fastest at R = 64: $path (compile: $mode)"
 eager=${fastest%% *}
-timeout 150 $bench --runs 64 32 8 1 --paths naive "${eager:-grouped}" --precisions bfloat16 \
+timeout 170 $bench --runs 128 64 32 8 1 --paths naive "${eager:-grouped}" --precisions bfloat16 \
   --json "$out/bench.json" --profile "$out/profile.txt" 2>&1 | tee "$out/bench.txt"
 if [ "$limit" -gt 0 ]; then
   compile=(); [ "$mode" != off ] && compile=(--compile "$mode")
