@@ -17,10 +17,10 @@ def keep_freed_memory() -> bool:
     sys 555 s, user 510 s; 2.4x faster per round with this setting). Turns ``mmap`` allocation and heap trimming
     off for this process (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, -1)``; the largest positive
     threshold, ``2**31 - 1``, still gave back every freed block above 2 GiB, and a round of 32 CNN runs ran at half
-    speed): the process keeps its peak memory.
-    The price is fragmentation, which grows that peak: 64 CNN runs a round (15-18 GB with freed memory released)
-    outgrow 24 GB with it (``bench/fedsgd_engine_throughput.py --release-memory``). The CLI's CPU simulations call
-    it; returns whether the settings took (``False`` without glibc).
+    speed): the process keeps its peak memory. The price is fragmentation, which grows that peak: a round of 64
+    CNN runs (15-18 GB with freed memory released) outgrows 24 GB with it (``bench/fedsgd_engine_throughput.py
+    --release-memory``). The CLI's CPU simulations call it; returns whether the settings took (``False`` without
+    glibc).
     """
     name = ctypes.util.find_library("c")
     if name is None:
