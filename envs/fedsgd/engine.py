@@ -313,12 +313,13 @@ def draw_directions(alpha: torch.Tensor, size: int, dtype: torch.dtype, generato
     device = alpha.device
     if shared:
         return torch.randn((1,) + tuple(alpha.shape[1:]) + (size,), generator=generator, device=device).to(dtype)
-    if noisy.all():
+    count = int(noisy.sum())  # the one device sync here
+    if count == noisy.numel():
         return torch.randn(tuple(alpha.shape) + (size,), generator=generator, device=device).to(dtype)
-    if not noisy.any():
+    if count == 0:
         return None
     gaussian = torch.zeros(tuple(alpha.shape) + (size,), dtype=dtype, device=device)
-    gaussian[noisy] = torch.randn((int(noisy.sum()), size), generator=generator, device=device).to(dtype)
+    gaussian[noisy] = torch.randn((count, size), generator=generator, device=device).to(dtype)
     return gaussian
 
 
