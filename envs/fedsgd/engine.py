@@ -313,7 +313,7 @@ def draw_directions(alpha: torch.Tensor, size: int, dtype: torch.dtype, generato
     device = alpha.device
     if shared:
         return torch.randn((1,) + tuple(alpha.shape[1:]) + (size,), generator=generator, device=device).to(dtype)
-    count = int(noisy.sum())  # the one device sync here
+    count = int(noisy.sum())  # one device sync decides between the three cases
     if count == noisy.numel():
         return torch.randn(tuple(alpha.shape) + (size,), generator=generator, device=device).to(dtype)
     if count == 0:
