@@ -20,6 +20,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -165,6 +166,11 @@ def _strength_variants(args: argparse.Namespace) -> list[tuple[str, object]]:
     return variants
 
 
+def _given(value: Any, default: Any) -> Any:
+    """An option's value, or ``default`` where it was not given (``None``): a given 0 stays 0, and is checked."""
+    return default if value is None else value
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from fedgames.eval.nash import nash_check
     from fedgames.eval.plots import plot_reward_vs_alpha
@@ -178,19 +184,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
     policies = _policies(args.profile, env)
     oracles = []
-    for name in args.oracle or ["ppo"]:
+    for name in _given(args.oracle, ["ppo"]):
         if name == "grid":
             components = [c for c in ("alpha", "beta") if c in env.protocol.action_names]
-            oracles.append(make_oracle("grid", components=components, points=args.grid_points or 11,
-                                       episodes=args.grid_episodes or 20_000,
+            oracles.append(make_oracle("grid", components=components, points=_given(args.grid_points, 11),
+                                       episodes=_given(args.grid_episodes, 20_000),
                                        lipschitz="theory" if closed_form(env) is not None else None,
                                        level=args.level))
         else:
-            oracles.append(make_oracle(name, timesteps=args.timesteps or 200_000, seeds=args.seeds or 3,
+            oracles.append(make_oracle(name, timesteps=_given(args.timesteps, 200_000), seeds=_given(args.seeds, 3),
                                        n_envs=_n_envs(args, env), tensorboard_log=args.tensorboard,
                                        progress=not args.quiet))
-    report = nash_check(env, policies, oracles, profile_name=args.profile, players=args.players or "all",
-                        episodes=args.episodes or 20_000, level=args.level, tolerance=args.tolerance,
+    report = nash_check(env, policies, oracles, profile_name=args.profile, players=_given(args.players, "all"),
+                        episodes=_given(args.episodes, 20_000), level=args.level, tolerance=args.tolerance,
                         interval=args.interval, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
     print(report.to_markdown())
     if args.out:
@@ -208,20 +214,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedgames.train.multi_agent import train_independent, train_shared
 
     if args.quick:
-        args.rounds = args.rounds or 3
-        args.steps = args.steps or 30_000
+        args.rounds = _given(args.rounds, 3)
+        args.steps = _given(args.steps, 30_000)
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
     out = Path(args.out) if args.out else None
     checkpoints = out / "checkpoints" if out else None
     if args.mode == "independent":
         init = _policies(args.profile, env)
-        result = train_independent(env, algo=args.algo, rounds=args.rounds or 10, steps_per_round=args.steps or 100_000,
-                                   n_envs=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, init=init,
+        result = train_independent(env, algo=args.algo, rounds=_given(args.rounds, 10),
+                                   steps_per_round=_given(args.steps, 100_000), n_envs=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, init=init,
                                    eval_episodes=args.eval_episodes, progress=not args.quiet)
     else:
-        steps = args.steps or 100_000
-        result = train_shared(env, algo=args.algo, total_steps=steps * (args.rounds or 10), n_games=_n_envs(args, env),
-                              seed=args.seed, checkpoint_dir=checkpoints, checkpoint_every=steps,
+        steps = _given(args.steps, 100_000)
+        result = train_shared(env, algo=args.algo, total_steps=steps * _given(args.rounds, 10),
+                              n_games=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, checkpoint_every=steps,
                               eval_episodes=args.eval_episodes, progress=not args.quiet)
     last = result.history[-1]
     print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")

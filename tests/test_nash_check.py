@@ -515,3 +515,19 @@ def test_cli_bad_oracle_exits(capsys):
 def test_cli_unknown_mechanism_returns_2(capsys):
     assert main(["check", "mean_estimation_v0", "-m", "no_such_mechanism:C=1", "--quiet"]) == 2
     assert "no_such_mechanism" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, option, name", [
+    ("check", ["--oracle", "grid", "--episodes", "0"], "episodes"),
+    ("check", ["--oracle", "grid", "--grid-points", "0"], "points"),
+    ("check", ["--oracle", "grid", "--grid-episodes", "0"], "episodes"),
+    ("check", ["--timesteps", "0"], "timesteps"),
+    ("check", ["--seeds", "0"], "seeds"),
+    ("train", ["--rounds", "0"], "rounds"),
+    ("train", ["--steps", "0"], "steps_per_round"),
+])
+def test_cli_a_given_zero_is_checked_not_replaced_by_the_default(command, option, name, capsys):
+    """An option given as 0 reaches the validation (it used to fall back to the default, as if not given)."""
+    assert main([command, "mean_estimation_v0", "--quick", "--quiet", *option]) == 2
+    error = capsys.readouterr().err
+    assert name in error and "got 0" in error

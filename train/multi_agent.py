@@ -50,6 +50,7 @@ from fedgames.eval.montecarlo import recorded_play
 from fedgames.eval.strategy import summarize_steps
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
+from fedgames.validation import integer
 
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
@@ -594,9 +595,8 @@ def train_shared(
 
 
 def _check_budget(**values: int) -> None:
-    bad = {k: v for k, v in values.items() if not isinstance(v, (int, np.integer)) or v < 1}
-    if bad:
-        raise ValueError(f"these must be integers >= 1: {bad}")
+    for name, value in values.items():
+        integer(name, value, 1)
 
 
 __all__ = ["SelfPlayVecEnv", "TrainingResult", "honest_policies", "strategy_summary", "sub_seed",

@@ -32,6 +32,7 @@ from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
 from fedgames.eval.montecarlo import simulate
 from fedgames.train.best_response_env import BestResponseVecEnv
+from fedgames.validation import integer
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC, "td3": TD3}
 
@@ -156,8 +157,9 @@ class LearnedOracle:
                 raise ValueError("tensorboard_log needs the tensorboard package: pip install tensorboard") from None
         if algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {sorted(ALGORITHMS)}, got {algo!r}")
-        if timesteps < 1 or seeds < 1 or (n_envs is not None and n_envs < 1):
-            raise ValueError(f"timesteps, seeds and n_envs must be >= 1, got {timesteps}, {seeds}, {n_envs}")
+        timesteps, seeds = integer("timesteps", timesteps, 1), integer("seeds", seeds, 1)
+        if n_envs is not None:
+            n_envs = integer("n_envs", n_envs, 1)
         self.name = algo
         self.timesteps, self.seeds, self.n_envs = timesteps, seeds, n_envs
         self.validation_episodes = validation_episodes
@@ -234,8 +236,7 @@ class GridOracle:
     def __init__(self, components: Sequence[str] = ("alpha", "beta"), points: int = 11, episodes: int = 20_000,
                  refine: bool = True, lipschitz: str | Mapping[str, float] | None = "theory",
                  level: float = 0.95) -> None:
-        if points < 2 or episodes < 2:
-            raise ValueError(f"points and episodes must be >= 2, got {points}, {episodes}")
+        points, episodes = integer("points", points, 2), integer("episodes", episodes, 2)
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1), got {level}")
         self.components, self.points, self.episodes = tuple(components), points, episodes
