@@ -7,10 +7,13 @@ from typing import Any
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from fedgames.envs.fedsgd.fedsgd import FedSGDEnv
+from fedgames.validation import check_call
 
 
 def parallel_env(**config: Any) -> FedSGDEnv:
-    """The native parallel environment (one step = one FedSGD round)."""
+    """The native parallel environment (one step = one FedSGD round). An unknown config key is a ``ValueError``
+    naming the close matches."""
+    check_call("fedsgd_v0", FedSGDEnv.__init__, config)
     return FedSGDEnv(**config)
 
 

@@ -90,6 +90,7 @@ def test_noise_hurts_the_others_under_the_default_utility():
     (dict(noise_norm="per_layer"), "noise_norm"),
     (dict(active=9, n_clients=4), "active"),
     (dict(device="tpu"), r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (dict(n_client=4), r"unknown parameter 'n_client'; did you mean 'n_clients'"),
     pytest.param(dict(device="cuda"), "CUDA is not available", id="cuda-missing",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
