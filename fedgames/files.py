@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading it means setting it
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write: Any) -> None:
     """Write ``path`` via a temporary file in the same folder and an atomic rename.
 
-    ``write`` is the text to write, or a callable that writes to the temporary path it is given.
+    ``write`` is the text to write, or a callable that writes to the temporary path it is given. The file gets the
+    permissions a plain ``open`` would give it (``0o666`` less the umask; the temporary file is private).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -22,6 +29,7 @@ def write_atomic(path: str | Path, write: Any) -> None:
             write(tmp)
         else:
             Path(tmp).write_text(write)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
