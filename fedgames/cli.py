@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list registered environments and mechanisms").set_defaults(run=cmd_list)
 
     sim = sub.add_parser("simulate", help="simulate a profile and compare it with the closed-form theory")
-    _add_env_arguments(sim)
+    _add_env_arguments(sim, closed_form=True)
     sim.add_argument("--episodes", type=int, default=200_000)
     sim.add_argument("--plot-episodes", type=int, default=20_000, help="episodes per point of the plot")
     sim.add_argument("--no-plot", action="store_true")
@@ -336,18 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_env_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by the commands that build an env and a profile."""
-    parser.add_argument("env_id", help="e.g. mean_estimation_v0 or fedsgd_v0")
+def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = False) -> None:
+    """Arguments shared by the commands that build an env and a profile (``closed_form``: for a command that needs
+    a game with closed-form predictions, which fedsgd_v0 is not)."""
+    if closed_form:
+        parser.add_argument("env_id", help="a game with closed-form predictions: mean_estimation_v0 (fedsgd_v0 has "
+                                           "none; `fedgames check` and `train` take it)")
+    else:
+        parser.add_argument("env_id", help="e.g. mean_estimation_v0 or fedsgd_v0")
     parser.add_argument("-m", "--mechanism", action="append", default=[], metavar="SPEC",
                         help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
                              "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median")
     parser.add_argument("-e", "--env-config", action="append", default=[], metavar="KEY=VALUE",
                         help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2 (fedsgd_v0: -e rounds=10 "
-                             "-e lr=decaying -e radius=3 ...)")
-    parser.add_argument("--profile", default="honest",
-                        help="honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'; "
-                             "fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round)")
+                             "-e lr=decaying -e radius=3 ...; JSON values too: "
+                             "-e 'byzantine={\"player_1\": \"sign_flip\"}')")
+    profiles = "honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'"
+    parser.add_argument("--profile", default="honest", help=profiles if closed_form else profiles + (
+        "; fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round)"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder for the report files and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

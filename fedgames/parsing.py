@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
 def parse_value(text: str) -> Any:
-    """``"true"`` -> True, ``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"none"`` -> None, ``"1,2"`` -> [1, 2], else the text."""
+    """``"true"`` -> True, ``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"none"`` -> None, ``"1,2"`` -> [1, 2], a JSON object or
+    array (``'{"player_1": "sign_flip"}'``) -> its value, else the text."""
+    if text.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{text!r} starts like JSON but is not valid JSON: {error}") from None
     if "," in text:
         return [parse_value(part) for part in text.split(",")]
     stripped = text.strip()

@@ -61,6 +61,8 @@ def apply_mechanism(env: ParallelEnv, spec: MechanismSpec) -> ParallelEnv:
 
 def apply_mechanisms(env: ParallelEnv, specs: Iterable[MechanismSpec]) -> ParallelEnv:
     """Wrap ``env`` in each mechanism of ``specs`` in turn (the first innermost)."""
+    if isinstance(specs, str) or callable(specs):
+        raise ValueError(f"mechanisms must be a list of specs, got the single spec {specs!r}: write [{specs!r}]")
     for spec in specs:
         env = apply_mechanism(env, spec)
     return env

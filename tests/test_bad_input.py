@@ -213,6 +213,11 @@ def test_bad_mechanism_spec(specs, pattern):
         make(specs, n_players=4)
 
 
+def test_a_single_mechanism_spec_must_come_in_a_list():
+    with pytest.raises(ValueError, match=r"must be a list of specs.*write \['side_payment:C=0.4'\]"):
+        fedgames.make("mean_estimation_v0", mechanisms="side_payment:C=0.4")
+
+
 @pytest.mark.parametrize("spec, name", [("side_payment:C=abc", "C"), ("noisy_response:C=abc", "C"),
                                         ("bounded_attack:A=abc", "A")])
 def test_non_numeric_mechanism_value_names_parameter(spec, name):
