@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import fedgames
+from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
 
 
@@ -32,9 +33,11 @@ def _config(assignments: Sequence[str]) -> dict:
     return dict(parse_assignment(a, "-e/--env-config") for a in assignments)
 
 
-def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
-    """The values of ``FILE.json`` or of ``'key=value;key=value'`` (keys among ``allowed``; ``usage`` lists the
-    accepted forms for the error message)."""
+def _profile_values(text: str, allowed: tuple[str, ...], names: tuple[str, ...], usage: str) -> dict:
+    """The values of ``FILE.json`` or of ``'key=value;key=value'`` (keys among ``allowed``; ``names``: the named
+    profiles, for a 'did you mean'; ``usage`` lists the accepted forms for the error message)."""
+    if "=" not in text and not text.endswith(".json"):
+        raise ValueError(f"--profile: unknown profile {text!r}{did_you_mean(text, names)} (use {usage})")
     if text.endswith(".json"):
         try:
             return json.loads(Path(text).read_text())
@@ -46,6 +49,16 @@ def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
         raise ValueError(f"--profile: unknown keys {sorted(unknown)}; use {usage} (one value, or one per player "
                          "separated by commas)")
     return values
+
+
+def _per_player(values: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``values[key]`` (default 0) broadcast to ``shape``, whose first axis is the players."""
+    value = np.asarray(values.get(key, 0.0), dtype=float)
+    try:
+        return np.broadcast_to(value, shape)
+    except ValueError:
+        raise ValueError(f"--profile: {key} takes one value or one per player ({shape[0]}), got {value.size} "
+                         "values") from None
 
 
 def _profile(text: str, env):  # noqa: ANN001
@@ -71,10 +84,10 @@ def _profile(text: str, env):  # noqa: ANN001
         if not converged:
             raise ValueError("best-response iteration did not converge: the theory predicts no equilibrium here")
         return profile
-    values = _profile_values(text, ("alpha", "beta"), "honest, theory, FILE.json or 'alpha=A;beta=B'")
-    return theory.Profile(np.broadcast_to(np.asarray(values.get("alpha", 0.0), dtype=float), n),
-                          np.broadcast_to(np.asarray(values.get("beta", 0.0), dtype=float), n),
-                          np.broadcast_to(np.asarray(values.get("bias", 0.0), dtype=float), (n, d)))
+    values = _profile_values(text, ("alpha", "beta"), ("honest", "theory"),
+                             "honest, theory, FILE.json or 'alpha=A;beta=B'")
+    return theory.Profile(_per_player(values, "alpha", (n,)), _per_player(values, "beta", (n,)),
+                          _per_player(values, "bias", (n, d)))
 
 
 def _policies(text: str, env) -> dict:  # noqa: ANN001
@@ -92,8 +105,8 @@ def _policies(text: str, env) -> dict:  # noqa: ANN001
     if text == "theory":
         raise ValueError("--profile theory: fedsgd_v0 has no closed-form equilibrium (Thm 6.1 only bounds best "
                          "responses); give honest, FILE.json or 'alpha=A'")
-    alpha = _profile_values(text, ("alpha",), "honest, FILE.json or 'alpha=A'").get("alpha", 0.0)
-    alpha = np.broadcast_to(np.asarray(alpha, dtype=float), len(env.possible_agents))
+    alpha = _per_player(_profile_values(text, ("alpha",), ("honest",), "honest, FILE.json or 'alpha=A'"), "alpha",
+                        (len(env.possible_agents),))
     return {agent: ConstantPolicy([a]) for agent, a in zip(env.possible_agents, alpha)}
 
 
@@ -329,11 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "max-autotune, ...): a one-off compilation, then fused GPU kernels")
     repro.add_argument("--checkpoint-minutes", type=float, default=5.0,
                        help="save the runs in progress this often (DIR/checkpoints; a rerun resumes from there)")
-    repro.add_argument("--seed", type=int, default=0)
+    repro.add_argument("--seed", type=_seed, default=0)
     repro.add_argument("--quiet", action="store_true")
     repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")
     repro.set_defaults(run=cmd_reproduce)
     return parser
+
+
+def _seed(text: str) -> int:
+    """``--seed``: an integer >= 0 (what numpy's and torch's generators take)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return seed
 
 
 def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = False) -> None:
@@ -354,7 +378,7 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
     profiles = "honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'"
     parser.add_argument("--profile", default="honest", help=profiles if closed_form else profiles + (
         "; fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round)"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", help="folder for the report files and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--torch-threads", type=int, default=1,

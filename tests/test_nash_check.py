@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -531,3 +532,21 @@ def test_cli_a_given_zero_is_checked_not_replaced_by_the_default(command, option
     assert main([command, "mean_estimation_v0", "--quick", "--quiet", *option]) == 2
     error = capsys.readouterr().err
     assert name in error and "got 0" in error
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "mean_estimation_v0", "--profile", "honset"], "unknown profile 'honset'; did you mean 'honest'"),
+    (["simulate", "mean_estimation_v0", "-e", "n_players=3", "--profile", "alpha=1,2;beta=0"],
+     r"alpha takes one value or one per player \(3\), got 2 values"),
+    (["check", "fedsgd_v0", "--quick", "--profile", "alpha=1,2"],
+     r"alpha takes one value or one per player \(4\), got 2 values"),
+])
+def test_cli_profile_errors_say_what_is_wrong(argv, message, capsys):
+    assert main([*argv, "--quiet"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_negative_seed_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "mean_estimation_v0", "--seed", "-1"])
+    assert "argument --seed: must be an integer >= 0, got '-1'" in capsys.readouterr().err
