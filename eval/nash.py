@@ -36,6 +36,7 @@ from fedgames.eval.montecarlo import simulate
 from fedgames.eval.strategy import summarize_actions, summarize_policy
 from fedgames.eval.theory_hooks import closed_form
 from fedgames.train.oracles import GridOracle, LearnedOracle, constant_actions
+from fedgames.validation import real
 
 VERDICTS = ("consistent", "refuted", "inconclusive")
 
@@ -250,6 +251,7 @@ def nash_check(
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
+    real("tolerance", tolerance)  # >= 0: a negative one would refute every exact equilibrium
     batch_size = resolve_batch_size(env, batch_size)
     oracles = list(oracle) if isinstance(oracle, Sequence) else [oracle]
     agents = list(env.possible_agents)

@@ -365,6 +365,8 @@ def test_nash_check_input_errors():
         nash_check(env, policies, oracle, players=["player_7"])
     with pytest.raises(ValueError, match="level"):
         nash_check(env, policies, oracle, level=1.5)
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0, got -1"):
+        nash_check(env, policies, oracle, tolerance=-1)
     with pytest.raises(ValueError, match="episodes"):
         nash_check(env, policies, oracle, episodes=1)
     with pytest.raises(ValueError, match="interval"):

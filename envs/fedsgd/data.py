@@ -644,7 +644,8 @@ def digits_federated(n_writers: int = 10, partition: str = "dirichlet", alpha: f
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("digits_federated needs scikit-learn (for its bundled digits data set)") from exc
+        raise ImportError("digits_federated (fedsgd_v0's objective='logistic') needs scikit-learn for its bundled "
+                          "digits data set: pip install 'fedgames[digits]'") from exc
     data = load_digits()
     x = (np.asarray(data.images, dtype=np.float32) / 16.0).clip(0.0, 1.0)
     y = np.asarray(data.target, dtype=np.int64)
