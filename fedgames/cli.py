@@ -122,12 +122,14 @@ def _n_envs(args: argparse.Namespace, env) -> int:  # noqa: ANN001
 def cmd_list(args: argparse.Namespace) -> int:
     from fedgames.mechanisms import MECHANISMS
 
-    print("environments:")
+    print("environments (either name works):")
     for env_id in fedgames.list_envs():
-        print(f"  {env_id}")
+        name, _, version = env_id.split("/", 1)[-1].rpartition("-")
+        print(f"  {name + '_' + version:20s} {env_id}")
     print("mechanisms:")
     for name, cls in MECHANISMS.items():
-        print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
+        print(f"  {name:20s} {summary}")
     return 0
 
 

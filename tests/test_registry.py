@@ -269,3 +269,13 @@ def test_plugin_whose_load_raises_only_logs_a_warning(fake_plugins, caplog):
 def test_plugin_load_returning_non_callable_is_ignored(fake_plugins):
     fake_plugins.append(FakeEntryPoint("not_callable", lambda: 42))
     assert "fedgames/mean_estimation-v0" in fedgames.list_envs()
+
+
+def test_cli_list_shows_both_env_names_and_whole_mechanism_summaries(capsys):
+    from fedgames.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for short, full in [("mean_estimation_v0", "fedgames/mean_estimation-v0"), ("fedsgd_v0", "fedgames/fedsgd-v0")]:
+        assert any(line.split() == [short, full] for line in out.splitlines())
+    assert "``geometric_median``)." in out  # the first paragraph, not its first line
