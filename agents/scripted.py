@@ -62,12 +62,18 @@ def profile_policies(profile: Profile, agents: Sequence[str]) -> dict[str, Fixed
     return {a: FixedPolicy(profile.alpha[i], profile.beta[i], profile.bias[i]) for i, a in enumerate(agents)}
 
 
-def theory_best_response(env: object, profile: Profile, player: int) -> FixedPolicy:
-    """Player ``player``'s exact best response to the others in ``profile`` under ``env``'s mechanisms.
+def theory_best_response(env: object, profile: Profile, player: int | str) -> FixedPolicy:
+    """Player ``player``'s (an index or an agent name) exact best response to the others in ``profile`` under
+    ``env``'s mechanisms.
 
     The defence is Lemma C.2's ``beta`` (Thm 5.1's under the noisy response), the attack the one the closed form
     prescribes (:func:`fedgames.envs.mean_estimation.theory.best_response`), within the env's action bounds.
     """
+    if isinstance(player, str):
+        agents = list(env.possible_agents)  # type: ignore[attr-defined]
+        if player not in agents:
+            raise ValueError(f"player must be an index or one of {agents}, got {player!r}")
+        player = agents.index(player)
     protocol = env.protocol  # type: ignore[attr-defined]
     alpha_max = float(protocol.action_high[protocol.action_index("alpha")])
     bias_max = float(protocol.action_high[protocol.action_index("b_1")])

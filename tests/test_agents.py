@@ -148,6 +148,9 @@ def test_theory_best_response_bounded_attack_without_bias_is_cor_b1():
     for i in range(n):
         br = theory_best_response(env, profile, i)
         np.testing.assert_allclose(br.action, profile.actions()[i], rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(theory_best_response(env, profile, env.possible_agents[i]).action, br.action)
+    with pytest.raises(ValueError, match=r"player must be an index or one of \['player_0'"):
+        theory_best_response(env, profile, "player_9")
 
 
 @pytest.mark.parametrize("alpha_max", [0.7, 5.0, 12.0])

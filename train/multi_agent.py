@@ -486,7 +486,7 @@ def _run(learners: _Learners, config: dict[str, Any], checkpoint_dir: str | Path
 
 def _mean_over_players(players: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     keys = [k for k in ("alpha", "beta", "reward") if all(k in p for p in players.values())]
-    return {k: round(float(np.mean([p[k] for p in players.values()])), 3) for k in keys}
+    return {k: round(float(np.mean([p[k] for p in players.values()])), 3) + 0.0 for k in keys}  # + 0.0: no "-0"
 
 
 # ---------------------------------------------------------------------------------------------------------------
