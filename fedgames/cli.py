@@ -237,13 +237,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.mode == "independent":
         init = _policies(args.profile, env)
         result = train_independent(env, algo=args.algo, rounds=_given(args.rounds, 10),
-                                   steps_per_round=_given(args.steps, 100_000), n_envs=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, init=init,
+                                   steps_per_round=_given(args.steps, 100_000), n_envs=_n_envs(args, env),
+                                   seed=args.seed, checkpoint_dir=checkpoints, init=init,
                                    eval_episodes=args.eval_episodes, progress=not args.quiet)
     else:
         steps = _given(args.steps, 100_000)
         result = train_shared(env, algo=args.algo, total_steps=steps * _given(args.rounds, 10),
-                              n_games=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints, checkpoint_every=steps,
-                              eval_episodes=args.eval_episodes, progress=not args.quiet)
+                              n_games=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints,
+                              checkpoint_every=steps, eval_episodes=args.eval_episodes, progress=not args.quiet)
     last = result.history[-1]
     print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")
     for agent, summary in last["players"].items():
