@@ -36,7 +36,10 @@ Responder = Callable[[Any, Any, Any], Any]
 is a numpy ``Generator`` for numpy messages, a ``torch.Generator`` on their device for torch ones."""
 
 PaymentRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives)."""
+"""``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives). A rule that
+depends on the messages only through each player's squared deviation ``||m_i - aggregate||^2`` may also have a
+method ``from_deviation(sq_deviation (B, N)) -> (B, N)``, which :meth:`Protocol.payments` calls when the game has
+the deviations already (the FedSGD engine does: no second pass over millions of parameters per message)."""
 
 
 def mean_aggregate(messages: Any, weights: Any = None) -> Any:
@@ -110,11 +113,14 @@ class Protocol:
         payments = self.payments(messages, aggregate)
         return ServerRound(aggregate, responses, payments)
 
-    def payments(self, messages: Any, aggregate: Any) -> Any:
-        """``(B, N)`` the sum of all payment rules, or ``None`` without any."""
+    def payments(self, messages: Any, aggregate: Any, sq_deviation: Any = None) -> Any:
+        """``(B, N)`` the sum of all payment rules, or ``None`` without any. ``sq_deviation``: each message's
+        ``||m_i - aggregate||^2`` ``(B, N)`` if known, for the rules that have ``from_deviation``."""
         if not self.payment_rules:
             return None
-        return sum(rule(messages, aggregate) for rule in self.payment_rules)
+        return sum(rule.from_deviation(sq_deviation)
+                   if sq_deviation is not None and hasattr(rule, "from_deviation") else rule(messages, aggregate)
+                   for rule in self.payment_rules)
 
     def check_actions(self, actions: np.ndarray, agents: Sequence[str] | None = None) -> np.ndarray:
         """Validate a batch of actions ``(B, N, k)`` against the bounds; return them as float64, clipped.

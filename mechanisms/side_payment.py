@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,32 @@ def deviation_payments(messages: Any, aggregate: Any, C: float, balanced: bool) 
     With the mean server ``theta_s = mbar``; under robust aggregation the deviation is from that aggregate.
     Numpy arrays or torch tensors.
     """
-    plain = C * squared_distance(messages, aggregate[:, None, :])  # accurate for a CPU tensor of millions too
+    sq_deviation = squared_distance(messages, aggregate[:, None, :])  # accurate for a CPU tensor of millions too
+    return payments_from_deviation(sq_deviation, C, balanced)
+
+
+def payments_from_deviation(sq_deviation: Any, C: float, balanced: bool) -> Any:
+    """:func:`deviation_payments` from the squared deviations ``||m_i - theta_s||^2`` ``(B, N)``."""
+    plain = C * sq_deviation
     if not balanced:
         return plain
-    n_players = messages.shape[1]
+    n_players = sq_deviation.shape[1]
     return plain - (plain.sum(1)[:, None] - plain) / (n_players - 1)
+
+
+@dataclass(frozen=True)
+class DeviationPayment:
+    """The payment rule of :class:`SidePayment` (a :data:`~fedgames.envs.protocol.PaymentRule` with
+    ``from_deviation``)."""
+
+    C: float
+    balanced: bool
+
+    def __call__(self, messages: Any, aggregate: Any) -> Any:
+        return deviation_payments(messages, aggregate, self.C, self.balanced)
+
+    def from_deviation(self, sq_deviation: Any) -> Any:
+        return payments_from_deviation(sq_deviation, self.C, self.balanced)
 
 
 class SidePayment(Mechanism):
@@ -50,7 +72,5 @@ class SidePayment(Mechanism):
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
-        def rule(messages: Any, aggregate: Any) -> Any:
-            return deviation_payments(messages, aggregate, self.C, self.balanced)
-
+        rule = DeviationPayment(self.C, self.balanced)
         return protocol.with_stage(self, payment_rules=protocol.payment_rules + (rule,))

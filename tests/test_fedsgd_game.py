@@ -18,7 +18,7 @@ from fedgames.envs.fedsgd.engine import _tf32_settings, cuda_kernel_flags, flatt
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, padded_width
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.mechanisms import RobustAggregation
-from fedgames.mechanisms.side_payment import deviation_payments
+from fedgames.mechanisms.side_payment import DeviationPayment
 
 
 def quadratic_clients(n_clients: int = 6, per_client: int = 5, seed: int = 0) -> tuple[Quadratic, ClientData]:
@@ -111,15 +111,17 @@ def test_participation_and_balanced_bookkeeping(active):
         assert torch.all(balance.abs() <= bound)
 
 
+@pytest.mark.parametrize("from_messages", [True, False])
 @pytest.mark.parametrize("balanced", [True, False])
-def test_side_payment_stage_runs_on_the_engine(balanced):
+def test_side_payment_stage_runs_on_the_engine(balanced, from_messages):
     """The mean-estimation game's side-payment stage (the same function) charges the FedSGD clients on torch
-    tensors: balanced payments sum to zero per run and equal C (paid - received); plain ones equal C paid."""
+    tensors: balanced payments sum to zero per run and equal C (paid - received); plain ones equal C paid. The
+    same whether the rule reads the messages or takes the round's deviations (``from_deviation``)."""
     model, clients = quadratic_clients()
     game = FedSGDGame(model, clients, active=3, noise_norm="global")
     C = 0.3
-    protocol = game.protocol().with_stage(
-        None, payment_rules=(lambda m, a: deviation_payments(m, a, C, balanced),))
+    rule = DeviationPayment(C, balanced)
+    protocol = game.protocol().with_stage(None, payment_rules=((lambda m, a: rule(m, a)) if from_messages else rule,))
     g = torch.Generator().manual_seed(2)
     state = game.start(5, g)
     alpha = torch.rand(5, clients.n_clients, generator=g)

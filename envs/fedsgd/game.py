@@ -362,7 +362,7 @@ class FedSGDGame:
         others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
         state.paid.scatter_add_(1, active, deviation)  # type: ignore[union-attr]
         state.received.scatter_add_(1, active, others)  # type: ignore[union-attr]
-        charged = protocol.payments(result.messages, result.aggregate)
+        charged = protocol.payments(result.messages, result.aggregate, result.sq_deviation)
         if charged is not None:
             charged = torch.where(finite[:, None], charged, torch.zeros_like(charged))
             state.payments.scatter_add_(1, active, charged.to(state.payments.dtype))  # type: ignore[union-attr]
