@@ -61,11 +61,14 @@ def plot_learning_curves(report: NashReport, path: str | Path) -> Path:
     """Mean episode return against timesteps (episodes of a one-round game, rounds of a multi-round one) for every
     seed of every learned best response."""
     plt = _pyplot()
+    from matplotlib.ticker import EngFormatter, MaxNLocator
     fig, ax = plt.subplots(figsize=(6, 4))
     for player in report.players:
         for seed, curve in enumerate(player.curves):
             steps, values = np.array(curve).T
             ax.plot(steps, values, label=f"{player.agent} seed {seed}", alpha=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M: labels that do not run into each other
     ax.set(xlabel="timesteps", ylabel="mean episode return of the learner", title="best-response learning")
     ax.legend(fontsize="small")
     fig.tight_layout()
