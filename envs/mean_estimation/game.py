@@ -51,7 +51,7 @@ class MeanEstimationGame:
 
     Args:
         n_players: ``N >= 2``.
-        n_samples: ``n >= 1`` samples per player.
+        n_samples: ``n >= 1`` samples per player (with ``n = 1`` the observed sample variance is 0: undefined).
         dim: ``d >= 1``.
         sigma: ``sigma > 0``, the within-client noise scale (one value, or one per player).
         sigma_star: ``sigma_* >= 0``, the spread of client means around ``mu``.
@@ -131,7 +131,9 @@ class MeanEstimationGame:
         return World(mu=mu, xbar=xbar, sample_var=sample_var, sigma2=sigma2)
 
     def observe(self, world: World) -> np.ndarray:
-        """``(B, N, d + 1)``: each player's own sample mean and sample variance — all it may legitimately use."""
+        """``(B, N, d + 1)``: each player's own sample mean and sample variance — all it may legitimately use.
+        With ``n_samples = 1`` the sample variance is undefined (``n - 1 = 0`` degrees of freedom) and observed as
+        0: a constant, so it tells the player nothing, as it should."""
         return np.concatenate([world.xbar, world.sample_var[..., None]], axis=-1)
 
     def play(self, protocol: Protocol, world: World, actions: np.ndarray, rng: np.random.Generator) -> Outcome:
