@@ -47,6 +47,22 @@ def test_multi_step_determinism_by_seed():
     assert any(s[1] != t[1] for s, t in zip(first, third))
 
 
+def test_unseeded_envs_differ_and_a_bad_seed_changes_nothing():
+    """Gymnasium's rule: an env never seeded draws its seed from OS entropy; a refused seed leaves it as it was."""
+    alphas = [0.5, 0.0, 2.0]
+    first, second = play(make(n_clients=3, rounds=3), alphas, None), play(make(n_clients=3, rounds=3), alphas, None)
+    assert any(s[1] != t[1] for s, t in zip(first, second))
+    env = make(n_clients=3, rounds=3)
+    env.reset(seed=5)
+    for bad in (-1, True, 2**64, 3.5, [1, 2]):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            env.reset(seed=bad)
+    steps = []
+    while env.agents:  # the episode continues from seed 5's generators
+        steps.append(env.step({a: np.array([alphas[i]], dtype=np.float32) for i, a in enumerate(env.agents)})[1])
+    assert steps == [step[1] for step in play(make(n_clients=3, rounds=3), alphas, 5)]
+
+
 def test_balanced_payments_sum_to_zero_every_round_and_return_is_utility_minus_payments():
     env = make(["side_payment:C=0.5,balanced=true"], n_clients=4, active=3, rounds=5, utility="shared_damage")
     steps = play(env, [1.0, 0.0, 0.0, 3.0], seed=0)

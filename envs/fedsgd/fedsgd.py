@@ -162,6 +162,7 @@ class FedSGDEnv(ProtocolEnv):
         self._observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self._generator = torch.Generator(device=self.device)
         self._response_generator = torch.Generator(device=self.device)
+        self._seed(None)
         self._state: RunState | None = None
 
     @property
@@ -194,11 +195,19 @@ class FedSGDEnv(ProtocolEnv):
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         if seed is not None:
-            self._generator.manual_seed(seed)
-            self._response_generator.manual_seed(response_seed(seed))
+            self._seed(seed)
         self.agents = list(self.possible_agents)
         self._state = self.game.start(1, self._generator)
         return self._observations(), {a: {} for a in self.agents}
+
+    def _seed(self, seed: int | None) -> None:
+        """Seed the rounds' and the response's generators with ``seed`` (an integer in ``[0, 2**64)``), or, for
+        ``None``, with fresh OS entropy (Gymnasium's rule: an env never seeded differs from run to run)."""
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        seed = integer("seed", seed, 0, 2**64 - 1)  # checked before either generator changes
+        self._generator.manual_seed(seed)
+        self._response_generator.manual_seed(response_seed(seed))
 
     def _loss(self, theta: torch.Tensor) -> float:
         return float(held_out_loss(self.game, self.test, theta)[0])
