@@ -3,28 +3,32 @@
 For each checked player i: estimate ``u_i(sigma*)``; let an oracle find a reply ``BR`` with the others fixed at
 ``sigma*_{-i}``; play both on the same fresh episodes (common random numbers: same data, same noise) and take the
 paired differences ``u_i(BR, sigma*_{-i}) - u_i(sigma*)``. Their mean is the regret ``eps_i``, with a paired
-normal or bootstrap interval; ``NashConv = sum_i max(eps_i, 0)`` (OpenSpiel's vocabulary). Verdict per player,
-with tolerance ``tau``: *consistent* when the upper end is below ``tau``, *refuted* when the lower end is above
-it, else *inconclusive* (more episodes or budget).
+Student-t or bootstrap interval; ``NashConv = sum_i max(eps_i, 0)`` (OpenSpiel's vocabulary), with the interval
+that the players' intervals give jointly. Verdict per player, with tolerance ``tau`` (SPEC §5 step 4): *consistent*
+when the upper end of the regret's interval is below ``tau``, *refuted* when its lower end is above it, else
+*inconclusive* (more episodes or budget). The profile's verdict: refuted if any player is, consistent if all are.
 
 What each oracle proves: a learned reply only shows the regret is *at least* what it found (a lower bound; the
-report keeps the learning curves and says whether they levelled off). A grid over a bounded low-dimensional
-strategy class with a Lipschitz term also gives an *upper* bound on the regret over that whole class; the report
-then gives the bracket ``[interval low, upper bound]`` beside the verdict (which, as SPEC §5 says, comes from the
-interval).
+report keeps the learning curves and says whether they levelled off), so "consistent" then means that no reply
+the oracle found gains ``tau``. A grid over a bounded low-dimensional strategy class with a Lipschitz term also
+gives an *upper* bound on the regret over that whole class: the regret's interval is then the bracket
+``[interval low, upper bound]``, and "consistent" needs the upper bound below ``tau`` too. With several oracles
+every reply is played, each interval at the Bonferroni level ``1 - (1 - level) / n_oracles``, and the verdict reads
+the largest regret among the replies, ``[max_j low_j, max_j high_j]`` (adding an oracle can only strengthen it).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from pettingzoo import ParallelEnv
+from scipy.stats import t as student_t
 from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
@@ -40,17 +44,22 @@ from fedgames.validation import real
 
 VERDICTS = ("consistent", "refuted", "inconclusive")
 
+SMALL_SAMPLE = 30
+"""Below this many paired episodes :func:`nash_check` warns: the t interval then leans on the differences being
+roughly normal, and the percentile bootstrap covers less than its level (about 84% for a nominal 95% at 5)."""
+
 
 def paired_interval(diffs: np.ndarray, level: float, method: str = "normal", resamples: int = 2000,
                     seed: int = 0) -> tuple[float, float]:
-    """Two-sided ``level`` interval for the mean of paired differences.
+    """Two-sided ``level`` interval for the mean of ``K >= 2`` paired differences.
 
-    ``normal``: ``mean -/+ z sd / sqrt(K)``. ``bootstrap``: percentile interval of ``resamples`` resampled means.
+    ``normal``: the normal-theory (Student-t) interval ``mean -/+ t_{K-1} sd / sqrt(K)``, exact for normal
+    differences at any ``K``. ``bootstrap``: percentile interval of ``resamples`` resampled means.
     """
     diffs = np.asarray(diffs, dtype=float)
     mean = float(diffs.mean())
     if method == "normal":
-        half = NormalDist().inv_cdf((1 + level) / 2) * float(diffs.std(ddof=1)) / np.sqrt(diffs.size)
+        half = student_t.ppf((1 + level) / 2, diffs.size - 1) * float(diffs.std(ddof=1)) / np.sqrt(diffs.size)
         return mean - half, mean + half
     if method == "bootstrap":
         rng = np.random.default_rng(seed)
@@ -64,13 +73,37 @@ def paired_interval(diffs: np.ndarray, level: float, method: str = "normal", res
     raise ValueError(f"interval must be 'normal' or 'bootstrap', got {method!r}")
 
 
-def verdict(low: float, high: float, tolerance: float) -> str:
-    """SPEC §5 step 4: consistent if ``high < tolerance``, refuted if ``low > tolerance``, else inconclusive."""
-    if high < tolerance:
-        return "consistent"
+def verdict(low: float, high: float, tolerance: float, upper_bound: float | None = None) -> str:
+    """SPEC §5 step 4: refuted if ``low > tolerance``; consistent if ``high < tolerance`` and the oracle's upper
+    bound on the regret over its strategy class, when it gives one, is below ``tolerance`` too; else
+    inconclusive."""
     if low > tolerance:
         return "refuted"
+    if high < tolerance and (upper_bound is None or upper_bound < tolerance):
+        return "consistent"
     return "inconclusive"
+
+
+def profile_verdict(verdicts: Sequence[str]) -> str:
+    """The profile's verdict from its players': refuted if any is, consistent if all are, else inconclusive."""
+    if "refuted" in verdicts:
+        return "refuted"
+    return "consistent" if all(v == "consistent" for v in verdicts) else "inconclusive"
+
+
+def caveats(diffs: np.ndarray, high: float, upper_bound: float | None, plateau: bool | None,
+            tolerance: float) -> list[str]:
+    """What a reader of a player's verdict should know that the numbers do not say."""
+    notes = []
+    if not np.any(diffs):
+        notes.append("the reply played exactly as the candidate on every episode: its interval is [0, 0] whatever "
+                     "the number of episodes, and says nothing of what the search missed")
+    if upper_bound is not None and high < tolerance <= upper_bound:
+        notes.append(f"no reply found gains {tolerance:g}, but the grid's upper bound {upper_bound:.5f} does not "
+                     "exclude one: more grid points or episodes per point")
+    if plateau is False:
+        notes.append("the learning curve had not levelled off: a longer search may find a better reply")
+    return notes
 
 
 @dataclass
@@ -93,6 +126,7 @@ class PlayerCheck:
     curves: list[list[list[float]]] = field(default_factory=list)
     represents: list[str] = field(default_factory=list)
     other_oracles: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,15 +151,36 @@ class NashReport:
         """``sum_i max(eps_i, 0)``; a player checked for its type counts once per member of the type."""
         return float(sum(max(p.regret, 0.0) * len(p.represents) for p in self.players))
 
+    @property
+    def nash_conv_interval(self) -> list[float]:
+        """``[sum_i max(low_i, 0), sum_i max(high_i, 0)]`` (per member of a type, as :attr:`nash_conv`): it holds
+        whenever every player's interval does, so at confidence at least :attr:`joint_level`. Under learned
+        oracles it bounds what the replies found, itself a lower bound on NashConv."""
+        return [float(sum(max(p.ci[k], 0.0) * len(p.represents) for p in self.players)) for k in (0, 1)]
+
+    @property
+    def joint_level(self) -> float:
+        """The confidence at which all checked players' intervals hold at once (Bonferroni: ``1 - n (1 -
+        level)``, at least 0), which the profile's verdict and :attr:`nash_conv_interval` have."""
+        return max(0.0, 1.0 - len(self.players) * (1.0 - self.level))
+
+    @property
+    def verdict(self) -> str:
+        """The profile's verdict (:func:`profile_verdict`)."""
+        return profile_verdict([p.verdict for p in self.players])
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["nash_conv"] = self.nash_conv
+        data["nash_conv_interval"] = self.nash_conv_interval
+        data["verdict"] = self.verdict
+        data["joint_level"] = self.joint_level
         for player in data["players"]:
             player["bracket"] = ([player["ci"][0], player["upper_bound"]] if player["upper_bound"] is not None
                                  else None)
-        data["method"] = (f"paired {self.interval} interval at level {self.level}, {self.episodes} episodes per "
-                          f"estimate with common random numbers, {self.batch_size} at a time; verdict tolerance "
-                          f"{self.tolerance}")
+        data["method"] = (f"paired {self.interval} interval at level {self.level} per player (jointly at least "
+                          f"{self.joint_level:.3g}), {self.episodes} episodes per estimate with common random "
+                          f"numbers, {self.batch_size} at a time; verdict tolerance {self.tolerance}")
         return data
 
     def to_json(self) -> str:
@@ -140,7 +195,9 @@ class NashReport:
             f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
             f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}, {self.batch_size} "
             f"episodes at a time; {self.checked}",
-            f"- **NashConv = {self.nash_conv:.5f}**",
+            f"- **profile: {self.verdict}**; NashConv = {self.nash_conv:.5f}, interval [{self.nash_conv_interval[0]:.5f}, "
+            f"{self.nash_conv_interval[1]:.5f}] (this and the profile's verdict hold jointly at confidence >= "
+            f"{self.joint_level:.0%}, Bonferroni over the {len(self.players)} checked player(s))",
             "",
             "| agent | verdict | regret | interval | upper bound | oracle (proves) | plateau |",
             "| --- | --- | ---: | --- | ---: | --- | :---: |",
@@ -161,8 +218,13 @@ class NashReport:
                 lines.append(f"- {p.agent}, also {other['oracle']} ({other['proves']}): regret {other['regret']:+.5f} "
                              f"[{other['ci'][0]:+.5f}, {other['ci'][1]:+.5f}]"
                              + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}"))
-        lines += ["", "A learned reply gives a lower bound on the regret; a grid with a Lipschitz term an upper bound "
-                  "over observation-independent strategies (the bracket is [interval low, upper bound])."]
+        notes = [f"- {p.agent}: {note}" for p in self.players for note in p.notes]
+        lines += ["", "Caveats:", "", *notes] if notes else []
+        lines += ["", "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it found "
+                  "gains the tolerance. A grid with a Lipschitz term also gives an upper bound over "
+                  "observation-independent strategies (the bracket is [interval low, upper bound]), and "
+                  "'consistent' needs that bound below the tolerance. With several oracles each interval is at the "
+                  "Bonferroni level and the verdict reads the largest regret found."]
         return "\n".join(lines) + "\n"
 
     def save(self, out: str | Path) -> list[Path]:
@@ -230,14 +292,18 @@ def nash_check(
             multi-round ``fedsgd_v0``, whose episodes are played round by round).
         policies: the candidate profile.
         oracle: a :class:`~fedgames.train.oracles.LearnedOracle` or :class:`~fedgames.train.oracles.GridOracle`,
-            or several: each searches, all replies are played on the same evaluation episodes, the one with the
-            largest regret is reported (the best lower bound) and the tightest upper bound closes the bracket.
+            or several: each searches, all replies are played on the same evaluation episodes (each interval at
+            the Bonferroni level ``1 - (1 - level) / n``), the one with the largest regret is reported (the best
+            lower bound), the interval ``[max low, max high]`` covers the largest regret among them, and the
+            tightest upper bound closes the bracket.
             Called as ``best_response(env, player, policies, seed=..., batch_size=...)``.
         profile_name: how the report names the candidate.
         players: ``"all"``, ``"symmetric"`` (one player per type, see :func:`player_types`) or a list of agents.
-        episodes: fresh episodes for each paired regret estimate (and, up to :data:`SUMMARY_EPISODES`, for the
-            summaries of the candidate's and the replies' actions).
-        level: confidence level of the intervals.
+        episodes: fresh episodes for each paired regret estimate, at least 2 (fewer than :data:`SMALL_SAMPLE`
+            warns), and, up to :data:`SUMMARY_EPISODES`, for the summaries of the candidate's and the replies'
+            actions.
+        level: confidence level of each player's interval (the profile's verdict holds at ``1 - n (1 - level)``
+            for ``n`` checked players: :attr:`NashReport.joint_level`).
         tolerance: the verdict's ``tau``, in reward units (an epsilon-equilibrium threshold; 0.005 by default).
         interval: ``"normal"`` or ``"bootstrap"``.
         seed: seeds the oracle and (apart from it) the evaluation episodes.
@@ -251,6 +317,9 @@ def nash_check(
         raise ValueError(f"level must lie in (0, 1), got {level}")
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
+    if episodes < SMALL_SAMPLE:
+        warnings.warn(f"nash_check: episodes={episodes} < {SMALL_SAMPLE}: the intervals may cover less than their "
+                      f"level {level} (see fedgames.eval.nash.SMALL_SAMPLE)", stacklevel=2)
     real("tolerance", tolerance)  # >= 0: a negative one would refute every exact equilibrium
     batch_size = resolve_batch_size(env, batch_size)
     oracles = list(oracle) if isinstance(oracle, Sequence) else [oracle]
@@ -277,6 +346,7 @@ def nash_check(
                                 profile=policies, batch_size=batch_size)
 
     results = []
+    reply_level = 1 - (1 - level) / len(oracles)  # Bonferroni: all replies' intervals hold at once at `level`
     for group in tqdm(groups, desc="players", disable=not progress):
         agent = group[0]
         index = agents.index(agent)
@@ -286,21 +356,25 @@ def nash_check(
             replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed,
                                batch_size=batch_size).rewards
             diffs = replied[:, index] - baseline[:, index]
-            replies.append((float(diffs.mean()), paired_interval(diffs, level, interval, seed=seed), found))
-        regret, (low, high), found = max(replies, key=lambda r: r[0])
+            replies.append((float(diffs.mean()), paired_interval(diffs, reply_level, interval, seed=seed), found,
+                            diffs))
+        regret, _, found, diffs = max(replies, key=lambda r: r[0])  # the best lower bound, reported as the reply
+        low, high = (max(r[1][k] for r in replies) for k in (0, 1))  # holds for the largest regret of the replies
         uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
+        upper = min(uppers) if uppers else None
         learned = summary(agent, found.policy)
         predicted, distance = _prediction(env, theory, policies, index, learned)
         results.append(PlayerCheck(
-            agent=agent, verdict=verdict(low, high, tolerance), regret=regret, ci=[low, high],
+            agent=agent, verdict=verdict(low, high, tolerance, upper), regret=regret, ci=[low, high],
             candidate=summary(agent, policies[agent]), learned=learned,
             predicted=predicted, distance_to_prediction=distance, oracle=found.oracle, proves=found.proves,
-            upper_bound=min(uppers) if uppers else None, budget=found.budget, plateau=found.plateau,
+            upper_bound=upper, budget=found.budget, plateau=found.plateau,
             curves=found.curves, represents=group,
             other_oracles=[{"oracle": r[2].oracle, "proves": r[2].proves, "regret": r[0], "ci": list(r[1]),
                             "upper_bound": r[2].upper_bound, "budget": r[2].budget,
                             "learned": summary(agent, r[2].policy)}
                            for r in replies if r[2] is not found],
+            notes=caveats(diffs, high, upper, found.plateau, tolerance),
         ))
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
     config = game_config(env.unwrapped.game) | game_config(env.unwrapped)  # type: ignore[attr-defined]

@@ -31,8 +31,16 @@ from fedgames.agents import ConstantPolicy, FixedPolicy, RandomPolicy, profile_p
 from fedgames.cli import main
 from fedgames.envs.mean_estimation import theory
 from fedgames.envs.mean_estimation.theory import EnvTheory
-from fedgames.eval.nash import VERDICTS, NashReport, nash_check, paired_interval, player_types, verdict
-from fedgames.train.oracles import GridOracle, LearnedOracle
+from fedgames.eval.nash import (
+    VERDICTS,
+    NashReport,
+    nash_check,
+    paired_interval,
+    player_types,
+    profile_verdict,
+    verdict,
+)
+from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
 
 N = 3
 A = 1.5
@@ -333,12 +341,21 @@ def test_paired_interval_normal_and_bootstrap_agree_for_gaussian_data():
     low_b, high_b = paired_interval(diffs, 0.95, "bootstrap", resamples=4_000, seed=1)
     half = (high_n - low_n) / 2
     assert (low_n + high_n) / 2 == pytest.approx(diffs.mean())
-    assert half == pytest.approx(1.959964 * diffs.std(ddof=1) / math.sqrt(diffs.size), rel=1e-5)
+    assert half == pytest.approx(1.960439 * diffs.std(ddof=1) / math.sqrt(diffs.size), rel=1e-5)  # t, 4999 dof
     assert abs(low_b - low_n) <= 0.1 * half and abs(high_b - high_n) <= 0.1 * half
     # a higher level widens both
     low_99, high_99 = paired_interval(diffs, 0.99, "normal")
     assert low_99 < low_n and high_99 > high_n
     assert paired_interval(diffs, 0.95, "bootstrap", seed=3) == paired_interval(diffs, 0.95, "bootstrap", seed=3)
+
+
+def test_normal_interval_covers_at_its_level_with_three_episodes():
+    """Student's t: a 95% interval from K = 3 normal differences covers the mean 95% of the time (the normal
+    quantile's interval only about 81%), within 4 binomial standard errors of 4000 intervals."""
+    reps, level = 4_000, 0.95
+    diffs = np.random.default_rng(5).normal(0.3, 1.0, (reps, 3))
+    covered = np.mean([low <= 0.3 <= high for low, high in (paired_interval(d, level) for d in diffs)])
+    assert abs(covered - level) <= 4 * math.sqrt(level * (1 - level) / reps)
 
 
 def test_paired_interval_unknown_method():
@@ -353,6 +370,44 @@ def test_verdict_cases():
     assert verdict(0.0, TOL, TOL) == "inconclusive"  # strict: an upper end at the tolerance is not enough
     assert verdict(TOL, 0.1, TOL) == "inconclusive"
     assert set(VERDICTS) == {"consistent", "refuted", "inconclusive"}
+    # a grid's upper bound over its strategy class closes the regret's interval: consistent needs it below tau
+    assert verdict(-0.01, 0.004, TOL, upper_bound=0.06) == "inconclusive"
+    assert verdict(-0.01, 0.004, TOL, upper_bound=0.004) == "consistent"
+    assert verdict(0.006, 0.02, TOL, upper_bound=0.03) == "refuted"
+    assert profile_verdict(["consistent", "consistent"]) == "consistent"
+    assert profile_verdict(["consistent", "inconclusive"]) == "inconclusive"
+    assert profile_verdict(["inconclusive", "refuted", "consistent"]) == "refuted"
+
+
+class Fixed:
+    """An oracle that always replies with one constant action."""
+
+    def __init__(self, action) -> None:
+        self.action = np.asarray(action, dtype=float)
+
+    def best_response(self, env, player, policies, seed=0, batch_size=None):
+        return OracleResult(ConstantPolicy(self.action), oracle="fixed", proves="lower bound", budget={})
+
+
+def test_an_oracle_that_replies_with_the_candidate_cannot_weaken_the_check():
+    """Honesty is not an equilibrium here (balanced payment at half its threshold, Thm B.2; the exact gain is
+    about 2.8 tau). Adding an oracle whose reply is the candidate itself (regret exactly 0, interval [0, 0]) to
+    the exact best reply must not turn a verdict into "consistent": the replies' intervals are widened to the
+    Bonferroni level and the verdict reads the largest regret among them."""
+    env = make(["side_payment:C=0.1666,balanced=true"], n_players=N, alpha_max=0.5, bias_max=0)
+    policies = honest(env)
+    gain, reply = exact_gain(env, policies)
+    assert gain > 2 * TOL
+    candidate = policies["player_0"].action
+    for seed in range(6):
+        alone = nash_check(env, policies, Fixed(reply), players=["player_0"], episodes=30, seed=seed).players[0]
+        both = nash_check(env, policies, [Fixed(candidate), Fixed(reply)], players=["player_0"], episodes=30,
+                          seed=seed).players[0]
+        assert both.ci[1] >= alone.ci[1]  # wider (Bonferroni): never a weaker upper end
+        assert both.verdict != "consistent" or alone.verdict == "consistent"
+    null = nash_check(env, policies, Fixed(candidate), players=["player_0"], episodes=30)
+    assert null.players[0].ci == [0.0, 0.0] and null.verdict == "consistent"
+    assert "exactly as the candidate" in null.players[0].notes[0] and "exactly as the candidate" in null.to_markdown()
 
 
 def test_nash_check_input_errors():
@@ -494,8 +549,12 @@ def _cli_report(out: Path, oracle: str):
 def test_cli_check_grid(tmp_path, capsys):
     assert main(BASE + ["--oracle", "grid", "--out", str(tmp_path)]) == 0
     data = _cli_report(tmp_path, "grid")
-    assert data["players"][0]["verdict"] == "consistent"
-    assert data["players"][0]["upper_bound"] is not None
+    player = data["players"][0]
+    # --quick's grid finds no gain of tau (the theory's profile is an equilibrium), but its upper bound over the
+    # grid's class is above tau: that does not exclude one, so the verdict is inconclusive, and says why
+    assert player["ci"][1] < TOL < player["upper_bound"]
+    assert player["verdict"] == data["verdict"] == "inconclusive"
+    assert "does not exclude one" in player["notes"][0]
     assert not (tmp_path / "learning_curves.png").exists()
     assert "NashConv" in capsys.readouterr().out
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from pettingzoo import ParallelEnv
+from scipy.stats import t as student_t
 from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
@@ -215,12 +215,14 @@ class GridOracle:
 
     The other components of the player's action stay at the candidate's values. Every grid point is played on
     the same ``episodes`` episodes as the candidate (common random numbers) and the best paired gain wins; with
-    ``refine`` a second grid of the same size then covers the cells around the best point. With a Lipschitz
+    ``refine`` a second grid of the same size then covers the cells around the best point, played on fresh
+    episodes (the coarse grid's chose where it lies, so they would not give it valid intervals). With a Lipschitz
     constant ``L_c`` per component (given, or from the game's closed form with ``lipschitz="theory"``) every
     strategy of the box lies within ``h_c / 2`` per component of a grid point (``h`` that grid's spacing; the
     refined grid covers its region, the coarse grid the rest), so with Bonferroni's correction over all ``G``
     points, at simultaneous confidence ``level``, the regret over the box is at most
-    ``max_g (d_g + z_{1 - (1-level)/G} se_g + sum_c L_c h_c(g) / 2)``, ``d_g`` the paired mean gain of point g.
+    ``max_g (d_g + t_{1 - (1-level)/G, K-1} se_g + sum_c L_c h_c(g) / 2)``, ``d_g`` the paired mean gain of point
+    g over ``K = episodes`` episodes and ``t`` Student's quantile.
 
     Args:
         components: names of the action components searched (e.g. ``("alpha", "beta")``).
@@ -258,9 +260,10 @@ class GridOracle:
         observations = episode_batch(env, 1, np.random.default_rng(seed)).reset()
         base = policies[player].act(observations[:, index], np.random.default_rng(seed))[0]
         low, high = protocol.action_low[columns], protocol.action_high[columns]
-        candidate = simulate(env, policies, self.episodes, seed=seed, batch_size=batch_size).rewards[:, index]
 
-        def search(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def search(lower: np.ndarray, upper: np.ndarray, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            candidate = simulate(env, policies, self.episodes, seed=seed, batch_size=batch_size).rewards[:, index]
             axes = [np.linspace(lo, hi, self.points) for lo, hi in zip(lower, upper)]
             actions = []
             for point in itertools.product(*axes):
@@ -275,10 +278,10 @@ class GridOracle:
                 gains[g], errors[g] = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
             return np.array(actions), gains, errors, (upper - lower) / (self.points - 1)
 
-        grids = [search(low, high)]
-        if self.refine:
+        grids = [search(low, high, seed)]
+        if self.refine:  # on fresh episodes: the coarse ones chose where it lies
             best = grids[0][0][int(np.argmax(grids[0][1]))][columns]
-            grids.append(search(np.maximum(best - grids[0][3], low), np.minimum(best + grids[0][3], high)))
+            grids.append(search(np.maximum(best - grids[0][3], low), np.minimum(best + grids[0][3], high), seed + 1))
         actions = np.concatenate([g[0] for g in grids])
         gains = np.concatenate([g[1] for g in grids])
         winner = int(np.argmax(gains))
@@ -291,8 +294,8 @@ class GridOracle:
         )
         constants = self._lipschitz(env, policies, index, columns)
         if constants is not None:
-            z = NormalDist().inv_cdf(1 - (1 - self.level) / len(actions))
-            bounds = [g[1] + z * g[2] + float(np.sum(constants * g[3] / 2)) for g in grids]
+            quantile = student_t.ppf(1 - (1 - self.level) / len(actions), self.episodes - 1)
+            bounds = [g[1] + quantile * g[2] + float(np.sum(constants * g[3] / 2)) for g in grids]
             if self.refine:  # the coarse winner's cell is covered by the refined grid
                 bounds[0][int(np.argmax(grids[0][1]))] = -np.inf
             result.upper_bound = float(max(b.max() for b in bounds))
