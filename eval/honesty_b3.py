@@ -206,7 +206,8 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
         diff_means, diff_errors = _mean_se(rewards - rewards[:1])  # paired by seed (common random numbers)
         other = "alpha_B" if group == "A" else "alpha_A"
         return {"group": group, other: fixed, "C": C, "alpha": list(scale.alphas), "reward_mean": means,
-                "reward_se": errors, "diff_mean": diff_means, "diff_se": diff_errors}
+                "reward_se": errors, "diff_mean": diff_means, "diff_se": diff_errors,
+                "runs": np.isfinite(rewards).sum(1).tolist()}  # per point: diverged runs left out
 
     curves = [curve(group, fixed, C) for group in ("A", "B") for fixed in (0.0, 1.0) for C in scale.penalties]
     honest = [records[(0.0, 0.0, s)] for s in range(scale.runs)]
@@ -233,10 +234,10 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
 def _curves_csv(curves: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["group", "other_alpha", "C", "alpha", "reward_mean", "reward_se", "diff_mean", "diff_se"])
+    writer.writerow(["group", "other_alpha", "C", "alpha", "reward_mean", "reward_se", "diff_mean", "diff_se", "runs"])
     for c in curves:
         other = c.get("alpha_B", c.get("alpha_A"))
-        for row in zip(c["alpha"], c["reward_mean"], c["reward_se"], c["diff_mean"], c["diff_se"]):
+        for row in zip(c["alpha"], c["reward_mean"], c["reward_se"], c["diff_mean"], c["diff_se"], c["runs"]):
             writer.writerow([c["group"], other, c["C"], *row])
     return buffer.getvalue()
 

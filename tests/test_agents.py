@@ -83,9 +83,13 @@ def test_random_policy_rejects_unbounded_space():
 
 def test_random_policy_is_uniform_over_the_box():
     env = make(n_players=2, dim=1, alpha_max=4.0, bias_max=2.0)
-    act = RandomPolicy(env.action_space("player_0")).act(np.zeros((20000, 2)), np.random.default_rng(2))
-    np.testing.assert_allclose(act.mean(axis=0), [2.0, 0.5, 0.0], atol=0.05)
-    np.testing.assert_allclose(act.var(axis=0), [16 / 12, 1 / 12, 16 / 12], rtol=0.05)
+    n = 20_000
+    act = RandomPolicy(env.action_space("player_0")).act(np.zeros((n, 2)), np.random.default_rng(2))
+    width = np.array([4.0, 1.0, 4.0])  # alpha in [0, 4], beta in [0, 1], b in [-2, 2]
+    variance = width**2 / 12
+    # 4 standard errors: of the mean, sqrt(var / n); of the sample variance, sqrt((mu_4 - var^2) / n), mu_4 = w^4/80
+    np.testing.assert_array_less(np.abs(act.mean(axis=0) - [2.0, 0.5, 0.0]), 4 * np.sqrt(variance / n))
+    np.testing.assert_array_less(np.abs(act.var(axis=0) - variance), 4 * np.sqrt((width**4 / 80 - variance**2) / n))
 
 
 @pytest.mark.parametrize("policy", [HonestPolicy(2), FixedPolicy(1.0, 0.5, [0.1, 0.2]),

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.stats import t as student_t
 
 from fedgames.envs.fedsgd.game import FedSGDGame
 from fedgames.eval.honesty_b3 import SCALES, Scale, _group_rewards, _simulate, build, reproduce, settings
@@ -35,6 +36,8 @@ def test_outputs_and_schema(micro):
     for c in curves:
         assert c["alpha"] == list(MICRO.alphas)
         assert len(c["reward_mean"]) == len(c["reward_se"]) == len(MICRO.alphas)
+        assert c["runs"] == [MICRO.runs] * len(MICRO.alphas)  # runs behind each point: here none diverged
+    assert results["diverged_runs"] == 0
     assert len(list((out / "runs").glob("*.json"))) == len(settings(MICRO)) * MICRO.runs
 
 
@@ -120,8 +123,8 @@ def test_unknown_scale():
 def test_tiny_scale_shows_the_papers_qualitative_result(tmp_path):
     """[H] B.3 with the ``tiny`` data and horizon, the ends of group A's grid (alpha_A = 0 and the largest, alpha_B
     = 0), 4 seeds, each pair of runs with common random numbers: without a penalty group A gains by attacking (its
-    reward, the shared test loss, rises by more than 2 standard errors of the paired differences); with the grid's
-    largest C it loses by more than 2 standard errors."""
+    reward, the shared test loss, rises: the paired differences' one-sided t test at 5%, 3 degrees of freedom);
+    with the grid's largest C it loses (the same test)."""
     scale = SCALES["tiny"]
     game, in_a, test_x, test_y = build(scale)
     top = max(scale.alphas)
@@ -134,4 +137,5 @@ def test_tiny_scale_shows_the_papers_qualitative_result(tmp_path):
     for C, sign in ((0.0, 1.0), (max(scale.penalties), -1.0)):
         gains = np.array([_group_rewards(record[(top, s)], in_a, C) - _group_rewards(record[(0.0, s)], in_a, C)
                           for s in seeds])
-        assert sign * gains.mean() > 2 * gains.std(ddof=1) / np.sqrt(len(gains)), (C, gains)
+        t_statistic = sign * gains.mean() / (gains.std(ddof=1) / np.sqrt(len(gains)))
+        assert t_statistic > student_t.ppf(0.95, len(gains) - 1), (C, gains)
