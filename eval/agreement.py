@@ -61,10 +61,26 @@ class AgreementReport:
     def all_agree(self) -> bool:
         return all(row.agrees for row in self.rows)
 
+    @property
+    def resolution(self) -> float:
+        """The largest relative error of a closed form that the simulation could miss: ``max AGREEMENT_Z SE /
+        |predicted|`` over the rows with a non-zero prediction (agreement says nothing finer; more episodes
+        narrow it as ``1 / sqrt(episodes)``)."""
+        return max((AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows if r.predicted != 0),
+                   default=0.0)
+
+    def verdict(self) -> str:
+        """One line: whether all closed forms agree, and how fine that agreement is."""
+        if not self.all_agree:
+            return f"SOME closed forms disagree with the simulation (|z| >= {AGREEMENT_Z:g})"
+        return (f"all closed forms agree with the simulation, to within {AGREEMENT_Z:g} SE: a closed form off by "
+                f"less than {self.resolution:.2%} of its value could pass unseen (more episodes narrow this)")
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["rows"] = [asdict(r) | {"z": r.z, "agrees": r.agrees} for r in self.rows]
         data["all_agree"] = self.all_agree
+        data["resolution"] = self.resolution
         data["agreement_rule"] = f"|observed - predicted| < {AGREEMENT_Z} standard errors (SE from the samples)"
         return data
 
@@ -88,6 +104,7 @@ class AgreementReport:
             f"- profile: alpha={self.profile['alpha']}, beta={self.profile['beta']}",
             f"- {self.episodes} episodes ({self.batch_size} at a time), seed {self.seed}; agreement: |z| < "
             f"{AGREEMENT_Z} (SE from the samples)",
+            f"- {self.verdict()}",
             "",
             "| agent | quantity | predicted | observed | SE | z | agrees |",
             "| --- | --- | ---: | ---: | ---: | ---: | :---: |",

@@ -142,8 +142,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     profile = _profile(args.profile, env)
     report = compare_with_theory(env, profile, episodes=args.episodes, seed=args.seed, progress=not args.quiet)
     print(report.to_markdown())
-    print("all closed forms agree with the simulation" if report.all_agree else
-          "SOME closed forms disagree with the simulation (|z| >= 4)")
+    print(report.verdict())
     if args.out:
         out = Path(args.out)
         write_atomic(out / "report.json", report.to_json())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -199,6 +200,19 @@ def test_compare_with_theory_in_batches_agrees_and_records_the_batch_size():
     assert report.batch_size == 5_000 and report.to_dict()["batch_size"] == 5_000
     assert "20000 episodes (5000 at a time)" in report.to_markdown()
     assert report.all_agree
+
+
+def test_agreement_states_its_resolution_and_misses_nothing_twice_as_large():
+    """The report's resolution r (4 SE relative to the prediction, the worst row) shrinks as 1/sqrt(episodes), and
+    closed forms off by 2r are caught in every row (|z| about 8)."""
+    env = mean_estimation(["side_payment:C=0.4,balanced=true"])
+    profile = theory.honest_profile(theory.Setting.from_env(env), 2)
+    small, large = (compare_with_theory(env, profile, episodes=n, seed=1) for n in (2_000, 32_000))
+    assert large.resolution == pytest.approx(small.resolution / 4, rel=0.1)
+    assert f"less than {small.resolution:.2%}" in small.verdict() and small.verdict() in small.to_markdown()
+    wrong = replace(small, rows=[replace(r, predicted=r.predicted * (1 + 2 * small.resolution)) for r in small.rows])
+    assert not any(r.agrees for r in wrong.rows if r.predicted != 0)
+    assert wrong.verdict().startswith("SOME closed forms disagree")
 
 
 # ---------------------------------------------------------------------------------------------------------------
