@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 import fedgames
 from fedgames.agents import FixedPolicy, HonestPolicy, SB3Policy
 from fedgames.train import multi_agent
+from fedgames.train.oracles import make_oracle
 from fedgames.train.multi_agent import (
     SelfPlayVecEnv,
     TrainingResult,
@@ -359,3 +360,21 @@ def test_bad_arguments():
         train_independent(env, rounds=1, init={"player_0": HonestPolicy(2)}, **TINY)
     with pytest.raises(ValueError, match="total_steps"):
         train_shared(env, total_steps=0)
+
+
+def test_algo_kwargs_may_set_policy_and_verbose_not_env_or_seed():
+    """As in SB3's constructors: ``policy`` and ``verbose`` are overridable through ``algo_kwargs``, in the trainers
+    and the oracles alike; ``seed`` and ``env`` are fedgames' to set, and saying so is a ``ValueError``."""
+    env = make(["side_payment:C=0.4,balanced=true"], n_players=3)
+    honest = {a: HonestPolicy(env.unwrapped.game.dim) for a in env.possible_agents}
+    mine = {"policy": "MlpPolicy", "verbose": 0}
+    oracle = make_oracle("ppo", timesteps=64, seeds=1, n_envs=16, validation_episodes=64, algo_kwargs=mine)
+    assert oracle.best_response(env, "player_0", honest).oracle == "ppo"
+    result = train_independent(env, rounds=1, steps_per_round=8, n_envs=1, seed=0, eval_episodes=16, algo_kwargs=mine)
+    assert set(result.policies) == set(env.possible_agents)  # n_envs = 1: PPO's minibatch is 2, SB3's smallest
+    for bad in ({"seed": 3}, {"env": None}):
+        with pytest.raises(ValueError, match="cannot be set there"):
+            make_oracle("ppo", timesteps=64, seeds=1, n_envs=16, validation_episodes=64,
+                        algo_kwargs=bad).best_response(env, "player_0", honest)
+        with pytest.raises(ValueError, match="cannot be set there"):
+            train_independent(env, rounds=1, steps_per_round=8, n_envs=4, seed=0, eval_episodes=16, algo_kwargs=bad)

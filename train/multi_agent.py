@@ -49,7 +49,7 @@ from fedgames.eval.agreement import game_config
 from fedgames.eval.montecarlo import recorded_play
 from fedgames.eval.strategy import summarize_steps
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
-from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs
+from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs, new_model
 from fedgames.validation import integer
 
 STATE_FILE = "state.json"
@@ -303,9 +303,7 @@ class _Learners(ABC):
         self.models: dict[str, BaseAlgorithm] = {}
 
     def _new_model(self, venv: VecEnv, seed: int) -> BaseAlgorithm:
-        kwargs = dict(self.algo_kwargs)
-        policy = kwargs.pop("policy", "MlpPolicy")
-        return ALGORITHMS[self.algo](policy, venv, seed=seed, verbose=kwargs.pop("verbose", 0), **kwargs)
+        return new_model(self.algo, venv, seed, self.algo_kwargs)
 
     def load(self, files: Mapping[str, Path]) -> None:
         device = self.algo_kwargs.get("device", "auto")

@@ -37,11 +37,25 @@ from fedgames.validation import integer
 ALGORITHMS = {"ppo": PPO, "sac": SAC, "td3": TD3}
 
 
+def new_model(algo: str, venv: Any, seed: int, algo_kwargs: Mapping[str, Any], **defaults: Any) -> Any:
+    """An SB3 ``algo`` model on ``venv`` seeded ``seed``: ``algo_kwargs`` may set any constructor argument, the
+    ``policy`` (default ``"MlpPolicy"``) and ``verbose`` (default 0) included, but not ``env`` or ``seed``, which
+    fedgames sets (a ``ValueError`` names them); ``defaults`` are further arguments that ``algo_kwargs`` may
+    override."""
+    reserved = sorted({"env", "seed"} & set(algo_kwargs))
+    if reserved:
+        raise ValueError(f"algo_kwargs: {reserved} cannot be set there; fedgames gives the model its vectorised env "
+                         "and its seed (use the seed argument)")
+    kwargs = {"policy": "MlpPolicy", "verbose": 0, **defaults, **algo_kwargs}
+    return ALGORITHMS[algo](env=venv, seed=seed, **kwargs)
+
+
 def default_algo_kwargs(algo: str, n_envs: int, horizon: int = 1) -> dict[str, Any]:
     """Defaults for games of ``horizon`` steps per episode, ``n_envs`` games per vectorised step.
 
     One-round games (``horizon = 1``; each vectorised step is ``n_envs`` whole episodes): PPO with short rollouts
-    (4 steps x ``n_envs`` episodes), one minibatch per step, 10 epochs, learning rate 3e-3. SAC / TD3: a batch of
+    (4 steps x ``n_envs`` episodes), minibatches of ``n_envs`` (at least 2, SB3's smallest), 10 epochs, learning
+    rate 3e-3. SAC / TD3: a batch of
     ``n_envs`` transitions, 8 gradient steps per vectorised step; TD3 with learning rate 1e-3, SAC with 3e-3 and a
     fixed entropy weight 0.01 (its automatic weight keeps the policy away from actions at a bound, where these
     games' best replies often are). ``gamma = 0``: nothing to bootstrap. PPO is the most reliable of the three
@@ -57,7 +71,7 @@ def default_algo_kwargs(algo: str, n_envs: int, horizon: int = 1) -> dict[str, A
     """
     if algo == "ppo":
         if horizon == 1:
-            return {"n_steps": 4, "batch_size": n_envs, "n_epochs": 10, "learning_rate": 3e-3, "gamma": 0.0}
+            return {"n_steps": 4, "batch_size": max(n_envs, 2), "n_epochs": 10, "learning_rate": 3e-3, "gamma": 0.0}
         return {"n_steps": horizon, "batch_size": max(n_envs * horizon // 4, 2), "n_epochs": 10,
                 "learning_rate": 3e-3, "gamma": 1.0, "gae_lambda": 1.0}
     common = {"gamma": 0.0 if horizon == 1 else 1.0, "batch_size": n_envs, "learning_starts": 2 * n_envs,
@@ -188,8 +202,7 @@ class LearnedOracle:
         for k in tqdm(range(self.seeds), desc=f"{self.name} {player}", disable=not self.progress):
             run_seed = seed * 1000 + k
             venv = BestResponseVecEnv(env, player, others, n_envs=self.games(env), seed=run_seed)
-            model = ALGORITHMS[self.name]("MlpPolicy", venv, seed=run_seed, verbose=0,
-                                         tensorboard_log=self.tensorboard_log, **algo_kwargs)
+            model = new_model(self.name, venv, run_seed, algo_kwargs, tensorboard_log=self.tensorboard_log)
             curve = _Curve()
             model.learn(self.timesteps, callback=curve, tb_log_name=f"{self.name}_{player}_seed{run_seed}")
             policy = SB3Policy(model, env.action_space(player))
