@@ -30,3 +30,15 @@ class SB3Policy(Policy):
         flat = np.asarray(observations, dtype=np.float32).reshape(-1, observations.shape[-1])
         normalized, _ = self.model.predict(flat, deterministic=self.deterministic)
         return self.scaler.to_env(normalized).reshape(observations.shape[:-1] + self.scaler.low.shape)
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, Any]:
+        """The model's own ``predict`` (``deterministic``, recurrent ``state`` and all), in the game's units."""
+        normalized, state = self.model.predict(np.asarray(observation, dtype=np.float32), state=state,
+                                               episode_start=episode_start, deterministic=deterministic)
+        return self.scaler.to_env(normalized), state

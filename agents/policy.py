@@ -20,6 +20,11 @@ class Policy(ABC):
     def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Actions for a batch of observations."""
 
+    def seed(self, seed: int | None = None) -> None:
+        """Seed the generator :meth:`predict` draws from (Gymnasium's ``space.seed``): unseeded, each policy draws
+        from fresh OS entropy."""
+        self._predict_rng = np.random.default_rng(seed)
+
     def predict(
         self,
         observation: np.ndarray,
@@ -27,7 +32,9 @@ class Policy(ABC):
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
-        """SB3-style ``(action, state)``; stochastic policies draw from a generator seeded at construction."""
+        """SB3-style ``(action, state)``. A scripted policy is its own distribution, so ``deterministic`` does not
+        change it: a stochastic one draws from its generator (:meth:`seed`). Learned policies
+        (:class:`~fedgames.agents.SB3Policy`) pass ``deterministic`` on to their model."""
         if not hasattr(self, "_predict_rng"):
-            self._predict_rng = np.random.default_rng(0)
+            self.seed()
         return self.act(np.asarray(observation), self._predict_rng), state

@@ -104,13 +104,18 @@ def test_predict_returns_action_and_state(policy):
     assert out_state is None and action.shape == (6, 4)
 
 
-def test_predict_of_random_policy_is_reproducible_per_instance():
+def test_predict_of_random_policy_is_reproducible_by_seed():
+    """As Gymnasium's ``space.sample``: unseeded instances draw from OS entropy, seeded ones reproduce."""
     space = make(dim=2).action_space("player_0")
-    a1 = [RandomPolicy(space).predict(np.zeros(3))[0] for _ in range(2)]
-    np.testing.assert_array_equal(a1[0], a1[1])
-    p = RandomPolicy(space)
-    first, second = p.predict(np.zeros(3))[0], p.predict(np.zeros(3))[0]
-    assert not np.array_equal(first, second)  # a stream, not a constant
+    unseeded = [RandomPolicy(space).predict(np.zeros(3))[0] for _ in range(2)]
+    assert not np.array_equal(unseeded[0], unseeded[1])
+    seeded = []
+    for _ in range(2):
+        p = RandomPolicy(space)
+        p.seed(4)
+        seeded.append([p.predict(np.zeros(3))[0] for _ in range(2)])
+    np.testing.assert_array_equal(seeded[0], seeded[1])
+    assert not np.array_equal(*seeded[0])  # a stream, not a constant
 
 
 def test_profile_policies():

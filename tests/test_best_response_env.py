@@ -292,3 +292,8 @@ def test_sb3_policy_with_a_real_model_stays_in_bounds():
         actions = SB3Policy(model, space, deterministic=deterministic).act(observations, np.random.default_rng(0))
         assert actions.shape == (500, 4)
         assert np.all(actions >= space.low - 1e-6) and np.all(actions <= space.high + 1e-6)
+    # predict as SB3's: deterministic=False samples (the model's torch generator), True gives the mean action
+    policy = SB3Policy(model, space)
+    draws = [policy.predict(observations[:3], deterministic=False)[0] for _ in range(2)]
+    assert draws[0].shape == (3, 4) and not np.array_equal(draws[0], draws[1])
+    np.testing.assert_array_equal(policy.predict(observations[:3])[0], policy.act(observations[:3], None))
