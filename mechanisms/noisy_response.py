@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from pettingzoo import ParallelEnv
 
 from fedgames.arrays import squared_distance, standard_normal
-from fedgames.envs.protocol import Protocol
+from fedgames.envs.protocol import Protocol, Responder
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import real
 
@@ -35,12 +36,18 @@ class NoisyResponse(Mechanism):
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
-        inner = protocol.respond
-        scale = math.sqrt(self.C)
+        return protocol.with_stage(self, respond=NoisyResponder(protocol.respond, math.sqrt(self.C)))
 
-        def respond(messages: Any, aggregate: Any, rng: Any) -> Any:
-            eps = standard_normal(rng, tuple(messages.shape), like=messages) / math.sqrt(messages.shape[-1])
-            deviation = squared_distance(messages, aggregate[:, None, :])[..., None] ** 0.5
-            return inner(messages, aggregate, rng) + scale * deviation * eps
 
-        return protocol.with_stage(self, respond=respond)
+@dataclass(frozen=True)
+class NoisyResponder:
+    """The response stage of :class:`NoisyResponse` (a module-level callable, so envs using it pickle):
+    ``inner``'s response plus ``scale ||m_i - mbar|| eps_i``, ``eps_i`` Gaussian with ``E||eps_i||^2 = 1``."""
+
+    inner: Responder
+    scale: float
+
+    def __call__(self, messages: Any, aggregate: Any, rng: Any) -> Any:
+        eps = standard_normal(rng, tuple(messages.shape), like=messages) / math.sqrt(messages.shape[-1])
+        deviation = squared_distance(messages, aggregate[:, None, :])[..., None] ** 0.5
+        return self.inner(messages, aggregate, rng) + self.scale * deviation * eps

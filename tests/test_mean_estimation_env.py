@@ -3,6 +3,7 @@ infos, composition of wrappers, rendering and the PettingZoo registry."""
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -507,3 +508,18 @@ def test_pettingzoo_make_aec():
     assert isinstance(env, pettingzoo.AECEnv)
     assert env.possible_agents == ["player_0", "player_1", "player_2"]
     quiet_api_test(env, num_cycles=5)
+
+
+@pytest.mark.parametrize("spec", ["noisy_response:C=0.5", "side_payment:C=0.5,balanced=true",
+                                  "robust_aggregation:rule=median", "bounded_attack:A=1"])
+def test_envs_with_each_mechanism_pickle_and_play_as_before(spec):
+    """The standard library's pickle (multiprocessing with spawn, joblib, saving an env) handles every mechanism's
+    stages, and the copy plays the same seeded episode."""
+    env = fedgames.make("mean_estimation_v0", mechanisms=[spec])
+    copy = pickle.loads(pickle.dumps(env))
+    actions = {a: np.array([0.5, 0.2, 0.1, -0.1], dtype=np.float32) for a in env.possible_agents}
+    outcomes = []
+    for each in (env, copy):
+        each.reset(seed=3)
+        outcomes.append(each.step(actions)[1])
+    assert outcomes[0] == outcomes[1]
