@@ -18,20 +18,20 @@ from fedgames.envs.protocol import Protocol
 class ProtocolEnv(ParallelEnv):
     """Base class of the fedgames parallel envs.
 
-    Subclasses set ``protocol``, ``possible_agents``, ``_observation_spaces`` and ``_action_spaces`` (dicts, so
+    Subclasses set ``protocol``, ``possible_agents``, ``observation_spaces`` and ``action_spaces`` (dicts, so
     the spaces are the same objects on every call, as PettingZoo requires) and step with :attr:`active_protocol`.
     """
 
     protocol: Protocol
-    _observation_spaces: dict[str, spaces.Space]
-    _action_spaces: dict[str, spaces.Space]
+    observation_spaces: dict[str, spaces.Space]
+    action_spaces: dict[str, spaces.Space]
     _protocol_override: Protocol | None = None
 
     def observation_space(self, agent: str) -> spaces.Space:
-        return self._observation_spaces[agent]
+        return self.observation_spaces[agent]
 
     def action_space(self, agent: str) -> spaces.Space:
-        return self._action_spaces[agent]
+        return self.action_spaces[agent]
 
     @property
     def messages_per_round(self) -> int:

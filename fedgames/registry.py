@@ -23,6 +23,7 @@ from typing import Any
 
 import pettingzoo
 from pettingzoo import ParallelEnv
+from pettingzoo.env_registry.exceptions import NameNotFound
 from pettingzoo.env_registry.spec import _normalize_env_id
 
 from fedgames.errors import did_you_mean
@@ -86,6 +87,11 @@ def list_envs() -> list[str]:
     return list(_registered)
 
 
+class UnknownEnvError(ValueError, NameNotFound):
+    """An env id that is not registered: a ``ValueError`` as every bad input here, and PettingZoo's
+    ``NameNotFound``, as ``pettingzoo.make`` raises."""
+
+
 def make(env_id: str, mechanisms: Iterable[Any] = (), **config: Any) -> ParallelEnv:
     """Create a registered env as a ``ParallelEnv``, wrapped in ``mechanisms`` (the first innermost).
 
@@ -105,6 +111,6 @@ def make(env_id: str, mechanisms: Iterable[Any] = (), **config: Any) -> Parallel
         known = list_envs()
         by_name = {k.split("/", 1)[-1]: k for k in known}
         close = did_you_mean(full_id.split("/", 1)[-1], by_name, shown=by_name)
-        raise ValueError(f"unknown env {env_id!r}{close} (registered: {known})") from None
+        raise UnknownEnvError(f"unknown env {env_id!r}{close} (registered: {known})") from None
     env = pettingzoo.make("parallel", full_id, **config)
     return apply_mechanisms(env, mechanisms)

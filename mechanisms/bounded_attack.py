@@ -29,7 +29,7 @@ class BoundedAttack(Mechanism):
         self.A = real("bounded_attack: A", A)
         self.component = component
         super().__init__(env)
-        self._action_spaces = {agent: action_box(self.protocol) for agent in self.possible_agents}
+        self.action_spaces = {agent: action_box(self.protocol) for agent in self.possible_agents}
 
     def apply(self, protocol: Protocol) -> Protocol:
         k = protocol.action_index(self.component)
@@ -42,4 +42,4 @@ class BoundedAttack(Mechanism):
         return protocol.with_stage(self, action_high=action_high)
 
     def action_space(self, agent: str) -> spaces.Box:
-        return self._action_spaces[agent]
+        return self.action_spaces[agent]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pettingzoo.env_registry.exceptions import NameNotFound
 
 import fedgames
 from fedgames.envs.mean_estimation.mean_estimation import MeanEstimationEnv
@@ -289,4 +290,6 @@ def test_bounded_attack_A_respects_custom_alpha_max():
 @pytest.mark.parametrize("env_id", ["mean_estimaton_v0", "fedgames/mean_estimaton-v0", "mean_estimation_v9"])
 def test_unknown_env_id_suggests_close_match(env_id):
     with pytest.raises(ValueError, match=r"unknown env .*did you mean 'fedgames/mean_estimation-v0'"):
+        fedgames.make(env_id)
+    with pytest.raises(NameNotFound):  # what pettingzoo.make raises, for code written against it
         fedgames.make(env_id)

@@ -523,3 +523,14 @@ def test_envs_with_each_mechanism_pickle_and_play_as_before(spec):
         each.reset(seed=3)
         outcomes.append(each.step(actions)[1])
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("specs", [[], ["bounded_attack:A=1"], ["bounded_attack:A=1", "side_payment:C=0.5"]])
+def test_space_dicts_are_public_and_match_the_space_methods(specs):
+    """PettingZoo's ``observation_spaces`` / ``action_spaces`` dicts, through any stack of mechanisms (the bounded
+    attack's narrower action space included)."""
+    env = fedgames.make("mean_estimation_v0", mechanisms=specs)
+    for agent in env.possible_agents:
+        assert env.observation_spaces[agent] is env.observation_space(agent)
+        assert env.action_spaces[agent] is env.action_space(agent)
+    assert env.action_spaces["player_0"].high[0] == (1.0 if specs else env.unwrapped.game.alpha_max)

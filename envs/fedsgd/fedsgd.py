@@ -156,10 +156,10 @@ class FedSGDEnv(ProtocolEnv):
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in self.players]
         self.agents: list[str] = []
-        self._action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
+        self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
         low = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
         high = np.array([1.0, 1.0] + [np.inf] * (OBSERVATION_SIZE - 2), dtype=np.float32)
-        self._observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
+        self.observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self._generator = torch.Generator(device=self.device)
         self._response_generator = torch.Generator(device=self.device)
         self._seed(None)

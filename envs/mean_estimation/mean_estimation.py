@@ -35,8 +35,8 @@ class MeanEstimationEnv(ProtocolEnv):
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in range(self.game.n_players)]
         self.agents: list[str] = []
-        self._observation_spaces = {a: self._observation_box() for a in self.possible_agents}
-        self._action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
+        self.observation_spaces = {a: self._observation_box() for a in self.possible_agents}
+        self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
         self._rng = np.random.default_rng()
         self._world: World | None = None
         self._last: Outcome | None = None
