@@ -33,6 +33,14 @@ class ProtocolEnv(ParallelEnv):
     def action_space(self, agent: str) -> spaces.Space:
         return self.action_spaces[agent]
 
+    def check_running(self, started: bool) -> None:
+        """Raise a ``RuntimeError`` for a ``step()`` before any ``reset()`` (``started`` false) or after the episode
+        ended."""
+        if not started:
+            raise RuntimeError("step() called before reset(): call reset() first")
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode: call reset() first")
+
     @property
     def messages_per_round(self) -> int:
         """How many messages the server aggregates per round (what an aggregation rule's parameters are checked

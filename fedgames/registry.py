@@ -92,13 +92,13 @@ class UnknownEnvError(ValueError, NameNotFound):
     ``NameNotFound``, as ``pettingzoo.make`` raises."""
 
 
-def make(env_id: str, mechanisms: Iterable[Any] = (), **config: Any) -> ParallelEnv:
+def make(env_id: str, mechanisms: Iterable[Any] | None = (), **config: Any) -> ParallelEnv:
     """Create a registered env as a ``ParallelEnv``, wrapped in ``mechanisms`` (the first innermost).
 
     Args:
         env_id: e.g. ``"mean_estimation_v0"`` or ``"fedgames/mean_estimation-v0"``.
-        mechanisms: specs such as ``"side_payment:C=0.4,balanced=true"``, ``("noisy_response", {"C": 0.5})``
-            or callables ``env -> wrapped env``.
+        mechanisms: a list of specs such as ``"side_payment:C=0.4,balanced=true"``, ``("noisy_response", {"C":
+            0.5})`` or callables ``env -> wrapped env`` (``None`` or empty: none).
         **config: the env's configuration.
     """
     from fedgames.mechanisms.specs import apply_mechanisms

@@ -59,8 +59,10 @@ def apply_mechanism(env: ParallelEnv, spec: MechanismSpec) -> ParallelEnv:
     return cls(env, **params)
 
 
-def apply_mechanisms(env: ParallelEnv, specs: Iterable[MechanismSpec]) -> ParallelEnv:
-    """Wrap ``env`` in each mechanism of ``specs`` in turn (the first innermost)."""
+def apply_mechanisms(env: ParallelEnv, specs: Iterable[MechanismSpec] | None) -> ParallelEnv:
+    """Wrap ``env`` in each mechanism of ``specs`` in turn (the first innermost; ``None``: none)."""
+    if specs is None:
+        return env
     if isinstance(specs, str) or callable(specs):
         raise ValueError(f"mechanisms must be a list of specs, got the single spec {specs!r}: write [{specs!r}]")
     for spec in specs:

@@ -136,7 +136,7 @@ def test_step_after_episode_end_raises_runtime_error():
 
 def test_step_before_reset_raises_runtime_error():
     env = make(["side_payment:C=1"])
-    with pytest.raises(RuntimeError, match="reset"):
+    with pytest.raises(RuntimeError, match=r"before reset\(\)"):
         env.step({a: np.zeros(K, np.float32) for a in env.possible_agents})
 
 
@@ -185,6 +185,7 @@ BAD_SPECS = [
                  id="mechanism-near-miss"),
     pytest.param(["noisy_respons:C=0.4"], r"did you mean 'noisy_response'", id="mechanism-near-miss-2"),
     pytest.param(["side_payment:C=0.4,balancd=true"], r"'balancd'.*did you mean 'balanced'", id="param-near-miss"),
+    pytest.param(["side_payment:c=0.4"], r"unknown parameter 'c'; did you mean 'C'", id="param-case"),
     pytest.param([("side_payment", {"C": 0.4, "balnced": True})], r"'balnced'.*did you mean 'balanced'",
                  id="param-near-miss-pair"),
     pytest.param(["side_payment"], r"side_payment.*\['C'\]", id="missing-C"),
@@ -212,6 +213,10 @@ BAD_SPECS = [
 def test_bad_mechanism_spec(specs, pattern):
     with pytest.raises(ValueError, match=pattern):
         make(specs, n_players=4)
+
+
+def test_no_mechanisms_may_be_none():
+    assert fedgames.make("mean_estimation_v0", mechanisms=None).protocol.mechanisms == ()
 
 
 def test_a_single_mechanism_spec_must_come_in_a_list():

@@ -80,6 +80,8 @@ def test_balanced_payments_sum_to_zero_every_round_and_return_is_utility_minus_p
 def test_no_payment_info_without_a_payment_mechanism():
     steps = play(make(n_clients=3, rounds=2), [0.0, 0.0, 0.0], seed=0)
     assert all("payment" not in info for _, _, infos in steps for info in infos.values())
+    first = steps[0][1]  # a round's reward without payments is +0.0, not -0.0
+    assert all(r == 0.0 and np.copysign(1.0, r) == 1.0 for r in first.values())
 
 
 def test_divergence_ends_the_episode_with_a_flag():

@@ -522,7 +522,7 @@ def train_independent(
         checkpoint_dir: save models and ``state.json`` after every round, and resume from them.
         algo_kwargs: overrides of the defaults (:func:`fedgames.train.oracles.default_algo_kwargs`: PPO with
             4-step rollouts, ``batch_size = n_envs``, 10 epochs, learning rate 3e-3; SAC/TD3 with ``gamma = 0``, a
-            batch of ``n_envs`` transitions, 4 gradient steps per vectorised step, ``learning_starts = 2 n_envs``);
+            batch of ``n_envs`` transitions, 8 gradient steps per vectorised step, ``learning_starts = 2 n_envs``);
             ``policy`` picks the SB3 policy (default ``"MlpPolicy"``).
         init: round-0 opponents, agent -> Policy.
         progress: show a tqdm bar over rounds.

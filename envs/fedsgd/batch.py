@@ -80,7 +80,7 @@ def play_round(env: FedSGDEnv, state: RunState, alpha: np.ndarray, protocol: Pro
 def round_rewards(env: FedSGDEnv, state: RunState, paid: np.ndarray) -> np.ndarray:
     """``(R, N)`` rewards of the round just played: minus the payments ``paid``, plus the terminal utility after
     the last round for the runs that did not diverge (a diverged run's model is unusable: no utility)."""
-    rewards = -paid
+    rewards = 0.0 - paid  # not -0.0 for a player who paid nothing
     if state.round >= env.rounds:
         diverged = state.diverged.cpu().numpy()  # type: ignore[union-attr]
         rewards = rewards + np.where(diverged[:, None], 0.0, utilities(env, state))

@@ -213,8 +213,7 @@ class FedSGDEnv(ProtocolEnv):
         return float(held_out_loss(self.game, self.test, theta)[0])
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        if not self.agents or self._state is None:
-            raise RuntimeError("step() called on a finished episode: call reset() first")
+        self.check_running(self._state is not None)
         protocol = self.active_protocol
         alpha = protocol.check_actions(stack_actions(actions, self.agents, 1))[0, :, 0]
         paid = play_round(self, self._state, alpha[None], protocol, self._generator, self._response_generator)

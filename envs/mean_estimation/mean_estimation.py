@@ -58,8 +58,7 @@ class MeanEstimationEnv(ProtocolEnv):
         return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        if not self.agents or self._world is None:
-            raise RuntimeError("step() called on a finished episode: call reset() first")
+        self.check_running(self._world is not None)
         protocol = self.active_protocol
         batch = stack_actions(actions, self.agents, len(protocol.action_names))
         outcome = self.game.play(protocol, self._world, batch, self._rng)
