@@ -25,10 +25,14 @@ import platform
 import time
 from collections.abc import Callable
 
-import torch
+from fedgames.memory import keep_freed_memory, use_huge_pages
 
-from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
-from fedgames.envs.fedsgd.engine import (
+use_huge_pages()  # as the CLI: before torch is imported
+
+import torch  # noqa: E402
+
+from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES  # noqa: E402
+from fedgames.envs.fedsgd.engine import (  # noqa: E402
     COMPILE_MODES,
     ClientBatch,
     client_gradients,
@@ -40,10 +44,9 @@ from fedgames.envs.fedsgd.engine import (
     model_gradients,
     naive_client_gradients,
 )
-from fedgames.envs.fedsgd.game import PRECISIONS
-from fedgames.envs.fedsgd.models import FemnistCNN
-from fedgames.files import write_atomic
-from fedgames.memory import keep_freed_memory
+from fedgames.envs.fedsgd.game import PRECISIONS  # noqa: E402
+from fedgames.envs.fedsgd.models import FemnistCNN  # noqa: E402
+from fedgames.files import write_atomic  # noqa: E402
 
 CLIENTS, SAMPLES = 3, 180
 PATHS = {"naive": naive_client_gradients, "vmap": client_gradients,

@@ -388,6 +388,9 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from fedgames.memory import use_huge_pages
+
+    use_huge_pages()  # before torch is imported: its CPU allocator reads the setting once
     args = build_parser().parse_args(argv)
     if args.command in ("check", "train", "reproduce"):
         import torch

@@ -1,7 +1,11 @@
 """Test-wide settings."""
 
-import pytest
-import torch
+from fedgames.memory import use_huge_pages
+
+use_huge_pages()  # before torch is imported (see its docstring)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
