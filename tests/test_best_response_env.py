@@ -5,6 +5,7 @@ bounds, and ``SB3Policy``. No learning here; the whole file runs in a few second
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
@@ -14,7 +15,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 import fedgames
 from fedgames.agents import FixedPolicy, HonestPolicy, RandomPolicy, SB3Policy
@@ -297,3 +298,17 @@ def test_sb3_policy_with_a_real_model_stays_in_bounds():
     draws = [policy.predict(observations[:3], deterministic=False)[0] for _ in range(2)]
     assert draws[0].shape == (3, 4) and not np.array_equal(draws[0], draws[1])
     np.testing.assert_array_equal(policy.predict(observations[:3])[0], policy.act(observations[:3], None))
+
+
+def test_views_sharing_one_env_are_refused_and_copies_work():
+    """SB3's usual factory idiom with one shared env would play each view in the other's episode: refused at the
+    first step after the second reset; with a copy of the env per view it runs."""
+    env = make_env()
+    others = fixed_others(env)
+    shared = DummyVecEnv([lambda: BestResponseEnv(env, PLAYER, others)] * 2)
+    shared.reset()
+    with pytest.raises(RuntimeError, match="another view of the same env reset it"):
+        shared.step(np.zeros((2, 4), dtype=np.float32))
+    copies = DummyVecEnv([lambda: BestResponseEnv(copy.deepcopy(env), PLAYER, others)] * 2)
+    copies.reset()
+    assert copies.step(np.zeros((2, 4), dtype=np.float32))[0].shape == (2, 3)

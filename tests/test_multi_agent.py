@@ -288,6 +288,14 @@ def test_config_mismatch_names_the_keys(tmp_path):
         train_independent(make(["bounded_attack:A=1"], n_players=2), rounds=2, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="mode"):
         train_shared(env, total_steps=512, n_games=32, checkpoint_dir=tmp_path)
+    # what only changes the output resumes: more logging is not another run
+    resumed = train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, algo_kwargs={"verbose": 0}, **TINY)
+    assert len(resumed.history) == 2
+
+
+def test_a_misspelt_hyperparameter_gets_a_did_you_mean():
+    with pytest.raises(ValueError, match=r"PPO has no parameter 'n_step'; did you mean 'n_steps'"):
+        train_independent(make(n_players=2), rounds=1, seed=0, algo_kwargs={"n_step": 8}, **TINY)
 
 
 def test_shared_checkpoints_and_resume(tmp_path, monkeypatch):

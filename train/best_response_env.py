@@ -15,6 +15,7 @@ player's action bounds.
 
 from __future__ import annotations
 
+import itertools
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,8 +41,14 @@ def _check_roles(env: ParallelEnv, player: str, others: Mapping[str, Policy]) ->
     return agents
 
 
+_VIEW_TOKENS = itertools.count()
+
+
 class BestResponseEnv(gym.Env):
     """``player``'s view of a fedgames parallel env while ``others`` follow their policies.
+
+    The view drives ``env``: two views of one env (e.g. ``DummyVecEnv([lambda: BestResponseEnv(env, ...)] * 2)``)
+    would play each other's episodes, so a step after another view reset the env is a ``RuntimeError``.
 
     Args:
         env: a fedgames ``ParallelEnv`` (mechanism wrappers included).
@@ -63,15 +70,21 @@ class BestResponseEnv(gym.Env):
         self.render_mode = None
         self._observations: dict[str, np.ndarray] = {}
         self._policy_rng = np.random.default_rng()
+        self._token = next(_VIEW_TOKENS)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if seed is not None:
             self._policy_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         self._observations, infos = self.env.reset(seed=seed, options=options)
+        self.env.unwrapped._driving_view = self._token  # the episode this view plays; see step
         return self._observations[self.player], infos[self.player]
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if getattr(self.env.unwrapped, "_driving_view", None) != self._token:
+            raise RuntimeError("this BestResponseEnv's episode was replaced: another view of the same env reset it "
+                               "(give each view its own env, e.g. copy.deepcopy(env) in a vector env's factory, or use "
+                               "BestResponseVecEnv), or reset() was not called")
         actions = {self.player: self.scaler.to_env(action).astype(np.float32)}
         for agent in self.env.agents:
             if agent != self.player:

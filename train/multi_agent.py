@@ -264,6 +264,10 @@ def _run_config(mode: str, env: ParallelEnv, algo: str, seed: int, **options: An
     return _jsonable({"mode": mode, "env": _env_description(env), "algo": algo, "seed": seed, **options})
 
 
+OUTPUT_ONLY = ("algo_kwargs.verbose", "algo_kwargs.tensorboard_log")
+"""Configuration keys that change what a run prints or logs, not what it learns: a checkpoint resumes across them."""
+
+
 def _differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
     """Dotted keys at which two JSON configurations differ."""
     if isinstance(saved, dict) and isinstance(current, dict):
@@ -433,7 +437,7 @@ class _Checkpoint:
         state = json.loads(self.state_path.read_text())
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"{self.state_path}: unknown state format {state.get('format')!r}")
-        differing = _differing_keys(state["config"], self.config)
+        differing = [k for k in _differing_keys(state["config"], self.config) if k not in OUTPUT_ONLY]
         if differing:
             raise ValueError(f"checkpoint {self.directory} was made with a different configuration; differing "
                              f"keys: {', '.join(differing)}")

@@ -14,6 +14,7 @@ An oracle fixes the other players at their candidate policies and searches for a
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
+from fedgames.errors import did_you_mean
 from fedgames.eval.montecarlo import simulate
 from fedgames.train.best_response_env import BestResponseVecEnv
 from fedgames.validation import integer
@@ -46,6 +48,11 @@ def new_model(algo: str, venv: Any, seed: int, algo_kwargs: Mapping[str, Any], *
     if reserved:
         raise ValueError(f"algo_kwargs: {reserved} cannot be set there; fedgames gives the model its vectorised env "
                          "and its seed (use the seed argument)")
+    accepted = [name for name in inspect.signature(ALGORITHMS[algo].__init__).parameters if name != "self"]
+    for name in algo_kwargs:
+        if name not in accepted:
+            raise ValueError(f"algo_kwargs: {ALGORITHMS[algo].__name__} has no parameter {name!r}"
+                             f"{did_you_mean(name, accepted)}")
     kwargs = {"policy": "MlpPolicy", "verbose": 0, **defaults, **algo_kwargs}
     return ALGORITHMS[algo](env=venv, seed=seed, **kwargs)
 
