@@ -1,6 +1,7 @@
 """Agents: the policy interface and scripted strategies."""
 
 from fedgames.agents.learned import SB3Policy
+from fedgames.agents.participation import MyopicParticipant
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import (
     ConstantPolicy,
@@ -13,4 +14,4 @@ from fedgames.agents.scripted import (
 
 __all__ = [
     "ConstantPolicy",
-    "FixedPolicy", "HonestPolicy", "Policy", "RandomPolicy", "SB3Policy", "profile_policies", "theory_best_response"]
+    "FixedPolicy", "HonestPolicy", "MyopicParticipant", "Policy", "RandomPolicy", "SB3Policy", "profile_policies", "theory_best_response"]

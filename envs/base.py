@@ -33,6 +33,12 @@ class ProtocolEnv(ParallelEnv):
     def action_space(self, agent: str) -> spaces.Space:
         return self.action_spaces[agent]
 
+    def set_render_mode(self, render_mode: str | None) -> None:
+        """Check ``render_mode`` against ``metadata["render_modes"]`` and keep it (PettingZoo's ``render_mode``)."""
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+
     def check_running(self, started: bool) -> None:
         """Raise a ``RuntimeError`` for a ``step()`` before any ``reset()`` (``started`` false) or after the episode
         ended."""

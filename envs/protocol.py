@@ -38,8 +38,10 @@ is a numpy ``Generator`` for numpy messages, a ``torch.Generator`` on their devi
 PaymentRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives). A rule that
 depends on the messages only through each player's squared deviation ``||m_i - aggregate||^2`` may also have a
-method ``from_deviation(sq_deviation (B, N)) -> (B, N)``, which :meth:`Protocol.payments` calls when the game has
-the deviations already (the FedSGD engine does: no second pass over millions of parameters per message)."""
+method ``from_deviation(sq_deviation (B, N)[, present (B, N)]) -> (B, N)``, which :meth:`Protocol.payments`
+calls when the game has the deviations already (with ``present`` only where some players sit a round out): the FedSGD engine does (no second pass over millions of parameters
+per message), and the participation game always does (a message's deviation there is its paid score's from the
+reported metric, and only the participants, ``present``, pay or share)."""
 
 
 def mean_aggregate(messages: Any, weights: Any = None) -> Any:
@@ -113,12 +115,14 @@ class Protocol:
         payments = self.payments(messages, aggregate)
         return ServerRound(aggregate, responses, payments)
 
-    def payments(self, messages: Any, aggregate: Any, sq_deviation: Any = None) -> Any:
+    def payments(self, messages: Any, aggregate: Any, sq_deviation: Any = None, present: Any = None) -> Any:
         """``(B, N)`` the sum of all payment rules, or ``None`` without any. ``sq_deviation``: each message's
-        ``||m_i - aggregate||^2`` ``(B, N)`` if known, for the rules that have ``from_deviation``."""
+        ``||m_i - aggregate||^2`` ``(B, N)`` if known, for the rules that have ``from_deviation``; ``present``: which
+        players take part this round (``(B, N)`` bool, ``None``: all), for those rules too."""
         if not self.payment_rules:
             return None
-        return sum(rule.from_deviation(sq_deviation)
+        extra = () if present is None else (present,)  # a one-argument from_deviation serves games without absentees
+        return sum(rule.from_deviation(sq_deviation, *extra)
                    if sq_deviation is not None and hasattr(rule, "from_deviation") else rule(messages, aggregate)
                    for rule in self.payment_rules)
 

@@ -6,8 +6,6 @@ closed form, with its standard error and the z-score. The report writes JSON, CS
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,6 +17,7 @@ from fedgames.agents.scripted import profile_policies
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.mean_estimation import theory
 from fedgames.eval.montecarlo import simulate
+from fedgames.files import csv_text
 
 AGREEMENT_Z = 4.0
 """A closed form and a Monte Carlo mean agree when they differ by less than this many standard errors."""
@@ -64,10 +63,11 @@ class AgreementReport:
     @property
     def resolution(self) -> float:
         """The largest relative error of a closed form that the simulation could miss: ``max AGREEMENT_Z SE /
-        |predicted|`` over the rows with a non-zero prediction (agreement says nothing finer; more episodes
-        narrow it as ``1 / sqrt(episodes)``)."""
-        return max((AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows if r.predicted != 0),
-                   default=0.0)
+        |predicted|`` over the rows whose prediction is not zero (up to rounding: a thousand-millionth of the
+        largest one) (agreement says nothing finer; more episodes narrow it as ``1 / sqrt(episodes)``)."""
+        scale = max((abs(r.predicted) for r in self.rows), default=0.0)
+        return max((AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows
+                    if abs(r.predicted) > 1e-9 * scale), default=0.0)
 
     def verdict(self) -> str:
         """One line: whether all closed forms agree, and how fine that agreement is."""
@@ -88,12 +88,8 @@ class AgreementReport:
         return json.dumps(self.to_dict(), indent=2, default=float)
 
     def to_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["agent", "quantity", "predicted", "observed", "standard_error", "z", "agrees"])
-        for r in self.rows:
-            writer.writerow([r.agent, r.quantity, r.predicted, r.observed, r.standard_error, r.z, r.agrees])
-        return out.getvalue()
+        fields = ("agent", "quantity", "predicted", "observed", "standard_error", "z", "agrees")
+        return csv_text([{key: getattr(r, key) for key in fields} for r in self.rows], fields)
 
     def to_markdown(self) -> str:
         lines = [
@@ -154,9 +150,11 @@ def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int
 
 
 def game_config(game: Any) -> dict[str, Any]:
-    """The public configuration of a game (or env) object, JSON-ready: the mean-estimation game's parameters and
-    the FedSGD game's (those of ``FedSGDGame`` and of the ``fedsgd_v0`` env)."""
+    """The public configuration of a game (or env) object, JSON-ready: the mean-estimation game's parameters, the
+    FedSGD game's (those of ``FedSGDGame`` and of the ``fedsgd_v0`` env) and the participation game's."""
     names = ("n_players", "n_samples", "dim", "sigma", "sigma_star", "lam", "alpha_max", "bias_max", "prior_std",
              "sigma_cv", "rounds", "utility", "active", "lr", "lr_value", "strong_convexity", "eta", "radius",
-             "noise_norm", "weighting", "batch_fraction")
+             "noise_norm", "weighting", "batch_fraction", "n_clients", "phi", "w", "gamma", "delta", "q0", "outside",
+             "c_mean", "c_std", "score_noise", "challenge_noise", "welfare", "kappa", "h", "z0", "rejoin",
+             "initial_participation")
     return {n: np.asarray(getattr(game, n)).tolist() for n in names if hasattr(game, n)}

@@ -21,8 +21,6 @@ state), and a resumed job continues from there exactly as if it had not stopped.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import platform
@@ -38,7 +36,7 @@ from tqdm.auto import tqdm
 from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device
 from fedgames.envs.fedsgd.models import FemnistCNN
-from fedgames.files import write_atomic
+from fedgames.files import csv_text, write_atomic
 
 
 @dataclass(frozen=True)
@@ -231,24 +229,19 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
     return results
 
 
+_PER_ALPHA = ("alpha", "reward_mean", "reward_se", "diff_mean", "diff_se", "runs")
+
+
 def _curves_csv(curves: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["group", "other_alpha", "C", "alpha", "reward_mean", "reward_se", "diff_mean", "diff_se", "runs"])
-    for c in curves:
-        other = c.get("alpha_B", c.get("alpha_A"))
-        for row in zip(c["alpha"], c["reward_mean"], c["reward_se"], c["diff_mean"], c["diff_se"], c["runs"]):
-            writer.writerow([c["group"], other, c["C"], *row])
-    return buffer.getvalue()
+    rows = [{"group": c["group"], "other_alpha": c.get("alpha_B", c.get("alpha_A")), "C": c["C"],
+             **dict(zip(_PER_ALPHA, values))}
+            for c in curves for values in zip(*(c[key] for key in _PER_ALPHA))]
+    return csv_text(rows, ("group", "other_alpha", "C", *_PER_ALPHA))
 
 
 def _runs_csv(records: Any) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["alpha_A", "alpha_B", "seed", "diverged", "test_loss", "test_accuracy"])
-    for r in records:
-        writer.writerow([r["alpha_A"], r["alpha_B"], r["seed"], r["diverged"], r["test_loss"], r["test_accuracy"]])
-    return buffer.getvalue()
+    fields = ("alpha_A", "alpha_B", "seed", "diverged", "test_loss", "test_accuracy")
+    return csv_text([{key: r[key] for key in fields} for r in records], fields)
 
 
 def _figures(out: Path, curves: list[dict[str, Any]], honest_penalties: list[float], reference_C: float) -> None:

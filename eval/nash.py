@@ -153,10 +153,14 @@ class NashReport:
 
     @property
     def nash_conv_interval(self) -> list[float]:
-        """``[sum_i max(low_i, 0), sum_i max(high_i, 0)]`` (per member of a type, as :attr:`nash_conv`): it holds
-        whenever every player's interval does, so at confidence at least :attr:`joint_level`. Under learned
-        oracles it bounds what the replies found, itself a lower bound on NashConv."""
-        return [float(sum(max(p.ci[k], 0.0) * len(p.represents) for p in self.players)) for k in (0, 1)]
+        """``[sum_i max(low_i, 0), sum_i max(high_i, U_i, 0)]`` (per member of a type, as :attr:`nash_conv`; ``U_i``
+        a grid's upper bound where there is one, as in each player's bracket): it holds whenever every player's
+        interval does, so at confidence at least :attr:`joint_level`. Under learned oracles alone its upper end
+        bounds what the replies found, not NashConv itself."""
+        low = sum(max(p.ci[0], 0.0) * len(p.represents) for p in self.players)
+        high = sum(max(p.ci[1], p.upper_bound if p.upper_bound is not None else 0.0, 0.0) * len(p.represents)
+                   for p in self.players)
+        return [float(low), float(high)]
 
     @property
     def joint_level(self) -> float:
@@ -195,9 +199,10 @@ class NashReport:
             f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
             f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}, {self.batch_size} "
             f"episodes at a time; {self.checked}",
-            f"- **profile: {self.verdict}**; NashConv = {self.nash_conv:.5f}, interval [{self.nash_conv_interval[0]:.5f}, "
-            f"{self.nash_conv_interval[1]:.5f}] (this and the profile's verdict hold jointly at confidence >= "
-            f"{self.joint_level:.0%}, Bonferroni over the {len(self.players)} checked player(s))",
+            f"- **profile: {self.verdict}**; NashConv = {self.nash_conv:.5f}, interval "
+            f"[{self.nash_conv_interval[0]:.5f}, {self.nash_conv_interval[1]:.5f}] (this and the profile's verdict "
+            f"hold jointly at confidence >= {self.joint_level:.0%}, Bonferroni over the {len(self.players)} checked "
+            "player(s))",
             "",
             "| agent | verdict | regret | interval | upper bound | oracle (proves) | plateau |",
             "| --- | --- | ---: | --- | ---: | --- | :---: |",
@@ -220,8 +225,8 @@ class NashReport:
                              + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}"))
         notes = [f"- {p.agent}: {note}" for p in self.players for note in p.notes]
         lines += ["", "Caveats:", "", *notes] if notes else []
-        lines += ["", "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it found "
-                  "gains the tolerance. A grid with a Lipschitz term also gives an upper bound over "
+        lines += ["", "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it "
+                  "found gains the tolerance. A grid with a Lipschitz term also gives an upper bound over "
                   "observation-independent strategies (the bracket is [interval low, upper bound]), and "
                   "'consistent' needs that bound below the tolerance. With several oracles each interval is at the "
                   "Bonferroni level and the verdict reads the largest regret found."]

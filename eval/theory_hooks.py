@@ -32,12 +32,16 @@ def honest_profile_for(env: ParallelEnv) -> Profile:
 
 def honest_policies_for(env: ParallelEnv) -> dict[str, Policy]:
     """Honest play as one policy per agent: the mean-estimation game's :func:`honest_profile_for`; in the FedSGD
-    game ``alpha = 0`` in every round (send the true gradient)."""
+    game ``alpha = 0`` in every round (send the true gradient); in the participation game taking part with
+    ``u = 0`` every round."""
     from fedgames.envs.fedsgd.game import FedSGDGame
+    from fedgames.envs.participation.game import ParticipationGame
 
     game = env.unwrapped.game  # type: ignore[attr-defined]
     if isinstance(game, MeanEstimationGame):
         return dict(profile_policies(honest_profile_for(env), env.possible_agents))
     if isinstance(game, FedSGDGame):
         return {agent: ConstantPolicy(np.zeros(1)) for agent in env.possible_agents}
+    if isinstance(game, ParticipationGame):
+        return {agent: ConstantPolicy(np.array([1.0, 0.0])) for agent in env.possible_agents}
     raise ValueError(f"no honest profile is known for {type(game).__name__}")

@@ -32,3 +32,8 @@ else:
         entry_point="fedgames.envs.fedsgd_v0:parallel_env",
         aec_entry_point="fedgames.envs.fedsgd_v0:raw_env",
     )
+    register(
+        "participation_v0",
+        entry_point="fedgames.envs.participation_v0:parallel_env",
+        aec_entry_point="fedgames.envs.participation_v0:raw_env",
+    )

@@ -96,8 +96,11 @@ def _policies(text: str, env) -> dict:  # noqa: ANN001
     played as a constant aggressiveness in every round."""
     from fedgames.agents import ConstantPolicy, profile_policies
     from fedgames.envs.fedsgd.game import FedSGDGame
+    from fedgames.envs.participation.game import ParticipationGame
     from fedgames.eval.theory_hooks import honest_policies_for
 
+    if isinstance(env.unwrapped.game, ParticipationGame):
+        return _participation_policies(text, env)
     if not isinstance(env.unwrapped.game, FedSGDGame):
         return profile_policies(_profile(text, env), env.possible_agents)
     if text == "honest":
@@ -108,6 +111,27 @@ def _policies(text: str, env) -> dict:  # noqa: ANN001
     alpha = _per_player(_profile_values(text, ("alpha",), ("honest",), "honest, FILE.json or 'alpha=A'"), "alpha",
                         (len(env.possible_agents),))
     return {agent: ConstantPolicy([a]) for agent, a in zip(env.possible_agents, alpha)}
+
+
+def _participation_policies(text: str, env) -> dict:  # noqa: ANN001
+    """participation_v0: ``honest`` (take part, ``u = 0``), ``theory`` (take part with the manipulation that is a
+    best reply to itself at full participation, :func:`~fedgames.envs.participation.theory.symmetric_manipulation`),
+    ``FILE.json`` or ``'participate=P;u=U'``, one value or one per player, constant in every round."""
+    from fedgames.agents import ConstantPolicy
+    from fedgames.envs.participation import theory
+    from fedgames.eval.theory_hooks import honest_policies_for
+
+    n = len(env.possible_agents)
+    if text == "honest":
+        return honest_policies_for(env)
+    if text == "theory":
+        setting = env.unwrapped.game.setting(env.protocol)
+        values = {"participate": 1.0, "u": theory.symmetric_manipulation(setting)}
+    else:
+        values = _profile_values(text, ("participate", "u"), ("honest", "theory"),
+                                 "honest, theory, FILE.json or 'participate=P;u=U'")
+    columns = [_per_player({"participate": 1.0} | values, key, (n,)) for key in ("participate", "u")]
+    return {agent: ConstantPolicy(np.array([p, u])) for agent, p, u in zip(env.possible_agents, *columns)}
 
 
 def _n_envs(args: argparse.Namespace, env) -> int:  # noqa: ANN001
@@ -200,7 +224,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     oracles = []
     for name in _given(args.oracle, ["ppo"]):
         if name == "grid":
-            components = [c for c in ("alpha", "beta") if c in env.protocol.action_names]
+            components = [c for c in ("alpha", "beta", "participate", "u") if c in env.protocol.action_names]
             oracles.append(make_oracle("grid", components=components, points=_given(args.grid_points, 11),
                                        episodes=_given(args.grid_episodes, 20_000),
                                        lipschitz="theory" if closed_form(env) is not None else None,
@@ -255,7 +279,59 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce_domino(args: argparse.Namespace) -> int:
+    from fedgames.eval.domino import reproduce
+
+    results = reproduce(args.out, seed=args.seed, rejoin=not args.permanent_exit)
+    print(f"domino ([G] Thm 7.2): steady states "
+          + ", ".join(f"{s['x']:.4f} ({'stable' if s['stable'] else 'unstable'})" for s in results["steady_states"])
+          + f"; threshold {results['threshold']:.4f}")
+    for run in results["runs"]:
+        print(f"  x_0 = {run['start']:.4f} -> {run['final']:.4f} (mean field: {run['predicted']:.4f})")
+    print(f"wrote {args.out}/results.json, paths.csv, retention_map.png")
+    return 0
+
+
+def _print_points(title: str, results: dict, line, out: str, files: str) -> int:  # noqa: ANN001
+    """An experiment's title, one ``line(point)`` per point of ``results``, and the files it wrote."""
+    print(title)
+    for point in results["points"]:
+        print("  " + line(point))
+    print(f"wrote {out}/{files}")
+    return 0
+
+
+def _reproduce_gaming_design(args: argparse.Namespace) -> int:
+    from fedgames.eval.gaming_design import reproduce
+
+    return _print_points(
+        "gaming design ([G] Thm 9.2, 9.4): pi, S -> gain from gaming (simulated), PoG (simulated)",
+        reproduce(args.out, seed=args.seed, progress=not args.quiet),
+        lambda p: (f"pi = {p['pi']:.2f}, S = {p['S']:g}: gain {p['gain']:+.4f} ({p['gain_sim']:+.4f} +- "
+                   f"{p['gain_se']:.4f}), PoG {p['PoG']:.4f} ({p['PoG_sim']:.4f} +- {p['PoG_se']:.4f})"),
+        args.out, "results.json, design.csv, design.png")
+
+
+def _reproduce_aggregation_frontier(args: argparse.Namespace) -> int:
+    from fedgames.eval.aggregation_frontier import reproduce
+
+    def line(p: dict) -> str:
+        rule = p["rule"] + (f" {p['fraction']:g}" if p["rule"] == "trimmed_mean" else "")
+        return (f"{rule:<16} eps = {p['eps']:.2f}: bias {p['bias']:.5f} ({p['bias_sim']:.5f} +- {p['bias_se']:.5f}), "
+                f"sd {p['sd']:.5f} ({p['sd_sim']:.5f} +- {p['sd_se']:.5f})")
+
+    return _print_points("aggregation frontier ([G] Prop. 9.3): rule, eps -> gaming bias, standard deviation "
+                         "(simulated)", reproduce(args.out, seed=args.seed, progress=not args.quiet), line,
+                         args.out, "results.json, frontier.csv, frontier.png")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.experiment == "domino":
+        return _reproduce_domino(args)
+    if args.experiment == "gaming-design":
+        return _reproduce_gaming_design(args)
+    if args.experiment == "aggregation-frontier":
+        return _reproduce_aggregation_frontier(args)
     from fedgames.eval.honesty_b3 import reproduce
     from fedgames.envs.fedsgd.game import resolve_device
     from fedgames.memory import keep_freed_memory
@@ -331,8 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     repro = sub.add_parser("reproduce", help="reproduce a paper experiment")
-    repro.add_argument("experiment", choices=["honesty-b3"], help="[H] App. B.3: the honesty penalty in FedSGD")
-    repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny")
+    repro.add_argument("experiment", choices=["honesty-b3", "domino", "gaming-design", "aggregation-frontier"],
+                       help="honesty-b3: [H] App. B.3, the honesty penalty in FedSGD; domino: [G] Thm 7.2, domino "
+                       "exits in the participation game against its retention map; gaming-design: [G] Thm 9.2 / "
+                       "9.4, the gain from gaming and the price of gaming over challenge mixing and sanctions; "
+                       "aggregation-frontier: [G] Prop. 9.3, the reported metric's gaming bias against its spread "
+                       "for the mean, trimmed means and the median")
+    repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny", help="honesty-b3's budget")
+    repro.add_argument("--permanent-exit", action="store_true",
+                       help="domino: an exit is for good (participation_v0's rejoin=false); default: clients rejoin")
     repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
     repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
     repro.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
@@ -369,7 +452,7 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
         parser.add_argument("env_id", help="a game with closed-form predictions: mean_estimation_v0 (fedsgd_v0 has "
                                            "none; `fedgames check` and `train` take it)")
     else:
-        parser.add_argument("env_id", help="e.g. mean_estimation_v0 or fedsgd_v0")
+        parser.add_argument("env_id", help="e.g. mean_estimation_v0, fedsgd_v0 or participation_v0")
     parser.add_argument("-m", "--mechanism", action="append", default=[], metavar="SPEC",
                         help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
                              "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median")
@@ -379,7 +462,8 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
                              "-e 'byzantine={\"player_1\": \"sign_flip\"}')")
     profiles = "honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'"
     parser.add_argument("--profile", default="honest", help=profiles if closed_form else profiles + (
-        "; fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round)"))
+        "; fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round); participation_v0: honest | theory "
+        "| FILE.json | 'participate=P;u=U'"))
     parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", help="folder for the report files and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +37,12 @@ def write_atomic(path: str | Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str] | None = None) -> str:
+    """The rows as CSV text under a header of ``fields`` (default: the first row's keys)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0] if fields is None else fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

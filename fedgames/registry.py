@@ -58,6 +58,9 @@ def register(
         aec_entry_point: the same for the AEC env (PettingZoo's ``raw_env``), if any.
         kwargs: default config.
     """
+    for name, point in (("entry_point", entry_point), ("aec_entry_point", aec_entry_point)):
+        if point is not None and not callable(point) and not (isinstance(point, str) and ":" in point):
+            raise ValueError(f"register: {name} must be 'module:function' or a callable, got {point!r}")
     full_id = canonical_id(env_id)
     pettingzoo.register("parallel", full_id, entry_point=entry_point, kwargs=dict(kwargs or {}))
     if aec_entry_point is not None:

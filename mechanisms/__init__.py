@@ -1,5 +1,6 @@
 """Mechanisms that make honesty pay, as composable PettingZoo wrappers (SPEC §4)."""
 
+from fedgames.mechanisms.audit import Audit, ChallengeMixing
 from fedgames.mechanisms.base import Mechanism
 from fedgames.mechanisms.bounded_attack import BoundedAttack
 from fedgames.mechanisms.noisy_response import NoisyResponse
@@ -9,7 +10,9 @@ from fedgames.mechanisms.specs import MECHANISMS, apply_mechanisms, parse_spec
 
 __all__ = [
     "MECHANISMS",
+    "Audit",
     "BoundedAttack",
+    "ChallengeMixing",
     "Mechanism",
     "NoisyResponse",
     "RobustAggregation",

@@ -26,13 +26,22 @@ def deviation_payments(messages: Any, aggregate: Any, C: float, balanced: bool) 
     return payments_from_deviation(sq_deviation, C, balanced)
 
 
-def payments_from_deviation(sq_deviation: Any, C: float, balanced: bool) -> Any:
-    """:func:`deviation_payments` from the squared deviations ``||m_i - theta_s||^2`` ``(B, N)``."""
+def payments_from_deviation(sq_deviation: Any, C: float, balanced: bool, present: Any = None) -> Any:
+    """:func:`deviation_payments` from the squared deviations ``||m_i - theta_s||^2`` ``(B, N)``.
+
+    ``present`` ``(B, N)`` (bool; ``None``: everyone): only those take part this round, so only they pay, and the
+    balanced rule shares among them, ``p'_i = p_i - (1/(|P|-1)) sum_{j in P, j != i} p_j`` (nothing to share when
+    one takes part alone)."""
     plain = C * sq_deviation
+    if present is None:
+        if not balanced:
+            return plain
+        return plain - (plain.sum(1)[:, None] - plain) / (sq_deviation.shape[1] - 1)
+    plain = plain * present
     if not balanced:
         return plain
-    n_players = sq_deviation.shape[1]
-    return plain - (plain.sum(1)[:, None] - plain) / (n_players - 1)
+    others = (present.sum(1)[:, None] - 1).clip(min=1)
+    return plain - present * (plain.sum(1)[:, None] - plain) / others
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,8 @@ class DeviationPayment:
     def __call__(self, messages: Any, aggregate: Any) -> Any:
         return deviation_payments(messages, aggregate, self.C, self.balanced)
 
-    def from_deviation(self, sq_deviation: Any) -> Any:
-        return payments_from_deviation(sq_deviation, self.C, self.balanced)
+    def from_deviation(self, sq_deviation: Any, present: Any = None) -> Any:
+        return payments_from_deviation(sq_deviation, self.C, self.balanced, present)
 
 
 class SidePayment(Mechanism):

@@ -11,13 +11,14 @@ from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import check_call
+from fedgames.mechanisms.audit import Audit, ChallengeMixing
 from fedgames.mechanisms.bounded_attack import BoundedAttack
 from fedgames.mechanisms.noisy_response import NoisyResponse
 from fedgames.mechanisms.robust_aggregation import RobustAggregation
 from fedgames.mechanisms.side_payment import SidePayment
 
 MECHANISMS: dict[str, type[Mechanism]] = {
-    cls.id: cls for cls in (SidePayment, NoisyResponse, BoundedAttack, RobustAggregation)
+    cls.id: cls for cls in (SidePayment, NoisyResponse, BoundedAttack, RobustAggregation, Audit, ChallengeMixing)
 }
 """Mechanism wrappers by spec id."""
 

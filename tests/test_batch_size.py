@@ -23,7 +23,7 @@ from fedgames.cli import _n_envs, main
 from fedgames.envs.batch import BATCH_SIZE, learner_games, resolve_batch_size
 from fedgames.envs.fedsgd.fedsgd import MESSAGE_ENTRIES, FedSGDEnv
 from fedgames.envs.mean_estimation import theory
-from fedgames.eval.agreement import compare_with_theory
+from fedgames.eval.agreement import Row, compare_with_theory
 from fedgames.eval.montecarlo import simulate
 from fedgames.eval.nash import nash_check
 from fedgames.eval.strategy import summarize_policy
@@ -209,6 +209,9 @@ def test_agreement_states_its_resolution_and_misses_nothing_twice_as_large():
     profile = theory.honest_profile(theory.Setting.from_env(env), 2)
     small, large = (compare_with_theory(env, profile, episodes=n, seed=1) for n in (2_000, 32_000))
     assert large.resolution == pytest.approx(small.resolution / 4, rel=0.1)
+    # a prediction that is zero up to rounding (balanced payments at honesty) has no relative error to miss
+    rounding_zero = Row("player_0", "payment", 3e-18, 1e-4, 2e-3)
+    assert replace(small, rows=small.rows + [rounding_zero]).resolution == small.resolution
     assert f"less than {small.resolution:.2%}" in small.verdict() and small.verdict() in small.to_markdown()
     wrong = replace(small, rows=[replace(r, predicted=r.predicted * (1 + 2 * small.resolution)) for r in small.rows])
     assert not any(r.agrees for r in wrong.rows if r.predicted != 0)

@@ -312,3 +312,14 @@ def test_views_sharing_one_env_are_refused_and_copies_work():
     copies = DummyVecEnv([lambda: BestResponseEnv(copy.deepcopy(env), PLAYER, others)] * 2)
     copies.reset()
     assert copies.step(np.zeros((2, 4), dtype=np.float32))[0].shape == (2, 3)
+
+
+def test_env_method_runs_once_on_the_shared_batch():
+    """Every sub-env is a slice of one batch: ``env_method("reset")`` starts it over once, not once per index."""
+    env = make_env()
+    venv = BestResponseVecEnv(env, PLAYER, fixed_others(env), n_envs=4, seed=0)
+    calls = []
+    original = venv.reset
+    venv.reset = lambda: calls.append(1) or original()
+    results = venv.env_method("reset")
+    assert len(calls) == 1 and len(results) == 4 and all(r is results[0] for r in results)

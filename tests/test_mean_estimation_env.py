@@ -534,3 +534,21 @@ def test_space_dicts_are_public_and_match_the_space_methods(specs):
         assert env.observation_spaces[agent] is env.observation_space(agent)
         assert env.action_spaces[agent] is env.action_space(agent)
     assert env.action_spaces["player_0"].high[0] == (1.0 if specs else env.unwrapped.game.alpha_max)
+
+
+def test_global_state_holds_the_hidden_mean_and_every_players_data():
+    """PettingZoo's ``state()`` for centralised critics: ``[mu, xbar_1..N, sample_var_1..N]`` in ``state_space``,
+    through mechanisms: the hidden ``mu`` is what each player's squared error is measured against."""
+    env = fedgames.make("mean_estimation_v0", mechanisms=["side_payment:C=0.5"], n_players=3, dim=2)
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.state()
+    obs, _ = env.reset(seed=4)
+    state = env.state()
+    assert env.state_space.contains(state) and state.shape == (2 + 3 * 2 + 3,)
+    for i, agent in enumerate(env.possible_agents):  # each player's observation is its slice of the state
+        np.testing.assert_array_equal(state[2 + 2 * i:4 + 2 * i], obs[agent][:2])
+        assert state[8 + i] == obs[agent][2]
+    _, _, _, _, infos = env.step({a: np.array([0.5, 0.2, 0.0, 0.0], dtype=np.float32) for a in env.agents})
+    for agent in env.possible_agents:
+        error = np.sum((infos[agent]["estimate"] - state[:2].astype(np.float64)) ** 2)
+        assert error == pytest.approx(infos[agent]["sq_error"], rel=1e-5, abs=1e-6)

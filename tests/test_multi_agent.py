@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
@@ -326,6 +327,7 @@ def test_result_json_plot_and_summary(tmp_path):
     summary = data["history"][0]["players"]["player_1"]
     assert set(summary) == {"alpha", "beta", "b_1", "b_2", "b_3", "bias_norm", "reward"}
     assert result.series("player_0", "alpha").shape == (2,)
+    assert result.plotted_components() == ["alpha", "beta"]
     path = result.plot(tmp_path / "plots" / "strategies.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the summary: exact for fixed policies, the same batch for the same seed
@@ -386,3 +388,27 @@ def test_algo_kwargs_may_set_policy_and_verbose_not_env_or_seed():
                         algo_kwargs=bad).best_response(env, "player_0", honest)
         with pytest.raises(ValueError, match="cannot be set there"):
             train_independent(env, rounds=1, steps_per_round=8, n_envs=4, seed=0, eval_episodes=16, algo_kwargs=bad)
+
+
+def test_sb3_callbacks_reach_every_learn_call():
+    """SB3's ``callback`` argument: the trainers give it to every model's ``learn()`` in every round, the learned
+    oracle beside its own curve recorder; lists and plain functions work as in SB3."""
+    class Count(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.models, self.steps = set(), 0
+
+        def _on_step(self) -> bool:
+            self.models.add(id(self.model))
+            self.steps += 1
+            return True
+
+    env = make(n_players=2)
+    count = Count()
+    train_independent(env, rounds=2, seed=0, callback=count, **TINY)
+    assert len(count.models) == 2 and count.steps == 2 * 2 * 4  # 2 players x 2 rounds x one 4-step rollout
+    calls = []
+    oracle = make_oracle("ppo", timesteps=256, seeds=1, n_envs=64, validation_episodes=64,
+                         callback=[Count(), lambda local, glob: calls.append(1) or True])
+    result = oracle.best_response(env, "player_0", honest_policies(env))
+    assert calls and result.curves[0]  # the user's function ran, and the oracle still recorded its curve

@@ -466,6 +466,11 @@ def test_report_dict_json_markdown(grid_report):
         assert player["bracket"] == [player["ci"][0], player["upper_bound"]]
         assert player["bracket"][0] <= 25 / 9 <= player["bracket"][1]  # the exact regret inside the bracket
     assert report.nash_conv == pytest.approx(sum(p.regret for p in report.players))
+    # NashConv's interval: the sum of the brackets, so the exact NashConv (3 x 25/9) lies inside it
+    low, high = data["nash_conv_interval"]
+    assert low <= report.nash_conv <= high and low <= N * 25 / 9 <= high
+    assert high == pytest.approx(sum(p["upper_bound"] for p in data["players"]))
+    assert data["verdict"] == "refuted" and data["joint_level"] == pytest.approx(1 - N * 0.05)
     assert "normal" in data["method"] and "5000 episodes" in data["method"]
     text = report.to_markdown()
     assert "refuted" in text and "paired normal" in text and "NashConv" in text

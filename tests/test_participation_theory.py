@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from fedgames.envs.participation import theory as t
+from fedgames.eval.domino import DOMINO_CONFIG
 
-DOMINO = t.Setting(welfare="s_shaped", w=0.2, c_mean=0.8, c_std=0.15, h=4.0, z0=0.5)
-"""An S-shaped welfare and costly participation: G crosses the diagonal three times."""
+DOMINO = t.Setting(**DOMINO_CONFIG)
+"""The domino experiment's settings: an S-shaped welfare and costly participation, G crosses the diagonal three
+times."""
 
 
 def random_settings(count: int, seed: int) -> list[t.Setting]:
@@ -75,6 +77,8 @@ def test_retention_map_is_the_share_of_clients_whose_cost_is_covered():
         predicted = t.retention_map(x, DOMINO)
         se = math.sqrt(max(predicted * (1 - predicted), 1e-12) / costs.size)
         assert abs(share - predicted) < 4 * se + 1e-12
+    # an outside option that no participation value reaches: nobody takes part, whatever x
+    assert all(t.retention_map(x, replace(DOMINO, outside=10.0)) == 0.0 for x in (0.0, 0.5, 1.0))
 
 
 def test_steady_states_and_the_domino_threshold():
@@ -102,9 +106,107 @@ def test_price_of_gaming_is_zero_when_sanctions_deter_and_positive_otherwise():
     assert t.price_of_gaming(setting) == pytest.approx((w_honest - w_eq) / w_honest)
 
 
+def test_a_path_without_rejoining_never_recovers():
+    """With permanent exits ``x_{t+1} = G(min_{s <= t} x_s)``: above the threshold the path stops at ``G(x_0)``, short
+    of the high steady state that rejoining reaches; below it both collapse."""
+    threshold = t.domino_threshold(DOMINO)
+    high = t.steady_states(DOMINO)[-1].x
+    start = threshold + 0.02
+    rejoining, permanent = (t.iterate_retention(start, DOMINO, rejoin=r) for r in (True, False))
+    assert rejoining[-1] == pytest.approx(high, abs=1e-9)
+    assert permanent[-1] == pytest.approx(t.retention_map(start, DOMINO)) and permanent[-1] < high - 0.05
+    assert np.all(np.diff(permanent[1:]) <= 0)
+    low = t.steady_states(DOMINO)[0].x
+    assert t.iterate_retention(threshold - 0.02, DOMINO, rejoin=False)[-1] == pytest.approx(low, abs=1e-9)
+
+
 @pytest.mark.parametrize("changes, name", [({"pi": 1.5}, "pi"), ({"n_clients": 1}, "n_clients"),
                                            ({"c_std": 0.0}, "c_std"), ({"welfare": "linear"}, "welfare"),
-                                           ({"audits": -1}, "audits")])
+                                           ({"audits": -1}, "audits"), ({"z0": 0.0}, "z0"),
+                                           ({"audit_policy": "targeted"}, "audit policy"), ({"C": -0.1}, "C"),
+                                           ({"balanced": "yes"}, "balanced"),
+                                           ({"client_q0": (1.0, 2.0)}, "client_q0 must hold one value per client"),
+                                           ({"n_clients": 2, "client_outside": (0.0, math.nan)},
+                                            r"client_outside\[1\]")])
 def test_bad_settings_name_the_parameter(changes, name):
     with pytest.raises(ValueError, match=name):
         t.Setting(**changes)
+
+
+@pytest.mark.parametrize("setting", [replace(s, welfare="exponential", sanction=0.0) for s in random_settings(8, 3)])
+def test_a_side_payment_caps_the_gain_from_gaming_but_cannot_remove_it(setting):
+    """A quadratic charge on the score deviation costs nothing at the margin: where the slope ``g`` is positive the
+    best reply to honest others stays interior and positive, falls as ``C`` grows, and its gain is at most
+    ``g^2 / (4 kappa_n C b^2)`` (exact for a linear welfare; concave welfare loses more). Where everybody games
+    alike nobody deviates, so the mean-field equilibrium still games fully."""
+    n, z = setting.n_clients, setting.q0
+    b = (1 - setting.pi) * setting.delta - setting.gamma * setting.q0
+    g = t.gaming_slope(setting, n, z)
+    replies = []
+    for C in (0.5, 2.0, 8.0):
+        for balanced, kappa in ((False, (1 - 1 / n) ** 2), (True, (n - 2) / n)):
+            charged = replace(setting, C=C, balanced=balanced)
+            assert t.gaming_slope(charged, n, z) == g
+            u = t.best_manipulation(charged, n, z)
+            gain = t.gaming_gain(charged, n, z, u)
+            if g <= 0:
+                assert u == 0.0
+                continue
+            assert gain > 0 and (u > 0 if kappa > 0 else u == 1.0)
+            if kappa > 0:
+                assert gain <= g**2 / (4 * kappa * C * b**2) + 1e-12
+                assert u <= min(1.0, g / (2 * kappa * C * b**2)) + 1 / 400
+            if not balanced:
+                replies.append(u)
+    if g > 0:
+        assert t.mean_field_equilibrium(replace(setting, C=2.0, c_mean=-5.0))[1] == 1.0
+    assert replies == sorted(replies, reverse=True)
+
+
+def test_risk_targeted_audits_deter_large_manipulation_more_than_uniform_ones():
+    """At ``u = 0`` a participant is audited with probability ``k / |P|`` either way; under risk targeting the
+    probability rises with ``u`` towards 1, the faster the less noisy the scores, and exactly 1 without noise."""
+    uniform = t.Setting(n_clients=10, audits=2, sanction=1.0)
+    risk = replace(uniform, audit_policy="risk")
+    assert t.audit_probability(risk, 10, 0.0) == pytest.approx(0.2, abs=1e-9)
+    assert t.audit_probability(uniform, 10, 0.7) == 0.2
+    chances = [t.audit_probability(risk, 10, u) for u in np.linspace(0, 1, 11)]
+    assert np.all(np.diff(chances) > 0) and chances[-1] > 0.95
+    quieter = replace(risk, score_noise=0.02, challenge_noise=0.02)
+    assert t.audit_probability(quieter, 10, 0.1) > t.audit_probability(risk, 10, 0.1)
+    exact = replace(risk, score_noise=0.0, challenge_noise=0.0)
+    assert t.audit_probability(exact, 10, 0.01) == 1.0 and t.audit_probability(exact, 10, 0.0) == 0.2
+    assert t.audit_probability(risk, 10, 0.0, others=1.0) < 1e-6  # the honest one among gamers is never picked
+    assert t.gaming_gain(risk, 10, 1.0) < t.gaming_gain(uniform, 10, 1.0)
+    assert t.gaming_slope(risk, 10, 1.0) == t.gaming_slope(uniform, 10, 1.0)
+
+
+def test_with_a_fixed_number_of_audits_the_mean_field_dynamics_can_cycle():
+    """As gamers leave, each remaining participant's audit risk ``k / |P|`` grows until gaming stops paying;
+    participation then recovers and gaming resumes. ``mean_field_equilibrium`` says the dynamics do not settle,
+    and ``price_of_gaming`` averages the welfare over the cycle."""
+    setting = t.Setting(n_clients=2000, c_mean=0.9, c_std=0.3, pi=0.2, audits=200, p_detect=0.5, sanction=2.0)
+    path = t.mean_field_path(setting, 1.0, 200)
+    assert set(path.u[-40:]) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="do not settle"):
+        t.mean_field_equilibrium(setting)
+    honest = t.mean_field_path(setting, 1.0, 500, u=0.0).welfare[-100:].mean()
+    assert t.price_of_gaming(setting) == pytest.approx(1 - t.mean_field_path(setting).welfare[-100:].mean() / honest)
+    assert 0 < t.price_of_gaming(setting) < t.price_of_gaming(replace(setting, sanction=0.0))
+    assert t.welfare_inverse(t.welfare(0.37, setting), setting) == pytest.approx(0.37)
+    assert t.welfare_inverse(t.welfare(0.37, DOMINO), DOMINO) == pytest.approx(0.37)
+
+
+def test_the_symmetric_manipulation_is_a_best_reply_to_itself():
+    """Honesty where the slope is negative, full gaming where it is positive, with or without a side payment (a
+    quadratic charge on deviations from the others cannot hold a herd back); risk-targeted audits, which single
+    out whoever games more than the others, hold it at an interior level. The reply to it is itself."""
+    risk = t.Setting(audits=2, audit_policy="risk", sanction=1.0)
+    for setting in (t.Setting(), t.Setting(sanction=10.0), t.Setting(C=2.0), t.Setting(C=2.0, balanced=True), risk):
+        u = t.symmetric_manipulation(setting)
+        z = (setting.n_clients * setting.q0 * (1 - setting.gamma * u) + setting.gamma * setting.q0 * u) / 10
+        assert t.best_manipulation(setting, 10, z, others=u) == u
+        if setting is risk:
+            assert t.gaming_slope(setting, 10, setting.q0) > 0 and 0 < u < 0.5
+        else:
+            assert u == (1.0 if t.gaming_slope(setting, 10, setting.q0) > 0 else 0.0)

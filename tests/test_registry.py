@@ -185,6 +185,15 @@ def test_register_without_namespace_goes_under_fedgames(clean_registries):
     assert fedgames.list_envs().count(full_id) == 1
 
 
+@pytest.mark.parametrize("point", [42, "module_without_colon"])
+def test_register_refuses_an_entry_point_that_is_neither_a_path_nor_callable(clean_registries, point):
+    with pytest.raises(ValueError, match="entry_point must be 'module:function' or a callable"):
+        fedgames.register("broken_v0", entry_point=point)
+    with pytest.raises(ValueError, match="aec_entry_point must be"):
+        fedgames.register("broken_v0", entry_point=ToyEnv, aec_entry_point=point)
+    assert "fedgames/broken-v0" not in fedgames.list_envs()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Entry-point plugins (group "fedgames.envs")
 # ---------------------------------------------------------------------------------------------------------------

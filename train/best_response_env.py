@@ -165,11 +165,15 @@ class BatchedGamesVecEnv(VecEnv):
         return [getattr(self, attr_name) for _ in self._get_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set the attribute of the batch, which all sub-envs share (``indices`` cannot select among them)."""
         setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
-        return [getattr(self, method_name)(*method_args, **method_kwargs) for _ in self._get_indices(indices)]
+        """Call the method once, on the batch every sub-env is a slice of (not once per index: ``reset`` would
+        start the batch over as many times), and give each index the result."""
+        result = getattr(self, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]

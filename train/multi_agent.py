@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
@@ -158,12 +159,19 @@ class TrainingResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def plot(self, path: str | Path) -> Path:
-        """A PNG of every player's mean ``alpha`` and ``beta`` across the history (written atomically)."""
-        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
-
-        components = [c for c in ("alpha", "beta") if self.history and all(
+    def plotted_components(self) -> list[str]:
+        """The strategy components :meth:`plot` draws: ``alpha`` and ``beta`` (those the game has), or the
+        participation game's ``participate`` and ``u``."""
+        return [c for c in ("alpha", "beta", "participate", "u") if self.history and all(
             c in summary for summary in self.history[0]["players"].values())]
+
+    def plot(self, path: str | Path) -> Path:
+        """A PNG of every player's mean strategy across the history, one panel per :meth:`plotted_components`
+        (written atomically)."""
+        from matplotlib.figure import Figure  # no pyplot: no global backend or figure state is touched
+        from matplotlib.ticker import MaxNLocator
+
+        components = self.plotted_components()
         fig = Figure(figsize=(5 * max(len(components), 1), 3.5), layout="tight")
         axes = fig.subplots(1, max(len(components), 1), squeeze=False)[0]
         x = [entry["round"] for entry in self.history]
@@ -175,6 +183,7 @@ class TrainingResult:
             if values.max() - values.min() < 0.1:
                 ax.set_ylim(middle - 0.1, middle + 0.1)
             ax.ticklabel_format(axis="y", useOffset=False)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds and checkpoints are whole numbers
             ax.set(xlabel="round" if self.mode == "independent" else "checkpoint", ylabel=f"mean {component}",
                    title=f"{self.mode} learners: {component}")
             ax.legend(fontsize="small")
@@ -276,13 +285,13 @@ def _differing_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if saved == current else [prefix.rstrip(".")]
 
 
-def _learn(model: BaseAlgorithm, venv: VecEnv, steps: int, seed: int) -> None:
+def _learn(model: BaseAlgorithm, venv: VecEnv, steps: int, seed: int, callback: MaybeCallback = None) -> None:
     """Train ``model`` on ``venv`` for ``steps`` more timesteps, re-seeded so that a resumed round repeats exactly
     (SB3's ``set_random_seed`` also seeds the global python, numpy and torch generators, as model construction
-    does)."""
+    does), with SB3's ``callback``."""
     model.set_env(venv)  # also discards the last observation: the round starts from fresh episodes
     model.set_random_seed(seed)
-    model.learn(steps, reset_num_timesteps=False)
+    model.learn(steps, reset_num_timesteps=False, callback=callback)
 
 
 def _frozen(policy: Policy) -> Policy:
@@ -302,8 +311,10 @@ def _frozen(policy: Policy) -> Policy:
 class _Learners(ABC):
     """The models of one training run (keyed by file-name stem), how a round trains them and when to stop."""
 
-    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int) -> None:
+    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int,
+                 callback: MaybeCallback = None) -> None:
         self.env, self.algo, self.algo_kwargs, self.seed = env, algo, algo_kwargs, seed
+        self.callback = callback  # SB3's learn(callback=...), passed to every training call of every model
         self.models: dict[str, BaseAlgorithm] = {}
 
     def _new_model(self, venv: VecEnv, seed: int) -> BaseAlgorithm:
@@ -346,8 +357,8 @@ class _IndependentLearners(_Learners):
     """One model per agent; a round trains each against the others' previous-round snapshots."""
 
     def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, rounds: int,
-                 steps: int, n_envs: int, init: Mapping[str, Policy]) -> None:
-        super().__init__(env, algo, algo_kwargs, seed)
+                 steps: int, n_envs: int, init: Mapping[str, Policy], callback: MaybeCallback = None) -> None:
+        super().__init__(env, algo, algo_kwargs, seed, callback)
         self.rounds, self.steps, self.n_envs, self.init = rounds, steps, n_envs, dict(init)
 
     def check_resume(self, completed_rounds: int) -> None:
@@ -373,7 +384,7 @@ class _IndependentLearners(_Learners):
             venv = BestResponseVecEnv(self.env, agent, others_from_profile(previous, agent), self.n_envs, seed=seed)
             if agent not in self.models:
                 self.models[agent] = self._new_model(venv, seed)
-            _learn(self.models[agent], venv, self.steps, seed)
+            _learn(self.models[agent], venv, self.steps, seed, self.callback)
 
 
 class _SharedLearner(_Learners):
@@ -382,8 +393,8 @@ class _SharedLearner(_Learners):
     KEY = "shared"
 
     def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, total: int,
-                 n_games: int, every: int) -> None:
-        super().__init__(env, algo, algo_kwargs, seed)
+                 n_games: int, every: int, callback: MaybeCallback = None) -> None:
+        super().__init__(env, algo, algo_kwargs, seed, callback)
         self.total, self.n_games, self.every = total, n_games, every
 
     def finished(self, completed_rounds: int) -> bool:
@@ -406,7 +417,7 @@ class _SharedLearner(_Learners):
             self.models[self.KEY] = self._new_model(venv, seed)
         done = self.timesteps
         target = min((done // self.every + 1) * self.every, self.total)
-        _learn(self.models[self.KEY], venv, target - done, seed)
+        _learn(self.models[self.KEY], venv, target - done, seed, self.callback)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,6 +519,7 @@ def train_independent(
     init: Mapping[str, Policy] | None = None,
     progress: bool = False,
     eval_episodes: int = 4096,
+    callback: MaybeCallback = None,
 ) -> TrainingResult:
     """Independent learners, all players learning at once (simultaneous best-response rounds).
 
@@ -531,6 +543,9 @@ def train_independent(
         init: round-0 opponents, agent -> Policy.
         progress: show a tqdm bar over rounds.
         eval_episodes: size of the fixed evaluation batch behind ``history``.
+        callback: SB3's ``callback`` (a ``BaseCallback``, a list of them, or a function), given to every
+            ``learn()`` call: each player's model in each round (``self.model`` says which). Not part of the
+            checkpointed configuration.
 
     Raises:
         ValueError: unknown ``algo``, a missing ``init`` policy, bad budgets, or a ``checkpoint_dir`` made with a
@@ -545,7 +560,7 @@ def train_independent(
     config = _run_config("independent", env, algo, seed, steps_per_round=steps_per_round, n_envs=n_envs,
                          algo_kwargs=algo_kwargs or {}, init=init, eval_episodes=eval_episodes)
     learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, rounds,
-                                    steps_per_round, n_envs, init)
+                                    steps_per_round, n_envs, init, callback)
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 
 
@@ -560,6 +575,7 @@ def train_shared(
     algo_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
     eval_episodes: int = 4096,
+    callback: MaybeCallback = None,
 ) -> TrainingResult:
     """Parameter sharing: one model plays every player of ``n_games`` games per step (:class:`SelfPlayVecEnv`).
 
@@ -579,6 +595,7 @@ def train_shared(
         algo_kwargs: overrides of the defaults (see :func:`train_independent`).
         progress: show a tqdm bar over timesteps.
         eval_episodes: size of the fixed evaluation batch behind ``history``.
+        callback: SB3's ``callback``, given to every ``learn()`` call (see :func:`train_independent`).
 
     Raises:
         ValueError: as :func:`train_independent`, and for players with different spaces.
@@ -592,7 +609,7 @@ def train_shared(
     config = _run_config("shared", env, algo, seed, n_games=n_games, checkpoint_every=checkpoint_every,
                          algo_kwargs=algo_kwargs or {}, eval_episodes=eval_episodes)
     learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, total_steps,
-                              n_games, checkpoint_every)
+                              n_games, checkpoint_every, callback)
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from pettingzoo import ParallelEnv
 from scipy.stats import t as student_t
 from stable_baselines3 import PPO, SAC, TD3
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from stable_baselines3.common.type_aliases import MaybeCallback
 from tqdm.auto import tqdm
 
 from fedgames.agents.learned import SB3Policy
@@ -164,13 +165,16 @@ class LearnedOracle:
             ``batch_size`` at a time (an argument of :meth:`best_response`; training plays ``n_envs`` games).
         algo_kwargs: overrides of :func:`default_algo_kwargs`.
         tensorboard_log: folder for TensorBoard logs (needs the ``tensorboard`` package).
+        progress: a tqdm bar over seeds.
+        callback: SB3's ``callback`` (a ``BaseCallback``, a list of them, or a function), given to every seed's
+            ``learn()`` beside the oracle's own learning-curve recorder.
     """
 
     proves = "lower bound"
 
     def __init__(self, algo: str = "ppo", timesteps: int = 200_000, seeds: int = 3, n_envs: int | None = None,
                  validation_episodes: int = 20_000, algo_kwargs: Mapping[str, Any] | None = None,
-                 tensorboard_log: str | None = None, progress: bool = False) -> None:
+                 tensorboard_log: str | None = None, progress: bool = False, callback: MaybeCallback = None) -> None:
         if tensorboard_log is not None:
             try:
                 import tensorboard  # noqa: F401
@@ -187,6 +191,7 @@ class LearnedOracle:
         self.overrides = dict(algo_kwargs or {})
         self.tensorboard_log = tensorboard_log
         self.progress = progress
+        self.callback = callback
 
     def games(self, env: ParallelEnv) -> int:
         """Games per vectorised step on ``env``: ``n_envs``, by default 1024 capped at the env's default batch
@@ -211,7 +216,8 @@ class LearnedOracle:
             venv = BestResponseVecEnv(env, player, others, n_envs=self.games(env), seed=run_seed)
             model = new_model(self.name, venv, run_seed, algo_kwargs, tensorboard_log=self.tensorboard_log)
             curve = _Curve()
-            model.learn(self.timesteps, callback=curve, tb_log_name=f"{self.name}_{player}_seed{run_seed}")
+            model.learn(self.timesteps, callback=_beside(curve, self.callback),
+                        tb_log_name=f"{self.name}_{player}_seed{run_seed}")
             policy = SB3Policy(model, env.action_space(player))
             value = _player_value(env, {**policies, player: policy}, player, self.validation_episodes,
                                   seed=10_000_019 + run_seed, batch_size=batch_size)
@@ -227,6 +233,14 @@ class LearnedOracle:
             curves=[r[2] for r in runs],
             plateau=plateaued(runs[best][2]),
         )
+
+
+def _beside(own: BaseCallback, callback: MaybeCallback) -> BaseCallback:
+    """``own`` and the user's SB3 ``callback`` (a callback, a list of them, a function or ``None``) as one."""
+    if callback is None:
+        return own
+    extra = callback if isinstance(callback, list) else [callback]
+    return CallbackList([own, *(c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in extra)])
 
 
 class GridOracle:

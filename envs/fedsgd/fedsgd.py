@@ -133,11 +133,10 @@ class FedSGDEnv(ProtocolEnv):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if utility not in UTILITIES:
             raise ValueError(f"utility must be one of {UTILITIES}, got {utility!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.set_render_mode(render_mode)
         n_clients = integer("n_clients", n_clients, 2)
         self.rounds = integer("rounds", rounds, 1)
-        self.utility, self.render_mode = utility, render_mode
+        self.utility = utility
         attackers = byzantine_clients(byzantine, n_clients)
         self.players = np.array([i for i in range(n_clients) if i not in attackers])
         fewest = 2 if utility == "default" else 1  # the default utility compares a player with the others

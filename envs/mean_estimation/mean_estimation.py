@@ -27,9 +27,7 @@ class MeanEstimationEnv(ProtocolEnv):
     metadata = {"name": "mean_estimation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
     def __init__(self, render_mode: str | None = None, **config: Any) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.render_mode = render_mode
+        self.set_render_mode(render_mode)
         check_call("mean_estimation_v0", MeanEstimationGame.__init__, config)
         self.game = MeanEstimationGame(**config)
         self.protocol: Protocol = self.game.protocol()
@@ -37,6 +35,9 @@ class MeanEstimationEnv(ProtocolEnv):
         self.agents: list[str] = []
         self.observation_spaces = {a: self._observation_box() for a in self.possible_agents}
         self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
+        n, d = self.game.n_players, self.game.dim
+        state_low = np.concatenate([np.full(d + n * d, -np.inf), np.zeros(n)]).astype(np.float32)
+        self.state_space = spaces.Box(state_low, np.full(d + n * d + n, np.inf, dtype=np.float32), dtype=np.float32)
         self._rng = np.random.default_rng()
         self._world: World | None = None
         self._last: Outcome | None = None
@@ -72,6 +73,14 @@ class MeanEstimationEnv(ProtocolEnv):
         infos = {a: self._info(outcome, i) for i, a in enumerate(agents)}
         self.agents = []
         return observations, rewards, terminations, truncations, infos
+
+    def state(self) -> np.ndarray:
+        """The global state (PettingZoo's ``state()``, for centralised critics): ``[mu, xbar_1 .. xbar_N,
+        sample_var_1 .. sample_var_N]``, the episode's hidden mean and every player's private data."""
+        if self._world is None:
+            raise RuntimeError("state() called before reset()")
+        w = self._world
+        return np.concatenate([w.mu[0], w.xbar[0].ravel(), w.sample_var[0]]).astype(np.float32)
 
     @staticmethod
     def _info(outcome: Outcome, i: int) -> dict[str, Any]:

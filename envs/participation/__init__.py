@@ -1,1 +1,2 @@
-"""The participation / exit game (SPEC §3): its mean-field theory (``theory``)."""
+"""The participation / exit game (SPEC §3): the game's stages (``game``), its PettingZoo env (``participation``)
+and its mean-field theory (``theory``)."""

@@ -4,37 +4,52 @@
 A participant's true contribution is ``q_i = q0 (1 - gamma u_i)``; model quality (welfare) is
 ``W = Q(z)``, ``z = sum_{i in P} q_i / N``; the server pays ``w y_i`` on the score ``y_i = (1 - pi) s_i + pi h_i``
 (public, gameable ``s_i = q_i + delta u_i + noise``; private challenge ``h_i = q_i + noise'``; ``pi`` the challenge
-mixing ratio, [G] Thm 9.4), audits ``k`` participants a round, catches an audited one with probability
-``p_detect u_i`` and then charges the sanction ``S``. A participant's round reward is
-``phi W + w y_i - c_i - S 1[caught]``; a non-participant gets its outside option ``o``.
+mixing ratio, [G] Thm 9.4), audits ``k`` participants a round (uniformly, or the ``k`` with the largest score gap
+``s_i - h_i``: risk-targeted, [G] §11), catches an audited one with probability ``p_detect u_i`` and then charges the
+sanction ``S``; with side payments on score deviations it also charges ``C (y_i - M)^2`` (``M`` the mean paid score
+of the participants; balanced: less the mean of the other participants' charges). A participant's round reward is
+``phi W + w y_i - c_i - S 1[caught] - payment_i``; a non-participant gets its outside option ``o``.
 
-Everything here is for identical clients (``q0``, ``o``) with Gaussian participation costs ``c ~ max(0,
-N(c_mean, c_std))``, as SPEC §3's "Theory (mean-field, to reproduce)":
+Everything here is for a representative client (the mean ``q0`` and ``o``) with Gaussian participation costs
+``c ~ max(0, N(c_mean, c_std))``, as SPEC §3's "Theory (mean-field, to reproduce)", except the retention map,
+which averages over the clients' own ``q0_i`` and ``o_i`` where they differ (``client_q0``, ``client_outside``):
 
 - :func:`gaming_slope`: the round reward is linear in ``u`` up to the welfare's curvature, with slope
   ``g = w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N - (k / |P|) p_detect S``; the best reply is
   ``u = 1`` if ``g > 0``, else honesty (:func:`best_manipulation`). :func:`minimum_sanction` is the smallest ``S``
   with ``g <= 0``; :func:`manipulability_index` ``= max(g, 0)``.
+- Beyond SPEC §3's linear case: risk-targeted audits (:func:`audit_probability`) and side payments on the score
+  deviation (:func:`deviation_payment`) make the reward nonlinear in ``u``. :func:`gaming_gain` is then the exact
+  gain of any ``u`` against honesty, and the best reply maximises it. Both leave the slope at ``u = 0`` as it is (a
+  quadratic charge and a targeted audit cost nothing more at the margin), so :func:`minimum_sanction` stands; but a
+  side payment alone cannot make honesty a best reply where ``g > 0``: it only caps the gain, at about
+  ``g^2 / (4 kappa_n C b^2)`` (:func:`deviation_payment`), and where everybody games alike nobody deviates and
+  nobody pays more.
 - :func:`retention_map`: with myopic participation, ``x_{t+1} = G(x_t) = P[phi Q(x_t qbar) + w ybar - c -
   E[sanction] >= o]``; :func:`steady_states` are its fixed points (stable iff ``|G'(x*)| < 1``), and when it
   crosses the diagonal three times the middle crossing is the domino-exit threshold ([G] Thm 7.2,
-  :func:`domino_threshold`).
-- :func:`price_of_gaming`: ``(W_honest - W_eq) / W_honest`` between the steady states reached under honesty and
-  under the manipulation the slope prescribes.
+  :func:`domino_threshold`); :func:`iterate_retention` follows a path, with or without rejoining.
+- :func:`price_of_gaming`: ``(W_honest - W_eq) / W_honest`` between the long-run welfare under honesty and under
+  the myopic best replies (:func:`mean_field_path`: the steady state's, or a cycle's mean: with a fixed number of
+  audits, gamers leaving raise the others' audit risk until gaming stops paying, and the dynamics can cycle).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.integrate import trapezoid
 from scipy.optimize import brentq
-from scipy.stats import norm
+from scipy.stats import binom, norm
 
+from fedgames.errors import did_you_mean
 from fedgames.validation import integer, real
 
 WELFARE_CURVES = ("exponential", "s_shaped")
+AUDIT_POLICIES = ("uniform", "risk")
 
 
 @dataclass(frozen=True)
@@ -51,8 +66,15 @@ class Setting:
         audits: ``k``, participants audited per round.
         p_detect: probability that an audit catches full manipulation (``u = 1``).
         sanction: ``S``, charged to a caught participant.
-        q0: data quality of a client.
-        outside: ``o``, a non-participant's round reward.
+        audit_policy: ``"uniform"`` (``k`` participants at random) or ``"risk"`` (the ``k`` with the largest score
+            gap ``s_i - h_i = delta u_i + noise``, ties at random).
+        score_noise, challenge_noise: standard deviations of the public and the challenge scores' noise.
+        C: side payment on the paid score's deviation from the participants' mean, ``C (y_i - M)^2``.
+        balanced: the side payment is budget-balanced among the participants.
+        q0: data quality of a client (the mean client's where they differ).
+        outside: ``o``, a non-participant's round reward (the mean client's where they differ).
+        client_q0, client_outside: each client's own ``q0_i`` and ``o_i`` where they differ (``()``: all alike);
+            the retention map averages over them.
         c_mean, c_std: the participation cost ``max(0, N(c_mean, c_std))``.
         welfare: ``"exponential"`` (``Q(z) = 1 - exp(-kappa z)``) or ``"s_shaped"`` (``z^h / (z^h + z0^h)``).
         kappa, h, z0: the welfare curves' parameters.
@@ -67,8 +89,15 @@ class Setting:
     audits: int = 1
     p_detect: float = 0.5
     sanction: float = 0.0
+    audit_policy: str = "uniform"
+    score_noise: float = 0.1
+    challenge_noise: float = 0.1
+    C: float = 0.0
+    balanced: bool = False
     q0: float = 1.0
     outside: float = 0.0
+    client_q0: tuple[float, ...] = ()
+    client_outside: tuple[float, ...] = ()
     c_mean: float = 0.5
     c_std: float = 0.2
     welfare: str = "exponential"
@@ -79,16 +108,34 @@ class Setting:
     def __post_init__(self) -> None:
         integer("n_clients", self.n_clients, 2)
         integer("audits", self.audits, 0)
-        for name in ("phi", "w", "delta", "sanction", "q0", "kappa", "z0"):
+        for name in ("phi", "w", "delta", "sanction", "q0", "kappa", "score_noise", "challenge_noise", "C"):
             real(name, getattr(self, name))
+        real("z0", self.z0, strict=True)
         for name in ("gamma", "pi", "p_detect"):
             real(name, getattr(self, name), 0.0, 1.0)
         real("outside", self.outside, -math.inf)
+        for name, minimum in (("client_q0", 0.0), ("client_outside", -math.inf)):
+            values = getattr(self, name)
+            if values and len(values) != self.n_clients:
+                raise ValueError(f"{name} must hold one value per client ({self.n_clients}), got {len(values)}")
+            for i, value in enumerate(values):
+                real(f"{name}[{i}]", value, minimum)
         real("c_mean", self.c_mean, -math.inf)
         real("c_std", self.c_std, strict=True)
         real("h", self.h, 1.0)
         if self.welfare not in WELFARE_CURVES:
             raise ValueError(f"welfare must be one of {WELFARE_CURVES}, got {self.welfare!r}")
+        check_audit_policy(self.audit_policy)
+        if not isinstance(self.balanced, (bool, np.bool_)):
+            raise ValueError(f"balanced must be true or false, got {self.balanced!r}")
+
+
+def check_audit_policy(policy: str) -> str:
+    """``policy`` if it names an audit policy (:data:`AUDIT_POLICIES`), else a ``ValueError`` listing them."""
+    if policy not in AUDIT_POLICIES:
+        raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}"
+                         f"{did_you_mean(str(policy), AUDIT_POLICIES)}")
+    return policy
 
 
 def welfare(z: float | np.ndarray, setting: Setting) -> float | np.ndarray:
@@ -109,32 +156,174 @@ def welfare_slope(z: float | np.ndarray, setting: Setting) -> float | np.ndarray
 
 
 def audit_rate(setting: Setting, participants: float) -> float:
-    """``k / |P|``, the chance that a participant is audited (at most 1)."""
+    """``k / |P|``, the chance that a participant is audited (at most 1) when every participant plays alike, or
+    under uniform audits whatever they play."""
     return min(1.0, setting.audits / participants) if participants > 0 else 0.0
+
+
+def _manipulation_level(name: str, u: float | np.ndarray) -> np.ndarray:
+    """``u`` as a float array, each value in ``[0, 1]``, else a ``ValueError`` naming ``name``."""
+    values = np.asarray(u, dtype=float)
+    if not np.all((values >= 0) & (values <= 1)):  # NaN fails too
+        raise ValueError(f"{name} must lie in [0, 1], got {u!r}")
+    return values
+
+
+_RISK_NODES = np.linspace(-10.0, 10.0, 4001)
+"""Where the risk-audit integral is evaluated: the own score noise in standard deviations (trapezoid rule)."""
+
+
+def _outranked_at_most(n: int, k: int, ratio: np.ndarray) -> np.ndarray:
+    """``E_e[P(Binomial(n - 1, Phi(-(ratio + e))) <= k - 1)]``, ``e ~ N(0, 1)``, for each ``ratio``."""
+    if n <= k:
+        return np.ones_like(ratio)
+    others_ahead = norm.cdf(-(ratio[..., None] + _RISK_NODES))
+    chance = binom.cdf(k - 1, n - 1, others_ahead) * norm.pdf(_RISK_NODES)
+    return np.minimum(1.0, trapezoid(chance, _RISK_NODES, axis=-1))
+
+
+def audit_probability(setting: Setting, participants: float, u: float | np.ndarray = 0.0,
+                      others: float = 0.0) -> float | np.ndarray:
+    """The chance that a participant playing ``u`` (a number or an array of them) is audited when the other
+    ``|P| - 1`` play ``others``.
+
+    Uniform audits: ``k / |P|``. Risk-targeted audits pick the ``k`` largest score gaps ``s_j - h_j = delta u_j +
+    e_j``, ``e_j ~ N(0, sigma^2)``, ``sigma^2 = score_noise^2 + challenge_noise^2``; given its own noise ``e`` each
+    other gap is larger with probability ``p(e) = Phi(-(delta (u - others) + e) / sigma)``, so the participant is
+    audited with probability ``E_e[P(Binomial(|P| - 1, p(e)) <= k - 1)]`` (one integral on a fixed grid; for a
+    fractional ``|P|`` the chances at the two nearest whole numbers interpolated). Playing like the others, it is
+    ``k / |P|`` either way.
+    """
+    s = setting
+    participants = real("participants", participants)
+    u, others = _manipulation_level("u", u), float(_manipulation_level("others", others))
+    rate = audit_rate(s, participants)
+    if s.audit_policy == "uniform" or s.audits == 0 or participants <= s.audits:
+        chance = np.full(u.shape, rate)
+    else:
+        lead, sigma = s.delta * (u - others), math.hypot(s.score_noise, s.challenge_noise)
+        if sigma == 0:  # no noise: the gaps are exact, ties broken at random
+            chance = np.where(lead > 0, 1.0, np.where(lead == 0, rate, 0.0))
+        else:
+            low, high = math.floor(participants), math.ceil(participants)
+            at_low, at_high = (_outranked_at_most(n, s.audits, lead / sigma) for n in (low, high))
+            chance = at_low + (participants - low) * (at_high - at_low)
+            chance = np.where(lead == 0, rate, chance)
+    return float(chance) if chance.ndim == 0 else chance
+
+
+def deviation_payment(setting: Setting, participants: float, u: float | np.ndarray = 0.0,
+                      others: float = 0.0) -> float | np.ndarray:
+    """A participant's expected side payment ``C (y_i - M)^2`` on its paid score's deviation from the reported
+    metric ``M``, the participants' mean paid score, when it plays ``u`` and the other ``n - 1 = |P| - 1`` play
+    ``others``.
+
+    The paid score is ``y = q0 + b u + eta``, ``b = (1 - pi) delta - gamma q0``, ``eta ~ N(0, tau^2)``,
+    ``tau^2 = (1 - pi)^2 score_noise^2 + pi^2 challenge_noise^2``; with ``d = b (u - others)``:
+    ``E[C (y_i - M)^2] = C ((1 - 1/n)^2 d^2 + tau^2 (n - 1) / n)``, and each other participant's is
+    ``C (d^2 / n^2 + tau^2 (n - 1) / n)``. Balanced, the participant also receives the mean of the others':
+    ``C d^2 (n - 2) / n``, 0 where everybody plays alike. So a lone gamer's charge grows like ``kappa_n C b^2 u^2``,
+    ``kappa_n = (1 - 1/n)^2`` (plain) or ``(n - 2) / n`` (balanced).
+    """
+    s, n = setting, real("participants", participants)
+    u, others = _manipulation_level("u", u), float(_manipulation_level("others", others))
+    if s.C == 0 or n < 2:
+        charge = np.zeros(u.shape)
+    else:
+        d = ((1 - s.pi) * s.delta - s.gamma * s.q0) * (u - others)
+        tau2 = ((1 - s.pi) * s.score_noise) ** 2 + (s.pi * s.challenge_noise) ** 2
+        if s.balanced:
+            charge = s.C * d**2 * (n - 2) / n
+        else:
+            charge = s.C * ((1 - 1 / n) ** 2 * d**2 + tau2 * (n - 1) / n)
+    return float(charge) if charge.ndim == 0 else charge
+
+
+def _paid_incentive(setting: Setting) -> float:
+    """``w((1 - pi) delta - gamma q0)``: what gaming adds to a participant's score payment per unit of ``u``."""
+    return setting.w * ((1 - setting.pi) * setting.delta - setting.gamma * setting.q0)
+
+
+def _deterrence(setting: Setting, participants: float) -> float:
+    """``(k / |P|) p_detect``: a participant's expected sanction per unit of ``u`` and of ``S``."""
+    return audit_rate(setting, participants) * setting.p_detect
+
+
+def _unsanctioned_slope(setting: Setting, z: float) -> float:
+    """``w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N``: the gaming slope before any sanction."""
+    s = setting
+    return _paid_incentive(s) - s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_clients
 
 
 def gaming_slope(setting: Setting, participants: float, z: float) -> float:
     """``g = w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N - (k / |P|) p_detect S``: the derivative of a
     participant's expected round reward in its own ``u`` (SPEC §3), at ``|P| = participants`` and ``z``."""
-    s = setting
-    return (s.w * ((1 - s.pi) * s.delta - s.gamma * s.q0)
-            - s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_clients
-            - audit_rate(s, participants) * s.p_detect * s.sanction)
+    return _unsanctioned_slope(setting, z) - _deterrence(setting, participants) * setting.sanction
 
 
-def gaming_gain(setting: Setting, participants: float, z: float) -> float:
-    """The exact gain in expected round reward of ``u = 1`` over ``u = 0`` for one participant, the others fixed
-    (``z`` counts its honest contribution): :func:`gaming_slope` with the welfare's difference in place of its
+def gaming_gain(setting: Setting, participants: float, z: float, u: float | np.ndarray = 1.0,
+                others: float = 0.0) -> float | np.ndarray:
+    """The exact gain in expected round reward of manipulation ``u`` (a number or an array of them) over honesty
+    for one participant, the other ``|P| - 1`` playing ``others`` (``z`` counts its honest contribution): the
+    score payment's ``w b u``, less the welfare lost, the expected sanction ``S p_detect u P[audited]``
+    (:func:`audit_probability`) and the extra side payment (:func:`deviation_payment`). At ``u = 1`` with uniform
+    audits and no side payment, this is :func:`gaming_slope` with the welfare's difference in place of its
     derivative."""
     s = setting
-    lost = s.phi * (float(welfare(z, s)) - float(welfare(z - s.gamma * s.q0 / s.n_clients, s)))
-    return (s.w * ((1 - s.pi) * s.delta - s.gamma * s.q0) - lost
-            - audit_rate(s, participants) * s.p_detect * s.sanction)
+    u = _manipulation_level("u", u)
+    lost = s.phi * (welfare(z, s) - welfare(z - s.gamma * s.q0 * u / s.n_clients, s))
+    sanction = s.sanction * s.p_detect * u * audit_probability(s, participants, u, others)
+    charged = deviation_payment(s, participants, u, others) - deviation_payment(s, participants, 0.0, others)
+    gain = _paid_incentive(s) * u - lost - sanction - charged
+    return float(gain) if gain.ndim == 0 else gain
 
 
-def best_manipulation(setting: Setting, participants: float, z: float) -> float:
-    """The best reply's ``u``: 1 where gaming pays (``g > 0``), else 0 (honesty)."""
-    return 1.0 if gaming_slope(setting, participants, z) > 0 else 0.0
+def _linear_in_u(setting: Setting) -> bool:
+    """Whether the reward is linear in ``u`` up to the welfare's curvature (SPEC §3's case): uniform audits, no
+    side payment."""
+    return setting.audit_policy == "uniform" and setting.C == 0
+
+
+def best_manipulation(setting: Setting, participants: float, z: float, others: float = 0.0,
+                      grid: int = 401) -> float:
+    """The best reply's ``u`` when the other participants play ``others``: in SPEC §3's linear case 1 where gaming
+    pays (``g > 0``), else 0 (honesty); with risk-targeted audits or side payments, the ``u`` of a ``grid``-point
+    grid on ``[0, 1]`` with the largest :func:`gaming_gain` (0 on ties)."""
+    if _linear_in_u(setting):
+        return 1.0 if gaming_slope(setting, participants, z) > 0 else 0.0
+    return _grid_reply(setting, float(participants), float(z), float(others), integer("grid", grid, 2))
+
+
+@functools.lru_cache(maxsize=4096)
+def _grid_reply(setting: Setting, participants: float, z: float, others: float, grid: int) -> float:
+    """:func:`best_manipulation`'s grid search (remembered: a settled mean-field path asks the same again, and a
+    risk-targeted audit's integral takes about 0.3 s at 2000 clients)."""
+    us = np.linspace(0.0, 1.0, grid)
+    gains = gaming_gain(setting, participants, z, us, others)
+    return float(us[int(np.argmax(gains))]) if gains.max() > 0 else 0.0
+
+
+def with_own_honesty(z: float | np.ndarray, setting: Setting, played: float | np.ndarray) -> float | np.ndarray:
+    """The participants' total contribution ``z`` (everyone playing ``played``) with one participant's own counted
+    honest, ``z + gamma q0 played / N``: the ``z`` that :func:`gaming_gain` and :func:`best_manipulation` take."""
+    return z + setting.gamma * setting.q0 * np.asarray(played) / setting.n_clients
+
+
+def symmetric_manipulation(setting: Setting, participants: float | None = None, rounds: int = 200) -> float:
+    """The manipulation ``u`` that is a best reply to itself when ``participants`` (default: every client) all
+    play it: replies iterated from honesty, ``u <- best_manipulation(..., others=u)``, until one repeats. In SPEC
+    §3's linear case the one-shot reply; under a side payment the replies creep up to full gaming where ``g > 0``
+    (the charge bites only on deviations from the others). A ``ValueError`` if the replies do not settle."""
+    s = setting
+    n = float(s.n_clients if participants is None else real("participants", participants, strict=True))
+    u = 0.0
+    for _ in range(integer("rounds", rounds, 1)):
+        reply = best_manipulation(s, n, with_own_honesty(n * s.q0 * (1 - s.gamma * u) / s.n_clients, s, u), others=u)
+        if reply == u:
+            return u
+        u = reply
+    raise ValueError(f"the best replies do not settle on a symmetric manipulation within {rounds} rounds "
+                     f"(last {u})")
 
 
 def manipulability_index(setting: Setting, participants: float, z: float) -> float:
@@ -145,33 +334,37 @@ def manipulability_index(setting: Setting, participants: float, z: float) -> flo
 def minimum_sanction(setting: Setting, participants: float, z: float) -> float:
     """``S_min = max(0, (w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N) |P| / (k p_detect))``: the
     smallest sanction that makes honesty a best reply (``inf`` without audits or detection while gaming pays)."""
-    s = setting
-    incentive = (s.w * ((1 - s.pi) * s.delta - s.gamma * s.q0)
-                 - s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_clients)
+    incentive = _unsanctioned_slope(setting, z)
     if incentive <= 0:
         return 0.0
-    deterrence = audit_rate(s, participants) * s.p_detect
+    deterrence = _deterrence(setting, participants)
     return incentive / deterrence if deterrence > 0 else math.inf
 
 
 def participation_value(x: float, setting: Setting, u: float = 0.0) -> float:
     """A participant's expected round reward before its cost when a fraction ``x`` of the clients participates,
-    all with manipulation ``u``: ``phi Q(x qbar) + w ybar - E[sanction]`` (``qbar = q0 (1 - gamma u)``,
-    ``ybar = qbar + (1 - pi) delta u``)."""
+    all with manipulation ``u``: ``phi Q(x qbar) + w ybar - E[sanction] - E[side payment]``
+    (``qbar = q0 (1 - gamma u)``, ``ybar = qbar + (1 - pi) delta u``; the side payment charges the scores' noise
+    alone, :func:`deviation_payment`)."""
     s = setting
     quality = s.q0 * (1 - s.gamma * u)
     score = quality + (1 - s.pi) * s.delta * u
-    sanction = audit_rate(s, x * s.n_clients) * s.p_detect * u * s.sanction
-    return s.phi * float(welfare(x * quality, s)) + s.w * score - sanction
+    sanction = _deterrence(s, x * s.n_clients) * u * s.sanction
+    charged = deviation_payment(s, x * s.n_clients, u, u)
+    return s.phi * float(welfare(x * quality, s)) + s.w * score - sanction - charged
 
 
 def retention_map(x: float, setting: Setting, u: float = 0.0) -> float:
-    """``G(x) = P[c <= value(x) - o]``, the fraction that participates next round when ``x`` does now (myopic
-    clients, costs ``max(0, N(c_mean, c_std))``)."""
-    margin = participation_value(x, setting, u) - setting.outside
-    if margin < 0:
-        return 0.0
-    return float(norm.cdf((margin - setting.c_mean) / setting.c_std))
+    """``G(x) = P_i[c_i <= value_i(x) - o_i]``, the fraction that participates next round when ``x`` does now
+    (myopic clients, costs ``max(0, N(c_mean, c_std))``): the mean over the clients (``client_q0``,
+    ``client_outside``; all alike where not given) of the chance that the value of taking part covers the cost.
+    A client's value is :func:`participation_value` with its own expected paid score, ``w (q0_i - q0)(1 - gamma
+    u)`` more than the mean client's."""
+    s = setting
+    edge = s.w * (np.asarray(s.client_q0 or (s.q0,)) - s.q0) * (1 - s.gamma * u)
+    margin = participation_value(x, s, u) + edge - np.asarray(s.client_outside or (s.outside,))
+    covered = np.where(margin < 0, 0.0, norm.cdf((margin - s.c_mean) / s.c_std))
+    return float(covered.mean())
 
 
 @dataclass(frozen=True)
@@ -216,37 +409,94 @@ def domino_threshold(setting: Setting, u: float = 0.0) -> float | None:
     return states[1].x
 
 
-def iterate_retention(x0: float, setting: Setting, u: float = 0.0, rounds: int = 200) -> np.ndarray:
-    """``x_0, G(x_0), G(G(x_0)), ...`` (``rounds + 1`` values)."""
+def iterate_retention(x0: float, setting: Setting, u: float = 0.0, rounds: int = 200, rejoin: bool = True
+                      ) -> np.ndarray:
+    """The participation path ``x_0, x_1, ...`` (``rounds + 1`` values) of myopic clients whose costs stay fixed
+    through an episode.
+
+    ``rejoin`` (clients decide afresh every round): ``x_{t+1} = G(x_t)``. Without it an exit is for good, so the
+    clients left after round t are those whose cost every value so far covered, and since the value rises with
+    participation, ``x_{t+1} = G(min_{s <= t} x_s)``: participation can fall but never recover.
+    """
     path = [real("x0", x0, 0.0, 1.0)]
+    lowest = path[0]
     for _ in range(integer("rounds", rounds, 0)):
-        path.append(retention_map(path[-1], setting, u))
+        path.append(retention_map(path[-1] if rejoin else lowest, setting, u))
+        lowest = min(lowest, path[-1])
     return np.array(path)
 
 
-def mean_field_equilibrium(setting: Setting, x0: float = 1.0, rounds: int = 500) -> tuple[float, float]:
-    """``(x, u)`` where the joint dynamics settle: participation follows ``G`` and every participant plays the
-    best manipulation (:func:`best_manipulation`) at the current ``(|P|, z)``."""
-    x = real("x0", x0, 0.0, 1.0)
-    u = 0.0
+@dataclass(frozen=True)
+class MeanFieldPath:
+    """Rounds of the mean-field dynamics from ``x[0]``: in round ``t`` the clients choose ``u[t]``, a fraction
+    ``x[t + 1] = G(x[t])`` of them takes part (at that manipulation) and the model's quality is ``welfare[t]``."""
+
+    x: np.ndarray
+    u: np.ndarray
+    welfare: np.ndarray
+
+
+def welfare_inverse(value: float | np.ndarray, setting: Setting) -> float | np.ndarray:
+    """``z`` with ``Q(z) = value`` (``value`` in ``[0, 1)``): what a client infers of the participants' total
+    contribution from the welfare it observed."""
+    value = np.clip(np.asarray(value, dtype=float), 0.0, 1.0 - 1e-15)
+    if setting.welfare == "exponential":
+        return -np.log1p(-value) / setting.kappa
+    return setting.z0 * (value / (1.0 - value)) ** (1.0 / setting.h)
+
+
+def mean_field_path(setting: Setting, x0: float = 1.0, rounds: int = 500, u: float | None = None) -> MeanFieldPath:
+    """The joint dynamics of participation and manipulation from ``x0`` (the first round's decisions see ``x0``
+    and honest contributions). ``u=None``: each round every client plays the myopic best reply
+    (:func:`best_manipulation`) at the last round's ``(|P|, z)`` against the others' last ``u``, and takes part
+    by the retention map at that manipulation; a number: everybody plays that ``u``.
+
+    With a fixed number ``k`` of audits the path need not settle: as participants leave, each one's audit risk
+    ``k / |P|`` grows until gaming stops paying, participation recovers, and gaming resumes (a cycle)."""
+    x = [real("x0", x0, 0.0, 1.0)]
+    if u is not None:
+        u = real("u", u, 0.0, 1.0)
+    us: list[float] = []
+    welfares: list[float] = []
+    z, played = x[0] * setting.q0, 0.0
     for _ in range(integer("rounds", rounds, 1)):
-        z = x * setting.q0 * (1 - setting.gamma * u)  # the others' contributions at the current manipulation
-        u = best_manipulation(setting, x * setting.n_clients, z)
-        x = retention_map(x, setting, u)
-    return x, u
+        if u is None:
+            played = best_manipulation(setting, x[-1] * setting.n_clients, float(with_own_honesty(z, setting, played)),
+                                       others=played)
+        else:
+            played = u
+        x.append(retention_map(x[-1], setting, played))
+        z = x[-1] * setting.q0 * (1 - setting.gamma * played)
+        us.append(played)
+        welfares.append(float(welfare(z, setting)))
+    return MeanFieldPath(np.array(x), np.array(us), np.array(welfares))
 
 
-def price_of_gaming(setting: Setting, x0: float = 1.0) -> float:
-    """``PoG = (W_honest - W_eq) / W_honest``: welfare at the steady state reached from ``x0`` when everybody is
-    honest against the one reached with the equilibrium manipulation (:func:`mean_field_equilibrium`)."""
-    honest = iterate_retention(x0, setting, 0.0, 500)[-1]
-    w_honest = float(welfare(honest * setting.q0, setting))
-    x_eq, u_eq = mean_field_equilibrium(setting, x0)
-    w_eq = float(welfare(x_eq * setting.q0 * (1 - setting.gamma * u_eq), setting))
+def mean_field_equilibrium(setting: Setting, x0: float = 1.0, rounds: int = 500) -> tuple[float, float]:
+    """``(x, u)`` where the joint dynamics (:func:`mean_field_path`) settle; a ``ValueError`` where they do not
+    (still moving after ``rounds`` rounds, or cycling: :func:`price_of_gaming` then averages over the cycle)."""
+    path = mean_field_path(setting, x0, rounds)
+    if len(path.u) < 2 or path.u[-1] != path.u[-2] or abs(path.x[-1] - path.x[-2]) > 1e-9:
+        tail = path.x[-6:]
+        raise ValueError(f"the mean-field dynamics do not settle within {rounds} rounds (last participation levels "
+                         f"{np.round(tail, 4).tolist()}, manipulation {path.u[-5:].tolist()}); see mean_field_path")
+    return float(path.x[-1]), float(path.u[-1])
+
+
+def price_of_gaming(setting: Setting, x0: float = 1.0, rounds: int = 500, tail: int = 100) -> float:
+    """``PoG = (W_honest - W_eq) / W_honest``: the long-run welfare of everybody honest against that of the
+    myopic best replies (:func:`mean_field_path`), each averaged over the last ``tail`` rounds (the steady state's
+    welfare where the path settles, the cycle's mean where it cycles)."""
+    rounds, tail = integer("rounds", rounds, 1), integer("tail", tail, 1)
+    if tail > rounds:
+        raise ValueError(f"tail must be at most rounds = {rounds}, got {tail}")
+    w_honest = float(mean_field_path(setting, x0, rounds, u=0.0).welfare[-tail:].mean())
+    w_eq = float(mean_field_path(setting, x0, rounds).welfare[-tail:].mean())
     return (w_honest - w_eq) / w_honest if w_honest > 0 else 0.0
 
 
-__all__ = ["WELFARE_CURVES", "Setting", "SteadyState", "audit_rate", "best_manipulation", "domino_threshold",
+__all__ = ["AUDIT_POLICIES", "WELFARE_CURVES", "MeanFieldPath", "Setting", "SteadyState", "audit_probability",
+           "audit_rate", "best_manipulation", "check_audit_policy", "deviation_payment", "domino_threshold",
            "gaming_gain", "gaming_slope", "iterate_retention", "manipulability_index", "mean_field_equilibrium",
-           "minimum_sanction", "participation_value", "price_of_gaming", "retention_map", "steady_states",
-           "welfare", "welfare_slope", "with_params"]
+           "mean_field_path", "minimum_sanction", "participation_value", "price_of_gaming", "retention_map",
+           "steady_states", "symmetric_manipulation", "welfare", "welfare_inverse", "welfare_slope", "with_own_honesty"]

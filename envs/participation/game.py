@@ -1,0 +1,352 @@
+"""Configuration and batched stages of the participation / exit game (SPEC §3).
+
+Each round every client chooses ``[participate, u]``: it participates when ``participate >= 0.5`` (and it has not
+exited for good), with manipulation intensity ``u in [0, 1]``. A participant's contribution is
+``q_i = q0_i (1 - gamma u_i)``; welfare ``W = Q(sum_{i in P} q_i / N)``; its public score
+``s_i = q_i + delta u_i + score_noise eps`` and private challenge score ``h_i = q_i + challenge_noise eps'``.
+
+Protocol (SPEC §4), on ``B`` episodes at once: the messages are what the server may learn of each client,
+``(B, N, 6)`` laid out :data:`MESSAGE_FIELDS` — whether it participates, its two scores, and what an audit of it
+would find (its ``u``, and two uniform draws: the audit lottery and the detection draw; the server reads these only
+for the clients it audits). The aggregate is the reported metric ``M = Agg({y_i : i in P})`` ``(B, 1)``, the
+server's aggregation rule (the mean; ``robust_aggregation``: [G] Prop. 9.3) over the participants' paid scores
+``y_i = (1 - pi) s_i + pi h_i`` alone (:func:`participants_aggregate`). The payment stage pays on the score
+(:class:`ScorePayment`, ``- w y_i``), under the ``audit`` mechanism sanctions the caught, and under ``side_payment``
+charges ``C (y_i - M)^2`` (balanced among the participants). Round reward: ``phi W - c_i - payment_i`` for a
+participant, the outside option ``o_i`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, check_audit_policy, welfare
+from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
+from fedgames.validation import integer, per_player, real
+
+MESSAGE_FIELDS = ("present", "score", "challenge", "u", "lottery", "detection")
+"""The columns of a round's messages."""
+
+OBSERVATION_FIELDS = ("round", "cost", "participated", "exited", "participation", "welfare", "paid_score",
+                      "payment")
+"""A player's observation: the round as a fraction of the horizon, its own participation cost, whether it took part
+last round and whether it has exited for good, last round's participating fraction and welfare, and its own paid
+score and payment last round (0 when absent)."""
+
+
+@dataclass(frozen=True)
+class ScorePayment:
+    """The contribution payment: ``- w y_i`` to each participant (a negative payment: it receives), on the paid
+    score ``y_i = (1 - pi) s_i + pi h_i`` (``pi``: the challenge-mixing ratio, [G] Thm 9.4)."""
+
+    w: float
+    pi: float = 0.0
+
+    def mix(self, columns: np.ndarray) -> np.ndarray:
+        """``(1 - pi) score + pi challenge`` of message-shaped ``columns`` (laid out :data:`MESSAGE_FIELDS`): of
+        the messages, the paid scores; of the participants' mean message, the reported metric."""
+        return (1 - self.pi) * columns[..., 1] + self.pi * columns[..., 2]
+
+    def paid_score(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)`` ``y_i``, 0 for the absent."""
+        return messages[..., 0] * self.mix(messages)
+
+    def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
+        return -self.w * self.paid_score(messages)
+
+
+def score_payment(protocol: Protocol, owner: str = "participation_v0") -> ScorePayment:
+    """The protocol's :class:`ScorePayment` (the participation game's, with the challenge-mixing ``pi`` in force);
+    a ``ValueError`` naming ``owner`` where there is none."""
+    for rule in protocol.payment_rules:
+        if isinstance(rule, ScorePayment):
+            return rule
+    raise ValueError(f"{owner} applies to games that pay on a score (participation_v0)")
+
+
+@dataclass(frozen=True)
+class AuditSanction:
+    """Audits and sanctions ([G] §11): each round ``k`` participants are audited, chosen by ``policy``:
+
+    - ``"uniform"``: those with the smallest audit-lottery draws (a uniform choice);
+    - ``"risk"``: those with the largest score gap ``s_i - h_i`` between the public score and the server's private
+      challenge score (``delta u_i`` plus noise: a risk score the server observes), ties by the lottery. Greedy
+      by risk, the top ``k`` is the best choice for equal audit costs ([G] §E.11).
+
+    With a ``budget`` and per-client audit ``costs`` the server instead audits greedily within the budget (at most
+    ``k``): uniformly, in lottery order, each client whose cost still fits; by risk, in order of risk per cost
+    (risk ``max(s_i - h_i, 0)``, only positive risks), then keeps the single affordable client of highest risk
+    instead where that one alone covers more risk. That is the greedy of [G] Prop. 11.2 for the risk covered, and
+    it covers at least half the most a budget can ([G] §E.11).
+
+    An audited client is caught with probability ``p_detect u_i`` (its detection draw below ``p_detect u_i``) and
+    pays ``S``. Reads the participants' scores and only the audited clients' audit fields."""
+
+    k: int
+    p_detect: float
+    S: float
+    policy: str = "uniform"
+    budget: float | None = None
+    costs: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_audit_policy(self.policy)
+
+    def audited(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)`` which clients are audited this round."""
+        present = messages[..., 0] > 0
+        lottery = messages[..., 4]
+        # the gap rounded, so that equal gaps (noiseless scores) tie whatever rounding their qualities met
+        risk = np.maximum(np.round(messages[..., 1] - messages[..., 2], 12), 0.0)
+        if self.budget is not None:
+            return self._within_budget(present, lottery, risk)
+        k = min(self.k, present.shape[-1])
+        priority = -risk if self.policy == "risk" else lottery
+        order = np.lexsort((lottery, np.where(present, priority, np.inf)), axis=-1)[..., :k]
+        audited = np.zeros_like(present)
+        np.put_along_axis(audited, order, True, axis=-1)
+        return audited & present
+
+    def _within_budget(self, present: np.ndarray, lottery: np.ndarray, risk: np.ndarray) -> np.ndarray:
+        costs = np.broadcast_to(np.asarray(self.costs or (1.0,), dtype=float), present.shape)
+        by_risk = self.policy == "risk"
+        eligible = present & (risk > 0) if by_risk else present
+        priority = -risk / costs if by_risk else lottery
+        order = np.lexsort((lottery, np.where(eligible, priority, np.inf)), axis=-1)
+        rows = np.arange(present.shape[0])
+        remaining, count = np.full(present.shape[0], float(self.budget)), np.zeros(present.shape[0], dtype=int)
+        audited = np.zeros_like(present)
+        for j in range(present.shape[1]):
+            client = order[:, j]
+            cost = costs[rows, client]
+            take = eligible[rows, client] & (cost <= remaining + 1e-12) & (count < self.k)
+            audited[rows[take], client[take]] = True
+            remaining -= np.where(take, cost, 0.0)
+            count += take
+        if by_risk:  # the single affordable client of highest risk, where it alone covers more
+            single = np.where(eligible & (costs <= self.budget + 1e-12), risk, -np.inf).argmax(-1)
+            alone = risk[rows, single] * eligible[rows, single] > (risk * audited).sum(-1)
+            audited[alone] = False
+            audited[rows[alone], single[alone]] = True
+        return audited
+
+    def caught(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)`` which clients an audit caught this round."""
+        return self.audited(messages) & (messages[..., 5] < self.p_detect * messages[..., 3])
+
+    def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
+        return self.S * self.caught(messages)
+
+
+def participants_aggregate(aggregate: Aggregator, values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """``(B, d)``: the aggregation rule applied to each episode's participants' ``values`` ``(B, N, d)`` alone (NaN
+    where nobody takes part). Episodes with as many participants are aggregated in one call: at most ``N``."""
+    counts = present.sum(1)
+    ranked = np.take_along_axis(values, np.argsort(~present, axis=1, kind="stable")[..., None], axis=1)
+    out = np.full((values.shape[0], values.shape[2]), np.nan)
+    for k in np.unique(counts[counts > 0]):
+        rows = counts == k
+        out[rows] = aggregate(ranked[rows, :k], None)
+    return out
+
+
+def _differing(values: np.ndarray) -> tuple[float, ...]:
+    """Each client's value where they differ, else ``()``."""
+    return tuple(float(v) for v in values) if np.ptp(values) > 0 else ()
+
+
+@dataclass(frozen=True)
+class World:
+    """The episode's private draws: each client's participation cost ``(B, N)``."""
+
+    cost: np.ndarray
+
+
+@dataclass
+class RoundState:
+    """Where ``B`` episodes stand between rounds (arrays ``(B, N)`` unless said otherwise)."""
+
+    round: int
+    exited: np.ndarray
+    participated: np.ndarray
+    participation: np.ndarray  # (B,) last round's participating fraction
+    welfare: np.ndarray  # (B,)
+    paid_score: np.ndarray
+    payment: np.ndarray
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One round of ``B`` episodes: messages, the server's aggregate, payments, welfare and rewards."""
+
+    messages: np.ndarray
+    aggregate: np.ndarray
+    payments: np.ndarray
+    welfare: np.ndarray
+    rewards: np.ndarray
+    present: np.ndarray
+
+
+class ParticipationGame:
+    """The participation game's configuration and batched stages.
+
+    Args:
+        n_clients: ``N >= 2``.
+        rounds: ``T >= 1`` rounds per episode.
+        phi: value of the shared model to a participant (``>= 0``).
+        w: contribution payment rate (``>= 0``).
+        gamma: share of a contribution that full manipulation destroys, in ``[0, 1]``.
+        delta: how much full manipulation inflates the public score (``>= 0``).
+        q0: data quality (one value, or one per client; ``>= 0``).
+        outside: outside option ``o`` (one value or one per client).
+        c_mean, c_std: participation costs ``max(0, N(c_mean, c_std))``, drawn per client and episode.
+        score_noise, challenge_noise: standard deviations of the two scores' noise (``>= 0``).
+        welfare: ``"exponential"`` (``Q(z) = 1 - exp(-kappa z)``) or ``"s_shaped"`` (``z^h / (z^h + z0^h)``).
+        kappa, h, z0: the welfare curves' parameters.
+        rejoin: an exited client may come back (default); ``False``: not taking part once is exiting for good
+            (the domino setting).
+        initial_participation: the participating fraction the first observation reports (with the welfare honest
+            contributions at that level give), in ``[0, 1]``: where myopic clients start from.
+    """
+
+    action_names = ("participate", "u")
+
+    def __init__(self, n_clients: int = 10, rounds: int = 10, phi: float = 1.0, w: float = 0.5, gamma: float = 0.5,
+                 delta: float = 1.0, q0: float | list[float] = 1.0, outside: float | list[float] = 0.0,
+                 c_mean: float = 0.5, c_std: float = 0.2, score_noise: float = 0.1, challenge_noise: float = 0.1,
+                 welfare: str = "exponential", kappa: float = 2.0, h: float = 4.0, z0: float = 0.5,
+                 rejoin: bool = True, initial_participation: float = 1.0) -> None:
+        self.n_clients = integer("n_clients", n_clients, 2)
+        self.rounds = integer("rounds", rounds, 1)
+        self.phi, self.w = real("phi", phi), real("w", w)
+        self.gamma, self.delta = real("gamma", gamma, 0.0, 1.0), real("delta", delta)
+        self.q0 = per_player("q0", q0, self.n_clients)
+        self.outside = per_player("outside", outside, self.n_clients, -np.inf)
+        self.c_mean, self.c_std = real("c_mean", c_mean, -np.inf), real("c_std", c_std)
+        self.score_noise, self.challenge_noise = real("score_noise", score_noise), real("challenge_noise",
+                                                                                          challenge_noise)
+        if welfare not in WELFARE_CURVES:
+            raise ValueError(f"welfare must be one of {WELFARE_CURVES}, got {welfare!r}")
+        self.welfare = welfare
+        self.kappa, self.h, self.z0 = real("kappa", kappa), real("h", h, 1.0), real("z0", z0, strict=True)
+        self.curve = Setting(welfare=welfare, kappa=self.kappa, h=self.h, z0=self.z0)  # what Q(z) reads
+        if not isinstance(rejoin, (bool, np.bool_)):
+            raise ValueError(f"rejoin must be true or false, got {rejoin!r}")
+        self.rejoin = bool(rejoin)
+        self.initial_participation = real("initial_participation", initial_participation, 0.0, 1.0)
+
+    def protocol(self) -> Protocol:
+        """Mean aggregation of the participants' messages, the score payment with ``pi = 0``, no audits."""
+        return Protocol(self.action_names, np.zeros(2), np.ones(2), payment_rules=(ScorePayment(self.w),))
+
+    def setting(self, protocol: Protocol) -> Setting:
+        """The mean-field theory's parameters (:mod:`~fedgames.envs.participation.theory`) for this game under
+        ``protocol`` (its score payment's ``pi``, its audit rule's ``k``, ``p_detect``, ``S`` and policy, its side
+        payment's ``C`` and balance), with the clients' mean ``q0`` and ``outside``, and each client's own where
+        they differ."""
+        score = score_payment(protocol)
+        audits = [r for r in protocol.payment_rules if isinstance(r, AuditSanction)]
+        side = [r for r in protocol.payment_rules if hasattr(r, "from_deviation")]
+        if len(audits) > 1 or len(side) > 1:
+            raise ValueError("the mean-field theory knows one audit rule and one side payment; this protocol has "
+                             "several")
+        if side and protocol.aggregate is not mean_aggregate:
+            raise ValueError("the mean-field theory prices side payments on the mean metric, not on a robust "
+                             "aggregate")
+        if audits and audits[0].budget is not None:
+            raise ValueError("the mean-field theory knows k audits a round, not audits within a budget")
+        audit = audits[0] if audits else AuditSanction(0, 0.0, 0.0)
+        C, balanced = (side[0].C, side[0].balanced) if side else (0.0, False)
+        return Setting(n_clients=self.n_clients, phi=self.phi, w=score.w, gamma=self.gamma, delta=self.delta,
+                       pi=score.pi, audits=audit.k, p_detect=audit.p_detect, sanction=audit.S,
+                       audit_policy=audit.policy, score_noise=self.score_noise,
+                       challenge_noise=self.challenge_noise, C=C, balanced=balanced, q0=float(np.mean(self.q0)),
+                       outside=float(np.mean(self.outside)), client_q0=_differing(self.q0),
+                       client_outside=_differing(self.outside), c_mean=self.c_mean, c_std=max(self.c_std, 1e-12),
+                       welfare=self.welfare, kappa=self.kappa, h=self.h, z0=self.z0)
+
+    def sample_world(self, rng: np.random.Generator, batch: int) -> World:
+        """Each client's participation cost for ``batch`` episodes."""
+        return World(np.maximum(0.0, self.c_mean + self.c_std * rng.standard_normal((batch, self.n_clients))))
+
+    def start(self, batch: int) -> RoundState:
+        """Before the first round: nobody has taken part or exited yet; the participation level is
+        ``initial_participation``, with the welfare honest contributions at that level give."""
+        zeros = np.zeros((batch, self.n_clients))
+        level = self.initial_participation
+        first_welfare = float(welfare(level * float(np.mean(self.q0)), self.curve))
+        return RoundState(0, zeros.astype(bool), zeros.astype(bool), np.full(batch, level),
+                          np.full(batch, first_welfare), zeros.copy(), zeros.copy())
+
+    def observe(self, world: World, state: RoundState) -> np.ndarray:
+        """``(B, N, 8)`` observations, laid out :data:`OBSERVATION_FIELDS`."""
+        batch, n = world.cost.shape
+
+        def common(values: np.ndarray) -> np.ndarray:  # one value per episode, seen by every player
+            return np.broadcast_to(values[:, None], (batch, n))
+
+        columns = [np.full((batch, n), state.round / self.rounds), world.cost, state.participated.astype(float),
+                   state.exited.astype(float), common(state.participation), common(state.welfare),
+                   state.paid_score, state.payment]
+        return np.stack(columns, axis=-1)
+
+    def play_round(self, protocol: Protocol, world: World, state: RoundState, actions: np.ndarray,
+                   rng: np.random.Generator) -> Outcome:
+        """One round of ``B`` episodes with checked ``actions`` ``(B, N, 2)``; advances ``state``.
+
+        The random draws (score noise, audit lottery and detection) do not depend on the actions: profiles that
+        differ only in actions are compared on common random numbers."""
+        batch, n = world.cost.shape
+        draws = rng.standard_normal((2, batch, n))
+        lottery, detection = rng.random((2, batch, n))
+        present = (actions[..., 0] >= 0.5) & ~state.exited
+        u = actions[..., 1] * present
+        quality = self.q0 * (1 - self.gamma * u)
+        z = (quality * present).sum(1) / n
+        welfare_now = np.asarray(welfare(z, self.curve))
+        score = quality + self.delta * u + self.score_noise * draws[0]
+        challenge = quality + self.challenge_noise * draws[1]
+        messages = np.stack([present.astype(float), score, challenge, u, lottery, detection], axis=-1)
+        messages[~present, 1:3] = 0.0
+        paid = score_payment(protocol).paid_score(messages)
+        aggregate = participants_aggregate(protocol.aggregate, paid[..., None], present)
+        with np.errstate(invalid="ignore"):  # nobody present: a NaN metric, and nobody's deviation counts
+            sq_deviation = np.where(present, (paid - aggregate) ** 2, 0.0)
+        payments = protocol.payments(messages, aggregate, sq_deviation, present)
+        rewards = np.where(present, self.phi * welfare_now[:, None] - world.cost - payments, self.outside)
+        if not self.rejoin:
+            state.exited = state.exited | ~present
+        state.round += 1
+        state.participated = present
+        state.participation = present.mean(1)
+        state.welfare = welfare_now
+        state.paid_score = paid
+        state.payment = np.where(present, payments, 0.0)
+        return Outcome(messages, aggregate, payments * present, welfare_now, rewards, present)
+
+    def validate_protocol(self, protocol: Protocol) -> None:
+        """The stages this game plays: any action bounds, an aggregation rule that works for any number of
+        participants (1 to ``N``), the broadcast response, and payment rules that read the score or audit fields
+        (the score payment, audits) or the score's deviation (side payments)."""
+        if protocol.aggregate is not mean_aggregate:
+            probe = np.random.default_rng(0).standard_normal((1, self.n_clients, 1))
+            for count in range(1, self.n_clients + 1):
+                try:
+                    protocol.aggregate(probe[:, :count], None)
+                except ValueError as error:
+                    raise ValueError(f"participation_v0: the aggregation rule must work for any number of "
+                                     f"participants, 1 to {self.n_clients}; with {count}: {error}") from error
+        if protocol.respond is not broadcast:
+            raise ValueError("participation_v0 has no server response to perturb (noisy_response applies to the "
+                             "mean-estimation and FedSGD games)")
+        unknown = [r for r in protocol.payment_rules
+                   if not isinstance(r, (ScorePayment, AuditSanction)) and not hasattr(r, "from_deviation")]
+        if unknown:
+            raise ValueError(f"participation_v0 pays on scores, sanctions audits and charges score deviations; it "
+                             f"cannot play the payment rule(s) {unknown}")
+
+
+__all__ = ["MESSAGE_FIELDS", "OBSERVATION_FIELDS", "AuditSanction", "Outcome", "ParticipationGame", "RoundState",
+           "ScorePayment", "World", "participants_aggregate", "score_payment"]

@@ -1,0 +1,147 @@
+"""``participation_v0``: the participation / exit game (SPEC §3) as a PettingZoo ``ParallelEnv``.
+
+``rounds`` steps per episode. Each round every player acts with ``[participate, u]`` (``Box(2)`` in ``[0, 1]^2``):
+it takes part when ``participate >= 0.5`` (unless it exited for good, with ``rejoin=False``), with manipulation
+intensity ``u``. It observes :data:`~fedgames.envs.participation.game.OBSERVATION_FIELDS` (its own cost, last
+round's participation and welfare, its own paid score and payment). Rewards per round: ``phi W - c_i - payment_i``
+for a participant (the payment is minus the score payment ``w y_i``, plus any sanction), ``o_i`` otherwise.
+``infos[agent]``: ``participated``, ``welfare``, ``participation`` (the fraction taking part), ``metric`` (the
+reported model metric, the aggregate of the participants' paid scores: their mean, or under ``robust_aggregation``
+its rule's; NaN when nobody took part), ``paid_score`` and ``payment``. Mechanisms: ``challenge_mixing``, ``audit``
+(``policy=uniform|risk``), ``side_payment`` (on the paid score's deviation from the metric), ``robust_aggregation``
+(of the paid scores; rules that work for any number of participants), ``bounded_attack:component=u``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from fedgames.envs.base import ProtocolEnv, stack_actions
+from fedgames.envs.batch import BatchStep, EpisodeBatch
+from fedgames.envs.participation.game import (
+    OBSERVATION_FIELDS,
+    Outcome,
+    ParticipationGame,
+    RoundState,
+    World,
+)
+from fedgames.envs.protocol import Protocol
+from fedgames.envs.spaces import action_box
+from fedgames.validation import check_call
+
+
+class ParticipationEnv(ProtocolEnv):
+    """PettingZoo parallel env of the participation game; config as :class:`ParticipationGame`."""
+
+    metadata = {"name": "participation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(self, render_mode: str | None = None, **config: Any) -> None:
+        self.set_render_mode(render_mode)
+        check_call("participation_v0", ParticipationGame.__init__, config)
+        self.game = ParticipationGame(**config)
+        self.rounds = self.game.rounds
+        self.protocol: Protocol = self.game.protocol()
+        self.possible_agents = [f"player_{i}" for i in range(self.game.n_clients)]
+        self.agents: list[str] = []
+        low = np.array([0, 0, 0, 0, 0, 0, -np.inf, -np.inf], dtype=np.float32)
+        high = np.array([1, np.inf, 1, 1, 1, 1, np.inf, np.inf], dtype=np.float32)
+        assert len(low) == len(OBSERVATION_FIELDS)
+        self.observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
+        self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
+        n = self.game.n_clients
+        state_high = np.concatenate([[1.0], np.full(n, np.inf), np.ones(2 * n + 2)]).astype(np.float32)
+        self.state_space = spaces.Box(np.zeros(3 + 3 * n, dtype=np.float32), state_high, dtype=np.float32)
+        self._rng = np.random.default_rng()
+        self._world: World | None = None
+        self._state: RoundState | None = None
+        self._last: Outcome | None = None
+
+    def validate_protocol(self, protocol: Protocol) -> None:
+        self.game.validate_protocol(protocol)
+
+    def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> ParticipationBatch:
+        """``size`` episodes under ``protocol``, advanced together (:mod:`fedgames.envs.batch`)."""
+        return ParticipationBatch(self.game, protocol, size, rng)
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        assert self._world is not None and self._state is not None
+        obs = self.game.observe(self._world, self._state)[0].astype(np.float32)
+        return {a: obs[i] for i, a in enumerate(self.possible_agents)}
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._world = self.game.sample_world(self._rng, 1)
+        self._state = self.game.start(1)
+        self._last = None
+        return self._observations(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        self.check_running(self._state is not None)
+        assert self._world is not None and self._state is not None
+        protocol = self.active_protocol
+        checked = protocol.check_actions(stack_actions(actions, self.agents, 2), self.agents)
+        outcome = self.game.play_round(protocol, self._world, self._state, checked, self._rng)
+        self._last = outcome
+        metric = float(outcome.aggregate[0, 0])
+        agents = self.agents
+        infos = {a: {"participated": bool(outcome.present[0, i]), "welfare": float(outcome.welfare[0]),
+                     "participation": float(self._state.participation[0]), "metric": metric,
+                     "paid_score": float(self._state.paid_score[0, i]), "payment": float(self._state.payment[0, i])}
+                 for i, a in enumerate(agents)}
+        done = self._state.round >= self.rounds
+        self.agents = [] if done else agents
+        return (self._observations(), {a: float(outcome.rewards[0, i]) + 0.0 for i, a in enumerate(agents)},
+                {a: done for a in agents}, {a: False for a in agents}, infos)
+
+    def state(self) -> np.ndarray:
+        """The global state (PettingZoo's ``state()``, for centralised critics): ``[round / rounds, c_1 .. c_N,
+        participated_1 .. participated_N, exited_1 .. exited_N, participation, welfare]``, every client's private
+        cost included."""
+        if self._world is None or self._state is None:
+            raise RuntimeError("state() called before reset()")
+        st = self._state
+        return np.concatenate([[st.round / self.rounds], self._world.cost[0], st.participated[0], st.exited[0],
+                               st.participation, st.welfare]).astype(np.float32)
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._last is None or self._state is None:
+            return "participation_v0: no round played yet"
+        return (f"participation_v0 round {self._state.round}/{self.rounds}: participation "
+                f"{self._state.participation[0]:.2f}, welfare {self._last.welfare[0]:.4f}")
+
+    def close(self) -> None:
+        pass
+
+
+class ParticipationBatch(EpisodeBatch):
+    """``size`` episodes of ``participation_v0`` advanced together; one step is one round of every episode."""
+
+    def __init__(self, game: ParticipationGame, protocol: Protocol, size: int, rng: np.random.Generator) -> None:
+        super().__init__(protocol, size, rng)
+        self.game = game
+        self._world: World | None = None
+        self._state: RoundState | None = None
+
+    def reset(self) -> np.ndarray:
+        self._world = self.game.sample_world(self.rng, self.size)
+        self._state = self.game.start(self.size)
+        return self.game.observe(self._world, self._state)
+
+    def step(self, actions: np.ndarray) -> BatchStep:
+        if self._world is None or self._state is None or self._state.round >= self.game.rounds:
+            raise RuntimeError("call reset() before step(), and again after the last round")
+        outcome = self.game.play_round(self.protocol, self._world, self._state, self.protocol.check_actions(actions),
+                                       self.rng)
+        return BatchStep(self.game.observe(self._world, self._state), outcome.rewards,
+                         self._state.round >= self.game.rounds, outcome, outcome.payments)
+
+
+__all__ = ["ParticipationBatch", "ParticipationEnv"]
