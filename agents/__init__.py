@@ -14,4 +14,12 @@ from fedgames.agents.scripted import (
 
 __all__ = [
     "ConstantPolicy",
-    "FixedPolicy", "HonestPolicy", "MyopicParticipant", "Policy", "RandomPolicy", "SB3Policy", "profile_policies", "theory_best_response"]
+    "FixedPolicy",
+    "HonestPolicy",
+    "MyopicParticipant",
+    "Policy",
+    "RandomPolicy",
+    "SB3Policy",
+    "profile_policies",
+    "theory_best_response",
+]

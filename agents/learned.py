@@ -39,6 +39,10 @@ class SB3Policy(Policy):
         deterministic: bool = True,
     ) -> tuple[np.ndarray, Any]:
         """The model's own ``predict`` (``deterministic``, recurrent ``state`` and all), in the game's units."""
-        normalized, state = self.model.predict(np.asarray(observation, dtype=np.float32), state=state,
-                                               episode_start=episode_start, deterministic=deterministic)
+        normalized, state = self.model.predict(
+            np.asarray(observation, dtype=np.float32),
+            state=state,
+            episode_start=episode_start,
+            deterministic=deterministic,
+        )
         return self.scaler.to_env(normalized), state

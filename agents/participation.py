@@ -50,12 +50,15 @@ class MyopicParticipant(Policy):
         try:
             self.setting = game.setting(env.protocol)  # type: ignore[attr-defined]
         except ValueError as error:
-            raise ValueError(f"MyopicParticipant decides by the mean-field theory, which does not cover this game: "
-                             f"{error}") from None
+            raise ValueError(
+                f"MyopicParticipant decides by the mean-field theory, which does not cover this game: {error}"
+            ) from None
         if player is None:
             if np.ptp(game.q0) > 0 or np.ptp(game.outside) > 0:
-                raise ValueError("MyopicParticipant: the clients differ in q0 or outside; give each its own policy "
-                                 "(player='player_i')")
+                raise ValueError(
+                    "MyopicParticipant: the clients differ in q0 or outside; give each its own policy "
+                    "(player='player_i')"
+                )
             index = 0
         elif player in env.possible_agents:
             index = env.possible_agents.index(player)
@@ -71,15 +74,19 @@ class MyopicParticipant(Policy):
         shape = observations.shape[:-1]
         if self.u != "best":
             return np.full(shape, float(self.u))
-        field = {name: observations[..., OBSERVATION_FIELDS.index(name)] for name in ("round", "participation",
-                                                                                       "welfare")}
+        field = {
+            name: observations[..., OBSERVATION_FIELDS.index(name)] for name in ("round", "participation", "welfare")
+        }
         before = self._others(float(field["round"].flat[0]), shape[:1])
         others = np.broadcast_to(before.reshape(before.shape + (1,) * (len(shape) - before.ndim)), shape)
         z = with_own_honesty(welfare_inverse(field["welfare"], self.setting), self.setting, others)
-        cases, where = np.unique(np.stack([field["participation"], z, others], -1).reshape(-1, 3), axis=0,
-                                 return_inverse=True)  # one per episode and round
-        best = [best_manipulation(self.setting, x * self.setting.n_clients, total, others=other)
-                for x, total, other in cases]
+        cases, where = np.unique(
+            np.stack([field["participation"], z, others], -1).reshape(-1, 3), axis=0, return_inverse=True
+        )  # one per episode and round
+        best = [
+            best_manipulation(self.setting, x * self.setting.n_clients, total, others=other)
+            for x, total, other in cases
+        ]
         played = np.array(best)[where.ravel()].reshape(shape)
         assert self._memory is not None
         self._memory = (self._memory[0], before, played.reshape(shape[:1] + (-1,))[..., 0] if shape else played)

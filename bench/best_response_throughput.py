@@ -36,8 +36,9 @@ PLAYER = "player_0"
 
 
 def make_env(args: argparse.Namespace):
-    return fedgames.make("mean_estimation_v0", mechanisms=args.mechanism, n_players=args.n_players, dim=args.dim,
-                         bias_max=0)
+    return fedgames.make(
+        "mean_estimation_v0", mechanisms=args.mechanism, n_players=args.n_players, dim=args.dim, bias_max=0
+    )
 
 
 def others(env) -> dict:
@@ -89,31 +90,42 @@ def learn_rate(make_venv, kwargs: dict, timesteps: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-m", "--mechanism", action="append", default=None,
-                        help="mechanism specs (default: bounded_attack:A=1.5)")
+    parser.add_argument(
+        "-m", "--mechanism", action="append", default=None, help="mechanism specs (default: bounded_attack:A=1.5)"
+    )
     parser.add_argument("--n-players", type=int, default=3)
     parser.add_argument("--dim", type=int, default=2)
     parser.add_argument("--n-envs", type=int, default=1024, help="games per step of BestResponseVecEnv")
     parser.add_argument("--dummy-envs", type=int, default=8, help="BestResponseEnv copies in the DummyVecEnv")
     parser.add_argument("--vec-timesteps", type=int, default=163_840)
     parser.add_argument("--dummy-timesteps", type=int, default=16_384)
-    parser.add_argument("--default-dummy-timesteps", type=int, default=4_096,
-                        help="timesteps of the DummyVecEnv run with the oracle's default (tiny-batch) settings")
+    parser.add_argument(
+        "--default-dummy-timesteps",
+        type=int,
+        default=4_096,
+        help="timesteps of the DummyVecEnv run with the oracle's default (tiny-batch) settings",
+    )
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch intra-op threads (1: the networks are tiny; more threads only contend)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: the networks are tiny; more threads only contend)",
+    )
     args = parser.parse_args()
     args.mechanism = args.mechanism or ["bounded_attack:A=1.5"]
     torch.set_num_threads(args.torch_threads)
     warnings.filterwarnings("ignore", category=UserWarning)
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)); mean_estimation_v0 N={args.n_players}, "
-          f"d={args.dim}, mechanisms {args.mechanism}, bias_max=0, others at the predicted equilibrium")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)); mean_estimation_v0 N={args.n_players}, "
+        f"d={args.dim}, mechanisms {args.mechanism}, bias_max=0, others at the predicted equilibrium"
+    )
 
     vec_steps = env_rate(vec_env(args), 200)
     dummy_steps = env_rate(dummy_env(args), 2_000)
-    print(f"\nraw env steps/s (random actions, no learning)")
+    print("\nraw env steps/s (random actions, no learning)")
     print(f"  BestResponseVecEnv  n_envs={args.n_envs:<5d} {vec_steps:14,.0f}")
     print(f"  DummyVecEnv         n_envs={args.dummy_envs:<5d} {dummy_steps:14,.0f}")
     print(f"  ratio {vec_steps / dummy_steps:,.0f}x")
@@ -128,14 +140,21 @@ def main() -> None:
     vec = learn_rate(lambda s: vec_env(args, s), matched_vec, args.vec_timesteps, args.repeats)
     dummy = learn_rate(lambda s: dummy_env(args, s), matched_dummy, args.dummy_timesteps, args.repeats)
     rows.append((f"matched updates (rollout {rollout}, minibatch {args.n_envs}, 10 epochs)", vec, dummy))
-    vec_default = learn_rate(lambda s: vec_env(args, s), default_algo_kwargs("ppo", args.n_envs),
-                             args.vec_timesteps, args.repeats)
-    dummy_default = learn_rate(lambda s: dummy_env(args, s), default_algo_kwargs("ppo", args.dummy_envs),
-                               args.default_dummy_timesteps, args.repeats)
+    vec_default = learn_rate(
+        lambda s: vec_env(args, s), default_algo_kwargs("ppo", args.n_envs), args.vec_timesteps, args.repeats
+    )
+    dummy_default = learn_rate(
+        lambda s: dummy_env(args, s),
+        default_algo_kwargs("ppo", args.dummy_envs),
+        args.default_dummy_timesteps,
+        args.repeats,
+    )
     rows.append(("oracle defaults (default_algo_kwargs per n_envs)", vec_default, dummy_default))
 
-    print(f"\nPPO learn timesteps/s (vec {args.vec_timesteps:,} timesteps, dummy {args.dummy_timesteps:,} / "
-          f"{args.default_dummy_timesteps:,}; best of {args.repeats})")
+    print(
+        f"\nPPO learn timesteps/s (vec {args.vec_timesteps:,} timesteps, dummy {args.dummy_timesteps:,} / "
+        f"{args.default_dummy_timesteps:,}; best of {args.repeats})"
+    )
     print(f"  {'setting':58s} {'VecEnv':>10s} {'Dummy':>10s} {'ratio':>7s}")
     for name, fast, slow in rows:
         print(f"  {name:58s} {fast:10,.0f} {slow:10,.0f} {fast / slow:6.1f}x")

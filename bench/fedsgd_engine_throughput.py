@@ -49,14 +49,20 @@ from fedgames.envs.fedsgd.models import FemnistCNN  # noqa: E402
 from fedgames.files import write_atomic  # noqa: E402
 
 CLIENTS, SAMPLES = 3, 180
-PATHS = {"naive": naive_client_gradients, "vmap": client_gradients,
-         **{strategy: model_gradients(FemnistCNN(conv1=strategy)) for strategy in CONV1_STRATEGIES},
-         **{f"{strategy}-nchw": model_gradients(FemnistCNN(conv1=strategy, channels_last=False))
-            for strategy in CONV1_STRATEGIES}}
+PATHS = {
+    "naive": naive_client_gradients,
+    "vmap": client_gradients,
+    **{strategy: model_gradients(FemnistCNN(conv1=strategy)) for strategy in CONV1_STRATEGIES},
+    **{
+        f"{strategy}-nchw": model_gradients(FemnistCNN(conv1=strategy, channels_last=False))
+        for strategy in CONV1_STRATEGIES
+    },
+}
 
 
-def make_step(path: str, runs: int, device: str, precision: str, compile: str = "off"
-              ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+def make_step(
+    path: str, runs: int, device: str, precision: str, compile: str = "off"
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """One batched round as a function of the flat parameters ``(R, P)``, and the starting parameters."""
     model = FemnistCNN()
     g = torch.Generator().manual_seed(0)
@@ -80,8 +86,19 @@ def make_step(path: str, runs: int, device: str, precision: str, compile: str = 
 
     def step(theta: torch.Tensor) -> torch.Tensor:
         with cuda_kernel_flags(theta.device, setting.tf32):  # as FedSGDGame.gradients
-            return fedsgd_round(model.loss, theta, like, batch, alpha, batch.weight.sum(-1), lr, noise,
-                                noise_norm="per_tensor", gradients=gradients, complete=complete).theta
+            return fedsgd_round(
+                model.loss,
+                theta,
+                like,
+                batch,
+                alpha,
+                batch.weight.sum(-1),
+                lr,
+                noise,
+                noise_norm="per_tensor",
+                gradients=gradients,
+                complete=complete,
+            ).theta
 
     return step, theta
 
@@ -104,7 +121,8 @@ def profile(path: str, runs: int, device: str, precision: str, compile: str) -> 
     step, theta = make_step(path, runs, device, precision, compile)
     theta = step(theta)
     activities = [torch.profiler.ProfilerActivity.CPU] + (
-        [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else [])
+        [torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else []
+    )
     with torch.profiler.profile(activities=activities) as prof:
         step(theta)
         if device == "cuda":
@@ -119,23 +137,42 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
-    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=["tf32"],
-                        help="of the batched paths (the naive loop: tf32, i.e. float32 on a CPU)")
-    parser.add_argument("--compile", nargs="+", choices=["off", *COMPILE_MODES], default=["off"],
-                        help="torch.compile modes to measure each batched path in (off: eager)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=["tf32"],
+        help="of the batched paths (the naive loop: tf32, i.e. float32 on a CPU)",
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        choices=["off", *COMPILE_MODES],
+        default=["off"],
+        help="torch.compile modes to measure each batched path in (off: eager)",
+    )
     parser.add_argument("--json", help="also write the rates to this JSON file")
     parser.add_argument("--profile", help="write a kernel profile of the fastest batched path at the largest R here")
-    parser.add_argument("--release-memory", action="store_true",
-                        help="on a CPU, let the allocator return freed memory to the system (by default it keeps it "
-                             "for reuse: faster, but its fragmentation grows the peak; R = 64 fits in 24 GB only so)")
+    parser.add_argument(
+        "--release-memory",
+        action="store_true",
+        help="on a CPU, let the allocator return freed memory to the system (by default it keeps it "
+        "for reuse: faster, but its fragmentation grows the peak; R = 64 fits in 24 GB only so)",
+    )
     args = parser.parse_args()
     if args.device == "cpu" and not args.release_memory:
         keep_freed_memory()
     card = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {args.device} ({card}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{CLIENTS} clients x {SAMPLES} samples per run and round")
-    columns = [(p, q, c) for p in args.paths for q in (args.precisions if p != "naive" else ["tf32"])
-               for c in (args.compile if p != "naive" else ["off"])]
+    print(
+        f"device: {args.device} ({card}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"{CLIENTS} clients x {SAMPLES} samples per run and round"
+    )
+    columns = [
+        (p, q, c)
+        for p in args.paths
+        for q in (args.precisions if p != "naive" else ["tf32"])
+        for c in (args.compile if p != "naive" else ["off"])
+    ]
     names = [f"{p}/{q}" + ("" if c == "off" else f"/{c}") for p, q, c in columns]  # the JSON's keys
     short = [name.replace("float32", "fp32").replace("bfloat16", "bf16") for name in names]
     width = max(14, *map(len, short))
@@ -147,8 +184,20 @@ def main() -> None:
         for name, (p, q, c) in zip(names, columns):
             rates[name] = rate(p, runs, args.rounds, args.device, q, c)
             if args.json:  # after every measurement: a run cut short keeps what it measured
-                write_atomic(args.json, json.dumps({"device": args.device, "card": card, "torch": torch.__version__,
-                                                    "clients": CLIENTS, "samples": SAMPLES, "rows": rows}, indent=2))
+                write_atomic(
+                    args.json,
+                    json.dumps(
+                        {
+                            "device": args.device,
+                            "card": card,
+                            "torch": torch.__version__,
+                            "clients": CLIENTS,
+                            "samples": SAMPLES,
+                            "rows": rows,
+                        },
+                        indent=2,
+                    ),
+                )
         naive = rates.get("naive/tf32")
         best = max((v for k, v in rates.items() if not k.startswith("naive")), default=None)
         ratio = f"{best / naive:10.1f}x" if naive and best else ""
@@ -158,8 +207,10 @@ def main() -> None:
         rates = largest["rounds_per_s"]
         fastest = max((k for k in rates if not k.startswith("naive")), key=rates.get)
         path, precision, compile = columns[names.index(fastest)]
-        write_atomic(args.profile, f"{fastest} at R={largest['runs']}\n" +
-                     profile(path, largest["runs"], args.device, precision, compile))
+        write_atomic(
+            args.profile,
+            f"{fastest} at R={largest['runs']}\n" + profile(path, largest["runs"], args.device, precision, compile),
+        )
 
 
 if __name__ == "__main__":

@@ -40,14 +40,16 @@ def main() -> None:
     parser.add_argument("--n-players", type=int, default=5)
     parser.add_argument("--dim", type=int, default=4)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, "
-          f"N={args.n_players}, d={args.dim}, random scripted agents")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, "
+        f"N={args.n_players}, d={args.dim}, random scripted agents"
+    )
     print(f"{'mechanisms':36s} {'loop eps/s':>12s} {'batched eps/s':>14s} {'ratio':>8s}")
     for name, mechanisms in CASES.items():
         env = fedgames.make("mean_estimation_v0", mechanisms=mechanisms, n_players=args.n_players, dim=args.dim)
         policies = {a: RandomPolicy(env.action_space(a)) for a in env.possible_agents}
-        loop = rate(lambda n: simulate_loop(env, policies, n, seed=0), args.episodes_loop)
-        batched = rate(lambda n: simulate(env, policies, n, seed=0), args.episodes_batch)
+        loop = rate(lambda n, env=env, policies=policies: simulate_loop(env, policies, n, seed=0), args.episodes_loop)
+        batched = rate(lambda n, env=env, policies=policies: simulate(env, policies, n, seed=0), args.episodes_batch)
         print(f"{name:36s} {loop:12,.0f} {batched:14,.0f} {batched / loop:7.0f}x")
 
 

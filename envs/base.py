@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 

@@ -128,5 +128,13 @@ def horizon(env: ParallelEnv) -> int:
     return int(getattr(env.unwrapped, "rounds", 1))
 
 
-__all__ = ["BATCH_SIZE", "BatchStep", "EpisodeBatch", "OneRoundBatch", "episode_batch", "horizon", "learner_games",
-           "resolve_batch_size"]
+__all__ = [
+    "BATCH_SIZE",
+    "BatchStep",
+    "EpisodeBatch",
+    "OneRoundBatch",
+    "episode_batch",
+    "horizon",
+    "learner_games",
+    "resolve_batch_size",
+]

@@ -39,9 +39,10 @@ PaymentRule = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(messages (B, N, d), aggregate (B, d)) -> (B, N)``: what each player pays (negative: receives). A rule that
 depends on the messages only through each player's squared deviation ``||m_i - aggregate||^2`` may also have a
 method ``from_deviation(sq_deviation (B, N)[, present (B, N)]) -> (B, N)``, which :meth:`Protocol.payments`
-calls when the game has the deviations already (with ``present`` only where some players sit a round out): the FedSGD engine does (no second pass over millions of parameters
-per message), and the participation game always does (a message's deviation there is its paid score's from the
-reported metric, and only the participants, ``present``, pay or share)."""
+calls when the game has the deviations already (with ``present`` only where some players sit a round
+out): the FedSGD engine does (no second pass over millions of parameters per message), and the participation
+game always does (a message's deviation there is its paid score's from the reported metric, and only the
+participants, ``present``, pay or share)."""
 
 
 def mean_aggregate(messages: Any, weights: Any = None) -> Any:
@@ -122,9 +123,12 @@ class Protocol:
         if not self.payment_rules:
             return None
         extra = () if present is None else (present,)  # a one-argument from_deviation serves games without absentees
-        return sum(rule.from_deviation(sq_deviation, *extra)
-                   if sq_deviation is not None and hasattr(rule, "from_deviation") else rule(messages, aggregate)
-                   for rule in self.payment_rules)
+        return sum(
+            rule.from_deviation(sq_deviation, *extra)
+            if sq_deviation is not None and hasattr(rule, "from_deviation")
+            else rule(messages, aggregate)
+            for rule in self.payment_rules
+        )
 
     def check_actions(self, actions: np.ndarray, agents: Sequence[str] | None = None) -> np.ndarray:
         """Validate a batch of actions ``(B, N, k)`` against the bounds; return them as float64, clipped.

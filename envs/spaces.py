@@ -10,5 +10,4 @@ from fedgames.envs.protocol import Protocol
 
 def action_box(protocol: Protocol) -> spaces.Box:
     """The float32 action ``Box`` of one player under ``protocol``'s bounds."""
-    return spaces.Box(protocol.action_low.astype(np.float32), protocol.action_high.astype(np.float32),
-                      dtype=np.float32)
+    return spaces.Box(protocol.action_low.astype(np.float32), protocol.action_high.astype(np.float32), dtype=np.float32)

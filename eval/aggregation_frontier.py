@@ -35,8 +35,14 @@ defaults). Many clients, as in cross-device learning, where the large-``n`` stan
 misses by up to 40% where a trimming quantile or the median falls between the honest and the gaming scores."""
 
 CONTAMINATION = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)
-RULES: tuple[tuple[str, float], ...] = (("mean", 0.0), ("trimmed_mean", 0.1), ("trimmed_mean", 0.2),
-                                        ("trimmed_mean", 0.3), ("trimmed_mean", 0.4), ("median", 0.0))
+RULES: tuple[tuple[str, float], ...] = (
+    ("mean", 0.0),
+    ("trimmed_mean", 0.1),
+    ("trimmed_mean", 0.2),
+    ("trimmed_mean", 0.3),
+    ("trimmed_mean", 0.4),
+    ("median", 0.0),
+)
 """``(rule, trimming fraction)``."""
 
 
@@ -58,9 +64,15 @@ def _metrics(env: Any, eps: float, episodes: int, seed: int) -> np.ndarray:
     return batch.step(actions).outcome.aggregate[:, 0]
 
 
-def reproduce(out: str | Path, contamination: Sequence[float] = CONTAMINATION,
-              rules: Sequence[tuple[str, float]] = RULES, episodes: int = 2000, seed: int = 0,
-              config: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+def reproduce(
+    out: str | Path,
+    contamination: Sequence[float] = CONTAMINATION,
+    rules: Sequence[tuple[str, float]] = RULES,
+    episodes: int = 2000,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the experiment and write its files to ``out``; returns what ``results.json`` holds.
 
     Args:
@@ -73,8 +85,9 @@ def reproduce(out: str | Path, contamination: Sequence[float] = CONTAMINATION,
     """
     episodes = integer("episodes", episodes, 2)
     if not len(contamination) or not len(rules):
-        raise ValueError(f"contamination and rules must each hold at least one value, got {list(contamination)} "
-                         f"and {list(rules)}")
+        raise ValueError(
+            f"contamination and rules must each hold at least one value, got {list(contamination)} and {list(rules)}"
+        )
     config = dict(FRONTIER_CONFIG if config is None else config)
     if "rounds" in config:
         raise ValueError("config: rounds is the experiment's own (one round per episode)")
@@ -88,13 +101,26 @@ def reproduce(out: str | Path, contamination: Sequence[float] = CONTAMINATION,
         for eps in contamination:
             bias = _metrics(env, float(eps), episodes, seed) - setting.q0
             sd = float(bias.std(ddof=1))
-            points.append({"rule": rule, "fraction": fraction, "eps": float(eps),
-                           "bias": metric_theory.metric_bias(rule, n, eps, b, tau, fraction),
-                           "bias_sim": float(bias.mean()), "bias_se": sd / math.sqrt(episodes),
-                           "sd": metric_theory.metric_sd(rule, n, eps, b, tau, fraction), "sd_sim": sd,
-                           "sd_se": sd / math.sqrt(2 * (episodes - 1))})
-    results = {"experiment": "aggregation-frontier", "config": config, "episodes": episodes, "seed": seed,
-               "points": points}
+            points.append(
+                {
+                    "rule": rule,
+                    "fraction": fraction,
+                    "eps": float(eps),
+                    "bias": metric_theory.metric_bias(rule, n, eps, b, tau, fraction),
+                    "bias_sim": float(bias.mean()),
+                    "bias_se": sd / math.sqrt(episodes),
+                    "sd": metric_theory.metric_sd(rule, n, eps, b, tau, fraction),
+                    "sd_sim": sd,
+                    "sd_se": sd / math.sqrt(2 * (episodes - 1)),
+                }
+            )
+    results = {
+        "experiment": "aggregation-frontier",
+        "config": config,
+        "episodes": episodes,
+        "seed": seed,
+        "points": points,
+    }
     out = Path(out)
     write_atomic(out / "results.json", json.dumps(results, indent=2))
     write_atomic(out / "frontier.csv", csv_text(points))
@@ -115,13 +141,24 @@ def _figure(path: Path, points: list[dict[str, Any]]) -> None:
         rows = [p for p in points if p["eps"] == eps]
         color = f"C{k}"
         ax.plot([p["sd"] for p in rows], [p["bias"] for p in rows], color=color, label=f"eps = {eps:g}")
-        ax.errorbar([p["sd_sim"] for p in rows], [p["bias_sim"] for p in rows], xerr=[2 * p["sd_se"] for p in rows],
-                    yerr=[2 * p["bias_se"] for p in rows], fmt="o", color=color, markersize=3, capsize=2)
+        ax.errorbar(
+            [p["sd_sim"] for p in rows],
+            [p["bias_sim"] for p in rows],
+            xerr=[2 * p["sd_se"] for p in rows],
+            yerr=[2 * p["bias_se"] for p in rows],
+            fmt="o",
+            color=color,
+            markersize=3,
+            capsize=2,
+        )
         if k == len({p["eps"] for p in points}) - 1:
             for p in rows:
                 ax.annotate(_label(p), (p["sd"], p["bias"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel="standard deviation of the metric", ylabel="gaming bias E[M] - q0",
-           title="[G] Prop. 9.3: mean -> trimmed means -> median (line: closed form; points: simulated, 2 SE)")
+    ax.set(
+        xlabel="standard deviation of the metric",
+        ylabel="gaming bias E[M] - q0",
+        title="[G] Prop. 9.3: mean -> trimmed means -> median (line: closed form; points: simulated, 2 SE)",
+    )
     ax.title.set_fontsize(9)
     ax.legend(fontsize="small")
     fig.tight_layout()

@@ -66,15 +66,19 @@ class AgreementReport:
         |predicted|`` over the rows whose prediction is not zero (up to rounding: a thousand-millionth of the
         largest one) (agreement says nothing finer; more episodes narrow it as ``1 / sqrt(episodes)``)."""
         scale = max((abs(r.predicted) for r in self.rows), default=0.0)
-        return max((AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows
-                    if abs(r.predicted) > 1e-9 * scale), default=0.0)
+        return max(
+            (AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows if abs(r.predicted) > 1e-9 * scale),
+            default=0.0,
+        )
 
     def verdict(self) -> str:
         """One line: whether all closed forms agree, and how fine that agreement is."""
         if not self.all_agree:
             return f"SOME closed forms disagree with the simulation (|z| >= {AGREEMENT_Z:g})"
-        return (f"all closed forms agree with the simulation, to within {AGREEMENT_Z:g} SE: a closed form off by "
-                f"less than {self.resolution:.2%} of its value could pass unseen (more episodes narrow this)")
+        return (
+            f"all closed forms agree with the simulation, to within {AGREEMENT_Z:g} SE: a closed form off by "
+            f"less than {self.resolution:.2%} of its value could pass unseen (more episodes narrow this)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -106,13 +110,21 @@ class AgreementReport:
             "| --- | --- | ---: | ---: | ---: | ---: | :---: |",
         ]
         for r in self.rows:
-            lines.append(f"| {r.agent} | {r.quantity} | {r.predicted:.5f} | {r.observed:.5f} | "
-                         f"{r.standard_error:.5f} | {r.z:+.2f} | {'yes' if r.agrees else 'NO'} |")
+            lines.append(
+                f"| {r.agent} | {r.quantity} | {r.predicted:.5f} | {r.observed:.5f} | "
+                f"{r.standard_error:.5f} | {r.z:+.2f} | {'yes' if r.agrees else 'NO'} |"
+            )
         return "\n".join(lines) + "\n"
 
 
-def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int = 100_000,
-                        seed: int = 0, batch_size: int | None = None, progress: bool = False) -> AgreementReport:
+def compare_with_theory(
+    env: ParallelEnv,
+    profile: theory.Profile,
+    episodes: int = 100_000,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> AgreementReport:
     """Simulate ``profile`` on ``env`` (mechanisms included) and compare with Thm 4.1 / D.1 / B.2 / 5.1.
 
     ``batch_size``: episodes simulated at once (``None``: the env's default, 65,536 for the mean-estimation game;
@@ -120,8 +132,9 @@ def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int
     setting = theory.Setting.from_env(env)
     agents = env.possible_agents
     batch_size = resolve_batch_size(env, batch_size)
-    results = simulate(env, profile_policies(profile, agents), episodes, seed=seed, batch_size=batch_size,
-                       progress=progress)
+    results = simulate(
+        env, profile_policies(profile, agents), episodes, seed=seed, batch_size=batch_size, progress=progress
+    )
     predicted = {
         "sq_error": theory.expected_mse(profile, setting.nu, setting.noise_C),
         "reward": theory.expected_reward(profile, setting),
@@ -152,9 +165,44 @@ def compare_with_theory(env: ParallelEnv, profile: theory.Profile, episodes: int
 def game_config(game: Any) -> dict[str, Any]:
     """The public configuration of a game (or env) object, JSON-ready: the mean-estimation game's parameters, the
     FedSGD game's (those of ``FedSGDGame`` and of the ``fedsgd_v0`` env) and the participation game's."""
-    names = ("n_players", "n_samples", "dim", "sigma", "sigma_star", "lam", "alpha_max", "bias_max", "prior_std",
-             "sigma_cv", "rounds", "utility", "active", "lr", "lr_value", "strong_convexity", "eta", "radius",
-             "noise_norm", "weighting", "batch_fraction", "n_clients", "phi", "w", "gamma", "delta", "q0", "outside",
-             "c_mean", "c_std", "score_noise", "challenge_noise", "welfare", "kappa", "h", "z0", "rejoin",
-             "initial_participation")
+    names = (
+        "n_players",
+        "n_samples",
+        "dim",
+        "sigma",
+        "sigma_star",
+        "lam",
+        "alpha_max",
+        "bias_max",
+        "prior_std",
+        "sigma_cv",
+        "rounds",
+        "utility",
+        "active",
+        "lr",
+        "lr_value",
+        "strong_convexity",
+        "eta",
+        "radius",
+        "noise_norm",
+        "weighting",
+        "batch_fraction",
+        "n_clients",
+        "phi",
+        "w",
+        "gamma",
+        "delta",
+        "q0",
+        "outside",
+        "c_mean",
+        "c_std",
+        "score_noise",
+        "challenge_noise",
+        "welfare",
+        "kappa",
+        "h",
+        "z0",
+        "rejoin",
+        "initial_participation",
+    )
     return {n: np.asarray(getattr(game, n)).tolist() for n in names if hasattr(game, n)}

@@ -30,8 +30,14 @@ DOMINO_CONFIG: dict[str, Any] = {"welfare": "s_shaped", "w": 0.2, "c_mean": 0.8,
 """An S-shaped welfare and costly participation: the retention map crosses the diagonal three times."""
 
 
-def reproduce(out: str | Path, n_clients: int = 2000, rounds: int = 30, seed: int = 0, rejoin: bool = True,
-              config: dict[str, Any] | None = None) -> dict[str, Any]:
+def reproduce(
+    out: str | Path,
+    n_clients: int = 2000,
+    rounds: int = 30,
+    seed: int = 0,
+    rejoin: bool = True,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run the experiment and write its files to ``out``; returns what ``results.json`` holds.
 
     Args:
@@ -56,14 +62,18 @@ def reproduce(out: str | Path, n_clients: int = 2000, rounds: int = 30, seed: in
     states = theory.steady_states(setting)
     threshold = theory.domino_threshold(setting)
     if threshold is None:
-        raise ValueError(f"this configuration's retention map has no domino threshold (steady states: "
-                         f"{[round(s.x, 4) for s in states]}); the experiment needs three crossings")
-    starts = sorted({0.2, max(threshold - 0.1, 0.0), threshold - 0.02, threshold + 0.02, min(threshold + 0.1, 1.0),
-                     1.0})
+        raise ValueError(
+            f"this configuration's retention map has no domino threshold (steady states: "
+            f"{[round(s.x, 4) for s in states]}); the experiment needs three crossings"
+        )
+    starts = sorted(
+        {0.2, max(threshold - 0.1, 0.0), threshold - 0.02, threshold + 0.02, min(threshold + 0.1, 1.0), 1.0}
+    )
     runs = []
     for k, start in enumerate(starts):
-        env = fedgames.make("participation_v0", n_clients=n_clients, rounds=rounds, initial_participation=start,
-                            **config)
+        env = fedgames.make(
+            "participation_v0", n_clients=n_clients, rounds=rounds, initial_participation=start, **config
+        )
         batch = episode_batch(env, 1, np.random.default_rng([seed, k]))
         observations, policy, path = batch.reset(), MyopicParticipant(env), [start]
         for _ in range(rounds):
@@ -72,9 +82,14 @@ def reproduce(out: str | Path, n_clients: int = 2000, rounds: int = 30, seed: in
             path.append(float(step.outcome.present.mean()))
         predicted = theory.iterate_retention(start, setting, rounds=rounds, rejoin=rejoin)[-1]
         runs.append({"start": start, "path": path, "final": path[-1], "predicted": float(predicted)})
-    results = {"experiment": "domino", "config": config | {"n_clients": n_clients, "rounds": rounds}, "seed": seed,
-               "steady_states": [{"x": s.x, "slope": s.slope, "stable": s.stable} for s in states],
-               "threshold": threshold, "runs": runs}
+    results = {
+        "experiment": "domino",
+        "config": config | {"n_clients": n_clients, "rounds": rounds},
+        "seed": seed,
+        "steady_states": [{"x": s.x, "slope": s.slope, "stable": s.stable} for s in states],
+        "threshold": threshold,
+        "runs": runs,
+    }
     out = Path(out)
     write_atomic(out / "results.json", json.dumps(results, indent=2))
     write_atomic(out / "paths.csv", _paths_csv(runs))
@@ -83,12 +98,15 @@ def reproduce(out: str | Path, n_clients: int = 2000, rounds: int = 30, seed: in
 
 
 def _paths_csv(runs: list[dict[str, Any]]) -> str:
-    return csv_text([{"start": run["start"], "round": t, "participation": x}
-                     for run in runs for t, x in enumerate(run["path"])], ("start", "round", "participation"))
+    return csv_text(
+        [{"start": run["start"], "round": t, "participation": x} for run in runs for t, x in enumerate(run["path"])],
+        ("start", "round", "participation"),
+    )
 
 
-def _figure(path: Path, setting: theory.Setting, states: list[theory.SteadyState], threshold: float,
-            runs: list[dict[str, Any]]) -> None:
+def _figure(
+    path: Path, setting: theory.Setting, states: list[theory.SteadyState], threshold: float, runs: list[dict[str, Any]]
+) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.5))
@@ -100,8 +118,11 @@ def _figure(path: Path, setting: theory.Setting, states: list[theory.SteadyState
         left.plot(run["path"][:-1], run["path"][1:], ".", markersize=4, alpha=0.6)
     for state in states:
         left.plot(state.x, state.x, "o", markersize=8, color="black", fillstyle="full" if state.stable else "none")
-    left.set(xlabel="participation x(t)", ylabel="x(t+1)",
-             title="retention map; dots: simulated steps (x(t), x(t+1)); circles: steady states (open: unstable)")
+    left.set(
+        xlabel="participation x(t)",
+        ylabel="x(t+1)",
+        title="retention map; dots: simulated steps (x(t), x(t+1)); circles: steady states (open: unstable)",
+    )
     left.title.set_fontsize(9)
     left.legend(fontsize="small")
     for run in runs:

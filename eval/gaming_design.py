@@ -94,10 +94,18 @@ def _late_welfare(env: Any, u: float | str, episodes: int, window: int, seed: in
             return np.mean(welfare[-window:], axis=0)
 
 
-def reproduce(out: str | Path, pis: Sequence[float] = PI_GRID, sanctions: Sequence[float] = SANCTIONS,
-              gain_episodes: int = 1000, welfare_episodes: int = 16, rounds: int = 40, window: int = 20,
-              seed: int = 0,
-              config: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+def reproduce(
+    out: str | Path,
+    pis: Sequence[float] = PI_GRID,
+    sanctions: Sequence[float] = SANCTIONS,
+    gain_episodes: int = 1000,
+    welfare_episodes: int = 16,
+    rounds: int = 40,
+    window: int = 20,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the experiment and write its files to ``out``; returns what ``results.json`` holds.
 
     Args:
@@ -110,8 +118,10 @@ def reproduce(out: str | Path, pis: Sequence[float] = PI_GRID, sanctions: Sequen
         seed: seeds every simulation (common random numbers across the grid).
         config: ``participation_v0`` settings (default :data:`DESIGN_CONFIG`); the audits are :data:`AUDITS`.
     """
-    gain_episodes, welfare_episodes = integer("gain_episodes", gain_episodes, 2), integer("welfare_episodes",
-                                                                                          welfare_episodes, 2)
+    gain_episodes, welfare_episodes = (
+        integer("gain_episodes", gain_episodes, 2),
+        integer("welfare_episodes", welfare_episodes, 2),
+    )
     rounds = integer("rounds", rounds, 1)
     window = integer("window", window, 1)
     if window > rounds:
@@ -136,14 +146,32 @@ def reproduce(out: str | Path, pis: Sequence[float] = PI_GRID, sanctions: Sequen
             honest_mean_field = theory.mean_field_path(setting, 1.0, rounds, u=0.0).welfare[-window:].mean()
         path = theory.mean_field_path(setting, 1.0, rounds)
         pog, pog_se = _mean_se((honest - _late_welfare(env, "best", welfare_episodes, window, seed)) / honest)
-        points.append({"pi": pi, "S": S, "Mi": theory.manipulability_index(setting, n, z),
-                       "gain": theory.gaming_gain(setting, n, z), "gain_sim": gain, "gain_se": gain_se,
-                       "minimum_sanction": theory.minimum_sanction(setting, n, z),
-                       "gaming_rounds": float(path.u[-window:].mean()), "participation": float(path.x[-window:].mean()),
-                       "PoG": float(1.0 - path.welfare[-window:].mean() / honest_mean_field), "PoG_sim": pog,
-                       "PoG_se": pog_se, "PoG_long_run": theory.price_of_gaming(setting)})
-    results = {"experiment": "gaming-design", "config": config | {"rounds": rounds, "window": window}, "audits": AUDITS,
-               "seed": seed, "gain_episodes": gain_episodes, "welfare_episodes": welfare_episodes, "points": points}
+        points.append(
+            {
+                "pi": pi,
+                "S": S,
+                "Mi": theory.manipulability_index(setting, n, z),
+                "gain": theory.gaming_gain(setting, n, z),
+                "gain_sim": gain,
+                "gain_se": gain_se,
+                "minimum_sanction": theory.minimum_sanction(setting, n, z),
+                "gaming_rounds": float(path.u[-window:].mean()),
+                "participation": float(path.x[-window:].mean()),
+                "PoG": float(1.0 - path.welfare[-window:].mean() / honest_mean_field),
+                "PoG_sim": pog,
+                "PoG_se": pog_se,
+                "PoG_long_run": theory.price_of_gaming(setting),
+            }
+        )
+    results = {
+        "experiment": "gaming-design",
+        "config": config | {"rounds": rounds, "window": window},
+        "audits": AUDITS,
+        "seed": seed,
+        "gain_episodes": gain_episodes,
+        "welfare_episodes": welfare_episodes,
+        "points": points,
+    }
     out = Path(out)
     write_atomic(out / "results.json", json.dumps(results, indent=2))
     write_atomic(out / "design.csv", csv_text(points))
@@ -162,14 +190,27 @@ def _figure(path: Path, points: list[dict[str, Any]]) -> None:
         color = f"C{k}"
         for ax, line, sim, se in ((axes[0], "gain", "gain_sim", "gain_se"), (axes[1], "PoG", "PoG_sim", "PoG_se")):
             ax.plot(pis, [p[line] for p in rows], color=color, label=f"S = {S:g}")
-            ax.errorbar(pis, [p[sim] for p in rows], yerr=[2 * p[se] for p in rows], fmt="o", color=color,
-                        markersize=4, capsize=2)
+            ax.errorbar(
+                pis,
+                [p[sim] for p in rows],
+                yerr=[2 * p[se] for p in rows],
+                fmt="o",
+                color=color,
+                markersize=4,
+                capsize=2,
+            )
         axes[0].plot(pis, [p["Mi"] for p in rows], color=color, linestyle=":", linewidth=1)
     axes[0].axhline(0.0, color="gray", linewidth=0.6)
-    axes[0].set(xlabel="challenge-mixing ratio pi", ylabel="round gain of gaming (u = 1) over honesty",
-                title="gain from gaming (line: exact, dotted: Mi = max(g, 0); points: simulated)")
-    axes[1].set(xlabel="challenge-mixing ratio pi", ylabel="PoG = (W_honest - W_eq) / W_honest",
-                title="Price of Gaming (line: mean field; points: myopic clients)")
+    axes[0].set(
+        xlabel="challenge-mixing ratio pi",
+        ylabel="round gain of gaming (u = 1) over honesty",
+        title="gain from gaming (line: exact, dotted: Mi = max(g, 0); points: simulated)",
+    )
+    axes[1].set(
+        xlabel="challenge-mixing ratio pi",
+        ylabel="PoG = (W_honest - W_eq) / W_honest",
+        title="Price of Gaming (line: mean field; points: myopic clients)",
+    )
     for ax in axes:
         ax.title.set_fontsize(9)
         ax.legend(fontsize="small")

@@ -54,12 +54,34 @@ class Scale:
 
 
 SCALES = {
-    "tiny": Scale(writers=24, mean_samples=48, sample_sigma=0.35, rounds=100, runs=3, alphas=(0.0, 4.5, 9.0),
-                  penalties=(0.0, 1e-4, 1e-3, 1e-2), test_fraction=0.5),
-    "small": Scale(writers=120, mean_samples=60, sample_sigma=0.35, rounds=1500, runs=5,
-                   alphas=(0.0, 1.0, 3.0, 6.0, 9.0), penalties=(0.0, 5e-5, 2e-4, 1e-3)),
-    "paper": Scale(writers=3597, mean_samples=226, sample_sigma=0.35, rounds=10650, runs=10,
-                   alphas=tuple(float(a) for a in range(10)), penalties=(0.0, 5e-5, 1e-4, 2e-4)),
+    "tiny": Scale(
+        writers=24,
+        mean_samples=48,
+        sample_sigma=0.35,
+        rounds=100,
+        runs=3,
+        alphas=(0.0, 4.5, 9.0),
+        penalties=(0.0, 1e-4, 1e-3, 1e-2),
+        test_fraction=0.5,
+    ),
+    "small": Scale(
+        writers=120,
+        mean_samples=60,
+        sample_sigma=0.35,
+        rounds=1500,
+        runs=5,
+        alphas=(0.0, 1.0, 3.0, 6.0, 9.0),
+        penalties=(0.0, 5e-5, 2e-4, 1e-3),
+    ),
+    "paper": Scale(
+        writers=3597,
+        mean_samples=226,
+        sample_sigma=0.35,
+        rounds=10650,
+        runs=10,
+        alphas=tuple(float(a) for a in range(10)),
+        penalties=(0.0, 5e-5, 1e-4, 2e-4),
+    ),
 }
 """``tiny``: the whole pipeline in minutes on 2 CPU cores (100 rounds: the CNN gets clearly above chance, far
 from trained); ``small``: hours on a CPU, minutes on a GPU; ``paper``: [H]'s T = 10650 with 10 runs per setting,
@@ -83,9 +105,17 @@ def _run_name(alpha_a: float, alpha_b: float, seed: int) -> str:
     return f"a{alpha_a:g}_b{alpha_b:g}_s{seed}.json"
 
 
-def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, device: str = "auto",
-              seed: int = 0, progress: bool = True, precision: str = "tf32", compile: bool | str = False,
-              checkpoint_minutes: float = 5.0) -> dict[str, Any]:
+def reproduce(
+    scale: str | Scale,
+    out: str | Path,
+    data_dir: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    precision: str = "tf32",
+    compile: bool | str = False,
+    checkpoint_minutes: float = 5.0,
+) -> dict[str, Any]:
     """Run (or resume) the B.3 experiment at ``scale`` into ``out``; return ``results.json``'s content.
 
     ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``. ``precision``: ``"tf32"``
@@ -106,33 +136,60 @@ def reproduce(scale: str | Scale, out: str | Path, data_dir: str | None = None, 
         pending = [(a, b, run) for a, b in settings(budget) if not (out / "runs" / _run_name(a, b, run)).exists()]
         if pending:
             generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + run)
-            _simulate(game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress,
-                      60 * checkpoint_minutes)
+            _simulate(
+                game, pending, in_a, budget.rounds, test_x, test_y, out, generator, progress, 60 * checkpoint_minutes
+            )
     return summarize(out, budget, in_a, seed, data_dir)
 
 
-def build(scale: Scale, data_dir: str | None = None, device: str = "cpu", seed: int = 0,
-          precision: str = "tf32", compile: bool | str = False
-          ) -> tuple[FedSGDGame, np.ndarray, torch.Tensor, torch.Tensor]:
+def build(
+    scale: Scale,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    precision: str = "tf32",
+    compile: bool | str = False,
+) -> tuple[FedSGDGame, np.ndarray, torch.Tensor, torch.Tensor]:
     """The experiment's game (FEMNIST CNN, 3 clients per round, per-tensor noise, size-weighted mean, lr 0.06), the
     group-A mask over its clients and the held-out data."""
-    dataset = (load_leaf_femnist(data_dir, max_writers=scale.writers) if data_dir
-               else synthetic_femnist(n_writers=scale.writers, seed=seed, mean_samples=scale.mean_samples,
-                                      sample_sigma=scale.sample_sigma))
+    dataset = (
+        load_leaf_femnist(data_dir, max_writers=scale.writers)
+        if data_dir
+        else synthetic_femnist(
+            n_writers=scale.writers, seed=seed, mean_samples=scale.mean_samples, sample_sigma=scale.sample_sigma
+        )
+    )
     train, test = dataset.split(scale.test_fraction, seed=seed)
     clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers, device=device)
-    game = FedSGDGame(FemnistCNN(), clients, active=CLIENTS_PER_ROUND, lr_value=LEARNING_RATE,
-                      noise_norm="per_tensor", weighting="size", alpha_max=max(scale.alphas + (1.0,)),
-                      precision=precision, compile=compile)
+    game = FedSGDGame(
+        FemnistCNN(),
+        clients,
+        active=CLIENTS_PER_ROUND,
+        lr_value=LEARNING_RATE,
+        noise_norm="per_tensor",
+        weighting="size",
+        alpha_max=max(scale.alphas + (1.0,)),
+        precision=precision,
+        compile=compile,
+    )
     groups = np.random.default_rng(seed).permutation(clients.n_clients)
     in_a = np.zeros(clients.n_clients, dtype=bool)
-    in_a[groups[:max(1, round(GROUP_A_SHARE * clients.n_clients))]] = True
+    in_a[groups[: max(1, round(GROUP_A_SHARE * clients.n_clients))]] = True
     return game, in_a, torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device)
 
 
-def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.ndarray, rounds: int,
-              test_x: torch.Tensor, test_y: torch.Tensor, out: Path, generator: torch.Generator,
-              progress: bool, checkpoint_seconds: float) -> None:
+def _simulate(
+    game: FedSGDGame,
+    jobs: list[tuple[float, float, int]],
+    in_a: np.ndarray,
+    rounds: int,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    out: Path,
+    generator: torch.Generator,
+    progress: bool,
+    checkpoint_seconds: float,
+) -> None:
     """Advance one seed's runs together (common random numbers), from its checkpoint if it has one for these
     ``jobs``, saving one every ``checkpoint_seconds``; write each finished run to ``out/runs``."""
     device = test_x.device
@@ -141,25 +198,42 @@ def _simulate(game: FedSGDGame, jobs: list[tuple[float, float, int]], in_a: np.n
     mask = torch.as_tensor(in_a, device=device)
     alpha = torch.stack([torch.where(mask, a, b) for a, b, _ in jobs]).float()
     saved = time.monotonic()
-    for _ in tqdm(range(state.round, rounds), initial=state.round, total=rounds, desc=f"{len(jobs)} runs",
-                  disable=not progress, leave=False):
+    for _ in tqdm(
+        range(state.round, rounds),
+        initial=state.round,
+        total=rounds,
+        desc=f"{len(jobs)} runs",
+        disable=not progress,
+        leave=False,
+    ):
         game.play_round(state, alpha, generator)
         if time.monotonic() - saved >= checkpoint_seconds and state.round < rounds:
-            snapshot = {"jobs": jobs, "rounds": rounds, "state": state.state_dict(),
-                        "generator": generator.get_state()}
-            write_atomic(checkpoint, lambda tmp: torch.save(snapshot, tmp))
+            snapshot = {"jobs": jobs, "rounds": rounds, "state": state.state_dict(), "generator": generator.get_state()}
+            write_atomic(checkpoint, lambda tmp, snapshot=snapshot: torch.save(snapshot, tmp))
             saved = time.monotonic()
     metrics = game.evaluate(state.theta, test_x, test_y)
     for k, (a, b, s) in enumerate(jobs):
-        record = {"alpha_A": a, "alpha_B": b, "seed": s, "diverged": bool(state.diverged[k]),
-                  "test_loss": float(metrics["loss"][k]), "test_accuracy": float(metrics["accuracy"][k]),
-                  "paid": state.paid[k].tolist(), "received": state.received[k].tolist()}
+        record = {
+            "alpha_A": a,
+            "alpha_B": b,
+            "seed": s,
+            "diverged": bool(state.diverged[k]),
+            "test_loss": float(metrics["loss"][k]),
+            "test_accuracy": float(metrics["accuracy"][k]),
+            "paid": state.paid[k].tolist(),
+            "received": state.received[k].tolist(),
+        }
         write_atomic(out / "runs" / _run_name(a, b, s), json.dumps(record))
     checkpoint.unlink(missing_ok=True)
 
 
-def _resume(checkpoint: Path, jobs: list[tuple[float, float, int]], rounds: int, generator: torch.Generator,
-            device: torch.device) -> RunState | None:
+def _resume(
+    checkpoint: Path,
+    jobs: list[tuple[float, float, int]],
+    rounds: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> RunState | None:
     """The runs saved in ``checkpoint`` if it holds these ``jobs`` of ``rounds`` rounds (then ``generator``
     continues its stream); ``None`` for none, or another job's."""
     if not checkpoint.exists():
@@ -189,8 +263,10 @@ def _mean_se(values: np.ndarray) -> tuple[list[float], list[float]]:
 
 def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: str | None) -> dict[str, Any]:
     """Curves with standard errors over runs, written as ``results.json``, CSVs and PNGs."""
-    records = {(r["alpha_A"], r["alpha_B"], r["seed"]): r
-               for r in (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")))}
+    records = {
+        (r["alpha_A"], r["alpha_B"], r["seed"]): r
+        for r in (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")))
+    }
 
     def curve(group: str, fixed: float, C: float) -> dict[str, Any]:
         members = in_a if group == "A" else ~in_a
@@ -203,9 +279,17 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
         means, errors = _mean_se(rewards)
         diff_means, diff_errors = _mean_se(rewards - rewards[:1])  # paired by seed (common random numbers)
         other = "alpha_B" if group == "A" else "alpha_A"
-        return {"group": group, other: fixed, "C": C, "alpha": list(scale.alphas), "reward_mean": means,
-                "reward_se": errors, "diff_mean": diff_means, "diff_se": diff_errors,
-                "runs": np.isfinite(rewards).sum(1).tolist()}  # per point: diverged runs left out
+        return {
+            "group": group,
+            other: fixed,
+            "C": C,
+            "alpha": list(scale.alphas),
+            "reward_mean": means,
+            "reward_se": errors,
+            "diff_mean": diff_means,
+            "diff_se": diff_errors,
+            "runs": np.isfinite(rewards).sum(1).tolist(),
+        }  # per point: diverged runs left out
 
     curves = [curve(group, fixed, C) for group in ("A", "B") for fixed in (0.0, 1.0) for C in scale.penalties]
     honest = [records[(0.0, 0.0, s)] for s in range(scale.runs)]
@@ -213,12 +297,20 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
     reference_C = scale.penalties[len(scale.penalties) // 2]
     honest_penalties = [reference_C * (p - q) for r in honest for p, q in zip(r["paid"], r["received"])]
     results = {
-        "experiment": "honesty-b3", "scale": asdict(scale), "seed": seed,
-        "data": data_dir or "synthetic FEMNIST-like writers", "machine": platform.platform(),
-        "clean_accuracy": {"mean": float(np.mean(accuracy)), "se": float(np.std(accuracy, ddof=1) / np.sqrt(len(
-            accuracy))) if len(accuracy) > 1 else math.nan, "chance": 1 / 62},
-        "honest_penalty": {"C": reference_C, "quantiles": dict(zip(("50%", "90%", "98%"), np.quantile(
-            honest_penalties, [0.5, 0.9, 0.98]).tolist()))},
+        "experiment": "honesty-b3",
+        "scale": asdict(scale),
+        "seed": seed,
+        "data": data_dir or "synthetic FEMNIST-like writers",
+        "machine": platform.platform(),
+        "clean_accuracy": {
+            "mean": float(np.mean(accuracy)),
+            "se": float(np.std(accuracy, ddof=1) / np.sqrt(len(accuracy))) if len(accuracy) > 1 else math.nan,
+            "chance": 1 / 62,
+        },
+        "honest_penalty": {
+            "C": reference_C,
+            "quantiles": dict(zip(("50%", "90%", "98%"), np.quantile(honest_penalties, [0.5, 0.9, 0.98]).tolist())),
+        },
         "diverged_runs": sum(r["diverged"] for r in records.values()),
         "curves": curves,
     }
@@ -233,9 +325,16 @@ _PER_ALPHA = ("alpha", "reward_mean", "reward_se", "diff_mean", "diff_se", "runs
 
 
 def _curves_csv(curves: list[dict[str, Any]]) -> str:
-    rows = [{"group": c["group"], "other_alpha": c.get("alpha_B", c.get("alpha_A")), "C": c["C"],
-             **dict(zip(_PER_ALPHA, values))}
-            for c in curves for values in zip(*(c[key] for key in _PER_ALPHA))]
+    rows = [
+        {
+            "group": c["group"],
+            "other_alpha": c.get("alpha_B", c.get("alpha_A")),
+            "C": c["C"],
+            **dict(zip(_PER_ALPHA, values)),
+        }
+        for c in curves
+        for values in zip(*(c[key] for key in _PER_ALPHA))
+    ]
     return csv_text(rows, ("group", "other_alpha", "C", *_PER_ALPHA))
 
 
@@ -247,26 +346,47 @@ def _runs_csv(records: Any) -> str:
 def _figures(out: Path, curves: list[dict[str, Any]], honest_penalties: list[float], reference_C: float) -> None:
     from matplotlib.figure import Figure
 
-    for group, fixed_name, filename in (("A", "alpha_B", "reward_vs_alpha_A.png"),
-                                        ("B", "alpha_A", "reward_vs_alpha_B.png")):
+    for group, fixed_name, filename in (
+        ("A", "alpha_B", "reward_vs_alpha_A.png"),
+        ("B", "alpha_A", "reward_vs_alpha_B.png"),
+    ):
         penalties = sorted({c["C"] for c in curves})
         fig = Figure(figsize=(3.2 * len(penalties), 6), layout="tight")
         axes = fig.subplots(2, len(penalties), sharey=False, squeeze=False)
         for row, fixed in zip(axes, (0.0, 1.0)):  # one panel per C: each on its own scale
             for ax, C in zip(row, penalties):
                 c = next(c for c in curves if c["group"] == group and c[fixed_name] == fixed and c["C"] == C)
-                ax.errorbar(c["alpha"], c["reward_mean"], yerr=c["reward_se"], marker="o", capsize=3,
-                            label="mean ± SE over runs")
+                ax.errorbar(
+                    c["alpha"],
+                    c["reward_mean"],
+                    yerr=c["reward_se"],
+                    marker="o",
+                    capsize=3,
+                    label="mean ± SE over runs",
+                )
                 paired = np.asarray(c["reward_mean"][:1] * len(c["alpha"])) + np.asarray(c["diff_mean"])
-                ax.errorbar(c["alpha"], paired, yerr=c["diff_se"], fmt="none", ecolor="black", capsize=5,
-                            label="± SE of the paired difference")
-                ax.set(xlabel=f"alpha_{group}", ylabel=f"mean reward of group {group}",
-                       title=f"C = {C:g}, {fixed_name} = {fixed:g}")
+                ax.errorbar(
+                    c["alpha"],
+                    paired,
+                    yerr=c["diff_se"],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=5,
+                    label="± SE of the paired difference",
+                )
+                ax.set(
+                    xlabel=f"alpha_{group}",
+                    ylabel=f"mean reward of group {group}",
+                    title=f"C = {C:g}, {fixed_name} = {fixed:g}",
+                )
             row[0].legend(fontsize="x-small")
         write_atomic(out / filename, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
     fig = Figure(figsize=(5, 3.5), layout="tight")
     ax = fig.subplots()
     ax.hist(honest_penalties, bins=30)
-    ax.set(xlabel=f"net penalty of an honest player at C={reference_C:g}", ylabel="players x runs",
-           title="penalties under honesty")
+    ax.set(
+        xlabel=f"net penalty of an honest player at C={reference_C:g}",
+        ylabel="players x runs",
+        title="penalties under honesty",
+    )
     write_atomic(out / "honest_penalties.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))

@@ -45,8 +45,13 @@ class Rollout:
     actions: np.ndarray | None
 
 
-def rollout(batch: EpisodeBatch, policies: Mapping[str, Policy], agents: list[str], rng: np.random.Generator,
-            record_actions: bool = False) -> Rollout:
+def rollout(
+    batch: EpisodeBatch,
+    policies: Mapping[str, Policy],
+    agents: list[str],
+    rng: np.random.Generator,
+    record_actions: bool = False,
+) -> Rollout:
     """Play ``batch`` from reset to its end, each agent's policy acting on its own observations with ``rng``."""
     observations = batch.reset()
     returns, payments, steps = None, None, []
@@ -65,23 +70,34 @@ def rollout(batch: EpisodeBatch, policies: Mapping[str, Policy], agents: list[st
         observations = step.observations
 
 
-def episode_batches(env: ParallelEnv, episodes: int, batch_size: int, rng: np.random.Generator
-                    ) -> Iterator[EpisodeBatch]:
+def episode_batches(
+    env: ParallelEnv, episodes: int, batch_size: int, rng: np.random.Generator
+) -> Iterator[EpisodeBatch]:
     """``episodes`` episodes of ``env`` as consecutive batches of ``batch_size`` (the last one smaller), each made
     when the iteration reaches it, all drawing from ``rng``."""
     for start in range(0, episodes, batch_size):
         yield episode_batch(env, min(batch_size, episodes - start), rng)
 
 
-def recorded_play(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int, batch_size: int,
-                  rng: np.random.Generator, policy_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def recorded_play(
+    env: ParallelEnv,
+    policies: Mapping[str, Policy],
+    episodes: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    policy_rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every step's actions ``(steps, episodes, N, k)`` and the returns ``(episodes, N)`` of ``episodes`` episodes
     played ``batch_size`` at a time (:func:`episode_batches` from ``rng``, the policies acting with
     ``policy_rng``)."""
-    played = [rollout(batch, policies, list(env.possible_agents), policy_rng, record_actions=True)
-              for batch in episode_batches(env, episodes, batch_size, rng)]
-    return (np.concatenate([p.actions for p in played], axis=1),  # type: ignore[misc]
-            np.concatenate([p.returns for p in played]))
+    played = [
+        rollout(batch, policies, list(env.possible_agents), policy_rng, record_actions=True)
+        for batch in episode_batches(env, episodes, batch_size, rng)
+    ]
+    return (
+        np.concatenate([p.actions for p in played], axis=1),  # type: ignore[misc]
+        np.concatenate([p.returns for p in played]),
+    )
 
 
 def simulate(
@@ -108,9 +124,12 @@ def simulate(
     _check_policies(policies, agents)
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     batches = episode_batches(env, episodes, batch_size, rng)
-    chunks = [rollout(batch, policies, agents, policy_rng)
-              for batch in tqdm(batches, desc="episodes", unit="batch", total=-(-episodes // batch_size),
-                                disable=not progress)]
+    chunks = [
+        rollout(batch, policies, agents, policy_rng)
+        for batch in tqdm(
+            batches, desc="episodes", unit="batch", total=-(-episodes // batch_size), disable=not progress
+        )
+    ]
     errors = [getattr(c.outcome, "sq_error", None) for c in chunks]
     return Episodes(
         rewards=np.concatenate([c.returns for c in chunks]),

@@ -35,10 +35,10 @@ from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.eval.agreement import game_config
-from fedgames.files import write_atomic
 from fedgames.eval.montecarlo import simulate
 from fedgames.eval.strategy import summarize_actions, summarize_policy
 from fedgames.eval.theory_hooks import closed_form
+from fedgames.files import write_atomic
 from fedgames.train.oracles import GridOracle, LearnedOracle, constant_actions
 from fedgames.validation import real
 
@@ -49,8 +49,9 @@ SMALL_SAMPLE = 30
 roughly normal, and the percentile bootstrap covers less than its level (about 84% for a nominal 95% at 5)."""
 
 
-def paired_interval(diffs: np.ndarray, level: float, method: str = "normal", resamples: int = 2000,
-                    seed: int = 0) -> tuple[float, float]:
+def paired_interval(
+    diffs: np.ndarray, level: float, method: str = "normal", resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Two-sided ``level`` interval for the mean of ``K >= 2`` paired differences.
 
     ``normal``: the normal-theory (Student-t) interval ``mean -/+ t_{K-1} sd / sqrt(K)``, exact for normal
@@ -91,16 +92,21 @@ def profile_verdict(verdicts: Sequence[str]) -> str:
     return "consistent" if all(v == "consistent" for v in verdicts) else "inconclusive"
 
 
-def caveats(diffs: np.ndarray, high: float, upper_bound: float | None, plateau: bool | None,
-            tolerance: float) -> list[str]:
+def caveats(
+    diffs: np.ndarray, high: float, upper_bound: float | None, plateau: bool | None, tolerance: float
+) -> list[str]:
     """What a reader of a player's verdict should know that the numbers do not say."""
     notes = []
     if not np.any(diffs):
-        notes.append("the reply played exactly as the candidate on every episode: its interval is [0, 0] whatever "
-                     "the number of episodes, and says nothing of what the search missed")
+        notes.append(
+            "the reply played exactly as the candidate on every episode: its interval is [0, 0] whatever "
+            "the number of episodes, and says nothing of what the search missed"
+        )
     if upper_bound is not None and high < tolerance <= upper_bound:
-        notes.append(f"no reply found gains {tolerance:g}, but the grid's upper bound {upper_bound:.5f} does not "
-                     "exclude one: more grid points or episodes per point")
+        notes.append(
+            f"no reply found gains {tolerance:g}, but the grid's upper bound {upper_bound:.5f} does not "
+            "exclude one: more grid points or episodes per point"
+        )
     if plateau is False:
         notes.append("the learning curve had not levelled off: a longer search may find a better reply")
     return notes
@@ -158,8 +164,10 @@ class NashReport:
         interval does, so at confidence at least :attr:`joint_level`. Under learned oracles alone its upper end
         bounds what the replies found, not NashConv itself."""
         low = sum(max(p.ci[0], 0.0) * len(p.represents) for p in self.players)
-        high = sum(max(p.ci[1], p.upper_bound if p.upper_bound is not None else 0.0, 0.0) * len(p.represents)
-                   for p in self.players)
+        high = sum(
+            max(p.ci[1], p.upper_bound if p.upper_bound is not None else 0.0, 0.0) * len(p.represents)
+            for p in self.players
+        )
         return [float(low), float(high)]
 
     @property
@@ -180,11 +188,12 @@ class NashReport:
         data["verdict"] = self.verdict
         data["joint_level"] = self.joint_level
         for player in data["players"]:
-            player["bracket"] = ([player["ci"][0], player["upper_bound"]] if player["upper_bound"] is not None
-                                 else None)
-        data["method"] = (f"paired {self.interval} interval at level {self.level} per player (jointly at least "
-                          f"{self.joint_level:.3g}), {self.episodes} episodes per estimate with common random "
-                          f"numbers, {self.batch_size} at a time; verdict tolerance {self.tolerance}")
+            player["bracket"] = [player["ci"][0], player["upper_bound"]] if player["upper_bound"] is not None else None
+        data["method"] = (
+            f"paired {self.interval} interval at level {self.level} per player (jointly at least "
+            f"{self.joint_level:.3g}), {self.episodes} episodes per estimate with common random "
+            f"numbers, {self.batch_size} at a time; verdict tolerance {self.tolerance}"
+        )
         return data
 
     def to_json(self) -> str:
@@ -210,26 +219,36 @@ class NashReport:
         for p in self.players:
             upper = "-" if p.upper_bound is None else f"{p.upper_bound:.5f}"
             plateau = "-" if p.plateau is None else ("yes" if p.plateau else "NO")
-            lines.append(f"| {p.agent} | **{p.verdict}** | {p.regret:+.5f} | [{p.ci[0]:+.5f}, {p.ci[1]:+.5f}] | "
-                         f"{upper} | {p.oracle} ({p.proves}) | {plateau} |")
-        lines += ["", "| agent | candidate | predicted best reply | found best reply | distance |",
-                  "| --- | --- | --- | --- | ---: |"]
+            lines.append(
+                f"| {p.agent} | **{p.verdict}** | {p.regret:+.5f} | [{p.ci[0]:+.5f}, {p.ci[1]:+.5f}] | "
+                f"{upper} | {p.oracle} ({p.proves}) | {plateau} |"
+            )
+        lines += [
+            "",
+            "| agent | candidate | predicted best reply | found best reply | distance |",
+            "| --- | --- | --- | --- | ---: |",
+        ]
         for p in self.players:
             distance = "-" if p.distance_to_prediction is None else f"{p.distance_to_prediction:.4f}"
             lines.append(f"| {p.agent} | {_fmt(p.candidate)} | {_fmt(p.predicted)} | {_fmt(p.learned)} | {distance} |")
         lines += ["", "Budgets:", ""] + [f"- {p.agent}: `{json.dumps(p.budget, default=float)}`" for p in self.players]
         for p in self.players:
             for other in p.other_oracles:
-                lines.append(f"- {p.agent}, also {other['oracle']} ({other['proves']}): regret {other['regret']:+.5f} "
-                             f"[{other['ci'][0]:+.5f}, {other['ci'][1]:+.5f}]"
-                             + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}"))
+                lines.append(
+                    f"- {p.agent}, also {other['oracle']} ({other['proves']}): regret {other['regret']:+.5f} "
+                    f"[{other['ci'][0]:+.5f}, {other['ci'][1]:+.5f}]"
+                    + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}")
+                )
         notes = [f"- {p.agent}: {note}" for p in self.players for note in p.notes]
         lines += ["", "Caveats:", "", *notes] if notes else []
-        lines += ["", "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it "
-                  "found gains the tolerance. A grid with a Lipschitz term also gives an upper bound over "
-                  "observation-independent strategies (the bracket is [interval low, upper bound]), and "
-                  "'consistent' needs that bound below the tolerance. With several oracles each interval is at the "
-                  "Bonferroni level and the verdict reads the largest regret found."]
+        lines += [
+            "",
+            "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it "
+            "found gains the tolerance. A grid with a Lipschitz term also gives an upper bound over "
+            "observation-independent strategies (the bracket is [interval low, upper bound]), and "
+            "'consistent' needs that bound below the tolerance. With several oracles each interval is at the "
+            "Bonferroni level and the verdict reads the largest regret found.",
+        ]
         return "\n".join(lines) + "\n"
 
     def save(self, out: str | Path) -> list[Path]:
@@ -323,8 +342,11 @@ def nash_check(
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
     if episodes < SMALL_SAMPLE:
-        warnings.warn(f"nash_check: episodes={episodes} < {SMALL_SAMPLE}: the intervals may cover less than their "
-                      f"level {level} (see fedgames.eval.nash.SMALL_SAMPLE)", stacklevel=2)
+        warnings.warn(
+            f"nash_check: episodes={episodes} < {SMALL_SAMPLE}: the intervals may cover less than their "
+            f"level {level} (see fedgames.eval.nash.SMALL_SAMPLE)",
+            stacklevel=2,
+        )
     real("tolerance", tolerance)  # >= 0: a negative one would refute every exact equilibrium
     batch_size = resolve_batch_size(env, batch_size)
     oracles = list(oracle) if isinstance(oracle, Sequence) else [oracle]
@@ -347,8 +369,15 @@ def nash_check(
     baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size).rewards
 
     def summary(agent: str, policy: Policy) -> dict[str, float]:  # descriptive: no more episodes than the estimates
-        return summarize_policy(env, agent, policy, episodes=min(SUMMARY_EPISODES, episodes), seed=seed,
-                                profile=policies, batch_size=batch_size)
+        return summarize_policy(
+            env,
+            agent,
+            policy,
+            episodes=min(SUMMARY_EPISODES, episodes),
+            seed=seed,
+            profile=policies,
+            batch_size=batch_size,
+        )
 
     results = []
     reply_level = 1 - (1 - level) / len(oracles)  # Bonferroni: all replies' intervals hold at once at `level`
@@ -358,38 +387,73 @@ def nash_check(
         replies = []
         for each in oracles:
             found = each.best_response(env, agent, policies, seed=seed, batch_size=batch_size)
-            replied = simulate(env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed,
-                               batch_size=batch_size).rewards
+            replied = simulate(
+                env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed, batch_size=batch_size
+            ).rewards
             diffs = replied[:, index] - baseline[:, index]
-            replies.append((float(diffs.mean()), paired_interval(diffs, reply_level, interval, seed=seed), found,
-                            diffs))
+            replies.append(
+                (float(diffs.mean()), paired_interval(diffs, reply_level, interval, seed=seed), found, diffs)
+            )
         regret, _, found, diffs = max(replies, key=lambda r: r[0])  # the best lower bound, reported as the reply
         low, high = (max(r[1][k] for r in replies) for k in (0, 1))  # holds for the largest regret of the replies
         uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
         upper = min(uppers) if uppers else None
         learned = summary(agent, found.policy)
         predicted, distance = _prediction(env, theory, policies, index, learned)
-        results.append(PlayerCheck(
-            agent=agent, verdict=verdict(low, high, tolerance, upper), regret=regret, ci=[low, high],
-            candidate=summary(agent, policies[agent]), learned=learned,
-            predicted=predicted, distance_to_prediction=distance, oracle=found.oracle, proves=found.proves,
-            upper_bound=upper, budget=found.budget, plateau=found.plateau,
-            curves=found.curves, represents=group,
-            other_oracles=[{"oracle": r[2].oracle, "proves": r[2].proves, "regret": r[0], "ci": list(r[1]),
-                            "upper_bound": r[2].upper_bound, "budget": r[2].budget,
-                            "learned": summary(agent, r[2].policy)}
-                           for r in replies if r[2] is not found],
-            notes=caveats(diffs, high, upper, found.plateau, tolerance),
-        ))
+        results.append(
+            PlayerCheck(
+                agent=agent,
+                verdict=verdict(low, high, tolerance, upper),
+                regret=regret,
+                ci=[low, high],
+                candidate=summary(agent, policies[agent]),
+                learned=learned,
+                predicted=predicted,
+                distance_to_prediction=distance,
+                oracle=found.oracle,
+                proves=found.proves,
+                upper_bound=upper,
+                budget=found.budget,
+                plateau=found.plateau,
+                curves=found.curves,
+                represents=group,
+                other_oracles=[
+                    {
+                        "oracle": r[2].oracle,
+                        "proves": r[2].proves,
+                        "regret": r[0],
+                        "ci": list(r[1]),
+                        "upper_bound": r[2].upper_bound,
+                        "budget": r[2].budget,
+                        "learned": summary(agent, r[2].policy),
+                    }
+                    for r in replies
+                    if r[2] is not found
+                ],
+                notes=caveats(diffs, high, upper, found.plateau, tolerance),
+            )
+        )
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
     config = game_config(env.unwrapped.game) | game_config(env.unwrapped)  # type: ignore[attr-defined]
-    return NashReport(env=env.metadata["name"], mechanisms=mechanisms, config=config,
-                      profile=profile_name, players=results, episodes=episodes, level=level, tolerance=tolerance,
-                      interval=interval, seed=seed, checked=checked, batch_size=batch_size)
+    return NashReport(
+        env=env.metadata["name"],
+        mechanisms=mechanisms,
+        config=config,
+        profile=profile_name,
+        players=results,
+        episodes=episodes,
+        level=level,
+        tolerance=tolerance,
+        interval=interval,
+        seed=seed,
+        checked=checked,
+        batch_size=batch_size,
+    )
 
 
-def _prediction(env: ParallelEnv, theory: Any, policies: Mapping[str, Policy], index: int,
-                learned: Mapping[str, float]) -> tuple[dict[str, float] | None, float | None]:
+def _prediction(
+    env: ParallelEnv, theory: Any, policies: Mapping[str, Policy], index: int, learned: Mapping[str, float]
+) -> tuple[dict[str, float] | None, float | None]:
     """The closed form's best reply (when the game has one and the candidate is constant) and the distance of
     the found reply's mean action to it."""
     if theory is None:

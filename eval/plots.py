@@ -11,8 +11,8 @@ from pettingzoo import ParallelEnv
 
 from fedgames.agents.scripted import profile_policies
 from fedgames.envs.mean_estimation import theory
-from fedgames.files import write_atomic
 from fedgames.eval.montecarlo import simulate
+from fedgames.files import write_atomic
 
 if TYPE_CHECKING:
     from fedgames.eval.nash import NashReport
@@ -62,6 +62,7 @@ def plot_learning_curves(report: NashReport, path: str | Path) -> Path:
     seed of every learned best response."""
     plt = _pyplot()
     from matplotlib.ticker import EngFormatter, MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for player in report.players:
         for seed, curve in enumerate(player.curves):
@@ -75,8 +76,15 @@ def plot_learning_curves(report: NashReport, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_reward_vs_alpha(curves: Sequence[tuple[str, ParallelEnv]], profile: theory.Profile, path: str | Path,
-                         player: int = 0, points: int = 9, episodes: int = 20_000, seed: int = 0) -> Path:
+def plot_reward_vs_alpha(
+    curves: Sequence[tuple[str, ParallelEnv]],
+    profile: theory.Profile,
+    path: str | Path,
+    player: int = 0,
+    points: int = 9,
+    episodes: int = 20_000,
+    seed: int = 0,
+) -> Path:
     """Player ``player``'s expected reward against its own alpha, the others fixed at ``profile``, one curve per
     ``(label, env)`` (e.g. several mechanism strengths, as [H] Fig. 1): closed form as lines, simulated means as
     dots with 2-SE bars."""
@@ -99,8 +107,11 @@ def plot_reward_vs_alpha(curves: Sequence[tuple[str, ParallelEnv]], profile: the
             errors.append(2 * se[player])
         ax.errorbar(dots, means, yerr=errors, fmt="o", capsize=3, color=drawn.get_color())
     agent = curves[0][1].possible_agents[player]
-    ax.set(xlabel=f"alpha of {agent}", ylabel="expected reward",
-           title=f"lines: closed form; dots: simulation ({episodes} episodes, ±2 SE)")
+    ax.set(
+        xlabel=f"alpha of {agent}",
+        ylabel="expected reward",
+        title=f"lines: closed form; dots: simulation ({episodes} episodes, ±2 SE)",
+    )
     ax.legend(fontsize="small")
     fig.tight_layout()
     return _save(fig, path)

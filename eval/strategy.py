@@ -24,8 +24,15 @@ def summarize_actions(action_names: tuple[str, ...], actions: np.ndarray) -> dic
     return summary
 
 
-def summarize_policy(env: ParallelEnv, player: str, policy: Policy, episodes: int = 4096, seed: int = 0,
-                     profile: Mapping[str, Policy] | None = None, batch_size: int | None = None) -> dict[str, float]:
+def summarize_policy(
+    env: ParallelEnv,
+    player: str,
+    policy: Policy,
+    episodes: int = 4096,
+    seed: int = 0,
+    profile: Mapping[str, Policy] | None = None,
+    batch_size: int | None = None,
+) -> dict[str, float]:
     """:func:`summarize_actions` of ``policy``'s actions as ``player``.
 
     One-round games: on ``episodes`` freshly drawn observations of ``player``. Multi-round games: a player's later

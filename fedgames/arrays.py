@@ -9,12 +9,12 @@ result; a torch input gives a torch result of the same dtype on the same device,
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 
 def is_torch(x: Any) -> bool:
@@ -76,7 +76,7 @@ def squared_distance(x: Array, y: Array | None = None, axis: int = -1) -> Array:
     length = x.shape[axis]
     width = max(1 << 12, _CPU_SLICE * length // max(x.numel(), 1))
     center = None if y is None else torch.as_tensor(y, dtype=x.dtype).broadcast_to(x.shape)
-    total = torch.zeros(x.shape[:axis] + x.shape[axis + 1:], dtype=x.dtype)
+    total = torch.zeros(x.shape[:axis] + x.shape[axis + 1 :], dtype=x.dtype)
     for start in range(0, length, width):
         size = min(width, length - start)
         part = x.narrow(axis, start, size)
@@ -103,5 +103,16 @@ def standard_normal(rng: np.random.Generator | torch.Generator, shape: tuple[int
     return rng.standard_normal(shape)
 
 
-__all__ = ["Array", "arange", "argsort", "is_torch", "namespace", "put_along_last", "sort", "squared_distance",
-           "standard_normal", "vector_norm", "zeros"]
+__all__ = [
+    "Array",
+    "arange",
+    "argsort",
+    "is_torch",
+    "namespace",
+    "put_along_last",
+    "sort",
+    "squared_distance",
+    "standard_normal",
+    "vector_norm",
+    "zeros",
+]

@@ -46,8 +46,9 @@ def _profile_values(text: str, allowed: tuple[str, ...], names: tuple[str, ...],
     values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
     unknown = set(values) - set(allowed)
     if unknown:
-        raise ValueError(f"--profile: unknown keys {sorted(unknown)}; use {usage} (one value, or one per player "
-                         "separated by commas)")
+        raise ValueError(
+            f"--profile: unknown keys {sorted(unknown)}; use {usage} (one value, or one per player separated by commas)"
+        )
     return values
 
 
@@ -57,8 +58,9 @@ def _per_player(values: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
     try:
         return np.broadcast_to(value, shape)
     except ValueError:
-        raise ValueError(f"--profile: {key} takes one value or one per player ({shape[0]}), got {value.size} "
-                         "values") from None
+        raise ValueError(
+            f"--profile: {key} takes one value or one per player ({shape[0]}), got {value.size} values"
+        ) from None
 
 
 def _profile(text: str, env):  # noqa: ANN001
@@ -70,8 +72,9 @@ def _profile(text: str, env):  # noqa: ANN001
 
     game, protocol = env.unwrapped.game, env.protocol
     if not isinstance(game, MeanEstimationGame):
-        raise ValueError(f"{env.metadata['name']} has no closed-form profiles: this command needs the "
-                         "mean-estimation game")
+        raise ValueError(
+            f"{env.metadata['name']} has no closed-form profiles: this command needs the mean-estimation game"
+        )
     n, d = game.n_players, game.dim
     closed = closed_form(env)
     if text == "honest":
@@ -84,10 +87,12 @@ def _profile(text: str, env):  # noqa: ANN001
         if not converged:
             raise ValueError("best-response iteration did not converge: the theory predicts no equilibrium here")
         return profile
-    values = _profile_values(text, ("alpha", "beta"), ("honest", "theory"),
-                             "honest, theory, FILE.json or 'alpha=A;beta=B'")
-    return theory.Profile(_per_player(values, "alpha", (n,)), _per_player(values, "beta", (n,)),
-                          _per_player(values, "bias", (n, d)))
+    values = _profile_values(
+        text, ("alpha", "beta"), ("honest", "theory"), "honest, theory, FILE.json or 'alpha=A;beta=B'"
+    )
+    return theory.Profile(
+        _per_player(values, "alpha", (n,)), _per_player(values, "beta", (n,)), _per_player(values, "bias", (n, d))
+    )
 
 
 def _policies(text: str, env) -> dict:  # noqa: ANN001
@@ -106,10 +111,15 @@ def _policies(text: str, env) -> dict:  # noqa: ANN001
     if text == "honest":
         return honest_policies_for(env)
     if text == "theory":
-        raise ValueError("--profile theory: fedsgd_v0 has no closed-form equilibrium (Thm 6.1 only bounds best "
-                         "responses); give honest, FILE.json or 'alpha=A'")
-    alpha = _per_player(_profile_values(text, ("alpha",), ("honest",), "honest, FILE.json or 'alpha=A'"), "alpha",
-                        (len(env.possible_agents),))
+        raise ValueError(
+            "--profile theory: fedsgd_v0 has no closed-form equilibrium (Thm 6.1 only bounds best "
+            "responses); give honest, FILE.json or 'alpha=A'"
+        )
+    alpha = _per_player(
+        _profile_values(text, ("alpha",), ("honest",), "honest, FILE.json or 'alpha=A'"),
+        "alpha",
+        (len(env.possible_agents),),
+    )
     return {agent: ConstantPolicy([a]) for agent, a in zip(env.possible_agents, alpha)}
 
 
@@ -128,8 +138,9 @@ def _participation_policies(text: str, env) -> dict:  # noqa: ANN001
         setting = env.unwrapped.game.setting(env.protocol)
         values = {"participate": 1.0, "u": theory.symmetric_manipulation(setting)}
     else:
-        values = _profile_values(text, ("participate", "u"), ("honest", "theory"),
-                                 "honest, theory, FILE.json or 'participate=P;u=U'")
+        values = _profile_values(
+            text, ("participate", "u"), ("honest", "theory"), "honest, theory, FILE.json or 'participate=P;u=U'"
+        )
     columns = [_per_player({"participate": 1.0} | values, key, (n,)) for key in ("participate", "u")]
     return {agent: ConstantPolicy(np.array([p, u])) for agent, p, u in zip(env.possible_agents, *columns)}
 
@@ -174,14 +185,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         write_atomic(out / "agreement.csv", report.to_csv())
         if not args.no_plot:
             label = " + ".join(m.spec() for m in env.protocol.mechanisms) or "no mechanism"
-            plot_reward_vs_alpha([(label, env)], profile, out / "reward_vs_alpha.png", episodes=args.plot_episodes,
-                                 seed=args.seed)
+            plot_reward_vs_alpha(
+                [(label, env)], profile, out / "reward_vs_alpha.png", episodes=args.plot_episodes, seed=args.seed
+            )
         print(f"wrote {out}/report.json, report.md, agreement.csv" + ("" if args.no_plot else ", reward_vs_alpha.png"))
     return 0
 
 
-QUICK = {"timesteps": 50_000, "seeds": 2, "episodes": 10_000, "grid_points": 9, "grid_episodes": 2_000,
-         "players": "symmetric"}
+QUICK = {
+    "timesteps": 50_000,
+    "seeds": 2,
+    "episodes": 10_000,
+    "grid_points": 9,
+    "grid_episodes": 2_000,
+    "players": "symmetric",
+}
 """``--quick``: a few minutes on 2 CPU cores."""
 
 
@@ -192,13 +210,18 @@ def _strength_variants(args: argparse.Namespace) -> list[tuple[str, object]]:
     specs = [parse_spec(m) for m in args.mechanism]
     scaled = next((k for k, (_, params) in enumerate(specs) if "C" in params), None)
     if scaled is None:
-        return [(" + ".join(args.mechanism) or "no mechanism", fedgames.make(args.env_id, mechanisms=args.mechanism,
-                                                                            **_config(args.env_config)))]
+        return [
+            (
+                " + ".join(args.mechanism) or "no mechanism",
+                fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config)),
+            )
+        ]
     variants = []
     for factor in (0.0, 0.5, 1.0, 2.0):
         C = specs[scaled][1]["C"] * factor
-        mechanisms = [(name, params | {"C": C}) if k == scaled else (name, params)
-                      for k, (name, params) in enumerate(specs)]
+        mechanisms = [
+            (name, params | {"C": C}) if k == scaled else (name, params) for k, (name, params) in enumerate(specs)
+        ]
         env = fedgames.make(args.env_id, mechanisms=mechanisms, **_config(args.env_config))
         variants.append((f"{specs[scaled][0]} C={C:g}", env))
     return variants
@@ -225,24 +248,54 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name in _given(args.oracle, ["ppo"]):
         if name == "grid":
             components = [c for c in ("alpha", "beta", "participate", "u") if c in env.protocol.action_names]
-            oracles.append(make_oracle("grid", components=components, points=_given(args.grid_points, 11),
-                                       episodes=_given(args.grid_episodes, 20_000),
-                                       lipschitz="theory" if closed_form(env) is not None else None,
-                                       level=args.level))
+            oracles.append(
+                make_oracle(
+                    "grid",
+                    components=components,
+                    points=_given(args.grid_points, 11),
+                    episodes=_given(args.grid_episodes, 20_000),
+                    lipschitz="theory" if closed_form(env) is not None else None,
+                    level=args.level,
+                )
+            )
         else:
-            oracles.append(make_oracle(name, timesteps=_given(args.timesteps, 200_000), seeds=_given(args.seeds, 3),
-                                       n_envs=_n_envs(args, env), tensorboard_log=args.tensorboard,
-                                       progress=not args.quiet))
-    report = nash_check(env, policies, oracles, profile_name=args.profile, players=_given(args.players, "all"),
-                        episodes=_given(args.episodes, 20_000), level=args.level, tolerance=args.tolerance,
-                        interval=args.interval, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+            oracles.append(
+                make_oracle(
+                    name,
+                    timesteps=_given(args.timesteps, 200_000),
+                    seeds=_given(args.seeds, 3),
+                    n_envs=_n_envs(args, env),
+                    tensorboard_log=args.tensorboard,
+                    progress=not args.quiet,
+                )
+            )
+    report = nash_check(
+        env,
+        policies,
+        oracles,
+        profile_name=args.profile,
+        players=_given(args.players, "all"),
+        episodes=_given(args.episodes, 20_000),
+        level=args.level,
+        tolerance=args.tolerance,
+        interval=args.interval,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
     print(report.to_markdown())
     if args.out:
         written = report.save(args.out)
         if closed_form(env) is not None:
-            written.append(plot_reward_vs_alpha(_strength_variants(args), _profile(args.profile, env),
-                                                Path(args.out) / "payoff_vs_alpha.png", episodes=5_000,
-                                                seed=args.seed))
+            written.append(
+                plot_reward_vs_alpha(
+                    _strength_variants(args),
+                    _profile(args.profile, env),
+                    Path(args.out) / "payoff_vs_alpha.png",
+                    episodes=5_000,
+                    seed=args.seed,
+                )
+            )
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -259,15 +312,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoints = out / "checkpoints" if out else None
     if args.mode == "independent":
         init = _policies(args.profile, env)
-        result = train_independent(env, algo=args.algo, rounds=_given(args.rounds, 10),
-                                   steps_per_round=_given(args.steps, 100_000), n_envs=_n_envs(args, env),
-                                   seed=args.seed, checkpoint_dir=checkpoints, init=init,
-                                   eval_episodes=args.eval_episodes, progress=not args.quiet)
+        result = train_independent(
+            env,
+            algo=args.algo,
+            rounds=_given(args.rounds, 10),
+            steps_per_round=_given(args.steps, 100_000),
+            n_envs=_n_envs(args, env),
+            seed=args.seed,
+            checkpoint_dir=checkpoints,
+            init=init,
+            eval_episodes=args.eval_episodes,
+            progress=not args.quiet,
+        )
     else:
         steps = _given(args.steps, 100_000)
-        result = train_shared(env, algo=args.algo, total_steps=steps * _given(args.rounds, 10),
-                              n_games=_n_envs(args, env), seed=args.seed, checkpoint_dir=checkpoints,
-                              checkpoint_every=steps, eval_episodes=args.eval_episodes, progress=not args.quiet)
+        result = train_shared(
+            env,
+            algo=args.algo,
+            total_steps=steps * _given(args.rounds, 10),
+            n_games=_n_envs(args, env),
+            seed=args.seed,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=steps,
+            eval_episodes=args.eval_episodes,
+            progress=not args.quiet,
+        )
     last = result.history[-1]
     print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")
     for agent, summary in last["players"].items():
@@ -283,9 +352,11 @@ def _reproduce_domino(args: argparse.Namespace) -> int:
     from fedgames.eval.domino import reproduce
 
     results = reproduce(args.out, seed=args.seed, rejoin=not args.permanent_exit)
-    print(f"domino ([G] Thm 7.2): steady states "
-          + ", ".join(f"{s['x']:.4f} ({'stable' if s['stable'] else 'unstable'})" for s in results["steady_states"])
-          + f"; threshold {results['threshold']:.4f}")
+    print(
+        "domino ([G] Thm 7.2): steady states "
+        + ", ".join(f"{s['x']:.4f} ({'stable' if s['stable'] else 'unstable'})" for s in results["steady_states"])
+        + f"; threshold {results['threshold']:.4f}"
+    )
     for run in results["runs"]:
         print(f"  x_0 = {run['start']:.4f} -> {run['final']:.4f} (mean field: {run['predicted']:.4f})")
     print(f"wrote {args.out}/results.json, paths.csv, retention_map.png")
@@ -307,9 +378,13 @@ def _reproduce_gaming_design(args: argparse.Namespace) -> int:
     return _print_points(
         "gaming design ([G] Thm 9.2, 9.4): pi, S -> gain from gaming (simulated), PoG (simulated)",
         reproduce(args.out, seed=args.seed, progress=not args.quiet),
-        lambda p: (f"pi = {p['pi']:.2f}, S = {p['S']:g}: gain {p['gain']:+.4f} ({p['gain_sim']:+.4f} +- "
-                   f"{p['gain_se']:.4f}), PoG {p['PoG']:.4f} ({p['PoG_sim']:.4f} +- {p['PoG_se']:.4f})"),
-        args.out, "results.json, design.csv, design.png")
+        lambda p: (
+            f"pi = {p['pi']:.2f}, S = {p['S']:g}: gain {p['gain']:+.4f} ({p['gain_sim']:+.4f} +- "
+            f"{p['gain_se']:.4f}), PoG {p['PoG']:.4f} ({p['PoG_sim']:.4f} +- {p['PoG_se']:.4f})"
+        ),
+        args.out,
+        "results.json, design.csv, design.png",
+    )
 
 
 def _reproduce_aggregation_frontier(args: argparse.Namespace) -> int:
@@ -317,12 +392,18 @@ def _reproduce_aggregation_frontier(args: argparse.Namespace) -> int:
 
     def line(p: dict) -> str:
         rule = p["rule"] + (f" {p['fraction']:g}" if p["rule"] == "trimmed_mean" else "")
-        return (f"{rule:<16} eps = {p['eps']:.2f}: bias {p['bias']:.5f} ({p['bias_sim']:.5f} +- {p['bias_se']:.5f}), "
-                f"sd {p['sd']:.5f} ({p['sd_sim']:.5f} +- {p['sd_se']:.5f})")
+        return (
+            f"{rule:<16} eps = {p['eps']:.2f}: bias {p['bias']:.5f} ({p['bias_sim']:.5f} +- {p['bias_se']:.5f}), "
+            f"sd {p['sd']:.5f} ({p['sd_sim']:.5f} +- {p['sd_se']:.5f})"
+        )
 
-    return _print_points("aggregation frontier ([G] Prop. 9.3): rule, eps -> gaming bias, standard deviation "
-                         "(simulated)", reproduce(args.out, seed=args.seed, progress=not args.quiet), line,
-                         args.out, "results.json, frontier.csv, frontier.png")
+    return _print_points(
+        "aggregation frontier ([G] Prop. 9.3): rule, eps -> gaming bias, standard deviation (simulated)",
+        reproduce(args.out, seed=args.seed, progress=not args.quiet),
+        line,
+        args.out,
+        "results.json, frontier.csv, frontier.png",
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -332,25 +413,40 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return _reproduce_gaming_design(args)
     if args.experiment == "aggregation-frontier":
         return _reproduce_aggregation_frontier(args)
-    from fedgames.eval.honesty_b3 import reproduce
     from fedgames.envs.fedsgd.game import resolve_device
+    from fedgames.eval.honesty_b3 import reproduce
     from fedgames.memory import keep_freed_memory
 
     if resolve_device(args.device).type == "cpu":
         keep_freed_memory()
-    results = reproduce(args.scale, args.out, data_dir=args.data_dir, device=args.device, seed=args.seed,
-                        progress=not args.quiet, precision=args.precision,
-                        compile=args.compile, checkpoint_minutes=args.checkpoint_minutes)
+    results = reproduce(
+        args.scale,
+        args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        seed=args.seed,
+        progress=not args.quiet,
+        precision=args.precision,
+        compile=args.compile,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
     accuracy = results["clean_accuracy"]
-    print(f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
-          f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs")
+    print(
+        f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
+        f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs"
+    )
     for c in results["curves"]:
         if c["group"] == "A" and c["alpha_B"] == 0.0:
             best = c["alpha"][int(np.nanargmax(c["reward_mean"]))]
-            print(f"  group A, alpha_B=0, C={c['C']:g}: reward "
-                  + " ".join(f"{m:.3f}" for m in c["reward_mean"]) + f"  (best alpha_A = {best:g})")
-    print(f"wrote {args.out}/results.json, curves.csv, runs.csv, reward_vs_alpha_A.png, reward_vs_alpha_B.png, "
-          "honest_penalties.png (rerun to resume)")
+            print(
+                f"  group A, alpha_B=0, C={c['C']:g}: reward "
+                + " ".join(f"{m:.3f}" for m in c["reward_mean"])
+                + f"  (best alpha_A = {best:g})"
+            )
+    print(
+        f"wrote {args.out}/results.json, curves.csv, runs.csv, reward_vs_alpha_A.png, reward_vs_alpha_B.png, "
+        "honest_penalties.png (rerun to resume)"
+    )
     return 0
 
 
@@ -369,21 +465,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="empirical Nash check of a profile (SPEC §5)")
     _add_env_arguments(check)
-    check.add_argument("--oracle", choices=["ppo", "sac", "td3", "grid"], action="append",
-                       help="best-response oracle, repeatable (default ppo); with a learner and grid the report "
-                            "brackets the regret")
+    check.add_argument(
+        "--oracle",
+        choices=["ppo", "sac", "td3", "grid"],
+        action="append",
+        help="best-response oracle, repeatable (default ppo); with a learner and grid the report brackets the regret",
+    )
     check.add_argument("--timesteps", type=int, help="learned oracles: training episodes per seed (200000)")
     check.add_argument("--seeds", type=int, help="learned oracles: independent trainings, best kept (3)")
-    check.add_argument("--n-envs", type=int, help="learned oracles: games per vectorised step (1024; 256 for "
-                       "multi-round games, whose timesteps are rounds; at most the env's default batch size, e.g. 3 "
-                       "for the FEMNIST CNN)")
+    check.add_argument(
+        "--n-envs",
+        type=int,
+        help="learned oracles: games per vectorised step (1024; 256 for "
+        "multi-round games, whose timesteps are rounds; at most the env's default batch size, e.g. 3 "
+        "for the FEMNIST CNN)",
+    )
     check.add_argument("--grid-points", type=int, help="grid oracle: points per component (11)")
     check.add_argument("--grid-episodes", type=int, help="grid oracle: episodes per grid point (20000)")
     check.add_argument("--episodes", type=int, help="fresh episodes per regret estimate (20000)")
-    check.add_argument("--batch-size", type=int, metavar="N",
-                       help="episodes played at once in every simulation of the check; lower it when memory runs "
-                            "out (default: the env's, 65536 for one-round games; fedsgd_v0 from its model's size, "
-                            "e.g. 3 for the FEMNIST CNN with 3 clients per round)")
+    check.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="episodes played at once in every simulation of the check; lower it when memory runs "
+        "out (default: the env's, 65536 for one-round games; fedsgd_v0 from its model's size, "
+        "e.g. 3 for the FEMNIST CNN with 3 clients per round)",
+    )
     check.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     check.add_argument("--tolerance", type=float, default=5e-3, help="verdict tolerance, reward units")
     check.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
@@ -394,39 +501,68 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="all players learning at once, from a start profile; resumable")
     _add_env_arguments(train)
-    train.add_argument("--mode", choices=["independent", "shared"], default="independent",
-                       help="independent learners (one model per player) or parameter sharing (one model)")
+    train.add_argument(
+        "--mode",
+        choices=["independent", "shared"],
+        default="independent",
+        help="independent learners (one model per player) or parameter sharing (one model)",
+    )
     train.add_argument("--algo", choices=["ppo", "sac", "td3"], default="ppo")
     train.add_argument("--rounds", type=int, help="rounds (independent) or checkpoints (shared) (10)")
     train.add_argument("--steps", type=int, help="episodes per player and round / per checkpoint (100000)")
-    train.add_argument("--n-envs", type=int, help="games per vectorised step (1024; 256 for multi-round games, "
-                       "whose steps are rounds; at most the env's default batch size, e.g. 3 for the FEMNIST CNN)")
-    train.add_argument("--eval-episodes", type=int, default=4096,
-                       help="seeded episodes of each checkpoint's strategy summary (4096)")
+    train.add_argument(
+        "--n-envs",
+        type=int,
+        help="games per vectorised step (1024; 256 for multi-round games, "
+        "whose steps are rounds; at most the env's default batch size, e.g. 3 for the FEMNIST CNN)",
+    )
+    train.add_argument(
+        "--eval-episodes", type=int, default=4096, help="seeded episodes of each checkpoint's strategy summary (4096)"
+    )
     train.add_argument("--quick", action="store_true", help="small budgets: minutes on 2 CPU cores")
     train.set_defaults(run=cmd_train)
 
     repro = sub.add_parser("reproduce", help="reproduce a paper experiment")
-    repro.add_argument("experiment", choices=["honesty-b3", "domino", "gaming-design", "aggregation-frontier"],
-                       help="honesty-b3: [H] App. B.3, the honesty penalty in FedSGD; domino: [G] Thm 7.2, domino "
-                       "exits in the participation game against its retention map; gaming-design: [G] Thm 9.2 / "
-                       "9.4, the gain from gaming and the price of gaming over challenge mixing and sanctions; "
-                       "aggregation-frontier: [G] Prop. 9.3, the reported metric's gaming bias against its spread "
-                       "for the mean, trimmed means and the median")
+    repro.add_argument(
+        "experiment",
+        choices=["honesty-b3", "domino", "gaming-design", "aggregation-frontier"],
+        help="honesty-b3: [H] App. B.3, the honesty penalty in FedSGD; domino: [G] Thm 7.2, domino "
+        "exits in the participation game against its retention map; gaming-design: [G] Thm 9.2 / "
+        "9.4, the gain from gaming and the price of gaming over challenge mixing and sanctions; "
+        "aggregation-frontier: [G] Prop. 9.3, the reported metric's gaming bias against its spread "
+        "for the mean, trimmed means and the median",
+    )
     repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny", help="honesty-b3's budget")
-    repro.add_argument("--permanent-exit", action="store_true",
-                       help="domino: an exit is for good (participation_v0's rejoin=false); default: clients rejoin")
+    repro.add_argument(
+        "--permanent-exit",
+        action="store_true",
+        help="domino: an exit is for good (participation_v0's rejoin=false); default: clients rejoin",
+    )
     repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
     repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
     repro.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    repro.add_argument("--precision", choices=["float32", "tf32", "bfloat16"], default="tf32",
-                       help="tf32 (default): float32 with TF32 tensor cores on CUDA, float32 on a CPU; float32: IEEE "
-                       "float32 throughout; bfloat16: client gradients under bf16 autocast (the GPU's fastest)")
-    repro.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
-                       help="torch.compile the client gradients, optionally in a torch.compile mode (default, "
-                       "max-autotune, ...): a one-off compilation, then fused GPU kernels")
-    repro.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                       help="save the runs in progress this often (DIR/checkpoints; a rerun resumes from there)")
+    repro.add_argument(
+        "--precision",
+        choices=["float32", "tf32", "bfloat16"],
+        default="tf32",
+        help="tf32 (default): float32 with TF32 tensor cores on CUDA, float32 on a CPU; float32: IEEE "
+        "float32 throughout; bfloat16: client gradients under bf16 autocast (the GPU's fastest)",
+    )
+    repro.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=False,
+        metavar="MODE",
+        help="torch.compile the client gradients, optionally in a torch.compile mode (default, "
+        "max-autotune, ...): a one-off compilation, then fused GPU kernels",
+    )
+    repro.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=5.0,
+        help="save the runs in progress this often (DIR/checkpoints; a rerun resumes from there)",
+    )
     repro.add_argument("--seed", type=_seed, default=0)
     repro.add_argument("--quiet", action="store_true")
     repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")
@@ -449,26 +585,53 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
     """Arguments shared by the commands that build an env and a profile (``closed_form``: for a command that needs
     a game with closed-form predictions, which fedsgd_v0 is not)."""
     if closed_form:
-        parser.add_argument("env_id", help="a game with closed-form predictions: mean_estimation_v0 (fedsgd_v0 has "
-                                           "none; `fedgames check` and `train` take it)")
+        parser.add_argument(
+            "env_id",
+            help="a game with closed-form predictions: mean_estimation_v0 (fedsgd_v0 has "
+            "none; `fedgames check` and `train` take it)",
+        )
     else:
         parser.add_argument("env_id", help="e.g. mean_estimation_v0, fedsgd_v0 or participation_v0")
-    parser.add_argument("-m", "--mechanism", action="append", default=[], metavar="SPEC",
-                        help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
-                             "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median")
-    parser.add_argument("-e", "--env-config", action="append", default=[], metavar="KEY=VALUE",
-                        help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2 (fedsgd_v0: -e rounds=10 "
-                             "-e lr=decaying -e radius=3 ...; JSON values too: "
-                             "-e 'byzantine={\"player_1\": \"sign_flip\"}')")
+    parser.add_argument(
+        "-m",
+        "--mechanism",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="mechanism spec, repeatable, innermost first: side_payment:C=0.4,balanced=true, "
+        "noisy_response:C=0.5, bounded_attack:A=1.5, robust_aggregation:rule=median",
+    )
+    parser.add_argument(
+        "-e",
+        "--env-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env config, repeatable: -e n_players=4 -e lam=1,0.5,2 (fedsgd_v0: -e rounds=10 "
+        "-e lr=decaying -e radius=3 ...; JSON values too: "
+        '-e \'byzantine={"player_1": "sign_flip"}\')',
+    )
     profiles = "honest | theory (the predicted equilibrium) | FILE.json | 'alpha=A;beta=B'"
-    parser.add_argument("--profile", default="honest", help=profiles if closed_form else profiles + (
-        "; fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round); participation_v0: honest | theory "
-        "| FILE.json | 'participate=P;u=U'"))
+    parser.add_argument(
+        "--profile",
+        default="honest",
+        help=profiles
+        if closed_form
+        else profiles
+        + (
+            "; fedsgd_v0: honest | FILE.json | 'alpha=A' (constant in every round); participation_v0: honest | theory "
+            "| FILE.json | 'participate=P;u=U'"
+        ),
+    )
     parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument("--out", help="folder for the report files and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch intra-op threads (1: the small policy networks gain nothing from more)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: the small policy networks gain nothing from more)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

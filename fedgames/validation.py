@@ -20,8 +20,14 @@ def integer(name: str, value: object, minimum: int, maximum: int | None = None) 
     return int(value)  # type: ignore[arg-type]
 
 
-def real(name: str, value: object, minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False,
-         strict_maximum: bool = False) -> float:
+def real(
+    name: str,
+    value: object,
+    minimum: float = 0.0,
+    maximum: float = float("inf"),
+    strict: bool = False,
+    strict_maximum: bool = False,
+) -> float:
     """``value`` as a finite ``float`` in ``[minimum, maximum]``; ``strict`` / ``strict_maximum`` open an end."""
     try:
         if isinstance(value, (bool, np.bool_, str)):
@@ -29,8 +35,13 @@ def real(name: str, value: object, minimum: float = 0.0, maximum: float = float(
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if (not np.isfinite(x) or x < minimum or x > maximum or (strict and x == minimum)
-            or (strict_maximum and x == maximum)):
+    if (
+        not np.isfinite(x)
+        or x < minimum
+        or x > maximum
+        or (strict and x == minimum)
+        or (strict_maximum and x == maximum)
+    ):
         if maximum == float("inf"):
             allowed = f"> {minimum:g}" if strict else f">= {minimum:g}"
         else:
@@ -49,8 +60,9 @@ def per_player(name: str, value: object, n_players: int, minimum: float = 0.0, s
     return np.array([real(f"{name}[{i}]", v, minimum, strict=strict) for i, v in enumerate(values)])
 
 
-def check_call(owner: str, function: Callable[..., Any], given: dict[str, Any], skip: int = 1,
-               also_allowed: tuple[str, ...] = ()) -> None:
+def check_call(
+    owner: str, function: Callable[..., Any], given: dict[str, Any], skip: int = 1, also_allowed: tuple[str, ...] = ()
+) -> None:
     """Raise a ``ValueError`` if ``given`` has a keyword ``function`` does not take (with a 'did you mean') or
     lacks one it requires; the first ``skip`` positional parameters are not counted."""
     parameters = list(inspect.signature(function).parameters.values())[skip:]
@@ -59,8 +71,9 @@ def check_call(owner: str, function: Callable[..., Any], given: dict[str, Any], 
     if not any(p.kind is p.VAR_KEYWORD for p in parameters):
         for name in given:
             if name not in allowed:
-                raise ValueError(f"{owner}: unknown parameter {name!r}{did_you_mean(name, allowed)} "
-                                 f"(parameters: {allowed})")
+                raise ValueError(
+                    f"{owner}: unknown parameter {name!r}{did_you_mean(name, allowed)} (parameters: {allowed})"
+                )
     missing = [p.name for p in parameters if p.default is p.empty and p.name in named and p.name not in given]
     if missing:
         raise ValueError(f"{owner} needs parameter(s) {missing}")

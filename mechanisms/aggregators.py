@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,13 +71,10 @@ def _check_messages(messages: Array, rule: str) -> Array:
     x = _as_real(messages, rule)
     if x.ndim != 3:
         raise ValueError(
-            f"{rule}: messages must have shape (B, N, d) (ndim == 3), "
-            f"got ndim={x.ndim} with shape {tuple(x.shape)}"
+            f"{rule}: messages must have shape (B, N, d) (ndim == 3), got ndim={x.ndim} with shape {tuple(x.shape)}"
         )
     if x.shape[1] < 1 or x.shape[2] < 1:
-        raise ValueError(
-            f"{rule}: messages needs n_players >= 1 and d >= 1, got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{rule}: messages needs n_players >= 1 and d >= 1, got shape {tuple(x.shape)}")
     if not bool(namespace(x).isfinite(x).all()):
         raise ValueError(f"{rule}: messages must be finite, got NaN or inf entries")
     return x
@@ -97,9 +94,7 @@ def _check_positive_float(rule: str, name: str, value: object, *, allow_inf: boo
     v = float(value)
     if not v > 0 or (math.isinf(v) and not allow_inf):
         allowed = "0 < {} <= inf" if allow_inf else "0 < {} < inf"
-        raise ValueError(
-            f"{rule}: {name} must satisfy {allowed.format(name)}, got {name}={value!r}"
-        )
+        raise ValueError(f"{rule}: {name} must satisfy {allowed.format(name)}, got {name}={value!r}")
     return v
 
 
@@ -144,9 +139,7 @@ def _krum_scores(x: Array, f: int, rule: str) -> Array:
     if f < 0:
         raise ValueError(f"{rule}: f must satisfy f >= 0, got f={f}")
     if n <= 2 * f + 2:
-        raise ValueError(
-            f"{rule}: f={f} needs n_players > 2*f + 2 = {2 * f + 2}, got n_players={n}"
-        )
+        raise ValueError(f"{rule}: f={f} needs n_players > 2*f + 2 = {2 * f + 2}, got n_players={n}")
     # Exclude each message's distance to itself; +inf sorts last.
     dists = _no_self(_pairwise_sq_dists(x), math.inf)
     return sort(dists, 2)[:, :, : n - f - 2].sum(2)
@@ -182,9 +175,7 @@ def median(messages: Array) -> Array:
     return (ordered[:, half - 1] + ordered[:, half]) / 2
 
 
-def trimmed_mean(
-    messages: Array, f: int | None = None, fraction: float | None = None
-) -> Array:
+def trimmed_mean(messages: Array, f: int | None = None, fraction: float | None = None) -> Array:
     """Coordinate-wise trimmed mean.
 
     Per episode b and coordinate k, sort ``messages[b, :, k]`` ascending into
@@ -201,21 +192,12 @@ def trimmed_mean(
     x = _check_messages(messages, "trimmed_mean")
     n = x.shape[1]
     if f is not None and fraction is not None:
-        raise ValueError(
-            f"trimmed_mean: give at most one of f and fraction, got f={f!r} and "
-            f"fraction={fraction!r}"
-        )
+        raise ValueError(f"trimmed_mean: give at most one of f and fraction, got f={f!r} and fraction={fraction!r}")
     if fraction is not None:
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-            raise ValueError(
-                f"trimmed_mean: fraction must be a real number in [0, 0.5), "
-                f"got fraction={fraction!r}"
-            )
+            raise ValueError(f"trimmed_mean: fraction must be a real number in [0, 0.5), got fraction={fraction!r}")
         if not 0.0 <= float(fraction) < 0.5:
-            raise ValueError(
-                f"trimmed_mean: fraction must satisfy 0 <= fraction < 0.5, "
-                f"got fraction={fraction!r}"
-            )
+            raise ValueError(f"trimmed_mean: fraction must satisfy 0 <= fraction < 0.5, got fraction={fraction!r}")
         f = math.floor(float(fraction) * n)
     f = 0 if f is None else _check_int("trimmed_mean", "f", f)
     if f < 0 or n - 2 * f < 1:
@@ -278,9 +260,7 @@ def _multi_krum(messages: Array, f: int, m: int, rule: str) -> Array:
     return _selection_mean(x, best[:, None, :])[:, 0, :]
 
 
-def geometric_median(
-    messages: Array, tol: float = 1e-8, max_iter: int = 1000, eps: float = 1e-12
-) -> Array:
+def geometric_median(messages: Array, tol: float = 1e-8, max_iter: int = 1000, eps: float = 1e-12) -> Array:
     """Approximate geometric median by the (smoothed) Weiszfeld algorithm.
 
     The geometric median of ``x_1, ..., x_N`` is ``argmin_z sum_i ||z - x_i||``.
@@ -317,9 +297,7 @@ def geometric_median(
     eps = _check_positive_float("geometric_median", "eps", eps, allow_inf=False)
     max_iter = _check_int("geometric_median", "max_iter", max_iter)
     if max_iter < 1:
-        raise ValueError(
-            f"geometric_median: max_iter must satisfy max_iter >= 1, got max_iter={max_iter}"
-        )
+        raise ValueError(f"geometric_median: max_iter must satisfy max_iter >= 1, got max_iter={max_iter}")
     xp = namespace(x)
     z = x.mean(1)
     threshold = tol * (1.0 + xp.amax(vector_norm(x - z[:, None, :], 2), 1))
@@ -378,9 +356,7 @@ def nearest_neighbor_mixing(messages: Array, f: int) -> Array:
     n = x.shape[1]
     f = _check_int("nearest_neighbor_mixing", "f", f)
     if not 0 <= f < n:
-        raise ValueError(
-            f"nearest_neighbor_mixing: f must satisfy 0 <= f < n_players = {n}, got f={f}"
-        )
+        raise ValueError(f"nearest_neighbor_mixing: f must satisfy 0 <= f < n_players = {n}, got f={f}")
     # Force each message to be its own first neighbour (distances are >= 0).
     dists = _no_self(_pairwise_sq_dists(x), -1.0)
     return _selection_mean(x, argsort(dists, 2)[:, :, : n - f])

@@ -38,8 +38,16 @@ class Audit(Mechanism):
 
     id = "audit"
 
-    def __init__(self, env: ParallelEnv, k: int | None = None, p_detect: float = 0.5, S: float = 1.0,
-                 policy: str = "uniform", budget: float | None = None, costs: float | Sequence[float] = 1.0) -> None:
+    def __init__(
+        self,
+        env: ParallelEnv,
+        k: int | None = None,
+        p_detect: float = 0.5,
+        S: float = 1.0,
+        policy: str = "uniform",
+        budget: float | None = None,
+        costs: float | Sequence[float] = 1.0,
+    ) -> None:
         self.k = k if k is None else integer("audit: k", k, 1)
         self.budget = budget if budget is None else real("audit: budget", budget, strict=True)
         checked = per_player("audit: costs", _cost_values(costs), len(env.possible_agents), strict=True)

@@ -45,8 +45,11 @@ class Mechanism(BaseParallelWrapper):
     def params(self) -> dict[str, Any]:
         """The mechanism's public parameters that differ from their defaults (for reports and specs)."""
         parameters = list(inspect.signature(type(self).__init__).parameters.values())[2:]
-        return {p.name: getattr(self, p.name) for p in parameters
-                if hasattr(self, p.name) and getattr(self, p.name) != p.default}
+        return {
+            p.name: getattr(self, p.name)
+            for p in parameters
+            if hasattr(self, p.name) and getattr(self, p.name) != p.default
+        }
 
     def spec(self) -> str:
         """The spec string that rebuilds this mechanism, e.g. ``"side_payment:C=0.4,balanced=true"``."""

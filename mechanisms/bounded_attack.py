@@ -35,8 +35,9 @@ class BoundedAttack(Mechanism):
         k = protocol.action_index(self.component)
         low, high = protocol.action_low[k], protocol.action_high[k]
         if not low <= self.A <= high:
-            raise ValueError(f"bounded_attack: A must lie in [{low:g}, {high:g}] (the {self.component} range), "
-                             f"got {self.A!r}")
+            raise ValueError(
+                f"bounded_attack: A must lie in [{low:g}, {high:g}] (the {self.component} range), got {self.A!r}"
+            )
         action_high = protocol.action_high.copy()
         action_high[k] = self.A
         return protocol.with_stage(self, action_high=action_high)

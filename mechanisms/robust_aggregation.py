@@ -33,13 +33,25 @@ class RobustAggregation(Mechanism):
 
     id = "robust_aggregation"
 
-    def __init__(self, env: ParallelEnv, rule: str = "median", clip_norm: float | None = None,
-                 mixing_f: int | None = None, **rule_params: Any) -> None:
+    def __init__(
+        self,
+        env: ParallelEnv,
+        rule: str = "median",
+        clip_norm: float | None = None,
+        mixing_f: int | None = None,
+        **rule_params: Any,
+    ) -> None:
         if rule not in aggregators.RULES:
-            raise ValueError(f"robust_aggregation: unknown rule {rule!r}{did_you_mean(rule, aggregators.RULES)} "
-                             f"(rules: {list(aggregators.RULES)})")
-        check_call(f"robust_aggregation rule {rule}", aggregators.RULES[rule], rule_params,
-                   also_allowed=("rule", "clip_norm", "mixing_f"))
+            raise ValueError(
+                f"robust_aggregation: unknown rule {rule!r}{did_you_mean(rule, aggregators.RULES)} "
+                f"(rules: {list(aggregators.RULES)})"
+            )
+        check_call(
+            f"robust_aggregation rule {rule}",
+            aggregators.RULES[rule],
+            rule_params,
+            also_allowed=("rule", "clip_norm", "mixing_f"),
+        )
         self.rule = rule
         self.clip_norm = clip_norm
         self.mixing_f = mixing_f

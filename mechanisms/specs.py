@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 from pettingzoo import ParallelEnv
 
 from fedgames.errors import did_you_mean
-from fedgames.parsing import parse_assignment
-from fedgames.mechanisms.base import Mechanism
-from fedgames.validation import check_call
 from fedgames.mechanisms.audit import Audit, ChallengeMixing
+from fedgames.mechanisms.base import Mechanism
 from fedgames.mechanisms.bounded_attack import BoundedAttack
 from fedgames.mechanisms.noisy_response import NoisyResponse
 from fedgames.mechanisms.robust_aggregation import RobustAggregation
 from fedgames.mechanisms.side_payment import SidePayment
+from fedgames.parsing import parse_assignment
+from fedgames.validation import check_call
 
 MECHANISMS: dict[str, type[Mechanism]] = {
     cls.id: cls for cls in (SidePayment, NoisyResponse, BoundedAttack, RobustAggregation, Audit, ChallengeMixing)
 }
 """Mechanism wrappers by spec id."""
 
-MechanismSpec = Union[str, tuple[str, Mapping[str, Any]], Callable[[ParallelEnv], ParallelEnv]]
+MechanismSpec = str | tuple[str, Mapping[str, Any]] | Callable[[ParallelEnv], ParallelEnv]
 """A spec string, an ``(id, params)`` pair, or any callable ``env -> wrapped env``."""
 
 
@@ -53,8 +53,10 @@ def apply_mechanism(env: ParallelEnv, spec: MechanismSpec) -> ParallelEnv:
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
         name, params = spec[0], dict(spec[1])
     else:
-        raise ValueError(f"a mechanism spec is a string 'id:key=value,...', an (id, params) pair or a callable "
-                         f"env -> env; got {spec!r}")
+        raise ValueError(
+            f"a mechanism spec is a string 'id:key=value,...', an (id, params) pair or a callable "
+            f"env -> env; got {spec!r}"
+        )
     cls = resolve(name)
     check_call(f"mechanism {name}", cls.__init__, params, skip=2)
     return cls(env, **params)

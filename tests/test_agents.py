@@ -92,8 +92,9 @@ def test_random_policy_is_uniform_over_the_box():
     np.testing.assert_array_less(np.abs(act.var(axis=0) - variance), 4 * np.sqrt((width**4 / 80 - variance**2) / n))
 
 
-@pytest.mark.parametrize("policy", [HonestPolicy(2), FixedPolicy(1.0, 0.5, [0.1, 0.2]),
-                                    RandomPolicy(make(dim=2).action_space("player_0"))])
+@pytest.mark.parametrize(
+    "policy", [HonestPolicy(2), FixedPolicy(1.0, 0.5, [0.1, 0.2]), RandomPolicy(make(dim=2).action_space("player_0"))]
+)
 def test_predict_returns_action_and_state(policy):
     obs = np.zeros(3, dtype=np.float32)
     state = object()
@@ -166,8 +167,11 @@ def test_theory_best_response_bounded_attack_without_bias_is_cor_b1():
 def test_theory_best_response_no_mechanism_is_alpha_max(alpha_max):
     env = make(n_players=3, dim=2, alpha_max=alpha_max)
     nu = float(env.unwrapped.game.nu[0])
-    for profile in (Profile.symmetric(3, 2), bounded_equilibrium(1.0, nu, 3, 2)[0],
-                    Profile.symmetric(3, 2, alpha=alpha_max, beta=0.3)):
+    for profile in (
+        Profile.symmetric(3, 2),
+        bounded_equilibrium(1.0, nu, 3, 2)[0],
+        Profile.symmetric(3, 2, alpha=alpha_max, beta=0.3),
+    ):
         for i in range(3):
             assert theory_best_response(env, profile, i).alpha == alpha_max
 
@@ -195,10 +199,13 @@ def fixed_profile_policies(env):
     }
 
 
-@pytest.mark.parametrize("mechanisms, has_payment", [
-    ([], False),
-    (["noisy_response:C=0.5", "side_payment:C=0.3"], True),
-])
+@pytest.mark.parametrize(
+    "mechanisms, has_payment",
+    [
+        ([], False),
+        (["noisy_response:C=0.5", "side_payment:C=0.3"], True),
+    ],
+)
 def test_simulate_and_simulate_loop_agree(mechanisms, has_payment):
     env = make(mechanisms, n_players=3, dim=2)
     policies = fixed_profile_policies(env)
@@ -224,8 +231,9 @@ def test_simulate_matches_closed_form_mse():
 
     env = make(n_players=3, dim=2)
     policies = fixed_profile_policies(env)
-    profile = Profile(np.array([1.0, 0.0, 0.5]), np.array([0.2, 0.0, 0.6]),
-                      np.stack([p.bias for p in policies.values()]))
+    profile = Profile(
+        np.array([1.0, 0.0, 0.5]), np.array([0.2, 0.0, 0.6]), np.stack([p.bias for p in policies.values()])
+    )
     result = simulate(env, policies, episodes=40000, seed=4)
     mean, se = result.mean_and_se("sq_error")
     expected = expected_mse(profile, env.unwrapped.game.nu)

@@ -38,9 +38,7 @@ def _with_duplicates(shape: tuple[int, int, int], seed: int) -> np.ndarray:
 
 INPUTS = [
     pytest.param(make, shape, seed, id=f"{make.__name__}-{shape}")
-    for seed, (make, shape) in enumerate(
-        itertools.product([_random, _integer_valued, _with_duplicates], SHAPES)
-    )
+    for seed, (make, shape) in enumerate(itertools.product([_random, _integer_valued, _with_duplicates], SHAPES))
 ]
 
 
@@ -157,8 +155,7 @@ def test_krum_and_multi_krum(make, shape, seed):
 def test_krum_returns_an_input_message_and_breaks_ties_by_index():
     # d = 1, N = 5, f = 1: scores over N - f - 2 = 2 neighbours are
     # [20, 8, 8, 20, big]; the tie between indices 1 and 2 goes to index 1.
-    x = np.array([[[-3.0], [-1.0], [1.0], [3.0], [100.0]],
-                  [[-3.0], [1.0], [-1.0], [3.0], [100.0]]])
+    x = np.array([[[-3.0], [-1.0], [1.0], [3.0], [100.0]], [[-3.0], [1.0], [-1.0], [3.0], [100.0]]])
     np.testing.assert_array_equal(agg.krum(x, f=1), [[-1.0], [1.0]])
     # m = 3 takes indices 1, 2 and then 0 (score 20, lower index than 3).
     np.testing.assert_array_equal(agg.multi_krum(x, f=1, m=3), [[-1.0], [-1.0]])
@@ -294,9 +291,7 @@ def test_batch_shape_purity_and_empty_batch(name, kwargs):
 
 
 def test_tables():
-    assert set(agg.RULES) == {
-        "mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median"
-    }
+    assert set(agg.RULES) == {"mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median"}
     assert set(agg.PRE_AGGREGATIONS) == {"clip_norm", "nearest_neighbor_mixing"}
 
 

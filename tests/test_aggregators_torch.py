@@ -52,13 +52,16 @@ def test_torch_float64_equals_numpy(name, kwargs, kind):
     assert torch.equal(tensor, torch.from_numpy(x))  # input untouched
 
 
-@pytest.mark.parametrize("name, kwargs", [c for c in CALLS if c[0] in ("krum", "multi_krum", "nearest_neighbor_mixing")])
+@pytest.mark.parametrize(
+    "name, kwargs", [c for c in CALLS if c[0] in ("krum", "multi_krum", "nearest_neighbor_mixing")]
+)
 def test_ties_are_broken_alike(name, kwargs):
     """Integer messages with many equal scores / distances: the same messages are selected (another selection
     would move a mean of small integers by far more than the rounding of the averaging matmul)."""
     x = np.random.default_rng(9).integers(-1, 2, size=(3, 40, 2)).astype(np.float64)
-    np.testing.assert_allclose(FUNCTIONS[name](torch.from_numpy(x), **kwargs).numpy(), FUNCTIONS[name](x, **kwargs),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        FUNCTIONS[name](torch.from_numpy(x), **kwargs).numpy(), FUNCTIONS[name](x, **kwargs), rtol=0, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("name, kwargs", CALLS, ids=IDS)
@@ -77,20 +80,24 @@ def test_integer_tensors_are_computed_in_float64_and_empty_batches_work():
     assert agg.geometric_median(torch.zeros(0, 5, 2)).shape == (0, 2)
 
 
-@pytest.mark.parametrize("bad, pattern", [
-    (torch.zeros(5, 3), r"median: messages.*ndim=2 with shape \(5, 3\)"),
-    (torch.zeros(2, 0, 3), r"median: messages needs n_players >= 1"),
-    (torch.tensor([[[0.0, float("nan")]]]), r"median: messages must be finite"),
-    (torch.zeros(1, 2, 2, dtype=torch.complex64), r"median: messages must be real"),
-])
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        (torch.zeros(5, 3), r"median: messages.*ndim=2 with shape \(5, 3\)"),
+        (torch.zeros(2, 0, 3), r"median: messages needs n_players >= 1"),
+        (torch.tensor([[[0.0, float("nan")]]]), r"median: messages must be finite"),
+        (torch.zeros(1, 2, 2, dtype=torch.complex64), r"median: messages must be real"),
+    ],
+)
 def test_torch_message_errors(bad, pattern):
     with pytest.raises(ValueError, match=pattern):
         agg.median(bad)
 
 
 def test_robust_aggregation_mechanism_aggregates_tensors_natively(monkeypatch):
-    env = fedgames.make("mean_estimation_v0", mechanisms=["robust_aggregation:rule=krum,f=1,clip_norm=1.0"],
-                        n_players=5)
+    env = fedgames.make(
+        "mean_estimation_v0", mechanisms=["robust_aggregation:rule=krum,f=1,clip_norm=1.0"], n_players=5
+    )
     messages = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(torch.Tensor, "numpy", lambda self: pytest.fail("numpy round trip"))
     got = env.protocol.aggregate(messages, None)

@@ -29,5 +29,4 @@ def test_torch_and_numpy_agree_along_any_axis(axis):
         expected = squared_distance(x, center, axis=axis)
         got = squared_distance(torch.as_tensor(x), None if center is None else torch.as_tensor(center), axis=axis)
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
-    np.testing.assert_allclose(vector_norm(torch.as_tensor(x), axis).numpy(), np.linalg.norm(x, axis=axis),
-                               rtol=1e-12)
+    np.testing.assert_allclose(vector_norm(torch.as_tensor(x), axis).numpy(), np.linalg.norm(x, axis=axis), rtol=1e-12)

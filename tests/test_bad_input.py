@@ -181,13 +181,19 @@ def test_bad_config(config, name):
 # ---------------------------------------------------------------------------------------------------------------
 
 BAD_SPECS = [
-    pytest.param(["side_paymnet:C=0.4"], r"unknown mechanism 'side_paymnet'.*did you mean 'side_payment'",
-                 id="mechanism-near-miss"),
+    pytest.param(
+        ["side_paymnet:C=0.4"],
+        r"unknown mechanism 'side_paymnet'.*did you mean 'side_payment'",
+        id="mechanism-near-miss",
+    ),
     pytest.param(["noisy_respons:C=0.4"], r"did you mean 'noisy_response'", id="mechanism-near-miss-2"),
     pytest.param(["side_payment:C=0.4,balancd=true"], r"'balancd'.*did you mean 'balanced'", id="param-near-miss"),
     pytest.param(["side_payment:c=0.4"], r"unknown parameter 'c'; did you mean 'C'", id="param-case"),
-    pytest.param([("side_payment", {"C": 0.4, "balnced": True})], r"'balnced'.*did you mean 'balanced'",
-                 id="param-near-miss-pair"),
+    pytest.param(
+        [("side_payment", {"C": 0.4, "balnced": True})],
+        r"'balnced'.*did you mean 'balanced'",
+        id="param-near-miss-pair",
+    ),
     pytest.param(["side_payment"], r"side_payment.*\['C'\]", id="missing-C"),
     pytest.param(["noisy_response"], r"noisy_response.*\['C'\]", id="missing-C-noisy"),
     pytest.param(["bounded_attack"], r"bounded_attack.*\['A'\]", id="missing-A"),
@@ -198,8 +204,9 @@ BAD_SPECS = [
     pytest.param(["bounded_attack:A=5.5"], r"bounded_attack.*A.*\[0, 5\]", id="A-above-alpha_max"),
     pytest.param(["bounded_attack:A=-0.5"], r"bounded_attack.*A", id="A-negative"),
     pytest.param(["bounded_attack:A=1,component=alhpa"], r"alhpa", id="component-unknown"),
-    pytest.param(["robust_aggregation:rule=medain"], r"unknown rule 'medain'.*did you mean 'median'",
-                 id="rule-near-miss"),
+    pytest.param(
+        ["robust_aggregation:rule=medain"], r"unknown rule 'medain'.*did you mean 'median'", id="rule-near-miss"
+    ),
     pytest.param(["robust_aggregation:rule=krum,f=1,q=2"], r"unknown parameter 'q'", id="rule-unknown-param"),
     pytest.param(["robust_aggregation:rule=krum,ff=1"], r"'ff'.*did you mean 'f'", id="rule-param-near-miss"),
     pytest.param(["robust_aggregation:rule=median,f=1"], r"unknown parameter 'f'", id="median-takes-no-f"),
@@ -224,22 +231,29 @@ def test_a_single_mechanism_spec_must_come_in_a_list():
         fedgames.make("mean_estimation_v0", mechanisms="side_payment:C=0.4")
 
 
-@pytest.mark.parametrize("spec, name", [("side_payment:C=abc", "C"), ("noisy_response:C=abc", "C"),
-                                        ("bounded_attack:A=abc", "A")])
+@pytest.mark.parametrize(
+    "spec, name", [("side_payment:C=abc", "C"), ("noisy_response:C=abc", "C"), ("bounded_attack:A=abc", "A")]
+)
 def test_non_numeric_mechanism_value_names_parameter(spec, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         make([spec])
 
 
-@pytest.mark.parametrize("spec, name", [("robust_aggregation:rule=krum", "f"),
-                                        ("robust_aggregation:rule=multi_krum,f=1", "m")])
+@pytest.mark.parametrize(
+    "spec, name", [("robust_aggregation:rule=krum", "f"), ("robust_aggregation:rule=multi_krum,f=1", "m")]
+)
 def test_missing_rule_parameter(spec, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         make([spec], n_players=6)
 
 
-@pytest.mark.parametrize("spec, suggestion", [("robust_aggregation:rule=median,clip_nrom=1", "clip_norm"),
-                                              ("robust_aggregation:rule=median,mixing=1", "mixing_f")])
+@pytest.mark.parametrize(
+    "spec, suggestion",
+    [
+        ("robust_aggregation:rule=median,clip_nrom=1", "clip_norm"),
+        ("robust_aggregation:rule=median,mixing=1", "mixing_f"),
+    ],
+)
 def test_robust_aggregation_own_parameter_near_miss(spec, suggestion):
     with pytest.raises(ValueError, match=f"did you mean '{suggestion}'"):
         make([spec], n_players=6)

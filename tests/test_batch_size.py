@@ -32,8 +32,19 @@ from fedgames.train.multi_agent import strategy_summary, train_independent
 from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
 
 N = 4
-FEDSGD = dict(objective="quadratic", n_clients=N, rounds=3, lr="decaying", eta=100.0, radius=3.0,
-              weighting="uniform", noise_norm="global", alpha_max=10.0, lam=0.5, samples_per_client=5)
+FEDSGD = dict(
+    objective="quadratic",
+    n_clients=N,
+    rounds=3,
+    lr="decaying",
+    eta=100.0,
+    radius=3.0,
+    weighting="uniform",
+    noise_norm="global",
+    alpha_max=10.0,
+    lam=0.5,
+    samples_per_client=5,
+)
 PENALTY = "side_payment:C=4.0,balanced=true"
 PLAYER = "player_0"
 
@@ -166,8 +177,9 @@ def test_summarize_policy_honours_episodes_in_batches(monkeypatch):
     assert sizes == [4, 4, 2]
     assert set(chunked) == {"alpha", "alpha_last"} and 0.0 < chunked["alpha"] < 10.0
     assert chunked == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=4)
-    assert (summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=64)
-            == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env)))
+    assert summarize_policy(
+        env, PLAYER, policy, episodes=10, seed=2, profile=honest(env), batch_size=64
+    ) == summarize_policy(env, PLAYER, policy, episodes=10, seed=2, profile=honest(env))
 
 
 def test_training_strategy_summary_plays_in_batches(monkeypatch):
@@ -180,7 +192,8 @@ def test_training_strategy_summary_plays_in_batches(monkeypatch):
     assert sizes == [4, 4, 2] and set(chunked) == set(env.possible_agents)
     assert chunked == strategy_summary(env, policies, episodes=10, seed=2, batch_size=4)
     assert strategy_summary(env, policies, episodes=10, seed=2, batch_size=64) == strategy_summary(
-        env, policies, episodes=10, seed=2)
+        env, policies, episodes=10, seed=2
+    )
 
 
 def test_summarize_policy_in_small_batches_has_the_same_distribution():
@@ -267,10 +280,43 @@ def test_learned_oracle_validates_in_batches(monkeypatch):
 
 def test_cli_check_batch_size(tmp_path, monkeypatch):
     sizes = spy_batch_sizes(monkeypatch, FedSGDEnv)
-    args = ["check", "fedsgd_v0", "-e", "n_clients=4", "-e", "rounds=3", "-e", "lr=decaying", "-e", "eta=100",
-            "-e", "radius=3", "-e", "lam=0.5", "-e", "samples_per_client=5", "-m", PENALTY, "--profile", "honest",
-            "--oracle", "grid", "--grid-points", "3", "--grid-episodes", "24", "--episodes", "24", "--players",
-            "symmetric", "--batch-size", "10", "--quiet", "--out", str(tmp_path)]
+    args = [
+        "check",
+        "fedsgd_v0",
+        "-e",
+        "n_clients=4",
+        "-e",
+        "rounds=3",
+        "-e",
+        "lr=decaying",
+        "-e",
+        "eta=100",
+        "-e",
+        "radius=3",
+        "-e",
+        "lam=0.5",
+        "-e",
+        "samples_per_client=5",
+        "-m",
+        PENALTY,
+        "--profile",
+        "honest",
+        "--oracle",
+        "grid",
+        "--grid-points",
+        "3",
+        "--grid-episodes",
+        "24",
+        "--episodes",
+        "24",
+        "--players",
+        "symmetric",
+        "--batch-size",
+        "10",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["batch_size"] == 10 and "10 at a time" in data["method"]
@@ -291,7 +337,8 @@ CALLS = {
     "simulate": lambda env, b: simulate(env, with_random_player(env), 10, batch_size=b),
     "summarize_policy": lambda env, b: summarize_policy(env, PLAYER, ConstantPolicy([1.0, 0.0]), batch_size=b),
     "compare_with_theory": lambda env, b: compare_with_theory(
-        env, theory.honest_profile(theory.Setting.from_env(env), 2), episodes=10, batch_size=b),
+        env, theory.honest_profile(theory.Setting.from_env(env), 2), episodes=10, batch_size=b
+    ),
     "nash_check": lambda env, b: nash_check(env, with_random_player(env), GRID, episodes=10, batch_size=b),
     "grid oracle": lambda env, b: GRID.best_response(env, PLAYER, with_random_player(env), batch_size=b),
     "learned oracle": lambda env, b: LEARNER.best_response(env, PLAYER, with_random_player(env), batch_size=b),
@@ -302,6 +349,7 @@ CALLS = {
 @pytest.mark.parametrize("bad", BAD, ids=repr)
 def test_bad_batch_size_is_a_value_error_naming_it(function, bad, monkeypatch):
     """Refused before anything is played or trained (the learner's billion timesteps never start)."""
+
     def no_training(*args, **kwargs):
         raise AssertionError("trained before checking batch_size")
 

@@ -39,8 +39,11 @@ def fixed_others(env, alpha=1.0, beta=0.3, bias=0.2):
     dim = env.unwrapped.game.dim
     top = env.protocol.action_high
     bound, alpha_top = float(top[env.protocol.action_index("b_1")]), float(top[env.protocol.action_index("alpha")])
-    return {a: FixedPolicy(min(alpha * (1 + 0.5 * k), alpha_top), beta, np.full(dim, min(bias, bound)))
-            for k, a in enumerate(env.possible_agents) if a != PLAYER}
+    return {
+        a: FixedPolicy(min(alpha * (1 + 0.5 * k), alpha_top), beta, np.full(dim, min(bias, bound)))
+        for k, a in enumerate(env.possible_agents)
+        if a != PLAYER
+    }
 
 
 def random_others(env):
@@ -106,8 +109,9 @@ def test_env_seeded_reset_is_reproducible_with_random_others():
 @pytest.fixture
 def venv():
     env = make_env(STACK)
-    return BestResponseVecEnv(env, PLAYER, {**fixed_others(env), "player_2": RandomPolicy(env.action_space("player_2"))},
-                              n_envs=64, seed=0)
+    return BestResponseVecEnv(
+        env, PLAYER, {**fixed_others(env), "player_2": RandomPolicy(env.action_space("player_2"))}, n_envs=64, seed=0
+    )
 
 
 def test_vecenv_is_an_sb3_vecenv(venv):
@@ -163,8 +167,9 @@ def test_vecenv_seed_reproducibility(venv):
     assert not np.allclose(rewards_a, rewards_c)
     # the constructor's seed is the same stream as seed() before reset(), and reset() without seed() goes on
     env = make_env(STACK)
-    same = BestResponseVecEnv(env, PLAYER, {**fixed_others(env), "player_2": RandomPolicy(env.action_space("player_2"))},
-                              n_envs=64, seed=3)
+    same = BestResponseVecEnv(
+        env, PLAYER, {**fixed_others(env), "player_2": RandomPolicy(env.action_space("player_2"))}, n_envs=64, seed=3
+    )
     np.testing.assert_array_equal(same.reset(), obs_a)
     np.testing.assert_array_equal(np.concatenate([same.step(actions)[1] for _ in range(3)]), rewards_a)
     assert not np.array_equal(venv.reset(), obs_a)

@@ -78,11 +78,13 @@ def test_attacks_match_reference_loop(shape, pattern):
 
     for tau in (-1.5, 0.0, 0.7):
         got = little_is_enough(honest, attackers, tau)
-        ref = _reference(honest, attackers, lambda run, good: (lambda ms: ms[0] + tau * ms[1])(_ref_mean_std(good)))
+        ref = _reference(
+            honest, attackers, lambda run, good, tau=tau: (lambda ms: ms[0] + tau * ms[1])(_ref_mean_std(good))
+        )
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
 
         got = inner_product_manipulation(honest, attackers, tau)
-        ref = _reference(honest, attackers, lambda run, good: -tau * good.mean(dim=0))
+        ref = _reference(honest, attackers, lambda run, good, tau=tau: -tau * good.mean(dim=0))
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
 
     torch.testing.assert_close(honest, before, rtol=0, atol=0)  # inputs untouched
@@ -92,8 +94,12 @@ def test_attacks_match_reference_loop(shape, pattern):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_honest_clients_unchanged_and_shape_dtype_kept(name, dtype):
     honest, attackers = _inputs((4, 5, 6), "random", seed=3, dtype=dtype)
-    args = {"sign_flip": (1.0,), "gaussian": (1.0, torch.Generator().manual_seed(0)),
-            "little_is_enough": (-1.0,), "inner_product_manipulation": (2.0,)}[name]
+    args = {
+        "sign_flip": (1.0,),
+        "gaussian": (1.0, torch.Generator().manual_seed(0)),
+        "little_is_enough": (-1.0,),
+        "inner_product_manipulation": (2.0,),
+    }[name]
     out = ATTACKS[name](honest, attackers, *args)
     assert out.shape == honest.shape and out.dtype == dtype and out.device == honest.device
     assert out.data_ptr() != honest.data_ptr()
@@ -134,7 +140,7 @@ def test_gaussian_statistics_and_reproducibility():
     assert abs(mean.item()) < 4 * sd.item() / math.sqrt(n)
     sq = (z - mean) ** 2
     var_se = sq.std().item() / math.sqrt(n)
-    assert abs(sq.mean().item() - sigma ** 2) < 4 * var_se
+    assert abs(sq.mean().item() - sigma**2) < 4 * var_se
     # same seed, same messages; another seed, different messages
     again = gaussian(honest, attackers, sigma, torch.Generator().manual_seed(123))
     assert torch.equal(out, again)
@@ -164,7 +170,7 @@ def test_ipm_turns_the_mean_against_the_honest_mean_exactly_when_f_tau_exceeds_n
     for factor, sign in ((1.05, -1), (0.95, 1)):
         for r in range(runs):
             tau = float(threshold[r] * factor)
-            out = inner_product_manipulation(honest[r:r + 1], attackers[r:r + 1], tau)
+            out = inner_product_manipulation(honest[r : r + 1], attackers[r : r + 1], tau)
             mean = out[0].mean(dim=0)
             torch.testing.assert_close(mean, (n[r] - f[r] * tau) / m * mu[r])
             assert torch.sign(mean @ mu[r]).item() == sign
@@ -190,12 +196,12 @@ def test_alie_stays_inside_the_honest_spread_for_small_tau():
         a = int(attackers[r].nonzero()[0])
         k = int(n[r])
         for tau in (1 / math.sqrt(k), -1 / math.sqrt(k), 0.3 / math.sqrt(k)):
-            msg = little_is_enough(honest[r:r + 1], attackers[r:r + 1], tau)[0, a]
+            msg = little_is_enough(honest[r : r + 1], attackers[r : r + 1], tau)[0, a]
             assert bool((msg >= lo[r] - 1e-12).all() and (msg <= hi[r] + 1e-12).all())
             torch.testing.assert_close(msg, mu[r] + tau * s[r])
         if k >= 2:
             tau = -1.01 * (k - 1) / math.sqrt(k)
-            msg = little_is_enough(honest[r:r + 1], attackers[r:r + 1], tau)[0, a]
+            msg = little_is_enough(honest[r : r + 1], attackers[r : r + 1], tau)[0, a]
             assert bool((msg < lo[r]).all())
             # the z-score of the message is exactly tau in every coordinate
             torch.testing.assert_close((msg - mu[r]) / s[r], torch.full_like(msg, tau))
@@ -211,8 +217,8 @@ def test_alie_one_honest_client_sends_its_gradient():
 
 def test_alie_default_z():
     # Phi^{-1}((n - s)/n) with s = floor(n/2 + 1) - f
-    assert alie_default_z(50, 24) == pytest.approx(1.7507, abs=1e-4)   # s = 2, Phi^{-1}(0.96)
-    assert alie_default_z(50, 12) == pytest.approx(0.5828, abs=1e-4)   # s = 14, Phi^{-1}(0.72)
+    assert alie_default_z(50, 24) == pytest.approx(1.7507, abs=1e-4)  # s = 2, Phi^{-1}(0.96)
+    assert alie_default_z(50, 12) == pytest.approx(0.5828, abs=1e-4)  # s = 14, Phi^{-1}(0.72)
     with pytest.raises(ValueError, match="f"):
         alie_default_z(10, 6)
     with pytest.raises(ValueError, match="n"):
@@ -223,7 +229,7 @@ def test_vectorised_over_runs_agrees_with_run_by_run():
     honest, attackers = _inputs((7, 5, 9), "random", seed=21)
     for fn, arg in ((little_is_enough, -1.2), (inner_product_manipulation, 3.0), (sign_flip, 1.0)):
         whole = fn(honest, attackers, arg)
-        parts = torch.cat([fn(honest[r:r + 1], attackers[r:r + 1], arg) for r in range(7)])
+        parts = torch.cat([fn(honest[r : r + 1], attackers[r : r + 1], arg) for r in range(7)])
         torch.testing.assert_close(whole, parts, rtol=0, atol=0)
 
 

@@ -43,16 +43,25 @@ def recorded_round(game: FedSGDGame, alpha: torch.Tensor, seed: int):
 
 
 CASES = [  # config, and per attack: its clients, byzantine.py function and parameters
-    pytest.param({1: "sign_flip:scale=2.5", 4: "sign_flip:scale=2.5"}, [((1, 4), "sign_flip", {"scale": 2.5})],
-                 id="sign_flip"),
+    pytest.param(
+        {1: "sign_flip:scale=2.5", 4: "sign_flip:scale=2.5"}, [((1, 4), "sign_flip", {"scale": 2.5})], id="sign_flip"
+    ),
     pytest.param({1: ("gaussian", {"sigma": 0.3})}, [((1,), "gaussian", {"sigma": 0.3})], id="gaussian"),
-    pytest.param({1: "alie:tau=-1.5", 4: "little_is_enough:tau=-1.5"}, [((1, 4), "little_is_enough", {"tau": -1.5})],
-                 id="alie"),
-    pytest.param({2: "ipm:tau=0.5", 5: "ipm:tau=0.5"}, [((2, 5), "inner_product_manipulation", {"tau": 0.5})],
-                 id="ipm"),
-    pytest.param({1: "sign_flip", 2: "alie:tau=-1", 3: "ipm:tau=2"},
-                 [((1,), "sign_flip", {}), ((2,), "little_is_enough", {"tau": -1.0}),
-                  ((3,), "inner_product_manipulation", {"tau": 2.0})], id="mixed"),
+    pytest.param(
+        {1: "alie:tau=-1.5", 4: "little_is_enough:tau=-1.5"}, [((1, 4), "little_is_enough", {"tau": -1.5})], id="alie"
+    ),
+    pytest.param(
+        {2: "ipm:tau=0.5", 5: "ipm:tau=0.5"}, [((2, 5), "inner_product_manipulation", {"tau": 0.5})], id="ipm"
+    ),
+    pytest.param(
+        {1: "sign_flip", 2: "alie:tau=-1", 3: "ipm:tau=2"},
+        [
+            ((1,), "sign_flip", {}),
+            ((2,), "little_is_enough", {"tau": -1.0}),
+            ((3,), "inner_product_manipulation", {"tau": 2.0}),
+        ],
+        id="mixed",
+    ),
 ]
 
 
@@ -93,7 +102,7 @@ def test_sign_flip_message_is_minus_scale_times_the_gradient():
 
 def test_alie_default_tau_is_the_papers_z_max():
     game = quadratic_game(5, byzantine={2: "alie"})
-    (attack, _), = game.byzantine.groups
+    ((attack, _),) = game.byzantine.groups
     assert dict(attack.params)["tau"] == pytest.approx(-alie_default_z(5, 1))
 
 
@@ -108,8 +117,9 @@ def test_robust_aggregation_limits_the_damage_of_a_sign_flip_attacker():
     for rule in ("mean", "median"):
         losses = []
         for byzantine in (None, {"player_0": "sign_flip:scale=4"}):
-            env = fedgames.make("fedsgd_v0", mechanisms=[f"robust_aggregation:rule={rule}"], byzantine=byzantine,
-                                **config)
+            env = fedgames.make(
+                "fedsgd_v0", mechanisms=[f"robust_aggregation:rule={rule}"], byzantine=byzantine, **config
+            )
             game = env.unwrapped.game
             generator = torch.Generator().manual_seed(11)
             state = game.start(runs, generator)
@@ -124,8 +134,14 @@ def test_robust_aggregation_limits_the_damage_of_a_sign_flip_attacker():
 
 
 def test_attackers_are_environment_not_agents():
-    env = fedgames.make("fedsgd_v0", mechanisms=["side_payment:C=0.5,balanced=true"], n_clients=4, rounds=3,
-                        byzantine={"player_2": "sign_flip:scale=5"}, lam=[1.0, 2.0, 0.5])
+    env = fedgames.make(
+        "fedsgd_v0",
+        mechanisms=["side_payment:C=0.5,balanced=true"],
+        n_clients=4,
+        rounds=3,
+        byzantine={"player_2": "sign_flip:scale=5"},
+        lam=[1.0, 2.0, 0.5],
+    )
     assert env.possible_agents == ["player_0", "player_1", "player_3"]
     observations, _ = env.reset(seed=0)
     assert set(observations) == set(env.possible_agents)
@@ -134,8 +150,9 @@ def test_attackers_are_environment_not_agents():
         assert set(rewards) == set(env.possible_agents)
         # balanced payments: the attacker, far from the aggregate, pays; the players together receive
         assert sum(info["payment"] for info in infos.values()) < 0
-    parallel_api_test(fedgames.make("fedsgd_v0", n_clients=3, rounds=4, byzantine={"player_0": "ipm:tau=1"}),
-                      num_cycles=8)
+    parallel_api_test(
+        fedgames.make("fedsgd_v0", n_clients=3, rounds=4, byzantine={"player_0": "ipm:tau=1"}), num_cycles=8
+    )
 
 
 def test_episode_batch_plays_the_players_only():
@@ -151,32 +168,43 @@ def test_episode_batch_plays_the_players_only():
 def test_robust_aggregation_is_checked_against_the_messages_per_round():
     """Krum with f=1 needs more than 4 messages: 5 clients with one attacker send 5 (4 players), while 6 clients
     with 4 active per round send 4."""
-    fedgames.make("fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_clients=5,
-                  byzantine={"player_0": "sign_flip"})
+    fedgames.make(
+        "fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_clients=5, byzantine={"player_0": "sign_flip"}
+    )
     with pytest.raises(ValueError, match=r"krum: f=1 needs n_players > 2\*f \+ 2 = 4, got n_players=4"):
         fedgames.make("fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_clients=6, active=4)
 
 
 BAD = [
-    pytest.param({"player_1": "sign_flp"}, r"byzantine: client 1: unknown attack 'sign_flp'; did you mean "
-                 r"'sign_flip'", id="unknown-attack"),
+    pytest.param(
+        {"player_1": "sign_flp"},
+        r"byzantine: client 1: unknown attack 'sign_flp'; did you mean "
+        r"'sign_flip'",
+        id="unknown-attack",
+    ),
     pytest.param({"player_1": "aliee"}, r"did you mean 'alie'", id="unknown-alias"),
-    pytest.param({"playr_1": "sign_flip"}, r"byzantine: unknown client 'playr_1'; did you mean 'player_1'",
-                 id="unknown-client"),
+    pytest.param(
+        {"playr_1": "sign_flip"}, r"byzantine: unknown client 'playr_1'; did you mean 'player_1'", id="unknown-client"
+    ),
     pytest.param({"player_7": "sign_flip"}, r"unknown client 'player_7'", id="client-out-of-range"),
-    pytest.param({"player_1": "sign_flip:scal=2"}, r"attack sign_flip has no parameter 'scal'; did you mean "
-                 r"'scale'", id="unknown-parameter"),
+    pytest.param(
+        {"player_1": "sign_flip:scal=2"},
+        r"attack sign_flip has no parameter 'scal'; did you mean "
+        r"'scale'",
+        id="unknown-parameter",
+    ),
     pytest.param({"player_1": "gaussian"}, r"attack gaussian needs parameter\(s\) \['sigma'\]", id="missing-sigma"),
-    pytest.param({"player_1": "ipm"}, r"inner_product_manipulation needs parameter\(s\) \['tau'\]",
-                 id="missing-tau"),
+    pytest.param({"player_1": "ipm"}, r"inner_product_manipulation needs parameter\(s\) \['tau'\]", id="missing-tau"),
     pytest.param({"player_1": "gaussian:sigma=-1"}, r"client 1: sigma must be >= 0", id="negative-sigma"),
-    pytest.param({"player_1": ("sign_flip", {"scale": math.nan})}, r"client 1: scale must be finite",
-                 id="nan-scale"),
+    pytest.param({"player_1": ("sign_flip", {"scale": math.nan})}, r"client 1: scale must be finite", id="nan-scale"),
     pytest.param({"player_1": "alie:tau=abc"}, r"client 1: tau must be a finite real number", id="text-tau"),
     pytest.param({"player_1": 3}, r"an attack is a string .* got 3", id="spec-type"),
     pytest.param(["player_1"], r"byzantine must be a mapping", id="not-a-mapping"),
-    pytest.param({"player_0": "sign_flip", "player_1": "sign_flip", "player_2": "sign_flip"},
-                 r"byzantine: at most 2 of the 4 clients may be attackers", id="too-few-players"),
+    pytest.param(
+        {"player_0": "sign_flip", "player_1": "sign_flip", "player_2": "sign_flip"},
+        r"byzantine: at most 2 of the 4 clients may be attackers",
+        id="too-few-players",
+    ),
 ]
 
 
@@ -187,13 +215,16 @@ def test_bad_byzantine_config(byzantine, pattern):
 
 
 def test_bad_byzantine_config_depending_on_participation():
-    with pytest.raises(ValueError, match=r"little_is_enough needs an honest client in every round, so fewer than "
-                                         r"active=3 clients may be Byzantine, got 3"):
-        fedgames.make("fedsgd_v0", n_clients=6, active=3,
-                      byzantine={f"player_{i}": "alie:tau=-1" for i in range(3)})
+    with pytest.raises(
+        ValueError,
+        match=r"little_is_enough needs an honest client in every round, so fewer than "
+        r"active=3 clients may be Byzantine, got 3",
+    ):
+        fedgames.make("fedsgd_v0", n_clients=6, active=3, byzantine={f"player_{i}": "alie:tau=-1" for i in range(3)})
     with pytest.raises(ValueError, match=r"little_is_enough has no default tau .* give tau"):
-        fedgames.make("fedsgd_v0", n_clients=3, utility="shared_damage",
-                      byzantine={"player_0": "alie", "player_1": "alie"})  # f = 2 of 3: no supporters
+        fedgames.make(
+            "fedsgd_v0", n_clients=3, utility="shared_damage", byzantine={"player_0": "alie", "player_1": "alie"}
+        )  # f = 2 of 3: no supporters
     with pytest.raises(ValueError, match=r"lam must be one number or one per player \(3\)"):
         fedgames.make("fedsgd_v0", n_clients=4, lam=[1.0] * 4, byzantine={"player_0": "sign_flip"})
     with pytest.raises(ValueError, match=r"byzantine: client must be an integer in \[0, 3\]"):

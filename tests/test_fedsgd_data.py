@@ -18,8 +18,10 @@ def synth():
     """100 writers with the default settings (the size the timing target is about)."""
     start = time.perf_counter()
     ds = D.synthetic_femnist(n_writers=100, seed=0)
-    print(f"\nsynthetic_femnist(100 writers, {len(ds)} images): {time.perf_counter() - start:.2f} s "
-          f"(includes the one-off glyph table)")
+    print(
+        f"\nsynthetic_femnist(100 writers, {len(ds)} images): {time.perf_counter() - start:.2f} s "
+        f"(includes the one-off glyph table)"
+    )
     return ds
 
 
@@ -53,17 +55,20 @@ def label_skew(ds) -> float:
 # Module and the common structure
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_module_imports_with_numpy_only():
     """The data layer must run on a machine with numpy alone: PettingZoo, Gymnasium and SB3 are blocked, and
     nothing heavier is loaded by the import."""
     blocked = ("pettingzoo", "gymnasium", "stable_baselines3")
-    code = ("import sys, importlib.abc\n"
-            "class Block(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            f"        if name.split('.')[0] in {blocked!r}: raise ModuleNotFoundError(name=name.split('.')[0])\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "import fedgames.envs.fedsgd.data\n"
-            "print(sorted(k for k in ('matplotlib', 'sklearn', 'torch', 'scipy', 'pettingzoo') if k in sys.modules))")
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}: raise ModuleNotFoundError(name=name.split('.')[0])\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import fedgames.envs.fedsgd.data\n"
+        "print(sorted(k for k in ('matplotlib', 'sklearn', 'torch', 'scipy', 'pettingzoo') if k in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -91,28 +96,43 @@ def test_dataset_basics():
     assert all(np.all(ds.writer[c] == w) for w, c in enumerate(clients))
     assert ds.class_counts().sum() == 18 and ds.class_counts().shape == (4, 3)
     s = ds.summary()
-    assert s == {"writers": 4, "samples": 18, "classes": 3, "classes_present": 3, "image_shape": (4, 4),
-                 "samples_per_writer_min": 0, "samples_per_writer_median": 3.0, "samples_per_writer_max": 12}
+    assert s == {
+        "writers": 4,
+        "samples": 18,
+        "classes": 3,
+        "classes_present": 3,
+        "image_shape": (4, 4),
+        "samples_per_writer_min": 0,
+        "samples_per_writer_median": 3.0,
+        "samples_per_writer_max": 12,
+    }
     assert "writers=4" in repr(ds)
 
 
-@pytest.mark.parametrize("change, word", [
-    (dict(x=np.zeros((3, 4))), "x"),
-    (dict(x=np.full((3, 2, 2), 1.5)), "x"),
-    (dict(x=np.full((3, 2, 2), np.nan)), "x"),
-    (dict(y=np.array([0, 1, 5])), "y"),
-    (dict(y=np.array([0, 1])), "y"),
-    (dict(y=np.array([0.5, 1, 1])), "y"),
-    (dict(writer=np.array([0, 1, 2])), "writer"),
-    (dict(writer=np.array([0, -1, 1])), "writer"),
-    (dict(writer_ids=["a", "a"]), "writer_ids"),
-    (dict(writer_ids=[]), "writer_ids"),
-    (dict(n_classes=0), "n_classes"),
-    (dict(writer_ids=3), "writer_ids"),
-])
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        (dict(x=np.zeros((3, 4))), "x"),
+        (dict(x=np.full((3, 2, 2), 1.5)), "x"),
+        (dict(x=np.full((3, 2, 2), np.nan)), "x"),
+        (dict(y=np.array([0, 1, 5])), "y"),
+        (dict(y=np.array([0, 1])), "y"),
+        (dict(y=np.array([0.5, 1, 1])), "y"),
+        (dict(writer=np.array([0, 1, 2])), "writer"),
+        (dict(writer=np.array([0, -1, 1])), "writer"),
+        (dict(writer_ids=["a", "a"]), "writer_ids"),
+        (dict(writer_ids=[]), "writer_ids"),
+        (dict(n_classes=0), "n_classes"),
+        (dict(writer_ids=3), "writer_ids"),
+    ],
+)
 def test_dataset_validation(change, word):
-    args = dict(x=np.zeros((3, 2, 2)), y=np.array([0, 1, 1]), writer=np.array([0, 1, 1]), n_classes=2,
-                writer_ids=["a", "b"]) | change
+    args = (
+        dict(
+            x=np.zeros((3, 2, 2)), y=np.array([0, 1, 1]), writer=np.array([0, 1, 1]), n_classes=2, writer_ids=["a", "b"]
+        )
+        | change
+    )
     with pytest.raises(ValueError, match=word):
         D.FederatedDataset(**args)
 
@@ -159,8 +179,13 @@ def test_subset():
     assert np.array_equal(sub.writer, np.where(ds.writer[idx] == 3, 0, 1))
     assert ds.subset(np.array([1])).num_samples.tolist() == [1]
     assert ds.subset("w2").n_samples == 0
-    for bad, word in ((["nobody"], "unknown"), ([4], "out of range"), ([0, "w0"], "repeat"), ([], "at least one"),
-                      ([1.0], "writer indices")):
+    for bad, word in (
+        (["nobody"], "unknown"),
+        ([4], "out of range"),
+        ([0, "w0"], "repeat"),
+        ([], "at least one"),
+        ([1.0], "writer indices"),
+    ):
         with pytest.raises(ValueError, match=word):
             ds.subset(bad)
 
@@ -168,6 +193,7 @@ def test_subset():
 # ---------------------------------------------------------------------------------------------------------------
 # Synthetic FEMNIST
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_synthetic_shapes_and_ranges(synth):
     assert synth.x.shape == (len(synth), 28, 28) and synth.x.dtype == np.float32
@@ -204,14 +230,12 @@ def test_synthetic_heavy_tail_and_coverage(synth):
     writers_per_class = (synth.class_counts() > 0).sum(axis=0)
     assert writers_per_class.min() >= 10, writers_per_class
     # class mixes differ between writers (Dirichlet), more than multinomial noise around one mix would give
-    iid = D.FederatedDataset(synth.x, np.random.default_rng(0).permutation(synth.y), synth.writer, 62,
-                             synth.writer_ids)
+    iid = D.FederatedDataset(synth.x, np.random.default_rng(0).permutation(synth.y), synth.writer, 62, synth.writer_ids)
     assert label_skew(synth) > label_skew(iid) + 0.1
 
 
 def test_synthetic_sample_count_options():
-    ds = D.synthetic_femnist(n_writers=30, seed=2, mean_samples=20, min_samples=15, max_samples=25,
-                             sample_sigma=1.5)
+    ds = D.synthetic_femnist(n_writers=30, seed=2, mean_samples=20, min_samples=15, max_samples=25, sample_sigma=1.5)
     assert ds.num_samples.min() >= 15 and ds.num_samples.max() <= 25
     flat = D.synthetic_femnist(n_writers=5, seed=2, mean_samples=20, sample_sigma=0.0)
     assert flat.num_samples.tolist() == [20] * 5
@@ -236,24 +260,27 @@ def test_synthetic_classes_are_learnable(synth):
     present = np.unique(fit.y)
     centroids = np.stack([xf[fit.y == c].mean(axis=0) for c in present])
     xh = held.x.reshape(len(held), -1)
-    dist = (xh ** 2).sum(1)[:, None] - 2 * xh @ centroids.T + (centroids ** 2).sum(1)[None]
+    dist = (xh**2).sum(1)[:, None] - 2 * xh @ centroids.T + (centroids**2).sum(1)[None]
     accuracy = float((present[dist.argmin(axis=1)] == held.y).mean())
     print(f"\nnearest-centroid accuracy on unseen writers: {accuracy:.3f} (chance 1/62 = {1 / 62:.3f})")
     assert accuracy > 0.25
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(n_writers=0), "n_writers"),
-    (dict(n_writers=2.0), "n_writers"),
-    (dict(seed=-1), "seed"),
-    (dict(mean_samples=0), "mean_samples"),
-    (dict(mean_samples=5, min_samples=10), "min_samples"),
-    (dict(mean_samples=50, max_samples=10), "max_samples"),
-    (dict(class_alpha=0), "class_alpha"),
-    (dict(sample_sigma=-1), "sample_sigma"),
-    (dict(style_scale=float("inf")), "style_scale"),
-    (dict(jitter_scale=-0.1), "jitter_scale"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(n_writers=0), "n_writers"),
+        (dict(n_writers=2.0), "n_writers"),
+        (dict(seed=-1), "seed"),
+        (dict(mean_samples=0), "mean_samples"),
+        (dict(mean_samples=5, min_samples=10), "min_samples"),
+        (dict(mean_samples=50, max_samples=10), "max_samples"),
+        (dict(class_alpha=0), "class_alpha"),
+        (dict(sample_sigma=-1), "sample_sigma"),
+        (dict(style_scale=float("inf")), "style_scale"),
+        (dict(jitter_scale=-0.1), "jitter_scale"),
+    ],
+)
 def test_synthetic_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):
         D.synthetic_femnist(**({"n_writers": 2} | kwargs))
@@ -267,6 +294,7 @@ def test_sample_grid_png(tmp_path, synth):
 # ---------------------------------------------------------------------------------------------------------------
 # LEAF layout
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_leaf_round_trip(tmp_path, small):
     paths = D.write_leaf_json(small, tmp_path)
@@ -296,8 +324,11 @@ def test_leaf_files_read_in_natural_order(tmp_path, small):
 
 
 def leaf_doc(users=("u0", "u1"), n=(2, 1), value=1.0, label=3):
-    return {"users": list(users), "num_samples": list(n),
-            "user_data": {u: {"x": [[value] * 784 for _ in range(k)], "y": [label] * k} for u, k in zip(users, n)}}
+    return {
+        "users": list(users),
+        "num_samples": list(n),
+        "user_data": {u: {"x": [[value] * 784 for _ in range(k)], "y": [label] * k} for u, k in zip(users, n)},
+    }
 
 
 def test_leaf_background_is_inverted(tmp_path):
@@ -339,11 +370,23 @@ def corrupt(doc, how):
     return doc
 
 
-@pytest.mark.parametrize("how, key", [
-    ("no_users", "users"), ("no_user_data", "user_data"), ("count", "num_samples"), ("lengths", "num_samples"),
-    ("short_row", "'x'"), ("ragged", "'x'"), ("range", "'x'"), ("label", "'y'"), ("float_label", "'y'"),
-    ("missing_user", "user_data"), ("no_y", "'y'"), ("extra_user", "user_data"),
-])
+@pytest.mark.parametrize(
+    "how, key",
+    [
+        ("no_users", "users"),
+        ("no_user_data", "user_data"),
+        ("count", "num_samples"),
+        ("lengths", "num_samples"),
+        ("short_row", "'x'"),
+        ("ragged", "'x'"),
+        ("range", "'x'"),
+        ("label", "'y'"),
+        ("float_label", "'y'"),
+        ("missing_user", "user_data"),
+        ("no_y", "'y'"),
+        ("extra_user", "user_data"),
+    ],
+)
 def test_leaf_malformed_files_name_file_and_key(tmp_path, how, key):
     (tmp_path / "all_data_0.json").write_text(json.dumps(leaf_doc()))
     (tmp_path / "all_data_1.json").write_text(json.dumps(corrupt(leaf_doc(users=("v0", "v1")), how)))
@@ -374,6 +417,7 @@ def test_leaf_folder_errors(tmp_path):
 # scikit-learn digits
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits_images():
     from sklearn.datasets import load_digits
@@ -382,10 +426,18 @@ def digits_images():
     return data.images / 16.0, data.target
 
 
-@pytest.mark.parametrize("partition, n_writers, alpha", [
-    ("dirichlet", 10, 0.5), ("dirichlet", 50, 0.01), ("dirichlet", 300, 1.0), ("dirichlet", 1, 0.5),
-    ("pseudo_writer", 10, 0.5), ("pseudo_writer", 300, 0.5), ("pseudo_writer", 1797, 0.5),
-])
+@pytest.mark.parametrize(
+    "partition, n_writers, alpha",
+    [
+        ("dirichlet", 10, 0.5),
+        ("dirichlet", 50, 0.01),
+        ("dirichlet", 300, 1.0),
+        ("dirichlet", 1, 0.5),
+        ("pseudo_writer", 10, 0.5),
+        ("pseudo_writer", 300, 0.5),
+        ("pseudo_writer", 1797, 0.5),
+    ],
+)
 def test_digits_partition_assigns_every_sample_once(digits_images, partition, n_writers, alpha):
     images, target = digits_images
     ds = D.digits_federated(n_writers=n_writers, partition=partition, alpha=alpha, seed=0)
@@ -398,8 +450,10 @@ def test_digits_partition_assigns_every_sample_once(digits_images, partition, n_
 
 
 def test_digits_dirichlet_skew_grows_as_alpha_shrinks():
-    skew = {a: np.mean([label_skew(D.digits_federated(20, "dirichlet", a, seed=s)) for s in range(3)])
-            for a in (0.05, 0.5, 100.0)}
+    skew = {
+        a: np.mean([label_skew(D.digits_federated(20, "dirichlet", a, seed=s)) for s in range(3)])
+        for a in (0.05, 0.5, 100.0)
+    }
     print(f"\ndigits label skew (mean TV to the global mix) by alpha: {skew}")
     assert skew[0.05] > skew[0.5] + 0.1 and skew[0.5] > skew[100.0] + 0.2 and skew[100.0] < 0.1
 
@@ -414,7 +468,7 @@ def test_digits_pseudo_writers_are_balanced_and_style_coherent():
         r = d.x.reshape(len(d), -1).astype(np.float64)
         for c in range(10):
             r[d.y == c] -= r[d.y == c].mean(axis=0)
-        return sum(((r[i] - r[i].mean(axis=0)) ** 2).sum() for i in d.clients()) / (r ** 2).sum()
+        return sum(((r[i] - r[i].mean(axis=0)) ** 2).sum() for i in d.clients()) / (r**2).sum()
 
     coherent, iid = within_share(ds), within_share(D.digits_federated(20, "dirichlet", alpha=1e4, seed=0))
     print(f"\nwithin-writer share of style variance: pseudo_writer {coherent:.3f}, iid {iid:.3f}")
@@ -424,10 +478,17 @@ def test_digits_pseudo_writers_are_balanced_and_style_coherent():
     assert not np.array_equal(D.digits_federated(20, "pseudo_writer", seed=1).writer, ds.writer)
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    (dict(n_writers=0), "n_writers"), (dict(n_writers=1798), "n_writers"), (dict(partition="kmeans"), "partition"),
-    (dict(alpha=0.0), "alpha"), (dict(alpha=float("nan")), "alpha"), (dict(seed=1.5), "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(n_writers=0), "n_writers"),
+        (dict(n_writers=1798), "n_writers"),
+        (dict(partition="kmeans"), "partition"),
+        (dict(alpha=0.0), "alpha"),
+        (dict(alpha=float("nan")), "alpha"),
+        (dict(seed=1.5), "seed"),
+    ],
+)
 def test_digits_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):
         D.digits_federated(**kwargs)

@@ -14,8 +14,8 @@ from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     client_gradients,
-    complete_round,
     compiled_completion,
+    complete_round,
     decaying_lr,
     draw_directions,
     fedsgd_round,
@@ -28,8 +28,8 @@ from fedgames.envs.fedsgd.engine import (
     scale_segments_,
     unflatten,
 )
-from fedgames.envs.protocol import mean_aggregate
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
+from fedgames.envs.protocol import mean_aggregate
 
 MODELS = [
     pytest.param(Quadratic(), (2,), 1, id="quadratic"),
@@ -41,8 +41,9 @@ MODELS = [
 def _setup(model, x_shape, n_classes, runs=3, clients=3, batch=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     like = model.init(g)
-    params = {k: torch.stack([v + 0.01 * torch.randn(v.shape, generator=g) for _ in range(runs)])
-              for k, v in like.items()}
+    params = {
+        k: torch.stack([v + 0.01 * torch.randn(v.shape, generator=g) for _ in range(runs)]) for k, v in like.items()
+    }
     x = torch.rand((runs, clients, batch) + x_shape, generator=g)
     y = torch.randint(0, n_classes, (runs, clients, batch), generator=g)
     weight = (torch.rand(runs, clients, batch, generator=g) > 0.3).float()
@@ -69,9 +70,21 @@ def test_round_batched_equals_naive(model, x_shape, n_classes):
     alpha = torch.rand(runs, clients, generator=torch.Generator().manual_seed(3))
     sizes = batch.weight.sum(-1)
     lr = torch.full((runs,), 0.06)
-    results = [fedsgd_round(model.loss, theta, like, batch, alpha, sizes, lr, torch.Generator().manual_seed(9),
-                            noise_norm="per_tensor", gradients=gradients)
-               for gradients in (client_gradients, naive_client_gradients)]
+    results = [
+        fedsgd_round(
+            model.loss,
+            theta,
+            like,
+            batch,
+            alpha,
+            sizes,
+            lr,
+            torch.Generator().manual_seed(9),
+            noise_norm="per_tensor",
+            gradients=gradients,
+        )
+        for gradients in (client_gradients, naive_client_gradients)
+    ]
     for field in ("messages", "aggregate", "theta", "sq_deviation"):
         torch.testing.assert_close(getattr(results[0], field), getattr(results[1], field), rtol=1e-5, atol=1e-6)
 
@@ -91,8 +104,9 @@ def test_cnn_grouped_kernels_equal_the_per_client_loop(device, conv1, channels_l
     params = {k: v.double().to(device) for k, v in params.items()}
     blank = batch.x.double()
     blank[..., :8, :] = 0.0
-    batch = ClientBatch(blank.to(device), batch.y.to(device),
-                        (batch.weight.double() * torch.linspace(0.5, 2.0, 5).double()).to(device))
+    batch = ClientBatch(
+        blank.to(device), batch.y.to(device), (batch.weight.double() * torch.linspace(0.5, 2.0, 5).double()).to(device)
+    )
     assert model_gradients(model) is not client_gradients
     grouped, grouped_loss = model_gradients(model)(model.loss, params, batch)
     naive, naive_loss = naive_client_gradients(model.loss, params, batch)
@@ -103,15 +117,20 @@ def test_cnn_grouped_kernels_equal_the_per_client_loop(device, conv1, channels_l
 
 
 def test_unknown_conv1_strategy_is_rejected():
-    with pytest.raises(ValueError, match=r"conv1 must be 'auto' or one of \('grouped', 'padded', 'im2col'\), "
-                                         r"got 'winograd'"):
+    with pytest.raises(
+        ValueError,
+        match=r"conv1 must be 'auto' or one of \('grouped', 'padded', 'im2col'\), "
+        r"got 'winograd'",
+    ):
         FemnistCNN(conv1="winograd")
 
 
 def test_fastest_times_every_candidate_after_a_warm_up():
     calls, synced = [], []
-    candidates = {name: (lambda name=name, pause=pause: calls.append(name) or time.sleep(pause))
-                  for name, pause in (("slow", 0.02), ("quick", 0.0), ("middling", 0.01))}
+    candidates = {
+        name: (lambda name=name, pause=pause: calls.append(name) or time.sleep(pause))
+        for name, pause in (("slow", 0.02), ("quick", 0.0), ("middling", 0.01))
+    }
     assert cnn_kernels.fastest(candidates, lambda: synced.append(1), repeats=2) == "quick"
     assert calls == ["slow"] * 3 + ["quick"] * 3 + ["middling"] * 3 and len(synced) == 6
 
@@ -138,7 +157,7 @@ def test_auto_runs_the_tuned_kernels(monkeypatch):
     assert ran == [cnn_kernels.UNTUNED]
     model.tune(params, x, y, weight)
     assert len(ran) == 1 + 6 * 4  # every variant: a warm-up and three timed calls
-    (key, choice), = cnn_kernels._TUNED.items()
+    ((key, choice),) = cnn_kernels._TUNED.items()
     assert key == ("cpu", torch.float64, 2, 2) and choice in set(ran[1:])
     ran.clear()
     tuned, _ = model.client_gradients(params, x, y, weight)
@@ -239,15 +258,27 @@ def test_compiled_completion_equals_eager(noise):
     g = torch.Generator().manual_seed(0)
     runs, clients, size = 3, 4, 50
     like = {"w": torch.zeros(5, 8), "b": torch.zeros(10)}
-    grads = {"w": torch.randn(runs, clients, 5, 8, generator=g, dtype=torch.float64),
-             "b": torch.randn(runs, clients, 10, generator=g, dtype=torch.float64)}
-    alpha = {"none": torch.zeros(runs, clients), "shared": torch.rand(runs, clients, generator=g),
-             "per_client": torch.rand(runs, clients, generator=g) + 0.1,
-             "some": torch.tensor([[0.0, 1.0, 0.0, 2.0]] * runs)}[noise].double()
+    grads = {
+        "w": torch.randn(runs, clients, 5, 8, generator=g, dtype=torch.float64),
+        "b": torch.randn(runs, clients, 10, generator=g, dtype=torch.float64),
+    }
+    alpha = {
+        "none": torch.zeros(runs, clients),
+        "shared": torch.rand(runs, clients, generator=g),
+        "per_client": torch.rand(runs, clients, generator=g) + 0.1,
+        "some": torch.tensor([[0.0, 1.0, 0.0, 2.0]] * runs),
+    }[noise].double()
     gaussian = draw_directions(alpha, size, torch.float64, g, shared=noise == "shared")
     theta = torch.randn(runs, size, generator=g, dtype=torch.float64)
-    args = (alpha, gaussian, noise_segments(like, "per_tensor"), torch.rand(runs, clients, generator=g,
-            dtype=torch.float64) + 0.5, torch.full((runs,), 0.3, dtype=torch.float64), torch.zeros_like(theta), 2.0)
+    args = (
+        alpha,
+        gaussian,
+        noise_segments(like, "per_tensor"),
+        torch.rand(runs, clients, generator=g, dtype=torch.float64) + 0.5,
+        torch.full((runs,), 0.3, dtype=torch.float64),
+        torch.zeros_like(theta),
+        2.0,
+    )
     for grad_dtype in (torch.float64, torch.bfloat16):
         cast = {k: v.to(grad_dtype) for k, v in grads.items()}
         eager = complete_round(cast, theta, *args)
@@ -296,11 +327,22 @@ def _simulate_gap(model: Quadratic, rounds: int, runs: int, clients: int, batch:
     like = {k: v.double() for k, v in like.items()}
     for t in range(1, rounds + 1):
         z, y = model.sample(runs * clients * batch, g)
-        data = ClientBatch(z.double().reshape(runs, clients, batch, -1), y.reshape(runs, clients, batch),
-                           torch.ones(runs, clients, batch, dtype=torch.float64))
+        data = ClientBatch(
+            z.double().reshape(runs, clients, batch, -1),
+            y.reshape(runs, clients, batch),
+            torch.ones(runs, clients, batch, dtype=torch.float64),
+        )
         lr = torch.full((runs,), decaying_lr(model.strong_convexity, eta, t), dtype=torch.float64)
-        theta = fedsgd_round(model.loss, theta, like, data, torch.zeros(runs, clients, dtype=torch.float64),
-                             torch.ones(runs, clients, dtype=torch.float64), lr, g).theta
+        theta = fedsgd_round(
+            model.loss,
+            theta,
+            like,
+            data,
+            torch.zeros(runs, clients, dtype=torch.float64),
+            torch.ones(runs, clients, dtype=torch.float64),
+            lr,
+            g,
+        ).theta
     return model.objective({"theta": theta})
 
 

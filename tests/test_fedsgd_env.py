@@ -27,9 +27,14 @@ def play(env, alphas, seed):
     return steps
 
 
-@pytest.mark.parametrize("config", [dict(objective="quadratic", n_clients=3, rounds=5),
-                                    dict(objective="logistic", n_clients=4, active=2, rounds=4),
-                                    dict(objective="cnn", n_clients=3, rounds=3, samples_per_client=4)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(objective="quadratic", n_clients=3, rounds=5),
+        dict(objective="logistic", n_clients=4, active=2, rounds=4),
+        dict(objective="cnn", n_clients=3, rounds=3, samples_per_client=4),
+    ],
+)
 def test_pettingzoo_api(config):
     parallel_api_test(make(**config), num_cycles=12)
     api_test(parallel_to_aec(make(["side_payment:C=0.5,balanced=true"], **config)), num_cycles=12)
@@ -99,19 +104,26 @@ def test_noise_hurts_the_others_under_the_default_utility():
     assert noisy[-1][1]["player_0"] > honest[-1][1]["player_0"]
 
 
-@pytest.mark.parametrize("config, pattern", [
-    (dict(objective="resnet"), "objective"),
-    (dict(n_clients=1), "n_clients"),
-    (dict(rounds=0), "rounds"),
-    (dict(utility="welfare"), "utility"),
-    (dict(lam=[1.0, 2.0], n_clients=3), "lam"),
-    (dict(noise_norm="per_layer"), "noise_norm"),
-    (dict(active=9, n_clients=4), "active"),
-    (dict(device="tpu"), r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
-    (dict(n_client=4), r"unknown parameter 'n_client'; did you mean 'n_clients'"),
-    pytest.param(dict(device="cuda"), "CUDA is not available", id="cuda-missing",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
-])
+@pytest.mark.parametrize(
+    "config, pattern",
+    [
+        (dict(objective="resnet"), "objective"),
+        (dict(n_clients=1), "n_clients"),
+        (dict(rounds=0), "rounds"),
+        (dict(utility="welfare"), "utility"),
+        (dict(lam=[1.0, 2.0], n_clients=3), "lam"),
+        (dict(noise_norm="per_layer"), "noise_norm"),
+        (dict(active=9, n_clients=4), "active"),
+        (dict(device="tpu"), r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+        (dict(n_client=4), r"unknown parameter 'n_client'; did you mean 'n_clients'"),
+        pytest.param(
+            dict(device="cuda"),
+            "CUDA is not available",
+            id="cuda-missing",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
+    ],
+)
 def test_bad_config(config, pattern):
     with pytest.raises(ValueError, match=pattern):
         make(**config)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import fedgames
-
 from fedgames.envs.fedsgd import cnn_kernels
 from fedgames.envs.fedsgd.data import digits_federated, synthetic_femnist
 from fedgames.envs.fedsgd.engine import _tf32_settings, cuda_kernel_flags, flatten
@@ -59,8 +58,9 @@ def test_batches_are_uniform_draws_without_replacement(compile):
     writer = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
     ids = torch.arange(len(writer), dtype=torch.float32)
     clients = ClientData.from_arrays(ids[:, None], torch.arange(len(writer)), writer, len(counts))
-    game = FedSGDGame(Quadratic(eigenvalues=(1.0,), theta_star=(0.0,)), clients, active=3, batch_fraction=0.5,
-                      compile=compile)
+    game = FedSGDGame(
+        Quadratic(eigenvalues=(1.0,), theta_star=(0.0,)), clients, active=3, batch_fraction=0.5, compile=compile
+    )
     g = torch.Generator().manual_seed(0)
     draws, runs = 4000, 2
     included = torch.zeros(len(writer))

@@ -52,8 +52,19 @@ from fedgames.train.best_response_env import BestResponseVecEnv
 from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult, default_algo_kwargs
 
 N, T, ETA, RADIUS, LAM, ALPHA_MAX, C = 4, 10, 100.0, 3.0, 0.5, 10.0, 4.0
-CONFIG = dict(objective="quadratic", n_clients=N, rounds=T, lr="decaying", eta=ETA, radius=RADIUS,
-              weighting="uniform", noise_norm="global", alpha_max=ALPHA_MAX, lam=LAM, samples_per_client=5)
+CONFIG = dict(
+    objective="quadratic",
+    n_clients=N,
+    rounds=T,
+    lr="decaying",
+    eta=ETA,
+    radius=RADIUS,
+    weighting="uniform",
+    noise_norm="global",
+    alpha_max=ALPHA_MAX,
+    lam=LAM,
+    samples_per_client=5,
+)
 PENALTY = [f"side_payment:C={C},balanced=true"]
 TOL = 5e-3  # the verdict tolerance, reward units
 PLAYER = "player_0"
@@ -110,7 +121,8 @@ def test_batch_of_one_replays_the_env_exactly():
     for t in range(T):
         step = batch.step(alphas[None, :, None])
         observations, rewards, terminations, _, infos = env.step(
-            {a: np.array([alphas[i]], dtype=np.float32) for i, a in enumerate(env.possible_agents)})
+            {a: np.array([alphas[i]], dtype=np.float32) for i, a in enumerate(env.possible_agents)}
+        )
         np.testing.assert_array_equal(step.observations[0], np.stack([observations[a] for a in env.possible_agents]))
         np.testing.assert_allclose(step.rewards[0], [rewards[a] for a in env.possible_agents], rtol=1e-12)
         np.testing.assert_allclose(step.payments[0], [infos[a]["payment"] for a in env.possible_agents], rtol=1e-6)
@@ -132,7 +144,7 @@ def test_batched_terminal_utilities_follow_the_definition():
     losses = held_out_loss(game, None, state.theta).double().numpy()[:, None].repeat(N, 1)
     for r in range(16):
         for i in state.last["active"][r].tolist():
-            losses[r, i] = float(held_out_loss(game, None, game.final_parameters(state, i)[r:r + 1])[0])
+            losses[r, i] = float(held_out_loss(game, None, game.final_parameters(state, i)[r : r + 1])[0])
     expected = (losses.sum(1, keepdims=True) - losses) / (N - 1) - LAM * losses
     np.testing.assert_allclose(step.rewards, expected, rtol=1e-12)
     assert step.payments is None  # no payment mechanism
@@ -164,8 +176,9 @@ def test_multi_round_best_response_vec_env_contract():
 @pytest.fixture(scope="module")
 def free_report():
     env = make()
-    return nash_check(env, honest(env), ppo(seeds=3), profile_name="honest", players="symmetric", episodes=3_000,
-                      tolerance=TOL)
+    return nash_check(
+        env, honest(env), ppo(seeds=3), profile_name="honest", players="symmetric", episodes=3_000, tolerance=TOL
+    )
 
 
 def test_without_penalty_the_learner_raises_alpha(free_report):
@@ -206,8 +219,13 @@ def test_the_bound_is_not_vacuous():
 
 def test_with_penalty_learned_alpha_stays_below_thm_6_1_bound(penalised):
     env, policies, learned, _ = penalised
-    played = rollout(episode_batch(env, 1_000, np.random.default_rng(1)), {**policies, PLAYER: learned.policy},
-                     env.possible_agents, np.random.default_rng(2), record_actions=True)
+    played = rollout(
+        episode_batch(env, 1_000, np.random.default_rng(1)),
+        {**policies, PLAYER: learned.policy},
+        env.possible_agents,
+        np.random.default_rng(2),
+        record_actions=True,
+    )
     alpha = played.actions[:, :, 0, 0]  # (round, episode) of player 0
     assert alpha.max() <= bound()
 
@@ -220,8 +238,15 @@ def test_with_penalty_best_grid_alpha_stays_below_thm_6_1_bound(penalised):
 
 def test_with_large_penalty_honesty_is_consistent(penalised):
     env, policies, learned, grid = penalised
-    report = nash_check(env, policies, [KnownReply(learned), grid], profile_name="honest", players=[PLAYER],
-                        episodes=1_000, tolerance=TOL)
+    report = nash_check(
+        env,
+        policies,
+        [KnownReply(learned), grid],
+        profile_name="honest",
+        players=[PLAYER],
+        episodes=1_000,
+        tolerance=TOL,
+    )
     (check,) = report.players
     assert check.verdict == "consistent"
     assert check.ci[1] < TOL
@@ -238,17 +263,21 @@ def test_thm_6_1_bound_formula():
     assert thm_6_1_bound(2.0, 0.5, 4, 1.0, 1.0, 12, 4.0) == pytest.approx(8 * 2 * 0.5 * 4 / (2 * 1 * 4))
     model = make().unwrapped.game.model
     lipschitz = model.smoothness * (RADIUS + math.hypot(*model.theta_star))
-    assert bound() == pytest.approx(8 * lipschitz * max(1 / (N - 1), LAM) * N
-                                    / (C * (N - 2) * model.strong_convexity * math.sqrt(T + ETA)))
+    assert bound() == pytest.approx(
+        8 * lipschitz * max(1 / (N - 1), LAM) * N / (C * (N - 2) * model.strong_convexity * math.sqrt(T + ETA))
+    )
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(C=0.0), r"C must be a finite number > 0"),
-    (dict(n_players=2), r"n_players must be an integer >= 3"),
-    (dict(radius=math.inf), r"radius must be a finite number > 0"),
-    (dict(rounds=0), r"rounds must be an integer >= 1"),
-    (dict(lam=-1.0), r"lam must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(C=0.0), r"C must be a finite number > 0"),
+        (dict(n_players=2), r"n_players must be an integer >= 3"),
+        (dict(radius=math.inf), r"radius must be a finite number > 0"),
+        (dict(rounds=0), r"rounds must be an integer >= 1"),
+        (dict(lam=-1.0), r"lam must be a finite number >= 0"),
+    ],
+)
 def test_thm_6_1_bound_bad_input(kwargs, pattern):
     model = make().unwrapped.game.model
     arguments = dict(C=C, n_players=N, rounds=T, eta=ETA, radius=RADIUS, lam=LAM) | kwargs
@@ -276,15 +305,50 @@ def test_simulate_returns_episode_returns():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-ENV_ARGS = ["-e", "n_clients=4", "-e", "rounds=5", "-e", "lr=decaying", "-e", "eta=100", "-e", "radius=3",
-            "-e", "alpha_max=10", "-e", "lam=0.5", "-e", "samples_per_client=5", "--quiet"]
+ENV_ARGS = [
+    "-e",
+    "n_clients=4",
+    "-e",
+    "rounds=5",
+    "-e",
+    "lr=decaying",
+    "-e",
+    "eta=100",
+    "-e",
+    "radius=3",
+    "-e",
+    "alpha_max=10",
+    "-e",
+    "lam=0.5",
+    "-e",
+    "samples_per_client=5",
+    "--quiet",
+]
 
 
 def test_cli_check_fedsgd_grid(tmp_path, capsys):
     out = tmp_path / "grid"
-    args = ["check", "fedsgd_v0", *ENV_ARGS, "-m", PENALTY[0], "--profile", "honest", "--oracle", "grid",
-            "--grid-points", "3", "--grid-episodes", "100", "--episodes", "200", "--players", "symmetric",
-            "--out", str(out)]
+    args = [
+        "check",
+        "fedsgd_v0",
+        *ENV_ARGS,
+        "-m",
+        PENALTY[0],
+        "--profile",
+        "honest",
+        "--oracle",
+        "grid",
+        "--grid-points",
+        "3",
+        "--grid-episodes",
+        "100",
+        "--episodes",
+        "200",
+        "--players",
+        "symmetric",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     data = json.loads((out / "report.json").read_text())
     assert data["env"] == "fedsgd_v0" and data["config"]["rounds"] == 5
@@ -294,9 +358,27 @@ def test_cli_check_fedsgd_grid(tmp_path, capsys):
 
 
 def test_cli_check_fedsgd_ppo_and_constant_profile(tmp_path, capsys):
-    args = ["check", "fedsgd_v0", *ENV_ARGS, "--profile", "alpha=0,1,1,1", "--oracle", "ppo", "--timesteps",
-            "640", "--seeds", "1", "--n-envs", "16", "--episodes", "100", "--players", "symmetric",
-            "--out", str(tmp_path)]
+    args = [
+        "check",
+        "fedsgd_v0",
+        *ENV_ARGS,
+        "--profile",
+        "alpha=0,1,1,1",
+        "--oracle",
+        "ppo",
+        "--timesteps",
+        "640",
+        "--seeds",
+        "1",
+        "--n-envs",
+        "16",
+        "--episodes",
+        "100",
+        "--players",
+        "symmetric",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     data = json.loads((tmp_path / "report.json").read_text())
     assert [p["candidate"]["alpha"] for p in data["players"]] == [0.0, 1.0]  # two types
@@ -308,8 +390,23 @@ def test_cli_check_fedsgd_ppo_and_constant_profile(tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", ["independent", "shared"])
 def test_cli_train_fedsgd(tmp_path, capsys, mode):
-    args = ["train", "fedsgd_v0", *ENV_ARGS, "--mode", mode, "--rounds", "1", "--steps", "320", "--n-envs", "16",
-            "--eval-episodes", "64", "--out", str(tmp_path)]
+    args = [
+        "train",
+        "fedsgd_v0",
+        *ENV_ARGS,
+        "--mode",
+        mode,
+        "--rounds",
+        "1",
+        "--steps",
+        "320",
+        "--n-envs",
+        "16",
+        "--eval-episodes",
+        "64",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     training = json.loads((tmp_path / "training.json").read_text())
     assert training["config"]["eval_episodes"] == 64
@@ -319,11 +416,25 @@ def test_cli_train_fedsgd(tmp_path, capsys, mode):
     assert "player_0: alpha=" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("profile, message", [("theory", "no closed-form equilibrium"),
-                                              ("beta=0.5", "unknown keys"),
-                                              ("alpha=11", "alpha=11 is outside")])
+@pytest.mark.parametrize(
+    "profile, message",
+    [("theory", "no closed-form equilibrium"), ("beta=0.5", "unknown keys"), ("alpha=11", "alpha=11 is outside")],
+)
 def test_cli_fedsgd_bad_profiles(capsys, profile, message):
-    args = ["check", "fedsgd_v0", *ENV_ARGS, "--profile", profile, "--oracle", "grid", "--grid-points", "2",
-            "--grid-episodes", "10", "--episodes", "10"]
+    args = [
+        "check",
+        "fedsgd_v0",
+        *ENV_ARGS,
+        "--profile",
+        profile,
+        "--oracle",
+        "grid",
+        "--grid-points",
+        "2",
+        "--grid-episodes",
+        "10",
+        "--episodes",
+        "10",
+    ]
     assert main(args) == 2
     assert message in capsys.readouterr().err

@@ -78,8 +78,7 @@ def episode(mechanisms, utility, seed=5, alphas=(1.0, 0.0, 3.0)):
     env = fedgames.make("fedsgd_v0", mechanisms=mechanisms, n_clients=3, rounds=4, utility=utility)
     env.reset(seed=seed)
     while env.agents:
-        _, rewards, _, _, _ = env.step({a: np.array([alphas[i]], dtype=np.float32)
-                                        for i, a in enumerate(env.agents)})
+        _, rewards, _, _, _ = env.step({a: np.array([alphas[i]], dtype=np.float32) for i, a in enumerate(env.agents)})
     return rewards
 
 
@@ -106,8 +105,14 @@ def test_noisy_response_composes_with_payments_and_robust_aggregation():
 def test_batch_of_one_replays_the_env_with_noisy_response_and_attackers():
     """The batched episodes seed the response stage like the env, so a batch of one run seeded like the env gives
     the env's rewards, with a noisy response and a scripted attacker."""
-    env = fedgames.make("fedsgd_v0", mechanisms=["noisy_response:C=2", "side_payment:C=0.2,balanced=true"],
-                        n_clients=4, active=3, rounds=3, byzantine={"player_1": "gaussian:sigma=0.5"})
+    env = fedgames.make(
+        "fedsgd_v0",
+        mechanisms=["noisy_response:C=2", "side_payment:C=0.2,balanced=true"],
+        n_clients=4,
+        active=3,
+        rounds=3,
+        byzantine={"player_1": "gaussian:sigma=0.5"},
+    )
     rng = np.random.default_rng(3)
     seed = int(np.random.default_rng(3).integers(2**63 - 1))  # what the batch seeds its generator with
     batch = env.unwrapped.episode_batch(env.protocol, 1, rng)

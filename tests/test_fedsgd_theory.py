@@ -31,8 +31,16 @@ def outcomes():
     g = torch.Generator().manual_seed(0)
     z, y = model.sample(N * 5, g)
     clients = ClientData.from_arrays(z.double(), y, torch.arange(N).repeat_interleave(5), N)
-    game = FedSGDGame(model, clients, lr="decaying", eta=ETA, radius=RADIUS, noise_norm="global",
-                      weighting="uniform", alpha_max=max(GRID))
+    game = FedSGDGame(
+        model,
+        clients,
+        lr="decaying",
+        eta=ETA,
+        radius=RADIUS,
+        noise_norm="global",
+        weighting="uniform",
+        alpha_max=max(GRID),
+    )
     state = game.start(len(GRID) * RUNS, g, dtype=torch.float64)
     alpha = torch.zeros(len(GRID) * RUNS, N, dtype=torch.float64)
     alpha[:, 0] = torch.tensor(GRID, dtype=torch.float64).repeat_interleave(RUNS)

@@ -25,14 +25,21 @@ def micro(tmp_path_factory):
 
 def test_outputs_and_schema(micro):
     out, results = micro
-    for name in ("results.json", "curves.csv", "runs.csv", "reward_vs_alpha_A.png", "reward_vs_alpha_B.png",
-                 "honest_penalties.png"):
+    for name in (
+        "results.json",
+        "curves.csv",
+        "runs.csv",
+        "reward_vs_alpha_A.png",
+        "reward_vs_alpha_B.png",
+        "honest_penalties.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     assert 0.0 <= results["clean_accuracy"]["mean"] <= 1.0
     curves = results["curves"]
     assert {(c["group"], c.get("alpha_B", c.get("alpha_A")), c["C"]) for c in curves} == {
-        (g, f, C) for g in "AB" for f in (0.0, 1.0) for C in MICRO.penalties}
+        (g, f, C) for g in "AB" for f in (0.0, 1.0) for C in MICRO.penalties
+    }
     for c in curves:
         assert c["alpha"] == list(MICRO.alphas)
         assert len(c["reward_mean"]) == len(c["reward_se"]) == len(MICRO.alphas)
@@ -72,8 +79,11 @@ def test_differences_are_paired_by_seed(micro):
     """``diff_mean`` is the mean over seeds of (reward at alpha - reward at the first alpha) in the same seed."""
     out, results = micro
     free = next(c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == 0.0)
-    loss = {(a, s): json.loads((out / "runs" / f"a{a:g}_b0_s{s}.json").read_text())["test_loss"]
-            for a in MICRO.alphas for s in range(MICRO.runs)}
+    loss = {
+        (a, s): json.loads((out / "runs" / f"a{a:g}_b0_s{s}.json").read_text())["test_loss"]
+        for a in MICRO.alphas
+        for s in range(MICRO.runs)
+    }
     paired = [loss[(2.0, s)] - loss[(0.0, s)] for s in range(MICRO.runs)]
     assert free["diff_mean"][0] == 0.0
     assert free["diff_mean"][1] == pytest.approx(np.mean(paired))
@@ -101,8 +111,11 @@ def test_interrupted_seed_resumes_from_its_checkpoint_exactly(tmp_path, monkeypa
     assert (resumed / "checkpoints" / "seed_1.pt").exists()
     assert not (resumed / "checkpoints" / "seed_0.pt").exists()
     played.clear()
-    monkeypatch.setattr(FedSGDGame, "play_round", lambda self, state, *a, **k: (
-        played.append(state.round), original(self, state, *a, **k))[1])
+    monkeypatch.setattr(
+        FedSGDGame,
+        "play_round",
+        lambda self, state, *a, **k: (played.append(state.round), original(self, state, *a, **k))[1],
+    )
     reproduce(MICRO, resumed, progress=False, checkpoint_minutes=1e-9)
     assert played == list(range(1, MICRO.rounds))  # seed 1 continued after its first round
     assert not any((resumed / "checkpoints").iterdir())
@@ -130,12 +143,24 @@ def test_tiny_scale_shows_the_papers_qualitative_result(tmp_path):
     top = max(scale.alphas)
     seeds = range(4)
     for s in seeds:
-        _simulate(game, [(0.0, 0.0, s), (top, 0.0, s)], in_a, scale.rounds, test_x, test_y, tmp_path,
-                  torch.Generator().manual_seed(s), progress=False, checkpoint_seconds=math.inf)
-    record = {(a, s): json.loads((tmp_path / "runs" / f"a{a:g}_b0_s{s}.json").read_text())
-              for a in (0.0, top) for s in seeds}
+        _simulate(
+            game,
+            [(0.0, 0.0, s), (top, 0.0, s)],
+            in_a,
+            scale.rounds,
+            test_x,
+            test_y,
+            tmp_path,
+            torch.Generator().manual_seed(s),
+            progress=False,
+            checkpoint_seconds=math.inf,
+        )
+    record = {
+        (a, s): json.loads((tmp_path / "runs" / f"a{a:g}_b0_s{s}.json").read_text()) for a in (0.0, top) for s in seeds
+    }
     for C, sign in ((0.0, 1.0), (max(scale.penalties), -1.0)):
-        gains = np.array([_group_rewards(record[(top, s)], in_a, C) - _group_rewards(record[(0.0, s)], in_a, C)
-                          for s in seeds])
+        gains = np.array(
+            [_group_rewards(record[(top, s)], in_a, C) - _group_rewards(record[(0.0, s)], in_a, C) for s in seeds]
+        )
         t_statistic = sign * gains.mean() / (gains.std(ddof=1) / np.sqrt(len(gains)))
         assert t_statistic > student_t.ppf(0.95, len(gains) - 1), (C, gains)

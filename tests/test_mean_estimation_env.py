@@ -17,9 +17,7 @@ from fedgames.envs import mean_estimation_v0
 from fedgames.envs.mean_estimation.mean_estimation import MeanEstimationEnv
 from fedgames.mechanisms import BoundedAttack, NoisyResponse, RobustAggregation, SidePayment
 
-CONFIGS = [
-    pytest.param(dict(n_players=n, dim=d), id=f"N{n}-d{d}") for n in (2, 3, 7) for d in (1, 4)
-]
+CONFIGS = [pytest.param(dict(n_players=n, dim=d), id=f"N{n}-d{d}") for n in (2, 3, 7) for d in (1, 4)]
 
 SINGLE_MECHANISMS = [
     pytest.param([], id="plain"),
@@ -79,8 +77,13 @@ def test_parallel_api_stack(dim):
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("mechanisms", [pytest.param([], id="plain"), pytest.param(["bounded_attack:A=1.5",
-                                        "side_payment:C=0.4", "noisy_response:C=0.5"], id="stack")])
+@pytest.mark.parametrize(
+    "mechanisms",
+    [
+        pytest.param([], id="plain"),
+        pytest.param(["bounded_attack:A=1.5", "side_payment:C=0.4", "noisy_response:C=0.5"], id="stack"),
+    ],
+)
 def test_aec_api_via_parallel_to_aec(config, mechanisms):
     quiet_api_test(parallel_to_aec(make(mechanisms, **config)), num_cycles=20)
 
@@ -321,7 +324,8 @@ def test_sq_error_against_batched_game_play():
             np.testing.assert_allclose(infos[a]["estimate"], outcome.estimates[0, i], rtol=1e-12)
             assert infos[a]["sq_error"] == pytest.approx(float(outcome.sq_error[0, i]), rel=1e-12)
             assert infos[a]["sq_error"] == pytest.approx(
-                float(np.sum((infos[a]["estimate"] - world.mu[0]) ** 2)), rel=1e-12)
+                float(np.sum((infos[a]["estimate"] - world.mu[0]) ** 2)), rel=1e-12
+            )
             assert rewards[a] == pytest.approx(float(outcome.rewards[0, i]), rel=1e-12, abs=1e-12)
         check_reward_formula(env, rewards, infos, [0.5, 1.0, 2.0, 0.0])
 
@@ -510,8 +514,15 @@ def test_pettingzoo_make_aec():
     quiet_api_test(env, num_cycles=5)
 
 
-@pytest.mark.parametrize("spec", ["noisy_response:C=0.5", "side_payment:C=0.5,balanced=true",
-                                  "robust_aggregation:rule=median", "bounded_attack:A=1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "noisy_response:C=0.5",
+        "side_payment:C=0.5,balanced=true",
+        "robust_aggregation:rule=median",
+        "bounded_attack:A=1",
+    ],
+)
 def test_envs_with_each_mechanism_pickle_and_play_as_before(spec):
     """The standard library's pickle (multiprocessing with spawn, joblib, saving an env) handles every mechanism's
     stages, and the copy plays the same seeded episode."""
@@ -546,7 +557,7 @@ def test_global_state_holds_the_hidden_mean_and_every_players_data():
     state = env.state()
     assert env.state_space.contains(state) and state.shape == (2 + 3 * 2 + 3,)
     for i, agent in enumerate(env.possible_agents):  # each player's observation is its slice of the state
-        np.testing.assert_array_equal(state[2 + 2 * i:4 + 2 * i], obs[agent][:2])
+        np.testing.assert_array_equal(state[2 + 2 * i : 4 + 2 * i], obs[agent][:2])
         assert state[8 + i] == obs[agent][2]
     _, _, _, _, infos = env.step({a: np.array([0.5, 0.2, 0.0, 0.0], dtype=np.float32) for a in env.agents})
     for agent in env.possible_agents:

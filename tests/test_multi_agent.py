@@ -16,7 +16,6 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 import fedgames
 from fedgames.agents import FixedPolicy, HonestPolicy, SB3Policy
 from fedgames.train import multi_agent
-from fedgames.train.oracles import make_oracle
 from fedgames.train.multi_agent import (
     SelfPlayVecEnv,
     TrainingResult,
@@ -25,6 +24,7 @@ from fedgames.train.multi_agent import (
     train_independent,
     train_shared,
 )
+from fedgames.train.oracles import make_oracle
 
 
 def make(mechanisms=(), **config):
@@ -348,10 +348,12 @@ def test_honest_default_init():
 @pytest.mark.parametrize("algo", ["sac", "td3"])
 def test_off_policy_algorithms_run(algo, tmp_path):
     env = make(["bounded_attack:A=1"], n_players=2)
-    independent = train_independent(env, algo=algo, rounds=1, steps_per_round=320, n_envs=32, eval_episodes=128,
-                                    checkpoint_dir=tmp_path / "ind")
-    resumed = train_independent(env, algo=algo, rounds=2, steps_per_round=320, n_envs=32, eval_episodes=128,
-                                checkpoint_dir=tmp_path / "ind")
+    independent = train_independent(
+        env, algo=algo, rounds=1, steps_per_round=320, n_envs=32, eval_episodes=128, checkpoint_dir=tmp_path / "ind"
+    )
+    resumed = train_independent(
+        env, algo=algo, rounds=2, steps_per_round=320, n_envs=32, eval_episodes=128, checkpoint_dir=tmp_path / "ind"
+    )
     assert len(independent.history) == 1 and len(resumed.history) == 2
     shared = train_shared(env, algo=algo, total_steps=640, n_games=16, checkpoint_every=320, eval_episodes=128)
     assert len(shared.history) == 2
@@ -384,8 +386,9 @@ def test_algo_kwargs_may_set_policy_and_verbose_not_env_or_seed():
     assert set(result.policies) == set(env.possible_agents)  # n_envs = 1: PPO's minibatch is 2, SB3's smallest
     for bad in ({"seed": 3}, {"env": None}):
         with pytest.raises(ValueError, match="cannot be set there"):
-            make_oracle("ppo", timesteps=64, seeds=1, n_envs=16, validation_episodes=64,
-                        algo_kwargs=bad).best_response(env, "player_0", honest)
+            make_oracle("ppo", timesteps=64, seeds=1, n_envs=16, validation_episodes=64, algo_kwargs=bad).best_response(
+                env, "player_0", honest
+            )
         with pytest.raises(ValueError, match="cannot be set there"):
             train_independent(env, rounds=1, steps_per_round=8, n_envs=4, seed=0, eval_episodes=16, algo_kwargs=bad)
 
@@ -393,6 +396,7 @@ def test_algo_kwargs_may_set_policy_and_verbose_not_env_or_seed():
 def test_sb3_callbacks_reach_every_learn_call():
     """SB3's ``callback`` argument: the trainers give it to every model's ``learn()`` in every round, the learned
     oracle beside its own curve recorder; lists and plain functions work as in SB3."""
+
     class Count(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
@@ -408,7 +412,13 @@ def test_sb3_callbacks_reach_every_learn_call():
     train_independent(env, rounds=2, seed=0, callback=count, **TINY)
     assert len(count.models) == 2 and count.steps == 2 * 2 * 4  # 2 players x 2 rounds x one 4-step rollout
     calls = []
-    oracle = make_oracle("ppo", timesteps=256, seeds=1, n_envs=64, validation_episodes=64,
-                         callback=[Count(), lambda local, glob: calls.append(1) or True])
+    oracle = make_oracle(
+        "ppo",
+        timesteps=256,
+        seeds=1,
+        n_envs=64,
+        validation_episodes=64,
+        callback=[Count(), lambda local, glob: calls.append(1) or True],
+    )
     result = oracle.best_response(env, "player_0", honest_policies(env))
     assert calls and result.curves[0]  # the user's function ran, and the oracle still recorded its curve

@@ -64,8 +64,9 @@ def make(mechanisms=(), **config):
 
 
 def honest(env):
-    return profile_policies(theory.honest_profile(theory.Setting.from_env(env), env.unwrapped.game.dim),
-                            env.possible_agents)
+    return profile_policies(
+        theory.honest_profile(theory.Setting.from_env(env), env.unwrapped.game.dim), env.possible_agents
+    )
 
 
 def exact_gain(env, policies, player=0):
@@ -102,8 +103,9 @@ def bounded_ppo():
     nu = float(env.unwrapped.game.nu[0])
     profile, _ = theory.bounded_equilibrium(A, nu, N, env.unwrapped.game.dim)
     policies = profile_policies(profile, env.possible_agents)
-    report = nash_check(env, policies, ppo(150_000, seeds=2), profile_name="cor_b1", players="symmetric",
-                        episodes=20_000, seed=0)
+    report = nash_check(
+        env, policies, ppo(150_000, seeds=2), profile_name="cor_b1", players="symmetric", episodes=20_000, seed=0
+    )
     return env, policies, report
 
 
@@ -169,8 +171,14 @@ def test_balanced_side_payment_threshold(factor, expected):
     policies = honest(env)
     gain, _ = exact_gain(env, policies)
     assert (gain > TOL) == (expected == "refuted")
-    report = nash_check(env, policies, ppo(100_000 if expected == "consistent" else 60_000), players=["player_0"],
-                        episodes=20_000, seed=0)
+    report = nash_check(
+        env,
+        policies,
+        ppo(100_000 if expected == "consistent" else 60_000),
+        players=["player_0"],
+        episodes=20_000,
+        seed=0,
+    )
     (check,) = report.players
     assert check.verdict == expected
     if expected == "consistent":
@@ -242,8 +250,7 @@ def _calibration(interval, repetitions):
     covered = refuted = 0
     truths = []
     for seed in range(repetitions):
-        report = nash_check(env, policies, oracle, players=["player_0"], episodes=2_000, interval=interval,
-                            seed=seed)
+        report = nash_check(env, policies, oracle, players=["player_0"], episodes=2_000, interval=interval, seed=seed)
         (check,) = report.players
         truth = true_regret(env, policies, check.learned)
         truths.append(truth)
@@ -272,8 +279,10 @@ def test_interval_calibration_with_grid_oracle(interval, repetitions):
 
 GRID_CASES = {
     "no mechanism, honest": ([], "honest"),
-    "noisy response 2x threshold, honest": ([f"noisy_response:C={2 * theory.noisy_response_threshold(N, 1.0)}"],
-                                            "honest"),
+    "noisy response 2x threshold, honest": (
+        [f"noisy_response:C={2 * theory.noisy_response_threshold(N, 1.0)}"],
+        "honest",
+    ),
     "bounded attack, Cor. B.1": ([f"bounded_attack:A={A}"], "cor_b1"),
 }
 
@@ -317,8 +326,9 @@ def test_grid_upper_bound_and_reply(case):
 
 def test_grid_oracle_without_lipschitz_gives_no_upper_bound():
     env = make(bias_max=0)
-    result = GridOracle(points=3, episodes=500, refine=False, lipschitz=None).best_response(env, "player_0",
-                                                                                          honest(env))
+    result = GridOracle(points=3, episodes=500, refine=False, lipschitz=None).best_response(
+        env, "player_0", honest(env)
+    )
     assert result.upper_bound is None and result.proves == "lower bound"
     assert result.budget["grid_points"] == 9
 
@@ -401,8 +411,9 @@ def test_an_oracle_that_replies_with_the_candidate_cannot_weaken_the_check():
     candidate = policies["player_0"].action
     for seed in range(6):
         alone = nash_check(env, policies, Fixed(reply), players=["player_0"], episodes=30, seed=seed).players[0]
-        both = nash_check(env, policies, [Fixed(candidate), Fixed(reply)], players=["player_0"], episodes=30,
-                          seed=seed).players[0]
+        both = nash_check(
+            env, policies, [Fixed(candidate), Fixed(reply)], players=["player_0"], episodes=30, seed=seed
+        ).players[0]
         assert both.ci[1] >= alone.ci[1]  # wider (Bonferroni): never a weaker upper end
         assert both.verdict != "consistent" or alone.verdict == "consistent"
     null = nash_check(env, policies, Fixed(candidate), players=["player_0"], episodes=30)
@@ -436,8 +447,9 @@ def test_nash_check_input_errors():
 @pytest.fixture(scope="module")
 def grid_report():
     env = make(bias_max=0, n_players=N)
-    return nash_check(env, honest(env), GridOracle(points=5, episodes=2_000), profile_name="honest",
-                      episodes=5_000, seed=0)
+    return nash_check(
+        env, honest(env), GridOracle(points=5, episodes=2_000), profile_name="honest", episodes=5_000, seed=0
+    )
 
 
 def _assert_schema(data, n_players, oracle):
@@ -451,8 +463,9 @@ def _assert_schema(data, n_players, oracle):
         for key in ("predicted", "learned"):
             assert {"alpha", "beta", "b_1", "b_2"} <= set(player[key])
         assert player["oracle"] == oracle
-    assert data["nash_conv"] == pytest.approx(sum(max(p["regret"], 0.0) * len(p["represents"])
-                                                  for p in data["players"]))
+    assert data["nash_conv"] == pytest.approx(
+        sum(max(p["regret"], 0.0) * len(p["represents"]) for p in data["players"])
+    )
 
 
 def test_report_dict_json_markdown(grid_report):
@@ -511,8 +524,7 @@ def test_symmetric_checks_one_player_per_type(grid_report):
     env2 = make(bias_max=0, n_players=N, lam=[1.0, 1.0, 2.0])
     report2 = nash_check(env2, honest(env2), oracle, players="symmetric", episodes=5_000, seed=0)
     assert [p.represents for p in report2.players] == [["player_0", "player_1"], ["player_2"]]
-    assert report2.nash_conv == pytest.approx(2 * max(report2.players[0].regret, 0) +
-                                              max(report2.players[1].regret, 0))
+    assert report2.nash_conv == pytest.approx(2 * max(report2.players[0].regret, 0) + max(report2.players[1].regret, 0))
 
 
 def test_player_types():
@@ -522,8 +534,12 @@ def test_player_types():
     mixed = {**same, "player_3": FixedPolicy(2.0, 0.5, [0.0, 0.0])}
     assert player_types(env, mixed) == [["player_0", "player_1", "player_2"], ["player_3"]]
     shared = RandomPolicy(env.action_space("player_0"))
-    objects = {"player_0": shared, "player_1": shared, "player_2": RandomPolicy(env.action_space("player_2")),
-               "player_3": ConstantPolicy([1.0, 0.5, 0.0, 0.0])}
+    objects = {
+        "player_0": shared,
+        "player_1": shared,
+        "player_2": RandomPolicy(env.action_space("player_2")),
+        "player_3": ConstantPolicy([1.0, 0.5, 0.0, 0.0]),
+    }
     assert player_types(env, objects) == [["player_0", "player_1"], ["player_2"], ["player_3"]]
     env2 = make(n_players=4, sigma=[1.0, 1.0, 2.0, 1.0])
     assert player_types(env2, same) == [["player_0", "player_1", "player_3"], ["player_2"]]
@@ -534,8 +550,18 @@ def test_player_types():
 # ------------------------------------------------------------------------------------------------------------------
 
 
-BASE = ["check", "mean_estimation_v0", "--quick", "-m", f"bounded_attack:A={A}", "-e", "bias_max=0", "--profile",
-        "theory", "--quiet"]
+BASE = [
+    "check",
+    "mean_estimation_v0",
+    "--quick",
+    "-m",
+    f"bounded_attack:A={A}",
+    "-e",
+    "bias_max=0",
+    "--profile",
+    "theory",
+    "--quiet",
+]
 
 
 def _cli_report(out: Path, oracle: str):
@@ -584,15 +610,18 @@ def test_cli_unknown_mechanism_returns_2(capsys):
     assert "no_such_mechanism" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, option, name", [
-    ("check", ["--oracle", "grid", "--episodes", "0"], "episodes"),
-    ("check", ["--oracle", "grid", "--grid-points", "0"], "points"),
-    ("check", ["--oracle", "grid", "--grid-episodes", "0"], "episodes"),
-    ("check", ["--timesteps", "0"], "timesteps"),
-    ("check", ["--seeds", "0"], "seeds"),
-    ("train", ["--rounds", "0"], "rounds"),
-    ("train", ["--steps", "0"], "steps_per_round"),
-])
+@pytest.mark.parametrize(
+    "command, option, name",
+    [
+        ("check", ["--oracle", "grid", "--episodes", "0"], "episodes"),
+        ("check", ["--oracle", "grid", "--grid-points", "0"], "points"),
+        ("check", ["--oracle", "grid", "--grid-episodes", "0"], "episodes"),
+        ("check", ["--timesteps", "0"], "timesteps"),
+        ("check", ["--seeds", "0"], "seeds"),
+        ("train", ["--rounds", "0"], "rounds"),
+        ("train", ["--steps", "0"], "steps_per_round"),
+    ],
+)
 def test_cli_a_given_zero_is_checked_not_replaced_by_the_default(command, option, name, capsys):
     """An option given as 0 reaches the validation (it used to fall back to the default, as if not given)."""
     assert main([command, "mean_estimation_v0", "--quick", "--quiet", *option]) == 2
@@ -600,13 +629,20 @@ def test_cli_a_given_zero_is_checked_not_replaced_by_the_default(command, option
     assert name in error and "got 0" in error
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["simulate", "mean_estimation_v0", "--profile", "honset"], "unknown profile 'honset'; did you mean 'honest'"),
-    (["simulate", "mean_estimation_v0", "-e", "n_players=3", "--profile", "alpha=1,2;beta=0"],
-     r"alpha takes one value or one per player \(3\), got 2 values"),
-    (["check", "fedsgd_v0", "--quick", "--profile", "alpha=1,2"],
-     r"alpha takes one value or one per player \(4\), got 2 values"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "mean_estimation_v0", "--profile", "honset"], "unknown profile 'honset'; did you mean 'honest'"),
+        (
+            ["simulate", "mean_estimation_v0", "-e", "n_players=3", "--profile", "alpha=1,2;beta=0"],
+            r"alpha takes one value or one per player \(3\), got 2 values",
+        ),
+        (
+            ["check", "fedsgd_v0", "--quick", "--profile", "alpha=1,2"],
+            r"alpha takes one value or one per player \(4\), got 2 values",
+        ),
+    ],
+)
 def test_cli_profile_errors_say_what_is_wrong(argv, message, capsys):
     assert main([*argv, "--quiet"]) == 2
     assert re.search(message, capsys.readouterr().err)

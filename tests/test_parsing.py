@@ -7,11 +7,19 @@ import pytest
 from fedgames.parsing import parse_assignment, parse_value
 
 
-@pytest.mark.parametrize("text, value", [
-    ("true", True), ("3", 3), ("0.5", 0.5), ("none", None), ("1,2", [1, 2]), ("decaying", "decaying"),
-    ('{"player_1": "sign_flip", "player_3": "alie:tau=-1"}', {"player_1": "sign_flip", "player_3": "alie:tau=-1"}),
-    ("[1, 2.5]", [1, 2.5]),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("3", 3),
+        ("0.5", 0.5),
+        ("none", None),
+        ("1,2", [1, 2]),
+        ("decaying", "decaying"),
+        ('{"player_1": "sign_flip", "player_3": "alie:tau=-1"}', {"player_1": "sign_flip", "player_3": "alie:tau=-1"}),
+        ("[1, 2.5]", [1, 2.5]),
+    ],
+)
 def test_parse_value(text, value):
     assert parse_value(text) == value
 

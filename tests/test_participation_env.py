@@ -24,9 +24,14 @@ from fedgames.eval.nash import nash_check
 from fedgames.train.multi_agent import train_independent
 from fedgames.train.oracles import LearnedOracle
 
-STACKS = [[], ["challenge_mixing:pi=0.5"], ["audit:k=2,p_detect=0.8,S=1"],
-          ["bounded_attack:A=0.5,component=u", "challenge_mixing:pi=0.3", "audit:k=1,S=2"],
-          ["robust_aggregation:rule=median", "side_payment:C=0.5,balanced=true", "audit:k=2,policy=risk"]]
+STACKS = [
+    [],
+    ["challenge_mixing:pi=0.5"],
+    ["audit:k=2,p_detect=0.8,S=1"],
+    ["bounded_attack:A=0.5,component=u", "challenge_mixing:pi=0.3", "audit:k=1,S=2"],
+    ["robust_aggregation:rule=median", "side_payment:C=0.5,balanced=true", "audit:k=2,policy=risk"],
+]
+
 
 def make(mechanisms=(), **config):
     return fedgames.make("participation_v0", mechanisms=list(mechanisms), **config)
@@ -50,8 +55,10 @@ def test_an_episode_lasts_the_rounds_and_reports_what_happened():
     assert steps == 4 and all(terminations.values())
     assert infos["player_2"]["participated"] is False and rewards["player_2"] == 0.0  # the outside option
     assert infos["player_0"]["participation"] == pytest.approx(2 / 3)
-    assert infos["player_0"]["payment"] in (pytest.approx(-0.5 * infos["player_0"]["paid_score"]),
-                                            pytest.approx(1.0 - 0.5 * infos["player_0"]["paid_score"]))
+    assert infos["player_0"]["payment"] in (
+        pytest.approx(-0.5 * infos["player_0"]["paid_score"]),
+        pytest.approx(1.0 - 0.5 * infos["player_0"]["paid_score"]),
+    )
 
 
 def test_without_rejoin_an_exit_is_for_good():
@@ -63,12 +70,15 @@ def test_without_rejoin_an_exit_is_for_good():
     assert infos["player_1"]["participated"] is True
 
 
-@pytest.mark.parametrize("spec, pattern", [
-    ("noisy_response:C=0.5", "no server response"),
-    ("robust_aggregation:rule=krum,f=1", "any number of participants, 1 to 10; with 1"),
-    ("robust_aggregation:rule=trimmed_mean,f=2", "any number of participants, 1 to 10; with 1"),
-    ("audit:k=1,policy=riks", "audit: audit policy must be one of .*did you mean 'risk'"),
-])
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        ("noisy_response:C=0.5", "no server response"),
+        ("robust_aggregation:rule=krum,f=1", "any number of participants, 1 to 10; with 1"),
+        ("robust_aggregation:rule=trimmed_mean,f=2", "any number of participants, 1 to 10; with 1"),
+        ("audit:k=1,policy=riks", "audit: audit policy must be one of .*did you mean 'risk'"),
+    ],
+)
 def test_mechanisms_the_game_cannot_play_are_refused(spec, pattern):
     with pytest.raises(ValueError, match=pattern):
         make([spec])
@@ -145,8 +155,23 @@ def test_the_gain_from_gaming_is_the_closed_form(sanction_factor):
 def test_cli_check_refutes_honesty_by_the_gain_from_gaming(tmp_path):
     """Without audits honesty is no equilibrium: the grid's best reply games every round, and its regret is the
     closed form's gain per round times the rounds (no sampling error: the scores' noise cancels in the pairs)."""
-    assert main(["check", "participation_v0", "--profile", "honest", "--oracle", "grid", "--quick", "--quiet",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "participation_v0",
+                "--profile",
+                "honest",
+                "--oracle",
+                "grid",
+                "--quick",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "report.json").read_text())
     player = data["players"][0]
     env = make()
@@ -161,9 +186,34 @@ def test_the_grid_finds_the_interior_reply_a_side_payment_leaves(tmp_path):
     plays the ``u`` of :func:`theory.best_manipulation` (to the grid's spacing, 1/40) and its regret is the closed
     form's gain there (4 standard errors from the paired interval), so honesty is refuted by that much and no
     more."""
-    assert main(["check", "participation_v0", "-m", "side_payment:C=1.0", "-e", "rounds=1", "-e", "n_clients=6",
-                 "--profile", "honest", "--oracle", "grid", "--grid-points", "21", "--grid-episodes", "4000",
-                 "--episodes", "20000", "--quiet", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "participation_v0",
+                "-m",
+                "side_payment:C=1.0",
+                "-e",
+                "rounds=1",
+                "-e",
+                "n_clients=6",
+                "--profile",
+                "honest",
+                "--oracle",
+                "grid",
+                "--grid-points",
+                "21",
+                "--grid-episodes",
+                "4000",
+                "--episodes",
+                "20000",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     player = json.loads((tmp_path / "report.json").read_text())["players"][0]
     env = make(["side_payment:C=1.0"], n_clients=6, rounds=1)
     setting = env.unwrapped.game.setting(env.protocol)
@@ -179,9 +229,34 @@ def test_the_theory_profile_under_a_side_payment_is_full_gaming_and_no_reply_bea
     """``--profile theory`` is the manipulation that is a best reply to itself: under a side payment with a
     positive slope, everybody gaming fully (the charge bites on deviations only). The grid finds no better reply:
     its reply games fully too, and the regret's interval holds 0."""
-    assert main(["check", "participation_v0", "-m", "side_payment:C=1.0", "-e", "rounds=1", "-e", "n_clients=6",
-                 "--profile", "theory", "--oracle", "grid", "--grid-points", "11", "--grid-episodes", "2000",
-                 "--episodes", "20000", "--quiet", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "check",
+                "participation_v0",
+                "-m",
+                "side_payment:C=1.0",
+                "-e",
+                "rounds=1",
+                "-e",
+                "n_clients=6",
+                "--profile",
+                "theory",
+                "--oracle",
+                "grid",
+                "--grid-points",
+                "11",
+                "--grid-episodes",
+                "2000",
+                "--episodes",
+                "20000",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     player = report["players"][0]
     assert player["candidate"]["u"] == 1.0 and player["learned"]["u"] == 1.0
@@ -191,8 +266,8 @@ def test_the_theory_profile_under_a_side_payment_is_full_gaming_and_no_reply_bea
 @pytest.mark.parametrize("deterred", [False, True])
 def test_a_learned_reply_games_exactly_when_the_slope_says_so(deterred):
     """PPO as player 0 against honest participants (3 rounds, 20k steps): without audits it learns to game every
-    round (u = 1) and its regret reaches 95% of the best reply's, 3 x ``gaming_gain``; with twice the minimum sanction it stays honest and the
-    check does not refute honesty."""
+    round (u = 1) and its regret reaches 95% of the best reply's, 3 x ``gaming_gain``; with twice the minimum
+    sanction it stays honest and the check does not refute honesty."""
     plain = make(n_clients=4, rounds=3)
     setting = plain.unwrapped.game.setting(plain.protocol)
     s_min = theory.minimum_sanction(replace(setting, audits=1, p_detect=0.5), 4, setting.q0)
@@ -285,8 +360,15 @@ def test_global_state_holds_every_clients_cost_and_the_round():
     assert state[0] == 0.5 and list(state[4:7]) == [1.0, 0.0, 1.0] and state[-2] == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize("spec", ["robust_aggregation:rule=median", "robust_aggregation:rule=trimmed_mean,fraction=0.2",
-                                  "robust_aggregation:rule=geometric_median", None])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "robust_aggregation:rule=median",
+        "robust_aggregation:rule=trimmed_mean,fraction=0.2",
+        "robust_aggregation:rule=geometric_median",
+        None,
+    ],
+)
 def test_the_metric_aggregates_the_participants_paid_scores_alone(spec):
     """The reported metric is the rule over the participants' paid scores ([G] Prop. 9.3), however many take part:
     episodes are grouped by their number of participants, and each group's result is the rule on that episode's
@@ -298,7 +380,7 @@ def test_the_metric_aggregates_the_participants_paid_scores_alone(spec):
     values = rng.standard_normal((400, 7, 1))
     batched = game.participants_aggregate(rule, values, present)
     for b in range(400):
-        expected = rule(values[b:b + 1, present[b]], None)[0] if present[b].any() else np.full(1, np.nan)
+        expected = rule(values[b : b + 1, present[b]], None)[0] if present[b].any() else np.full(1, np.nan)
         np.testing.assert_allclose(batched[b], expected, rtol=1e-9, equal_nan=True)
     env.reset(seed=2)
     actions = {a: np.array([float(i % 3 != 0), 0.3 * i / 7], dtype=np.float32) for i, a in enumerate(env.agents)}
@@ -318,18 +400,21 @@ def test_balanced_side_payments_on_scores_sum_to_zero_among_the_participants():
     for batch in steps:
         batch.reset()
     side = steps[0].step(actions).payments - steps[1].step(actions).payments
-    present = (actions[..., 0] >= 0.5)
+    present = actions[..., 0] >= 0.5
     assert np.all(side[~present] == 0.0)
     np.testing.assert_allclose(side.sum(1), 0.0, atol=1e-12)
     assert np.abs(side[present.sum(1) >= 2]).max() > 0.01  # it charges something
 
 
-@pytest.mark.parametrize("mechanisms, u", [
-    (["side_payment:C=0.6"], 1.0),
-    (["side_payment:C=0.6,balanced=true"], 0.5),
-    (["challenge_mixing:pi=0.2", "audit:k=2,p_detect=0.7,S=0.8,policy=risk"], 1.0),
-    (["audit:k=2,p_detect=0.7,S=0.8,policy=risk", "side_payment:C=0.4,balanced=true"], 0.3),
-])
+@pytest.mark.parametrize(
+    "mechanisms, u",
+    [
+        (["side_payment:C=0.6"], 1.0),
+        (["side_payment:C=0.6,balanced=true"], 0.5),
+        (["challenge_mixing:pi=0.2", "audit:k=2,p_detect=0.7,S=0.8,policy=risk"], 1.0),
+        (["audit:k=2,p_detect=0.7,S=0.8,policy=risk", "side_payment:C=0.4,balanced=true"], 0.3),
+    ],
+)
 def test_the_gain_from_gaming_under_nonlinear_mechanisms_is_the_closed_form(mechanisms, u):
     """Side payments on the score deviation and risk-targeted audits make the reward nonlinear in ``u``: player 0
     plays ``u``, everyone else is honest and present, on common random numbers, and the mean paired difference of
@@ -368,8 +453,9 @@ def test_reproduce_gaming_design(tmp_path):
     paths' (4 standard errors each; exactly 0 where nobody games). At ``pi = 0.2, S = 2`` the mean-field path
     cycles (gamers leave until the audits deter the rest, who then come back and game again), and the simulation
     follows the cycle. Both fall with ``pi`` and ``S``, to 0 once ``(1 - pi) delta <= gamma q0`` (``pi >= 0.5``)."""
-    results = reproduce_gaming_design(tmp_path, pis=(0.0, 0.2, 0.6), sanctions=(0.0, 2.0), gain_episodes=500,
-                                      welfare_episodes=8)
+    results = reproduce_gaming_design(
+        tmp_path, pis=(0.0, 0.2, 0.6), sanctions=(0.0, 2.0), gain_episodes=500, welfare_episodes=8
+    )
     points = {(p["pi"], p["S"]): p for p in results["points"]}
     for p in points.values():
         assert abs(p["gain_sim"] - p["gain"]) <= 4 * p["gain_se"] + 1e-12
@@ -389,8 +475,13 @@ def test_myopic_best_repliers_follow_the_mean_field_path():
     participation it observes: full gaming where it pays, honesty where the sanction deters, and (``pi = 0.2``,
     ``S = 2``) gaming until enough gamers have left for the audits to deter the rest."""
     for pi, S, rounds in ((0.0, 0.0, 4), (0.0, 8.0, 4), (0.2, 2.0, 8)):
-        env = make([f"challenge_mixing:pi={pi}", f"audit:k=200,p_detect=0.5,S={S}"], n_clients=2000, rounds=rounds,
-                   c_mean=0.9, c_std=0.3)
+        env = make(
+            [f"challenge_mixing:pi={pi}", f"audit:k=200,p_detect=0.5,S={S}"],
+            n_clients=2000,
+            rounds=rounds,
+            c_mean=0.9,
+            c_std=0.3,
+        )
         setting = env.unwrapped.game.setting(env.protocol)
         batch = episode_batch(env, 2, np.random.default_rng(0))
         observations, policy = batch.reset(), MyopicParticipant(env, "best")
@@ -433,8 +524,14 @@ def test_a_best_replier_remembers_the_round_before_however_it_is_called():
 def test_risk_audits_break_ties_at_random_whatever_the_qualities():
     """Without score noise every client gaming alike has the same gap ``delta u``; however its quality rounded the
     gap, each client is audited with chance ``k / |P|`` (4 standard errors over 20,000 episodes)."""
-    env = make(["audit:k=1,p_detect=1,S=1,policy=risk"], n_clients=6, rounds=1, score_noise=0.0,
-               challenge_noise=0.0, q0=[0.7, 1.3, 0.9, 1.1, 2.0, 0.55])
+    env = make(
+        ["audit:k=1,p_detect=1,S=1,policy=risk"],
+        n_clients=6,
+        rounds=1,
+        score_noise=0.0,
+        challenge_noise=0.0,
+        q0=[0.7, 1.3, 0.9, 1.1, 2.0, 0.55],
+    )
     batch = episode_batch(env, 20_000, np.random.default_rng(0))
     batch.reset()
     actions = np.stack([np.ones((20_000, 6)), np.full((20_000, 6), 0.3)], axis=-1)
@@ -448,8 +545,9 @@ def _budget_round(mechanism, n=8, episodes=300, seed=0):
     batch = episode_batch(env, episodes, np.random.default_rng(seed))
     batch.reset()
     rng = np.random.default_rng(seed + 1)
-    actions = np.stack([rng.random((episodes, n)) < 0.8, rng.random((episodes, n)) * (rng.random((episodes, n)) < 0.5)],
-                       axis=-1).astype(float)
+    actions = np.stack(
+        [rng.random((episodes, n)) < 0.8, rng.random((episodes, n)) * (rng.random((episodes, n)) < 0.5)], axis=-1
+    ).astype(float)
     return batch.step(actions).outcome.messages, env.protocol.payment_rules[-1]
 
 
@@ -485,9 +583,14 @@ def test_budgeted_audits_stay_within_the_budget_and_cover_at_least_half_the_most
     np.testing.assert_array_equal(rule.audited(messages), k_audits.audited(messages))
 
 
-@pytest.mark.parametrize("spec, pattern", [("audit:costs=2", "give budget too"),
-                                           ("audit:budget=2,costs=1;x", "costs must be a number or 'c1;c2;...'"),
-                                           ("audit:budget=0", "budget must be a finite number > 0")])
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        ("audit:costs=2", "give budget too"),
+        ("audit:budget=2,costs=1;x", "costs must be a number or 'c1;c2;...'"),
+        ("audit:budget=0", "budget must be a finite number > 0"),
+    ],
+)
 def test_bad_budgeted_audits_are_refused(spec, pattern):
     with pytest.raises(ValueError, match=pattern):
         make([spec])

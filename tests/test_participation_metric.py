@@ -23,7 +23,7 @@ def test_the_gaming_bias_is_exact_at_any_number_of_participants(rule, fraction, 
     eps, b, tau = 0.3, 0.5, 0.1
     scores = b * (rng.random((200_000, n)) < eps) + tau * rng.standard_normal((200_000, n))
     f = mt.trimmed_count(rule, n, fraction)
-    metric = np.sort(scores, axis=1)[:, f:n - f].mean(1)
+    metric = np.sort(scores, axis=1)[:, f : n - f].mean(1)
     se = metric.std(ddof=1) / math.sqrt(metric.size)
     assert abs(metric.mean() - mt.metric_bias(rule, n, eps, b, tau, fraction)) < 4 * se
 
@@ -42,8 +42,12 @@ def test_reproduce_aggregation_frontier(tmp_path):
     and its spread the large-n one, within 4 standard errors at every point; and the trade-off of Prop. 9.3: with
     nobody gaming the mean has the smallest spread (no bias for any rule), at eps = 0.1 a 0.2-trimmed mean beats the
     mean in both bias and spread, at eps = 0.3 the median has the smallest bias and beats the mean in both."""
-    results = reproduce(tmp_path, contamination=(0.0, 0.1, 0.3),
-                        rules=(("mean", 0.0), ("trimmed_mean", 0.2), ("median", 0.0)), episodes=600)
+    results = reproduce(
+        tmp_path,
+        contamination=(0.0, 0.1, 0.3),
+        rules=(("mean", 0.0), ("trimmed_mean", 0.2), ("median", 0.0)),
+        episodes=600,
+    )
     points = {(p["rule"], p["eps"]): p for p in results["points"]}
     for p in points.values():
         assert abs(p["bias_sim"] - p["bias"]) < 4 * p["bias_se"]
@@ -64,10 +68,16 @@ def test_the_cli_reproduces_and_reports_every_point(tmp_path, monkeypatch, capsy
     from fedgames.cli import main
     from fedgames.eval import aggregation_frontier, gaming_design
 
-    small = {aggregation_frontier: {"contamination": (0.0, 0.2), "rules": (("mean", 0.0), ("median", 0.0)),
-                                    "episodes": 200},
-             gaming_design: {"pis": (0.0, 0.6), "sanctions": (0.0,), "gain_episodes": 50, "welfare_episodes": 2,
-                             "config": {"n_clients": 200, "c_mean": 0.9, "c_std": 0.3}}}
+    small = {
+        aggregation_frontier: {"contamination": (0.0, 0.2), "rules": (("mean", 0.0), ("median", 0.0)), "episodes": 200},
+        gaming_design: {
+            "pis": (0.0, 0.6),
+            "sanctions": (0.0,),
+            "gain_episodes": 50,
+            "welfare_episodes": 2,
+            "config": {"n_clients": 200, "c_mean": 0.9, "c_std": 0.3},
+        },
+    }
     for module, grid in small.items():
         full = module.reproduce
         monkeypatch.setattr(module, "reproduce", lambda out, _full=full, _grid=grid, **kw: _full(out, **_grid, **kw))

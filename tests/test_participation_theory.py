@@ -18,11 +18,21 @@ times."""
 
 def random_settings(count: int, seed: int) -> list[t.Setting]:
     rng = np.random.default_rng(seed)
-    return [t.Setting(n_clients=int(rng.integers(2, 50)), phi=rng.uniform(0, 2), w=rng.uniform(0.1, 1),
-                      gamma=rng.uniform(0, 1), delta=rng.uniform(0.5, 2), pi=rng.uniform(0, 0.5),
-                      audits=int(rng.integers(1, 4)), p_detect=rng.uniform(0.1, 1), q0=rng.uniform(0.5, 1.5),
-                      welfare=str(rng.choice(t.WELFARE_CURVES)))
-            for _ in range(count)]
+    return [
+        t.Setting(
+            n_clients=int(rng.integers(2, 50)),
+            phi=rng.uniform(0, 2),
+            w=rng.uniform(0.1, 1),
+            gamma=rng.uniform(0, 1),
+            delta=rng.uniform(0.5, 2),
+            pi=rng.uniform(0, 0.5),
+            audits=int(rng.integers(1, 4)),
+            p_detect=rng.uniform(0.1, 1),
+            q0=rng.uniform(0.5, 1.5),
+            welfare=str(rng.choice(t.WELFARE_CURVES)),
+        )
+        for _ in range(count)
+    ]
 
 
 @pytest.mark.parametrize("setting", random_settings(12, 0))
@@ -120,14 +130,22 @@ def test_a_path_without_rejoining_never_recovers():
     assert t.iterate_retention(threshold - 0.02, DOMINO, rejoin=False)[-1] == pytest.approx(low, abs=1e-9)
 
 
-@pytest.mark.parametrize("changes, name", [({"pi": 1.5}, "pi"), ({"n_clients": 1}, "n_clients"),
-                                           ({"c_std": 0.0}, "c_std"), ({"welfare": "linear"}, "welfare"),
-                                           ({"audits": -1}, "audits"), ({"z0": 0.0}, "z0"),
-                                           ({"audit_policy": "targeted"}, "audit policy"), ({"C": -0.1}, "C"),
-                                           ({"balanced": "yes"}, "balanced"),
-                                           ({"client_q0": (1.0, 2.0)}, "client_q0 must hold one value per client"),
-                                           ({"n_clients": 2, "client_outside": (0.0, math.nan)},
-                                            r"client_outside\[1\]")])
+@pytest.mark.parametrize(
+    "changes, name",
+    [
+        ({"pi": 1.5}, "pi"),
+        ({"n_clients": 1}, "n_clients"),
+        ({"c_std": 0.0}, "c_std"),
+        ({"welfare": "linear"}, "welfare"),
+        ({"audits": -1}, "audits"),
+        ({"z0": 0.0}, "z0"),
+        ({"audit_policy": "targeted"}, "audit policy"),
+        ({"C": -0.1}, "C"),
+        ({"balanced": "yes"}, "balanced"),
+        ({"client_q0": (1.0, 2.0)}, "client_q0 must hold one value per client"),
+        ({"n_clients": 2, "client_outside": (0.0, math.nan)}, r"client_outside\[1\]"),
+    ],
+)
 def test_bad_settings_name_the_parameter(changes, name):
     with pytest.raises(ValueError, match=name):
         t.Setting(**changes)

@@ -38,8 +38,9 @@ def test_list_envs_contains_mean_estimation():
     assert len(envs) == len(set(envs))
 
 
-@pytest.mark.parametrize("env_id", ["mean_estimation_v0", "fedgames/mean_estimation-v0", "mean_estimation-v0",
-                                    "fedgames/mean_estimation_v0"])
+@pytest.mark.parametrize(
+    "env_id", ["mean_estimation_v0", "fedgames/mean_estimation-v0", "mean_estimation-v0", "fedgames/mean_estimation_v0"]
+)
 def test_make_accepts_both_id_forms(env_id):
     env = fedgames.make(env_id, n_players=4, dim=2)
     assert isinstance(env, MeanEstimationEnv)
@@ -72,7 +73,11 @@ def test_make_mechanisms_as_strings_pairs_and_callables():
     assert isinstance(env.env.env.env, BoundedAttack) and env.env.env.env.A == 1.5
     assert isinstance(env.unwrapped, MeanEstimationEnv)
     assert [m.id for m in env.protocol.mechanisms] == [
-        "bounded_attack", "side_payment", "noisy_response", "robust_aggregation"]
+        "bounded_attack",
+        "side_payment",
+        "noisy_response",
+        "robust_aggregation",
+    ]
     assert env.action_space("player_0").high[0] == np.float32(1.5)
     parallel_api_test(env, num_cycles=5)
 
@@ -137,16 +142,24 @@ class ToyEnv(ParallelEnv):
     def step(self, actions: dict[str, Any]):
         agents, self.agents = self.agents, []
         coop = float(all(actions[a] == 1 for a in agents))
-        return ({a: np.ones(1, np.float32) for a in agents}, {a: self.payoff * coop for a in agents},
-                {a: True for a in agents}, {a: False for a in agents}, {a: {} for a in agents})
+        return (
+            {a: np.ones(1, np.float32) for a in agents},
+            {a: self.payoff * coop for a in agents},
+            {a: True for a in agents},
+            {a: False for a in agents},
+            {a: {} for a in agents},
+        )
 
 
 def test_register_user_parallel_env(clean_registries):
     full_id = fedgames.register("my_ns/toy-v0", entry_point=ToyEnv, kwargs={"payoff": 3.0})
     assert full_id == "my_ns/toy-v0"
     assert "my_ns/toy-v0" in fedgames.list_envs()
-    for env in (fedgames.make("my_ns/toy-v0"), pettingzoo.make("parallel", "my_ns/toy-v0"),
-                fedgames.make("my_ns/toy_v0")):
+    for env in (
+        fedgames.make("my_ns/toy-v0"),
+        pettingzoo.make("parallel", "my_ns/toy-v0"),
+        fedgames.make("my_ns/toy_v0"),
+    ):
         assert isinstance(env, ToyEnv) and env.payoff == 3.0
         parallel_api_test(env, num_cycles=5)
     assert fedgames.make("my_ns/toy-v0", payoff=5.0).payoff == 5.0
@@ -252,8 +265,9 @@ def test_plugin_register_function_called_on_next_list_envs(fake_plugins):
 
 
 def test_plugins_load_on_first_make(fake_plugins):
-    fake_plugins.append(FakeEntryPoint(
-        "plug", lambda: lambda: fedgames.register("plugin_ns/plug-v3", entry_point=ToyEnv)))
+    fake_plugins.append(
+        FakeEntryPoint("plug", lambda: lambda: fedgames.register("plugin_ns/plug-v3", entry_point=ToyEnv))
+    )
     assert isinstance(fedgames.make("plugin_ns/plug-v3"), ToyEnv)
 
 
@@ -262,8 +276,9 @@ def test_plugin_whose_load_raises_only_logs_a_warning(fake_plugins, caplog):
         raise ImportError("no module named 'missing_dep'")
 
     fake_plugins.append(FakeEntryPoint("broken_plugin", broken))
-    fake_plugins.append(FakeEntryPoint(
-        "good_plugin", lambda: lambda: fedgames.register("plugin_ns/good-v0", entry_point=ToyEnv)))
+    fake_plugins.append(
+        FakeEntryPoint("good_plugin", lambda: lambda: fedgames.register("plugin_ns/good-v0", entry_point=ToyEnv))
+    )
     with caplog.at_level(logging.WARNING, logger="fedgames.registry"):
         envs = fedgames.list_envs()
     assert "plugin_ns/good-v0" in envs  # the broken plugin does not stop the others

@@ -336,10 +336,10 @@ def test_participation_gap_closed_form(n):
 def test_thm_d_1_expected_payment_at_honesty(n, C):
     for nu in (0.1, NU, 2.0):
         honest = Profile.symmetric(n, DIM)
-        np.testing.assert_allclose(expected_payment(honest, np.full(n, nu), C, False), C * (n - 1) * nu / n,
-                                   rtol=1e-14)
+        np.testing.assert_allclose(expected_payment(honest, np.full(n, nu), C, False), C * (n - 1) * nu / n, rtol=1e-14)
         np.testing.assert_allclose(expected_payment(honest, np.full(n, nu), C, True), 0.0, atol=1e-15)
         # and the reward at honesty is (1 - lam) nu / N minus that payment
         s = setting(n, nu=nu, lam=0.6, payments=[(C, False)])
-        np.testing.assert_allclose(expected_reward(honest, s), (1 - 0.6) * nu / n - C * (n - 1) * nu / n,
-                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            expected_reward(honest, s), (1 - 0.6) * nu / n - C * (n - 1) * nu / n, rtol=1e-12, atol=1e-15
+        )

@@ -57,7 +57,8 @@ def assert_mc_agrees(samples: np.ndarray, expected: np.ndarray | float, what: st
     rounding = 1e-12 * max(1.0, float(np.abs(samples).max()))
     constant = se <= rounding
     assert np.all(np.abs(mean - expected)[constant] <= 1e3 * rounding), (
-        f"{what}: constant column(s) {np.flatnonzero(constant).tolist()} differ from theory: {mean} vs {expected}")
+        f"{what}: constant column(s) {np.flatnonzero(constant).tolist()} differ from theory: {mean} vs {expected}"
+    )
     se = np.where(constant, np.inf, se)
     z = (mean - expected) / se
     bad = np.abs(z) >= Z_MAX
@@ -123,16 +124,27 @@ def _mixed_noisy_honest(C: float, seed: int) -> Callable[[Setting, dict[str, Any
 N2 = dict(n_players=2, dim=3, sigma=1.2, sigma_star=0.4, lam=[0.7, 1.5], n_samples=4)
 N3 = dict(n_players=3, dim=2, sigma=1.0, sigma_star=0.5, lam=[0.5, 1.0, 2.0], n_samples=10)
 N7 = dict(n_players=7, dim=4, sigma=0.8, sigma_star=0.3, lam=[0.2, 0.5, 1.0, 1.0, 1.5, 2.0, 3.0], n_samples=6)
-HET3 = dict(n_players=3, dim=2, sigma=[0.5, 1.0, 2.0], sigma_star=0.3, sigma_cv=0.5, lam=[1.0, 0.5, 2.0],
-            n_samples=5)
-HET7 = dict(n_players=7, dim=3, sigma=[0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0], sigma_star=0.2, sigma_cv=0.8,
-            lam=[1.0, 0.3, 0.6, 1.2, 2.0, 0.8, 1.5], n_samples=3)
+HET3 = dict(n_players=3, dim=2, sigma=[0.5, 1.0, 2.0], sigma_star=0.3, sigma_cv=0.5, lam=[1.0, 0.5, 2.0], n_samples=5)
+HET7 = dict(
+    n_players=7,
+    dim=3,
+    sigma=[0.4, 0.6, 0.8, 1.0, 1.2, 1.6, 2.0],
+    sigma_star=0.2,
+    sigma_cv=0.8,
+    lam=[1.0, 0.3, 0.6, 1.2, 2.0, 0.8, 1.5],
+    n_samples=3,
+)
 
 CASES = [
     # no mechanism
     Case("plain_game/N2", N2, (), _fixed([0.8, 0.3], [0.2, 0.6], [[0.3, -0.2, 0.1], [0.0, 0.5, -0.4]]), seed=1),
-    Case("plain_game/N3", N3, (), _fixed([0.0, 1.2, 0.5], [0.1, 0.4, 0.9], [[0.2, -0.1], [-0.4, 0.3], [0.0, 0.6]]),
-         seed=2),
+    Case(
+        "plain_game/N3",
+        N3,
+        (),
+        _fixed([0.0, 1.2, 0.5], [0.1, 0.4, 0.9], [[0.2, -0.1], [-0.4, 0.3], [0.0, 0.6]]),
+        seed=2,
+    ),
     Case("plain_game/N7", N7, (), _random(7), seed=3),
     Case("plain_game/N3_honest", N3, (), lambda s, c: Profile.symmetric(3, 2), seed=4),
     Case("plain_game/hetero_N3", HET3, (), _random(11), seed=5),
@@ -145,8 +157,13 @@ CASES = [
     Case("balanced_payment/N3", N3, ("side_payment:C=0.3,balanced=true",), _random(24), seed=24),
     Case("balanced_payment/N7", N7, ("side_payment:C=0.05,balanced=true",), _random(25), seed=25),
     Case("balanced_payment/hetero_N3", HET3, ("side_payment:C=0.4,balanced=true",), _random(26), seed=26),
-    Case("plain+balanced_payment/N3", N3, ("side_payment:C=0.2", "side_payment:C=0.3,balanced=true"),
-         _random(27), seed=27),
+    Case(
+        "plain+balanced_payment/N3",
+        N3,
+        ("side_payment:C=0.2", "side_payment:C=0.3,balanced=true"),
+        _random(27),
+        seed=27,
+    ),
     # noisy response
     Case("noisy_response/N3_honest", N3, ("noisy_response:C=0.5",), _noisy_honest(0.5), seed=31),
     Case("noisy_response/N7_honest", N7, ("noisy_response:C=0.3",), _noisy_honest(0.3), seed=32),
@@ -159,18 +176,41 @@ CASES = [
     Case("bounded_attack/N7_equilibrium", N7, ("bounded_attack:A=1.5",), _bounded_eq(1.5), seed=42),
     Case("bounded_attack/N2_equilibrium", N2, ("bounded_attack:A=0.7",), _bounded_eq(0.7), seed=43),
     # stacks
-    Case("noisy+balanced/N3_honest", N3, ("noisy_response:C=0.5", "side_payment:C=0.3,balanced=true"),
-         _noisy_honest(0.5), seed=51),
-    Case("noisy+balanced/N3_random", N3, ("noisy_response:C=0.5", "side_payment:C=0.3,balanced=true"),
-         _random(52), seed=52),
-    Case("balanced+noisy/N7_random", N7, ("side_payment:C=0.1,balanced=true", "noisy_response:C=0.4"),
-         _random(53), seed=53),
-    Case("balanced+noisy+bounded/N3", N3,
-         ("side_payment:C=0.3,balanced=true", "noisy_response:C=0.5", "bounded_attack:A=1.5"),
-         _random(54, alpha_max=1.5), seed=54),
-    Case("bounded+noisy+plain/hetero_N3", HET3,
-         ("bounded_attack:A=1.5", "noisy_response:C=0.5", "side_payment:C=0.2"),
-         _random(55, alpha_max=1.5), seed=55),
+    Case(
+        "noisy+balanced/N3_honest",
+        N3,
+        ("noisy_response:C=0.5", "side_payment:C=0.3,balanced=true"),
+        _noisy_honest(0.5),
+        seed=51,
+    ),
+    Case(
+        "noisy+balanced/N3_random",
+        N3,
+        ("noisy_response:C=0.5", "side_payment:C=0.3,balanced=true"),
+        _random(52),
+        seed=52,
+    ),
+    Case(
+        "balanced+noisy/N7_random",
+        N7,
+        ("side_payment:C=0.1,balanced=true", "noisy_response:C=0.4"),
+        _random(53),
+        seed=53,
+    ),
+    Case(
+        "balanced+noisy+bounded/N3",
+        N3,
+        ("side_payment:C=0.3,balanced=true", "noisy_response:C=0.5", "bounded_attack:A=1.5"),
+        _random(54, alpha_max=1.5),
+        seed=54,
+    ),
+    Case(
+        "bounded+noisy+plain/hetero_N3",
+        HET3,
+        ("bounded_attack:A=1.5", "noisy_response:C=0.5", "side_payment:C=0.2"),
+        _random(55, alpha_max=1.5),
+        seed=55,
+    ),
 ]
 
 
@@ -217,8 +257,11 @@ def test_setting_reads_the_mechanisms(simulated):
 # Cor. B.1: the MSE at the bounded equilibrium
 
 
-@pytest.mark.parametrize("config,A,seed", [(N3, 1.5, 61), (N7, 1.5, 62), (N2, 0.7, 63), (N3, 3.0, 64)],
-                         ids=["N3_A1.5", "N7_A1.5", "N2_A0.7", "N3_A3"])
+@pytest.mark.parametrize(
+    "config,A,seed",
+    [(N3, 1.5, 61), (N7, 1.5, 62), (N2, 0.7, 63), (N3, 3.0, 64)],
+    ids=["N3_A1.5", "N7_A1.5", "N2_A0.7", "N3_A3"],
+)
 def test_bounded_equilibrium_mse_by_monte_carlo(config, A, seed):
     env = make_env([f"bounded_attack:A={A}"], **config)
     nu = float(env.unwrapped.game.nu[0])

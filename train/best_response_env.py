@@ -82,9 +82,11 @@ class BestResponseEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if getattr(self.env.unwrapped, "_driving_view", None) != self._token:
-            raise RuntimeError("this BestResponseEnv's episode was replaced: another view of the same env reset it "
-                               "(give each view its own env, e.g. copy.deepcopy(env) in a vector env's factory, or use "
-                               "BestResponseVecEnv), or reset() was not called")
+            raise RuntimeError(
+                "this BestResponseEnv's episode was replaced: another view of the same env reset it "
+                "(give each view its own env, e.g. copy.deepcopy(env) in a vector env's factory, or use "
+                "BestResponseVecEnv), or reset() was not called"
+            )
         actions = {self.player: self.scaler.to_env(action).astype(np.float32)}
         for agent in self.env.agents:
             if agent != self.player:
@@ -92,8 +94,13 @@ class BestResponseEnv(gym.Env):
                 actions[agent] = self.others[agent].act(observation, self._policy_rng).astype(np.float32)
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
         self._observations = observations
-        return (observations[self.player], float(rewards[self.player]), bool(terminations[self.player]),
-                bool(truncations[self.player]), infos[self.player])
+        return (
+            observations[self.player],
+            float(rewards[self.player]),
+            bool(terminations[self.player]),
+            bool(truncations[self.player]),
+            infos[self.player],
+        )
 
 
 class BatchedGamesVecEnv(VecEnv):
@@ -154,8 +161,7 @@ class BatchedGamesVecEnv(VecEnv):
         if not step.done:
             self._observations = step.observations
             return observations, rewards, np.zeros(self.num_envs, dtype=bool), [{} for _ in range(self.num_envs)]
-        infos = [{"terminal_observation": observations[k], "TimeLimit.truncated": False}
-                 for k in range(self.num_envs)]
+        infos = [{"terminal_observation": observations[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
         return self._new_episodes(), rewards, np.ones(self.num_envs, dtype=bool), infos
 
     def close(self) -> None:
@@ -168,8 +174,9 @@ class BatchedGamesVecEnv(VecEnv):
         """Set the attribute of the batch, which all sub-envs share (``indices`` cannot select among them)."""
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
-                   **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         """Call the method once, on the batch every sub-env is a slice of (not once per index: ``reset`` would
         start the batch over as many times), and give each index the result."""
         result = getattr(self, method_name)(*method_args, **method_kwargs)
@@ -194,8 +201,9 @@ class BestResponseVecEnv(BatchedGamesVecEnv):
         seed: seeds the games and the others' policies (``VecEnv.seed`` re-seeds at the next reset).
     """
 
-    def __init__(self, env: ParallelEnv, player: str, others: Mapping[str, Policy], n_envs: int = 1024,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, env: ParallelEnv, player: str, others: Mapping[str, Policy], n_envs: int = 1024, seed: int | None = None
+    ) -> None:
         self.env = env
         self.player = player
         self.agents = _check_roles(env, player, others)

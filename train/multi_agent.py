@@ -45,10 +45,10 @@ from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.envs.batch import horizon, learner_games, resolve_batch_size
-from fedgames.files import write_atomic
 from fedgames.eval.agreement import game_config
 from fedgames.eval.montecarlo import recorded_play
 from fedgames.eval.strategy import summarize_steps
+from fedgames.files import write_atomic
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs, new_model
 from fedgames.validation import integer
@@ -67,11 +67,16 @@ def _common_space(env: ParallelEnv, kind: str) -> Any:
     spaces_ = {agent: getattr(env, kind)(agent) for agent in env.possible_agents}
     first_agent, first = next(iter(spaces_.items()))
     for agent, space in spaces_.items():
-        same = (space.shape == first.shape and space.dtype == first.dtype
-                and np.array_equal(space.low, first.low) and np.array_equal(space.high, first.high))
+        same = (
+            space.shape == first.shape
+            and space.dtype == first.dtype
+            and np.array_equal(space.low, first.low)
+            and np.array_equal(space.high, first.high)
+        )
         if not same:
-            raise ValueError(f"parameter sharing needs identical {kind}s; {agent}'s {space} differs from "
-                             f"{first_agent}'s {first}")
+            raise ValueError(
+                f"parameter sharing needs identical {kind}s; {agent}'s {space} differs from {first_agent}'s {first}"
+            )
     return first
 
 
@@ -153,8 +158,12 @@ class TrainingResult:
         return np.array([entry["players"][agent][key] for entry in self.history])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "config": self.config, "checkpoint_dir": self.checkpoint_dir,
-                "history": self.history}
+        return {
+            "mode": self.mode,
+            "config": self.config,
+            "checkpoint_dir": self.checkpoint_dir,
+            "history": self.history,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -162,8 +171,11 @@ class TrainingResult:
     def plotted_components(self) -> list[str]:
         """The strategy components :meth:`plot` draws: ``alpha`` and ``beta`` (those the game has), or the
         participation game's ``participate`` and ``u``."""
-        return [c for c in ("alpha", "beta", "participate", "u") if self.history and all(
-            c in summary for summary in self.history[0]["players"].values())]
+        return [
+            c
+            for c in ("alpha", "beta", "participate", "u")
+            if self.history and all(c in summary for summary in self.history[0]["players"].values())
+        ]
 
     def plot(self, path: str | Path) -> Path:
         """A PNG of every player's mean strategy across the history, one panel per :meth:`plotted_components`
@@ -184,8 +196,11 @@ class TrainingResult:
                 ax.set_ylim(middle - 0.1, middle + 0.1)
             ax.ticklabel_format(axis="y", useOffset=False)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds and checkpoints are whole numbers
-            ax.set(xlabel="round" if self.mode == "independent" else "checkpoint", ylabel=f"mean {component}",
-                   title=f"{self.mode} learners: {component}")
+            ax.set(
+                xlabel="round" if self.mode == "independent" else "checkpoint",
+                ylabel=f"mean {component}",
+                title=f"{self.mode} learners: {component}",
+            )
             ax.legend(fontsize="small")
         target = Path(path)
         write_atomic(target, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
@@ -212,8 +227,9 @@ def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
     return honest_policies_for(env)
 
 
-def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096,
-                     seed: int = 0, batch_size: int | None = None) -> dict[str, dict[str, float]]:
+def strategy_summary(
+    env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096, seed: int = 0, batch_size: int | None = None
+) -> dict[str, dict[str, float]]:
     """Per agent: the mean of every action component over ``episodes`` seeded episodes (all their steps, and the
     last step apart in multi-round games, :func:`~fedgames.eval.strategy.summarize_steps`), ``bias_norm`` when the
     game has a bias, and the mean ``reward`` (the episode return; same episodes for every call with the same
@@ -223,8 +239,10 @@ def strategy_summary(env: ParallelEnv, policies: Mapping[str, Policy], episodes:
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     actions, returns = recorded_play(env, policies, episodes, resolve_batch_size(env, batch_size), rng, policy_rng)
     rewards = returns.mean(axis=0)
-    return {agent: summarize_steps(names, actions[:, :, i]) | {"reward": float(rewards[i])}
-            for i, agent in enumerate(env.possible_agents)}
+    return {
+        agent: summarize_steps(names, actions[:, :, i]) | {"reward": float(rewards[i])}
+        for i, agent in enumerate(env.possible_agents)
+    }
 
 
 def _algo_kwargs(algo: str, n_envs: int, overrides: Mapping[str, Any] | None, env: ParallelEnv) -> dict[str, Any]:
@@ -241,8 +259,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return {"shape": list(value.shape), "sum": float(value.double().sum())}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"type": type(value).__name__} | {f.name: _jsonable(getattr(value, f.name))
-                                                 for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__} | {
+            f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+        }
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -311,8 +330,9 @@ def _frozen(policy: Policy) -> Policy:
 class _Learners(ABC):
     """The models of one training run (keyed by file-name stem), how a round trains them and when to stop."""
 
-    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int,
-                 callback: MaybeCallback = None) -> None:
+    def __init__(
+        self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, callback: MaybeCallback = None
+    ) -> None:
         self.env, self.algo, self.algo_kwargs, self.seed = env, algo, algo_kwargs, seed
         self.callback = callback  # SB3's learn(callback=...), passed to every training call of every model
         self.models: dict[str, BaseAlgorithm] = {}
@@ -330,7 +350,9 @@ class _Learners(ABC):
         return sum(model.num_timesteps for model in self.models.values())
 
     def check_resume(self, completed_rounds: int) -> None:
-        """Raise ``ValueError`` when a checkpoint already went beyond what this call asks for."""
+        """Raise ``ValueError`` when a checkpoint already went beyond what this call asks for (by default, never:
+        a learner whose budget only grows has nothing to check)."""
+        return None
 
     @abstractmethod
     def finished(self, completed_rounds: int) -> bool:
@@ -356,8 +378,18 @@ class _Learners(ABC):
 class _IndependentLearners(_Learners):
     """One model per agent; a round trains each against the others' previous-round snapshots."""
 
-    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, rounds: int,
-                 steps: int, n_envs: int, init: Mapping[str, Policy], callback: MaybeCallback = None) -> None:
+    def __init__(
+        self,
+        env: ParallelEnv,
+        algo: str,
+        algo_kwargs: dict[str, Any],
+        seed: int,
+        rounds: int,
+        steps: int,
+        n_envs: int,
+        init: Mapping[str, Policy],
+        callback: MaybeCallback = None,
+    ) -> None:
         super().__init__(env, algo, algo_kwargs, seed, callback)
         self.rounds, self.steps, self.n_envs, self.init = rounds, steps, n_envs, dict(init)
 
@@ -392,8 +424,17 @@ class _SharedLearner(_Learners):
 
     KEY = "shared"
 
-    def __init__(self, env: ParallelEnv, algo: str, algo_kwargs: dict[str, Any], seed: int, total: int,
-                 n_games: int, every: int, callback: MaybeCallback = None) -> None:
+    def __init__(
+        self,
+        env: ParallelEnv,
+        algo: str,
+        algo_kwargs: dict[str, Any],
+        seed: int,
+        total: int,
+        n_games: int,
+        every: int,
+        callback: MaybeCallback = None,
+    ) -> None:
         super().__init__(env, algo, algo_kwargs, seed, callback)
         self.total, self.n_games, self.every = total, n_games, every
 
@@ -450,8 +491,10 @@ class _Checkpoint:
             raise ValueError(f"{self.state_path}: unknown state format {state.get('format')!r}")
         differing = [k for k in _differing_keys(state["config"], self.config) if k not in OUTPUT_ONLY]
         if differing:
-            raise ValueError(f"checkpoint {self.directory} was made with a different configuration; differing "
-                             f"keys: {', '.join(differing)}")
+            raise ValueError(
+                f"checkpoint {self.directory} was made with a different configuration; differing "
+                f"keys: {', '.join(differing)}"
+            )
         return state
 
     def model_files(self, state: Mapping[str, Any]) -> dict[str, Path]:
@@ -461,9 +504,15 @@ class _Checkpoint:
         names = {key: f"{key}.round_{completed_rounds:04d}.zip" for key in learners.models}
         for key, model in learners.models.items():
             write_atomic(self.directory / names[key], model.save)
-        state = {"format": STATE_FORMAT, "config": self.config, "seed": self.config["seed"],
-                 "completed_rounds": completed_rounds, "timesteps": learners.timesteps, "models": names,
-                 "history": history}
+        state = {
+            "format": STATE_FORMAT,
+            "config": self.config,
+            "seed": self.config["seed"],
+            "completed_rounds": completed_rounds,
+            "timesteps": learners.timesteps,
+            "models": names,
+            "history": history,
+        }
         write_atomic(self.state_path, json.dumps(state, indent=2))
         for key in names:
             for old in self.directory.glob(f"{key}.round_*.zip"):
@@ -471,8 +520,9 @@ class _Checkpoint:
                     old.unlink(missing_ok=True)
 
 
-def _run(learners: _Learners, config: dict[str, Any], checkpoint_dir: str | Path | None, eval_episodes: int,
-         progress: bool) -> TrainingResult:
+def _run(
+    learners: _Learners, config: dict[str, Any], checkpoint_dir: str | Path | None, eval_episodes: int, progress: bool
+) -> TrainingResult:
     """Resume from ``checkpoint_dir`` when it holds a state, then train rounds until the learners' budget is
     spent, recording the strategies (and checkpointing) after each round."""
     store = _Checkpoint(checkpoint_dir, config) if checkpoint_dir is not None else None
@@ -493,8 +543,14 @@ def _run(learners: _Learners, config: dict[str, Any], checkpoint_dir: str | Path
                 store.save(learners, len(history), history)
             bar.update(learners.progress(len(history)) - bar.n)
             bar.set_postfix(_mean_over_players(players))
-    return TrainingResult(config["mode"], learners.policies(), history, config,
-                          None if checkpoint_dir is None else str(checkpoint_dir), dict(learners.models))
+    return TrainingResult(
+        config["mode"],
+        learners.policies(),
+        history,
+        config,
+        None if checkpoint_dir is None else str(checkpoint_dir),
+        dict(learners.models),
+    )
 
 
 def _mean_over_players(players: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -557,10 +613,20 @@ def train_independent(
     missing = [a for a in env.possible_agents if a not in init]
     if missing:
         raise ValueError(f"init: no policy for {missing}")
-    config = _run_config("independent", env, algo, seed, steps_per_round=steps_per_round, n_envs=n_envs,
-                         algo_kwargs=algo_kwargs or {}, init=init, eval_episodes=eval_episodes)
-    learners = _IndependentLearners(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, rounds,
-                                    steps_per_round, n_envs, init, callback)
+    config = _run_config(
+        "independent",
+        env,
+        algo,
+        seed,
+        steps_per_round=steps_per_round,
+        n_envs=n_envs,
+        algo_kwargs=algo_kwargs or {},
+        init=init,
+        eval_episodes=eval_episodes,
+    )
+    learners = _IndependentLearners(
+        env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, rounds, steps_per_round, n_envs, init, callback
+    )
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 
 
@@ -601,15 +667,25 @@ def train_shared(
         ValueError: as :func:`train_independent`, and for players with different spaces.
     """
     n_games = learner_games(env, n_games, 512, "n_games")
-    _check_budget(total_steps=total_steps, n_games=n_games, checkpoint_every=checkpoint_every,
-                  eval_episodes=eval_episodes)
+    _check_budget(
+        total_steps=total_steps, n_games=n_games, checkpoint_every=checkpoint_every, eval_episodes=eval_episodes
+    )
     n_envs = n_games * len(env.possible_agents)
     for kind in ("action_space", "observation_space"):  # fail before training when the players differ
         _common_space(env, kind)
-    config = _run_config("shared", env, algo, seed, n_games=n_games, checkpoint_every=checkpoint_every,
-                         algo_kwargs=algo_kwargs or {}, eval_episodes=eval_episodes)
-    learners = _SharedLearner(env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, total_steps,
-                              n_games, checkpoint_every, callback)
+    config = _run_config(
+        "shared",
+        env,
+        algo,
+        seed,
+        n_games=n_games,
+        checkpoint_every=checkpoint_every,
+        algo_kwargs=algo_kwargs or {},
+        eval_episodes=eval_episodes,
+    )
+    learners = _SharedLearner(
+        env, algo, _algo_kwargs(algo, n_envs, algo_kwargs, env), seed, total_steps, n_games, checkpoint_every, callback
+    )
     return _run(learners, config, checkpoint_dir, eval_episodes, progress)
 
 
@@ -618,5 +694,12 @@ def _check_budget(**values: int) -> None:
         integer(name, value, 1)
 
 
-__all__ = ["SelfPlayVecEnv", "TrainingResult", "honest_policies", "strategy_summary", "sub_seed",
-           "train_independent", "train_shared"]
+__all__ = [
+    "SelfPlayVecEnv",
+    "TrainingResult",
+    "honest_policies",
+    "strategy_summary",
+    "sub_seed",
+    "train_independent",
+    "train_shared",
+]

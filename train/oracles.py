@@ -47,13 +47,16 @@ def new_model(algo: str, venv: Any, seed: int, algo_kwargs: Mapping[str, Any], *
     override."""
     reserved = sorted({"env", "seed"} & set(algo_kwargs))
     if reserved:
-        raise ValueError(f"algo_kwargs: {reserved} cannot be set there; fedgames gives the model its vectorised env "
-                         "and its seed (use the seed argument)")
+        raise ValueError(
+            f"algo_kwargs: {reserved} cannot be set there; fedgames gives the model its vectorised env "
+            "and its seed (use the seed argument)"
+        )
     accepted = [name for name in inspect.signature(ALGORITHMS[algo].__init__).parameters if name != "self"]
     for name in algo_kwargs:
         if name not in accepted:
-            raise ValueError(f"algo_kwargs: {ALGORITHMS[algo].__name__} has no parameter {name!r}"
-                             f"{did_you_mean(name, accepted)}")
+            raise ValueError(
+                f"algo_kwargs: {ALGORITHMS[algo].__name__} has no parameter {name!r}{did_you_mean(name, accepted)}"
+            )
     kwargs = {"policy": "MlpPolicy", "verbose": 0, **defaults, **algo_kwargs}
     return ALGORITHMS[algo](env=venv, seed=seed, **kwargs)
 
@@ -80,10 +83,22 @@ def default_algo_kwargs(algo: str, n_envs: int, horizon: int = 1) -> dict[str, A
     if algo == "ppo":
         if horizon == 1:
             return {"n_steps": 4, "batch_size": max(n_envs, 2), "n_epochs": 10, "learning_rate": 3e-3, "gamma": 0.0}
-        return {"n_steps": horizon, "batch_size": max(n_envs * horizon // 4, 2), "n_epochs": 10,
-                "learning_rate": 3e-3, "gamma": 1.0, "gae_lambda": 1.0}
-    common = {"gamma": 0.0 if horizon == 1 else 1.0, "batch_size": n_envs, "learning_starts": 2 * n_envs,
-              "train_freq": 1, "gradient_steps": 8, "buffer_size": 200_000}
+        return {
+            "n_steps": horizon,
+            "batch_size": max(n_envs * horizon // 4, 2),
+            "n_epochs": 10,
+            "learning_rate": 3e-3,
+            "gamma": 1.0,
+            "gae_lambda": 1.0,
+        }
+    common = {
+        "gamma": 0.0 if horizon == 1 else 1.0,
+        "batch_size": n_envs,
+        "learning_starts": 2 * n_envs,
+        "train_freq": 1,
+        "gradient_steps": 8,
+        "buffer_size": 200_000,
+    }
     if algo == "sac":
         return common | {"learning_rate": 3e-3, "ent_coef": 0.01}
     return common | {"learning_rate": 1e-3}
@@ -140,14 +155,15 @@ def plateaued(curve: Sequence[Sequence[float]], share: float = 0.05) -> bool:
     k = len(values) // 5
     if k < 2:
         return False
-    first, before, last = values[:k], values[-2 * k:-k], values[-k:]
+    first, before, last = values[:k], values[-2 * k : -k], values[-k:]
     se = np.sqrt(last.var(ddof=1) / k + before.var(ddof=1) / k)
     recent = abs(last.mean() - before.mean())
     return bool(recent <= 2 * se or recent <= share * abs(last.mean() - first.mean()))
 
 
-def _player_value(env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int,
-                  batch_size: int) -> float:
+def _player_value(
+    env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int, batch_size: int
+) -> float:
     results = simulate(env, policies, episodes, seed=seed, batch_size=batch_size)
     return float(results.rewards[:, env.possible_agents.index(player)].mean())
 
@@ -172,9 +188,18 @@ class LearnedOracle:
 
     proves = "lower bound"
 
-    def __init__(self, algo: str = "ppo", timesteps: int = 200_000, seeds: int = 3, n_envs: int | None = None,
-                 validation_episodes: int = 20_000, algo_kwargs: Mapping[str, Any] | None = None,
-                 tensorboard_log: str | None = None, progress: bool = False, callback: MaybeCallback = None) -> None:
+    def __init__(
+        self,
+        algo: str = "ppo",
+        timesteps: int = 200_000,
+        seeds: int = 3,
+        n_envs: int | None = None,
+        validation_episodes: int = 20_000,
+        algo_kwargs: Mapping[str, Any] | None = None,
+        tensorboard_log: str | None = None,
+        progress: bool = False,
+        callback: MaybeCallback = None,
+    ) -> None:
         if tensorboard_log is not None:
             try:
                 import tensorboard  # noqa: F401
@@ -202,8 +227,14 @@ class LearnedOracle:
         """The hyperparameters used on ``env``: :func:`default_algo_kwargs` for its horizon, then the overrides."""
         return default_algo_kwargs(self.name, self.games(env), horizon(env)) | self.overrides
 
-    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0,
-                      batch_size: int | None = None) -> OracleResult:
+    def best_response(
+        self,
+        env: ParallelEnv,
+        player: str,
+        policies: Mapping[str, Policy],
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> OracleResult:
         """Train ``seeds`` learners as ``player`` against ``policies``; keep the best on the validation episodes,
         simulated ``batch_size`` at a time (``None``: the env's default,
         :func:`~fedgames.envs.batch.resolve_batch_size`)."""
@@ -216,20 +247,34 @@ class LearnedOracle:
             venv = BestResponseVecEnv(env, player, others, n_envs=self.games(env), seed=run_seed)
             model = new_model(self.name, venv, run_seed, algo_kwargs, tensorboard_log=self.tensorboard_log)
             curve = _Curve()
-            model.learn(self.timesteps, callback=_beside(curve, self.callback),
-                        tb_log_name=f"{self.name}_{player}_seed{run_seed}")
+            model.learn(
+                self.timesteps,
+                callback=_beside(curve, self.callback),
+                tb_log_name=f"{self.name}_{player}_seed{run_seed}",
+            )
             policy = SB3Policy(model, env.action_space(player))
-            value = _player_value(env, {**policies, player: policy}, player, self.validation_episodes,
-                                  seed=10_000_019 + run_seed, batch_size=batch_size)
+            value = _player_value(
+                env,
+                {**policies, player: policy},
+                player,
+                self.validation_episodes,
+                seed=10_000_019 + run_seed,
+                batch_size=batch_size,
+            )
             runs.append((value, policy, curve.points))
         best = max(range(len(runs)), key=lambda r: runs[r][0])
         return OracleResult(
             policy=runs[best][1],
             oracle=self.name,
             proves=self.proves,
-            budget={"algorithm": self.name, "timesteps_per_seed": self.timesteps, "seeds": self.seeds,
-                    "n_envs": self.games(env), "validation_episodes": self.validation_episodes,
-                    "hyperparameters": algo_kwargs},
+            budget={
+                "algorithm": self.name,
+                "timesteps_per_seed": self.timesteps,
+                "seeds": self.seeds,
+                "n_envs": self.games(env),
+                "validation_episodes": self.validation_episodes,
+                "hyperparameters": algo_kwargs,
+            },
             curves=[r[2] for r in runs],
             plateau=plateaued(runs[best][2]),
         )
@@ -269,9 +314,15 @@ class GridOracle:
 
     name = "grid"
 
-    def __init__(self, components: Sequence[str] = ("alpha", "beta"), points: int = 11, episodes: int = 20_000,
-                 refine: bool = True, lipschitz: str | Mapping[str, float] | None = "theory",
-                 level: float = 0.95) -> None:
+    def __init__(
+        self,
+        components: Sequence[str] = ("alpha", "beta"),
+        points: int = 11,
+        episodes: int = 20_000,
+        refine: bool = True,
+        lipschitz: str | Mapping[str, float] | None = "theory",
+        level: float = 0.95,
+    ) -> None:
         points, episodes = integer("points", points, 2), integer("episodes", episodes, 2)
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1), got {level}")
@@ -282,8 +333,14 @@ class GridOracle:
     def proves(self) -> str:
         return "lower and upper bound" if self.lipschitz is not None else "lower bound"
 
-    def best_response(self, env: ParallelEnv, player: str, policies: Mapping[str, Policy], seed: int = 0,
-                      batch_size: int | None = None) -> OracleResult:
+    def best_response(
+        self,
+        env: ParallelEnv,
+        player: str,
+        policies: Mapping[str, Policy],
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> OracleResult:
         """Play the candidate and every grid point as ``player`` on the same ``episodes`` episodes, simulated
         ``batch_size`` at a time (``None``: the env's default, :func:`~fedgames.envs.batch.resolve_batch_size`),
         and keep the best point."""
@@ -295,8 +352,9 @@ class GridOracle:
         base = policies[player].act(observations[:, index], np.random.default_rng(seed))[0]
         low, high = protocol.action_low[columns], protocol.action_high[columns]
 
-        def search(lower: np.ndarray, upper: np.ndarray, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def search(
+            lower: np.ndarray, upper: np.ndarray, seed: int
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             candidate = simulate(env, policies, self.episodes, seed=seed, batch_size=batch_size).rewards[:, index]
             axes = [np.linspace(lo, hi, self.points) for lo, hi in zip(lower, upper)]
             actions = []
@@ -306,8 +364,9 @@ class GridOracle:
                 actions.append(action)
             gains, errors = np.empty(len(actions)), np.empty(len(actions))
             for g, action in enumerate(actions):
-                rewards = simulate(env, {**policies, player: ConstantPolicy(action)}, self.episodes, seed=seed,
-                                   batch_size=batch_size)
+                rewards = simulate(
+                    env, {**policies, player: ConstantPolicy(action)}, self.episodes, seed=seed, batch_size=batch_size
+                )
                 diff = rewards.rewards[:, index] - candidate
                 gains[g], errors[g] = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
             return np.array(actions), gains, errors, (upper - lower) / (self.points - 1)
@@ -323,8 +382,13 @@ class GridOracle:
             policy=ConstantPolicy(actions[winner]),
             oracle=self.name,
             proves=self.proves,
-            budget={"components": list(self.components), "points_per_component": self.points,
-                    "refined": self.refine, "grid_points": len(actions), "episodes_per_point": self.episodes},
+            budget={
+                "components": list(self.components),
+                "points_per_component": self.points,
+                "refined": self.refine,
+                "grid_points": len(actions),
+                "episodes_per_point": self.episodes,
+            },
         )
         constants = self._lipschitz(env, policies, index, columns)
         if constants is not None:
@@ -336,8 +400,9 @@ class GridOracle:
             result.budget["lipschitz"] = dict(zip(self.components, constants.tolist()))
         return result
 
-    def _lipschitz(self, env: ParallelEnv, policies: Mapping[str, Policy], index: int,
-                   columns: list[int]) -> np.ndarray | None:
+    def _lipschitz(
+        self, env: ParallelEnv, policies: Mapping[str, Policy], index: int, columns: list[int]
+    ) -> np.ndarray | None:
         if self.lipschitz is None:
             return None
         if isinstance(self.lipschitz, Mapping):
@@ -347,8 +412,10 @@ class GridOracle:
         theory = closed_form(env)
         constant = constant_actions(env, policies)
         if theory is None or constant is None:
-            raise ValueError("lipschitz='theory' needs a game with a closed form and constant policies; give the "
-                             "constants as a mapping, or lipschitz=None for a lower bound only")
+            raise ValueError(
+                "lipschitz='theory' needs a game with a closed form and constant policies; give the "
+                "constants as a mapping, or lipschitz=None for a lower bound only"
+            )
         return theory.lipschitz(constant, index, columns)
 
 

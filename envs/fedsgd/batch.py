@@ -22,8 +22,9 @@ OBSERVATION_SIZE = 5
 """Round progress ``t/T``, active in the last round, then its honest gradient norm, squared deviation and loss."""
 
 
-def held_out_loss(game: FedSGDGame, test: tuple[torch.Tensor, torch.Tensor] | None, theta: torch.Tensor
-                  ) -> torch.Tensor:
+def held_out_loss(
+    game: FedSGDGame, test: tuple[torch.Tensor, torch.Tensor] | None, theta: torch.Tensor
+) -> torch.Tensor:
     """``f`` of each run's parameters ``theta`` ``(R, P)``: the quadratic's ``f - f*`` (``test`` is ``None``), else
     the mean loss on the held-out ``test`` data; ``(R,)``."""
     if test is None:
@@ -68,8 +69,14 @@ def utilities(env: FedSGDEnv, state: RunState) -> np.ndarray:
     return (losses.sum(1, keepdims=True) - losses) / (n - 1) - env.lam * losses
 
 
-def play_round(env: FedSGDEnv, state: RunState, alpha: np.ndarray, protocol: Protocol,
-               generator: torch.Generator, response_generator: torch.Generator) -> np.ndarray:
+def play_round(
+    env: FedSGDEnv,
+    state: RunState,
+    alpha: np.ndarray,
+    protocol: Protocol,
+    generator: torch.Generator,
+    response_generator: torch.Generator,
+) -> np.ndarray:
     """Advance every run of ``state`` one round of ``env``'s game under ``protocol``, the players playing ``alpha``
     ``(R, players)``; return what the payment stage charged each player this round, ``(R, players)``."""
     before = state.payments.clone()  # type: ignore[union-attr]
@@ -121,9 +128,12 @@ class FedSGDBatch(EpisodeBatch):
             raise RuntimeError("call reset() before step(), and again after the last round")
         alpha = self.protocol.check_actions(actions)[..., 0]
         paid = play_round(self.env, state, alpha, self.protocol, self._generator, self._response_generator)
-        return BatchStep(self._observations(),
-                         round_rewards(self.env, state, paid), state.round >= self.env.rounds,
-                         payments=paid if self.protocol.charges_payments else None)
+        return BatchStep(
+            self._observations(),
+            round_rewards(self.env, state, paid),
+            state.round >= self.env.rounds,
+            payments=paid if self.protocol.charges_payments else None,
+        )
 
 
 __all__ = ["FedSGDBatch", "held_out_loss", "observations", "play_round", "round_rewards", "utilities"]

@@ -44,7 +44,7 @@ import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -84,8 +84,10 @@ def _check_inputs(honest: torch.Tensor, attackers: torch.Tensor) -> None:
     if attackers.dtype != torch.bool:
         raise ValueError(f"attackers must have dtype torch.bool, got {attackers.dtype}")
     if tuple(attackers.shape) != tuple(honest.shape[:2]):
-        raise ValueError(f"attackers must have shape (R, m) = {tuple(honest.shape[:2])} matching honest, "
-                         f"got {tuple(attackers.shape)}")
+        raise ValueError(
+            f"attackers must have shape (R, m) = {tuple(honest.shape[:2])} matching honest, "
+            f"got {tuple(attackers.shape)}"
+        )
     if attackers.device != honest.device:
         raise ValueError(f"attackers is on {attackers.device} but honest is on {honest.device}")
 
@@ -120,16 +122,16 @@ def honest_mean_std(honest: torch.Tensor, attackers: torch.Tensor) -> tuple[torc
     with no active client at all, ``m = 0``, gets ``mu = s = 0``, which no message uses).
     """
     _check_inputs(honest, attackers)
-    good = ~attackers                                         # (R, m)
-    n = good.sum(dim=1)                                       # (R,)
+    good = ~attackers  # (R, m)
+    n = good.sum(dim=1)  # (R,)
     bad = (n == 0) & attackers.any(dim=1)
     if bool(bad.any()):
         runs = torch.nonzero(bad).flatten().tolist()
         raise ValueError(f"attackers: runs {runs[:10]} have no honest client, so the honest mean is undefined")
-    w = good.to(honest.dtype)[..., None]                      # (R, m, 1)
-    nf = n.to(honest.dtype)[:, None]                          # (R, 1)
-    mu = (w * honest).sum(dim=1) / nf.clamp(min=1)            # (R, P)
-    ss = (w * (honest - mu[:, None, :]) ** 2).sum(dim=1)      # (R, P)
+    w = good.to(honest.dtype)[..., None]  # (R, m, 1)
+    nf = n.to(honest.dtype)[:, None]  # (R, 1)
+    mu = (w * honest).sum(dim=1) / nf.clamp(min=1)  # (R, P)
+    ss = (w * (honest - mu[:, None, :]) ** 2).sum(dim=1)  # (R, P)
     var = torch.where(nf >= 2, ss / (nf - 1).clamp(min=1), torch.zeros_like(ss))
     return mu, var.sqrt()
 
@@ -172,8 +174,9 @@ def sign_flip(honest: torch.Tensor, attackers: torch.Tensor, scale: float = 1.0)
     return _replace(honest, attackers, -scale * honest)
 
 
-def gaussian(honest: torch.Tensor, attackers: torch.Tensor, sigma: float,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian(
+    honest: torch.Tensor, attackers: torch.Tensor, sigma: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Gaussian noise: an attacker sends ``g_i + sigma * z_i`` with ``z_i ~ N(0, I_P)`` independent per client.
 
     Note ``E||sigma z_i||^2 = sigma^2 P`` (per-coordinate variance ``sigma^2``), unlike the game's normalised
@@ -201,7 +204,7 @@ def gaussian(honest: torch.Tensor, attackers: torch.Tensor, sigma: float,
 
 
 def little_is_enough(honest: torch.Tensor, attackers: torch.Tensor, tau: float) -> torch.Tensor:
-    """"A little is enough" (ALIE; Baruch, Baruch & Goldberg, NeurIPS 2019).
+    """ "A little is enough" (ALIE; Baruch, Baruch & Goldberg, NeurIPS 2019).
 
     Every attacker of run ``r`` sends the same vector ``mu_r + tau * s_r``, where ``mu_r`` and ``s_r`` are the
     coordinate-wise mean and unbiased (ddof = 1) standard deviation of the run's *honest* clients' gradients
@@ -281,7 +284,7 @@ PARAMETERS: dict[str, dict[str, object]] = {
 }
 """Each attack's parameters (besides ``honest``, ``attackers`` and the generator) and their defaults."""
 
-AttackSpec = Union[str, tuple[str, Mapping[str, Any]]]
+AttackSpec = str | tuple[str, Mapping[str, Any]]
 """``"sign_flip"``, ``"alie:tau=-1.5"`` (the mechanism-spec syntax) or ``("gaussian", {"sigma": 0.01})``."""
 
 
@@ -307,8 +310,9 @@ def parse_attack(spec: AttackSpec, owner: str) -> tuple[str, dict[str, Any]]:
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
         name, params = spec[0], dict(spec[1])
     else:
-        raise ValueError(f"{owner}: an attack is a string 'name' or 'name:key=value,...' or a (name, params) pair, "
-                         f"got {spec!r}")
+        raise ValueError(
+            f"{owner}: an attack is a string 'name' or 'name:key=value,...' or a (name, params) pair, got {spec!r}"
+        )
     name = ALIASES.get(name.strip(), name.strip())
     if name not in ATTACKS:
         names = list(ATTACKS) + list(ALIASES)
@@ -316,8 +320,10 @@ def parse_attack(spec: AttackSpec, owner: str) -> tuple[str, dict[str, Any]]:
     allowed = PARAMETERS[name]
     for key in params:
         if key not in allowed:
-            raise ValueError(f"{owner}: attack {name} has no parameter {key!r}{did_you_mean(key, allowed)} "
-                             f"(parameters: {list(allowed)})")
+            raise ValueError(
+                f"{owner}: attack {name} has no parameter {key!r}{did_you_mean(key, allowed)} "
+                f"(parameters: {list(allowed)})"
+            )
     missing = [key for key, default in allowed.items() if default is _REQUIRED and key not in params]
     if missing:
         raise ValueError(f"{owner}: attack {name} needs parameter(s) {missing}")
@@ -360,8 +366,10 @@ class ByzantineClients:
                 try:
                     params["tau"] = -alie_default_z(active, f)
                 except ValueError as error:
-                    raise ValueError(f"{owner}: little_is_enough has no default tau for m={active} active clients "
-                                     f"and f={f} Byzantine ones ({error}); give tau") from None
+                    raise ValueError(
+                        f"{owner}: little_is_enough has no default tau for m={active} active clients "
+                        f"and f={f} Byzantine ones ({error}); give tau"
+                    ) from None
             attack = Attack(name, tuple(sorted(params.items())))
             probe = torch.zeros(1, 2, 1)
             try:  # bad values (NaN, negative sigma, ...) fail here, with the parameter's name, not mid-episode
@@ -371,8 +379,10 @@ class ByzantineClients:
             groups.setdefault(attack, []).append(client)
         needs_honest = [a.name for a in groups if a.name in ("little_is_enough", "inner_product_manipulation")]
         if needs_honest and len(config) >= active:
-            raise ValueError(f"byzantine: {needs_honest[0]} needs an honest client in every round, so fewer than "
-                             f"active={active} clients may be Byzantine, got {len(config)}")
+            raise ValueError(
+                f"byzantine: {needs_honest[0]} needs an honest client in every round, so fewer than "
+                f"active={active} clients may be Byzantine, got {len(config)}"
+            )
         self.n_clients = n_clients
         self.clients = tuple(sorted(c for members in groups.values() for c in members))
         self.groups = [(attack, self._mask(members)) for attack, members in groups.items()]
@@ -383,8 +393,9 @@ class ByzantineClients:
         mask[list(clients)] = True
         return mask
 
-    def corrupt(self, honest: torch.Tensor, messages: torch.Tensor, active: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
+    def corrupt(
+        self, honest: torch.Tensor, messages: torch.Tensor, active: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
         """The round's messages ``(R, m, P)`` with the active Byzantine clients' rows replaced by their attacks.
 
         Args:

@@ -56,11 +56,23 @@ def _per_client(p: torch.Tensor, clients: int) -> torch.Tensor:
     return p[:, None].expand((p.shape[0], clients) + tuple(p.shape[1:])).reshape((-1,) + tuple(p.shape[2:]))
 
 
-def _conv_backward(grad_out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, groups: int,
-                   input_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+def _conv_backward(
+    grad_out: torch.Tensor, inputs: torch.Tensor, weight: torch.Tensor, groups: int, input_grad: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Input (if asked), weight and bias gradients of a 5x5 'same' grouped convolution."""
-    return torch.ops.aten.convolution_backward(grad_out, inputs, weight, [weight.shape[0]], [1, 1], [2, 2], [1, 1],
-                                               False, [0, 0], groups, [input_grad, True, True])
+    return torch.ops.aten.convolution_backward(
+        grad_out,
+        inputs,
+        weight,
+        [weight.shape[0]],
+        [1, 1],
+        [2, 2],
+        [1, 1],
+        False,
+        [0, 0],
+        groups,
+        [input_grad, True, True],
+    )
 
 
 class _Conv1:
@@ -102,8 +114,9 @@ class _Conv1:
             g = grad_out.transpose(0, 1).reshape(self.groups, 32, -1)  # (G, 32, b * side^2)
             return torch.bmm(g, self.inputs.transpose(1, 2)).reshape(w.shape), g.sum(-1).flatten()
         if self.strategy == "padded":
-            _, grad_w, grad_b = _conv_backward(grad_out, self.inputs, torch.cat([w, torch.zeros_like(w)], dim=1),
-                                               self.groups, input_grad=False)
+            _, grad_w, grad_b = _conv_backward(
+                grad_out, self.inputs, torch.cat([w, torch.zeros_like(w)], dim=1), self.groups, input_grad=False
+            )
             return grad_w[:, :1], grad_b
         _, grad_w, grad_b = _conv_backward(grad_out, self.inputs, w, self.groups, input_grad=False)
         return grad_w, grad_b
@@ -144,17 +157,20 @@ def _tuning_key(params: Params, weight: torch.Tensor) -> tuple[Any, ...]:
     return (str(weight.device), _compute_dtype(params["fc1.weight"]), *weight.shape[:2])
 
 
-def autotune(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, side: int = 28
-             ) -> KernelChoice:
+def autotune(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, side: int = 28) -> KernelChoice:
     """Time every (first-convolution strategy, memory format) on these inputs and remember the fastest for their
     device, compute dtype (autocast included), runs and clients, which ``conv1="auto"`` then uses. Once per key:
     later calls return the remembered choice."""
     key = _tuning_key(params, weight)
     if key not in _TUNED:
         device = weight.device
-        candidates = {(strategy, last): functools.partial(femnist_cnn_client_gradients, params, x, y, weight, side,
-                                                          strategy, last)
-                      for strategy in CONV1_STRATEGIES for last in (True, False)}
+        candidates = {
+            (strategy, last): functools.partial(
+                femnist_cnn_client_gradients, params, x, y, weight, side, strategy, last
+            )
+            for strategy in CONV1_STRATEGIES
+            for last in (True, False)
+        }
         _TUNED[key] = fastest(candidates, lambda: torch.cuda.synchronize(device) if device.type == "cuda" else None)
     return _TUNED[key]
 
@@ -167,9 +183,15 @@ def kernel_choice(conv1: str, channels_last: bool, params: Params, weight: torch
     return _TUNED.get(_tuning_key(params, weight), UNTUNED)
 
 
-def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
-                                 side: int = 28, conv1: str = "grouped", channels_last: bool = True
-                                 ) -> tuple[Params, torch.Tensor]:
+def femnist_cnn_client_gradients(
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    side: int = 28,
+    conv1: str = "grouped",
+    channels_last: bool = True,
+) -> tuple[Params, torch.Tensor]:
     """Every client's gradient of its weighted mean cross-entropy, ``{name: (R, m, *shape)}`` in the computation's
     dtype (bfloat16 under bf16 autocast: :func:`~fedgames.envs.fedsgd.engine.flatten` casts them as it concatenates
     them, one pass instead of two), and that loss ``(R, m)`` in the parameters' dtype.
@@ -218,8 +240,9 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
 
         grads = {"fc2.weight": torch.bmm(per(dlogits).transpose(1, 2), per(h1)), "fc2.bias": per(dlogits).sum(1)}
         dz1 = torch.bmm(dlogits, p["fc2.weight"]) * (z1 > 0)
-        dm2 = (torch.bmm(dz1, p["fc1.weight"]).reshape(runs, clients, b, 64, q, q).permute(2, 0, 1, 3, 4, 5)
-               .reshape(p2.shape).contiguous(memory_format=memory_format) * (p2 > 0))
+        dm2 = torch.bmm(dz1, p["fc1.weight"]).reshape(runs, clients, b, 64, q, q).permute(2, 0, 1, 3, 4, 5).reshape(
+            p2.shape
+        ).contiguous(memory_format=memory_format) * (p2 > 0)
         # each activation is dropped once its backward is done: the round's peak memory is the first layer's
         da2 = _unpool(dm2, a2, i2)
         del a2, i2, dm2
@@ -232,5 +255,7 @@ def femnist_cnn_client_gradients(params: Params, x: torch.Tensor, y: torch.Tenso
         # the largest gradient (R x m x 6.4M entries) last, with no activation left beside it
         grads["fc1.weight"] = torch.bmm(per(dz1).transpose(1, 2), per(f))
         grads["fc1.bias"] = per(dz1).sum(1)
-    return ({name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])) for name, v in params.items()},
-            losses.to(params["fc1.weight"].dtype))
+    return (
+        {name: grads[name].reshape((runs, clients) + tuple(v.shape[1:])) for name, v in params.items()},
+        losses.to(params["fc1.weight"].dtype),
+    )

@@ -61,6 +61,7 @@ def _seed(value: object) -> int:
 # The common structure
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, eq=False)
 class FederatedDataset:
     """Images partitioned by writer (one writer = one FL client).
@@ -176,8 +177,10 @@ class FederatedDataset:
             test.append(np.sort(perm[:n_test]))
             train.append(np.sort(perm[n_test:]))
         empty = np.zeros(0, dtype=np.int64)
-        return (self.take(np.concatenate(train) if train else empty),
-                self.take(np.concatenate(test) if test else empty))
+        return (
+            self.take(np.concatenate(train) if train else empty),
+            self.take(np.concatenate(test) if test else empty),
+        )
 
     def subset(self, writers: Iterable[int | str] | int | str) -> FederatedDataset:
         """The data of the given writers only (indices into ``writer_ids`` or names), renumbered ``0..k-1`` in
@@ -204,8 +207,9 @@ class FederatedDataset:
         new_index = np.full(self.n_writers, -1, dtype=np.int64)
         new_index[chosen] = np.arange(len(chosen))
         sel = np.flatnonzero(new_index[self.writer] >= 0)
-        return FederatedDataset(self.x[sel], self.y[sel], new_index[self.writer[sel]], self.n_classes,
-                                [self.writer_ids[i] for i in chosen])
+        return FederatedDataset(
+            self.x[sel], self.y[sel], new_index[self.writer[sel]], self.n_classes, [self.writer_ids[i] for i in chosen]
+        )
 
     def summary(self) -> dict[str, object]:
         """Plain-python summary: writers, samples, classes, classes present, image shape, samples per writer."""
@@ -223,9 +227,11 @@ class FederatedDataset:
 
     def __repr__(self) -> str:
         s = self.summary()
-        return (f"FederatedDataset(writers={s['writers']}, samples={s['samples']}, classes={s['classes']}, "
-                f"image_shape={s['image_shape']}, samples_per_writer min/median/max="
-                f"{s['samples_per_writer_min']}/{s['samples_per_writer_median']:g}/{s['samples_per_writer_max']})")
+        return (
+            f"FederatedDataset(writers={s['writers']}, samples={s['samples']}, classes={s['classes']}, "
+            f"image_shape={s['image_shape']}, samples_per_writer min/median/max="
+            f"{s['samples_per_writer_min']}/{s['samples_per_writer_median']:g}/{s['samples_per_writer_max']})"
+        )
 
 
 def _int_array(name: str, value: object, n: int, lo: int, hi: int) -> np.ndarray:
@@ -246,6 +252,7 @@ def _int_array(name: str, value: object, n: int, lo: int, hi: int) -> np.ndarray
 # ---------------------------------------------------------------------------------------------------------------
 # LEAF's JSON layout
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _natural_key(path: Path) -> list[object]:
     """``all_data_2.json`` before ``all_data_10.json`` (LEAF's own numbering order)."""
@@ -310,8 +317,10 @@ def _read_leaf_file(file: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{file}: top level must be an object with keys 'users', 'num_samples', 'user_data', "
-                         f"got {type(data).__name__}")
+        raise ValueError(
+            f"{file}: top level must be an object with keys 'users', 'num_samples', 'user_data', "
+            f"got {type(data).__name__}"
+        )
     for key in ("users", "num_samples", "user_data"):
         if key not in data:
             raise ValueError(f"{file}: missing key {key!r} (LEAF layout: 'users', 'num_samples', 'user_data')")
@@ -321,7 +330,8 @@ def _read_leaf_file(file: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if len(set(users)) != len(users):
         raise ValueError(f"{file}: key 'users' lists a user twice")
     if not isinstance(num_samples, list) or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in num_samples):
+        isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in num_samples
+    ):
         raise ValueError(f"{file}: key 'num_samples' must be a list of non-negative integers")
     if len(num_samples) != len(users):
         raise ValueError(f"{file}: key 'num_samples' has {len(num_samples)} entries but 'users' has {len(users)}")
@@ -329,8 +339,7 @@ def _read_leaf_file(file: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
         raise ValueError(f"{file}: key 'user_data' must be an object mapping each user to its 'x' and 'y'")
     extra = set(user_data) - set(users)
     if extra:
-        raise ValueError(f"{file}: key 'user_data' has entries for users not listed in 'users': "
-                         f"{sorted(extra)[:5]}")
+        raise ValueError(f"{file}: key 'user_data' has entries for users not listed in 'users': {sorted(extra)[:5]}")
     out = []
     for user, n in zip(users, num_samples):
         entry = user_data.get(user)
@@ -341,8 +350,10 @@ def _read_leaf_file(file: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
             if key not in entry or not isinstance(entry[key], list):
                 raise ValueError(f"{where}: key {key!r} is missing or not a list")
         if len(entry["x"]) != n or len(entry["y"]) != n:
-            raise ValueError(f"{file}: num_samples says {n} for user {user!r}, but user_data has "
-                             f"{len(entry['x'])} 'x' rows and {len(entry['y'])} 'y' labels")
+            raise ValueError(
+                f"{file}: num_samples says {n} for user {user!r}, but user_data has "
+                f"{len(entry['x'])} 'x' rows and {len(entry['y'])} 'y' labels"
+            )
         try:
             x = np.asarray(entry["x"], dtype=np.float32) if n else np.zeros((0, LEAF_PIXELS), np.float32)
         except (TypeError, ValueError):
@@ -358,14 +369,16 @@ def _read_leaf_file(file: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
             raise ValueError(f"{where}: key 'y' must hold integer labels")
         y = np.asarray(y_raw, dtype=np.int64).reshape(n)
         if n and (y.min() < 0 or y.max() >= N_FEMNIST_CLASSES):
-            raise ValueError(f"{where}: key 'y' must hold labels in [0, {N_FEMNIST_CLASSES - 1}], "
-                             f"got min {y.min()} max {y.max()}")
+            raise ValueError(
+                f"{where}: key 'y' must hold labels in [0, {N_FEMNIST_CLASSES - 1}], got min {y.min()} max {y.max()}"
+            )
         out.append((user, x, y))
     return out
 
 
-def write_leaf_json(dataset: FederatedDataset, folder: str | Path, writers_per_file: int = 100,
-                    overwrite: bool = False) -> list[Path]:
+def write_leaf_json(
+    dataset: FederatedDataset, folder: str | Path, writers_per_file: int = 100, overwrite: bool = False
+) -> list[Path]:
     """Write a 28x28 ``dataset`` in LEAF's layout: ``all_data_0.json``, ``all_data_1.json``, ... in ``folder``
     (created if needed), ``writers_per_file`` writers each (LEAF uses at most 100), pixels stored as ``1 - x``
     (LEAF's white background), values written exactly (float32 round-trips). Refuses a folder that already
@@ -383,8 +396,7 @@ def write_leaf_json(dataset: FederatedDataset, folder: str | Path, writers_per_f
         raise ValueError(f"folder {str(path)!r} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     if not overwrite and any(path.glob("*.json")):
-        raise ValueError(f"folder {str(path)!r} already holds *.json files; pass overwrite=True or use an empty "
-                         f"folder")
+        raise ValueError(f"folder {str(path)!r} already holds *.json files; pass overwrite=True or use an empty folder")
     clients = dataset.clients()
     written = []
     for k, start in enumerate(range(0, dataset.n_writers, per_file)):
@@ -409,12 +421,12 @@ def write_leaf_json(dataset: FederatedDataset, folder: str | Path, writers_per_f
 
 # Geometry, in "frame units": the 28x28 image spans [-1, 1]^2 (y up), so one pixel is 2/28 units.
 _PIXEL = 2.0 / LEAF_SIDE
-_CAP_HEIGHT = 1.1          # height of a capital letter (16 px; lower case and digits keep the font's proportions)
-_GRID = 64                 # resolution of the cached signed-distance field of each glyph
-_GRID_EXTENT = 1.25        # the field covers [-E, E]^2 (glyphs reach about +-0.75)
-_PATH_SIZE = 100.0         # font size at which outlines are flattened to polygons (fine enough)
-_EDGE = 1.1                # anti-aliasing ramp width, in output pixels (FEMNIST's edges are soft)
-_CTRL = 4                  # elastic noise: random displacements on a 4x4 control grid, bilinearly upsampled
+_CAP_HEIGHT = 1.1  # height of a capital letter (16 px; lower case and digits keep the font's proportions)
+_GRID = 64  # resolution of the cached signed-distance field of each glyph
+_GRID_EXTENT = 1.25  # the field covers [-E, E]^2 (glyphs reach about +-0.75)
+_PATH_SIZE = 100.0  # font size at which outlines are flattened to polygons (fine enough)
+_EDGE = 1.1  # anti-aliasing ramp width, in output pixels (FEMNIST's edges are soft)
+_CTRL = 4  # elastic noise: random displacements on a 4x4 control grid, bilinearly upsampled
 
 
 @functools.lru_cache(maxsize=1)
@@ -462,7 +474,7 @@ def _signed_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: in
     inside = np.zeros(len(points), dtype=bool)
     px, py = points[:, :1], points[:, 1:]
     for s in range(0, len(a), chunk):
-        a0, b0 = a[s:s + chunk], b[s:s + chunk]
+        a0, b0 = a[s : s + chunk], b[s : s + chunk]
         dx, dy = (b0 - a0).T
         length2 = dx * dx + dy * dy
         ax, ay = a0.T
@@ -489,10 +501,19 @@ def _elastic_basis() -> np.ndarray:
     return np.einsum("ia,jb->ijab", w1d, w1d).reshape(LEAF_PIXELS, _CTRL * _CTRL)
 
 
-def synthetic_femnist(n_writers: int = 100, seed: int = 0, mean_samples: float = 100.0, *,
-                      sample_sigma: float = 0.8, min_samples: int | None = None, max_samples: int | None = None,
-                      class_alpha: float = 1.0, style_scale: float = 1.0, jitter_scale: float = 1.0,
-                      chunk: int = 2048) -> FederatedDataset:
+def synthetic_femnist(
+    n_writers: int = 100,
+    seed: int = 0,
+    mean_samples: float = 100.0,
+    *,
+    sample_sigma: float = 0.8,
+    min_samples: int | None = None,
+    max_samples: int | None = None,
+    class_alpha: float = 1.0,
+    style_scale: float = 1.0,
+    jitter_scale: float = 1.0,
+    chunk: int = 2048,
+) -> FederatedDataset:
     """Offline FEMNIST-like data: 62 classes, 28x28 ``float32`` images in ``[0, 1]`` (ink 1, background 0).
 
     Every glyph of DejaVu Sans (shipped with matplotlib) is turned once into a cached signed-distance field;
@@ -520,8 +541,10 @@ def synthetic_femnist(n_writers: int = 100, seed: int = 0, mean_samples: float =
     lo = integer("min_samples", min_samples, 1) if min_samples is not None else max(2, round(mean / 10))
     hi = integer("max_samples", max_samples, 1) if max_samples is not None else max(lo, round(10 * mean))
     if not lo <= mean <= hi:
-        raise ValueError(f"need min_samples <= mean_samples <= max_samples, got min_samples={lo}, "
-                         f"mean_samples={mean:g}, max_samples={hi}")
+        raise ValueError(
+            f"need min_samples <= mean_samples <= max_samples, got min_samples={lo}, "
+            f"mean_samples={mean:g}, max_samples={hi}"
+        )
     class_alpha = real("class_alpha", class_alpha, 0.0, strict=True)
     style = real("style_scale", style_scale, 0.0, 3.0)
     jitter = real("jitter_scale", jitter_scale, 0.0, 3.0)
@@ -529,8 +552,9 @@ def synthetic_femnist(n_writers: int = 100, seed: int = 0, mean_samples: float =
 
     mu = math.log(mean) - sigma * sigma / 2
     deg = math.pi / 180
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in
-                                          ("cls", "rot", "shear", "sx", "sy", "shift", "stroke", "elastic", "ink")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("cls", "rot", "shear", "sx", "sy", "shift", "stroke", "elastic", "ink")
+    }
     counts = np.empty(n_writers, dtype=np.int64)
     for w, child in enumerate(np.random.SeedSequence([seed, 0x5EED]).spawn(n_writers)):
         rng = np.random.default_rng(child)
@@ -544,8 +568,8 @@ def synthetic_femnist(n_writers: int = 100, seed: int = 0, mean_samples: float =
         w_shear = float(np.clip(rng.normal(0.12, 0.18), -0.3, 0.55)) * style
         w_size = math.exp(rng.normal(0.0, 0.10) * style)
         w_aspect = math.exp(rng.normal(0.0, 0.10) * style)
-        w_stroke = rng.uniform(-0.35, 0.75) * style          # pixels of dilation (+) / erosion (-)
-        w_shaky = rng.uniform(0.2, 1.0) * style              # pixels, std of the elastic control points
+        w_stroke = rng.uniform(-0.35, 0.75) * style  # pixels of dilation (+) / erosion (-)
+        w_shaky = rng.uniform(0.2, 1.0) * style  # pixels, std of the elastic control points
         w_ink = 1.0 - rng.uniform(0.0, 0.3) * style
         w_shift = rng.normal(0.0, 0.7, size=2) * style
         # per-image jitter
@@ -586,17 +610,17 @@ def _render(p: dict[str, np.ndarray]) -> np.ndarray:
     inv00, inv01, inv10, inv11 = (v[:, None].astype(f32) for v in (m11 / det, -m01 / det, -m10 / det, m00 / det))
     det_inv = np.abs(1.0 / det)
     centres = (np.arange(LEAF_SIDE) + 0.5) * _PIXEL - 1.0
-    px, py = np.meshgrid(centres, -centres)                   # row 0 = top
-    qx = (px.ravel() - p["shift"][:, :1]).astype(f32)         # (n, 784)
+    px, py = np.meshgrid(centres, -centres)  # row 0 = top
+    qx = (px.ravel() - p["shift"][:, :1]).astype(f32)  # (n, 784)
     qy = (py.ravel() - p["shift"][:, 1:]).astype(f32)
     # elastic displacement, upsampled from the control grid; elementwise (not BLAS) so that an image does not
     # depend on the batch it is rendered in
-    basis = _elastic_basis().T.astype(f32)                    # (16, 784)
+    basis = _elastic_basis().T.astype(f32)  # (16, 784)
     ex, ey = p["elastic"][:, :, 0].astype(f32), p["elastic"][:, :, 1].astype(f32)
     for j in range(basis.shape[0]):
         qx += ex[:, j, None] * basis[j]
         qy += ey[:, j, None] * basis[j]
-    gx = inv00 * qx + inv01 * qy                              # glyph coordinates, (n, 784) each
+    gx = inv00 * qx + inv01 * qy  # glyph coordinates, (n, 784) each
     gy = inv10 * qx + inv11 * qy
     step = f32((_GRID - 1) / (2 * _GRID_EXTENT))
     fc = np.clip((gx + f32(_GRID_EXTENT)) * step, 0.0, _GRID - 1.0001)
@@ -605,8 +629,9 @@ def _render(p: dict[str, np.ndarray]) -> np.ndarray:
     wc, wr = (fc - c0).astype(np.float32), (fr - r0).astype(np.float32)
     flat = table.reshape(-1)
     base = (p["cls"].astype(np.int64) * (_GRID * _GRID))[:, None] + r0 * _GRID + c0
-    d = ((flat[base] * (1 - wc) + flat[base + 1] * wc) * (1 - wr)
-         + (flat[base + _GRID] * (1 - wc) + flat[base + _GRID + 1] * wc) * wr)
+    d = (flat[base] * (1 - wc) + flat[base + 1] * wc) * (1 - wr) + (
+        flat[base + _GRID] * (1 - wc) + flat[base + _GRID + 1] * wc
+    ) * wr
     # pixel size in glyph units, to make the anti-aliasing ramp about _EDGE output pixels wide
     ramp = (_EDGE * _PIXEL * np.sqrt(det_inv)).astype(np.float32)[:, None]
     stroke = (p["stroke"] * np.sqrt(det_inv)).astype(np.float32)[:, None]
@@ -621,8 +646,9 @@ def _render(p: dict[str, np.ndarray]) -> np.ndarray:
 DIGITS_PARTITIONS = ("dirichlet", "pseudo_writer")
 
 
-def digits_federated(n_writers: int = 10, partition: str = "dirichlet", alpha: float = 0.5,
-                     seed: int = 0) -> FederatedDataset:
+def digits_federated(
+    n_writers: int = 10, partition: str = "dirichlet", alpha: float = 0.5, seed: int = 0
+) -> FederatedDataset:
     """scikit-learn's bundled digits (1797 images, 8x8, values 0-16 scaled to ``[0, 1]``, already ink = high),
     partitioned over ``n_writers`` writers (``1..1797``); sample ``i`` is ``load_digits()`` sample ``i``.
 
@@ -644,8 +670,10 @@ def digits_federated(n_writers: int = 10, partition: str = "dirichlet", alpha: f
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("digits_federated (fedsgd_v0's objective='logistic') needs scikit-learn for its bundled "
-                          "digits data set: pip install 'fedgames[digits]'") from exc
+        raise ImportError(
+            "digits_federated (fedsgd_v0's objective='logistic') needs scikit-learn for its bundled "
+            "digits data set: pip install 'fedgames[digits]'"
+        ) from exc
     data = load_digits()
     x = (np.asarray(data.images, dtype=np.float32) / 16.0).clip(0.0, 1.0)
     y = np.asarray(data.target, dtype=np.int64)
@@ -720,8 +748,10 @@ def _pseudo_writer_partition(x: np.ndarray, y: np.ndarray, n_writers: int, rng: 
 # A look at the data
 # ---------------------------------------------------------------------------------------------------------------
 
-def save_sample_grid(dataset: FederatedDataset, path: str | Path, n_writers: int = 8, per_writer: int = 12,
-                     zoom: int = 3) -> Path:
+
+def save_sample_grid(
+    dataset: FederatedDataset, path: str | Path, n_writers: int = 8, per_writer: int = 12, zoom: int = 3
+) -> Path:
     """Save a PNG grid: one row per writer (the first ``n_writers`` with data), its first ``per_writer`` images
     drawn dark on white, labels not shown. Returns the path."""
     if not isinstance(dataset, FederatedDataset):
@@ -741,7 +771,7 @@ def save_sample_grid(dataset: FederatedDataset, path: str | Path, n_writers: int
     for r, idx in enumerate(rows):
         for c in range(per_writer):
             top, left = gap + r * (h + gap), gap + c * (w + gap)
-            canvas[top:top + h, left:left + w] = dataset.x[idx[c]] if c < len(idx) else 0.0
+            canvas[top : top + h, left : left + w] = dataset.x[idx[c]] if c < len(idx) else 0.0
     canvas = np.kron(canvas, np.ones((zoom, zoom), dtype=np.float32))
     out = Path(path)
     mpimg.imsave(out, canvas, cmap="gray_r", vmin=0.0, vmax=1.0)

@@ -144,8 +144,9 @@ def compiled(routine: Callable[..., Gradients], compile: bool | str) -> Callable
 def naive_client_gradients(loss: Callable[..., torch.Tensor], params: Params, batch: ClientBatch) -> Gradients:
     """The reference: one autograd call per run and client."""
     runs, clients = batch.weight.shape[:2]
-    out = {name: torch.empty((runs, clients) + p.shape[1:], dtype=p.dtype, device=p.device)
-           for name, p in params.items()}
+    out = {
+        name: torch.empty((runs, clients) + p.shape[1:], dtype=p.dtype, device=p.device) for name, p in params.items()
+    }
     losses = torch.empty((runs, clients), dtype=next(iter(params.values())).dtype, device=batch.weight.device)
     for r in range(runs):
         for c in range(clients):
@@ -164,8 +165,9 @@ def flatten(tensors: Params, lead: int, dtype: torch.dtype | None = None) -> tor
     parts = [t.reshape(t.shape[:lead] + (-1,)) for t in tensors.values()]
     if dtype is None or all(part.dtype == dtype for part in parts):
         return torch.cat(parts, dim=-1)
-    out = torch.empty(parts[0].shape[:-1] + (sum(part.shape[-1] for part in parts),), dtype=dtype,
-                      device=parts[0].device)
+    out = torch.empty(
+        parts[0].shape[:-1] + (sum(part.shape[-1] for part in parts),), dtype=dtype, device=parts[0].device
+    )
     return torch.cat(parts, dim=-1, out=out)
 
 
@@ -174,7 +176,7 @@ def unflatten(flat: torch.Tensor, like: Params, lead: int) -> Params:
     out, start = {}, 0
     for name, t in like.items():
         size = math.prod(t.shape[lead:])
-        out[name] = flat[..., start:start + size].reshape(flat.shape[:-1] + t.shape[lead:])
+        out[name] = flat[..., start : start + size].reshape(flat.shape[:-1] + t.shape[lead:])
         start += size
     return out
 
@@ -207,8 +209,9 @@ def scale_segments_(x: torch.Tensor, segments: NoiseSegments) -> torch.Tensor:
     return x
 
 
-def noisy_messages(honest: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Tensor, segments: NoiseSegments,
-                   in_place: bool = False) -> torch.Tensor:
+def noisy_messages(
+    honest: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Tensor, segments: NoiseSegments, in_place: bool = False
+) -> torch.Tensor:
     """``m = g + alpha xi`` ``(R, m, P)`` from the honest gradients ``g``, with ``xi = scale * gaussian`` per segment,
     in one pass (``gaussian`` may be ``(1, m, P)``, shared by the runs).
 
@@ -217,8 +220,13 @@ def noisy_messages(honest: torch.Tensor, alpha: torch.Tensor, gaussian: torch.Te
     slices it would not fuse: 4x slower on a CPU).
     """
     if torch.compiler.is_compiling():
-        return torch.cat([honest[..., start:stop] + alpha[..., None] * scale * gaussian[..., start:stop]
-                          for start, stop, scale in segments], dim=-1)
+        return torch.cat(
+            [
+                honest[..., start:stop] + alpha[..., None] * scale * gaussian[..., start:stop]
+                for start, stop, scale in segments
+            ],
+            dim=-1,
+        )
     messages = honest if in_place else honest.clone()
     for start, stop, scale in segments:
         messages[..., start:stop].addcmul_(alpha[..., None] * scale, gaussian[..., start:stop])
@@ -259,11 +267,19 @@ Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Corruption = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def complete_round(grads: Params | torch.Tensor, theta: torch.Tensor, alpha: torch.Tensor,
-                   gaussian: torch.Tensor | None, segments: NoiseSegments, agg_weights: torch.Tensor,
-                   lr: torch.Tensor, center: torch.Tensor | None, radius: float,
-                   aggregate: Aggregator = mean_aggregate, corrupt: Corruption | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def complete_round(
+    grads: Params | torch.Tensor,
+    theta: torch.Tensor,
+    alpha: torch.Tensor,
+    gaussian: torch.Tensor | None,
+    segments: NoiseSegments,
+    agg_weights: torch.Tensor,
+    lr: torch.Tensor,
+    center: torch.Tensor | None,
+    radius: float,
+    aggregate: Aggregator = mean_aggregate,
+    corrupt: Corruption | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Everything of a round after the gradients and the noise draws, as :func:`fedsgd_round` documents it: the
     flat honest gradients (in ``theta``'s dtype), the messages, the aggregate, the step and projection, each
     client's squared deviation and honest gradient norm. Returns ``(theta_next, messages, aggregate,
@@ -286,8 +302,9 @@ def complete_round(grads: Params | torch.Tensor, theta: torch.Tensor, alpha: tor
     updated = torch.addcmul(theta, lr[:, None], mbar, value=-1)  # no (R, P) temporary
     if center is not None:
         updated = project(updated, center, radius)
-    sq_deviation = torch.stack([squared_distance(messages[:, c], mbar)
-                                for c in range(messages.shape[1])], dim=1)  # per client: no (R, m, P) temporary
+    sq_deviation = torch.stack(
+        [squared_distance(messages[:, c], mbar) for c in range(messages.shape[1])], dim=1
+    )  # per client: no (R, m, P) temporary
     return updated, messages, mbar, sq_deviation, gradient_norm
 
 
@@ -303,8 +320,9 @@ def compiled_completion(compile: bool | str) -> Callable[..., tuple[torch.Tensor
     return torch.compile(complete_round, mode=mode, dynamic=False)
 
 
-def draw_directions(alpha: torch.Tensor, size: int, dtype: torch.dtype, generator: torch.Generator,
-                    shared: bool = False) -> torch.Tensor | None:
+def draw_directions(
+    alpha: torch.Tensor, size: int, dtype: torch.dtype, generator: torch.Generator, shared: bool = False
+) -> torch.Tensor | None:
     """The standard normals behind the noise directions of the clients with ``alpha > 0`` (``(R, m, size)``,
     zeros for the others; ``(1, m, size)`` for all clients when ``shared`` by the runs; ``None`` when nobody is
     noisy and nothing is shared). Honest clients draw nothing: with millions of parameters per client the draws
@@ -373,10 +391,19 @@ def fedsgd_round(
     segments = noise_segments(like, noise_norm)
     gaussian = draw_directions(alpha, segments[-1][1], theta.dtype, generator, shared=shared_noise)
     updated, messages, mbar, sq_deviation, gradient_norm = complete(
-        grads, theta, alpha, gaussian, segments, agg_weights, lr, center, radius, aggregate, corrupt)
-    return RoundResult(theta=updated, messages=messages, aggregate=mbar, sq_deviation=sq_deviation,
-                       gradient_norm=gradient_norm, loss=losses.to(theta.dtype), alpha=alpha, gaussian=gaussian,
-                       noise_segments=segments)
+        grads, theta, alpha, gaussian, segments, agg_weights, lr, center, radius, aggregate, corrupt
+    )
+    return RoundResult(
+        theta=updated,
+        messages=messages,
+        aggregate=mbar,
+        sq_deviation=sq_deviation,
+        gradient_norm=gradient_norm,
+        loss=losses.to(theta.dtype),
+        alpha=alpha,
+        gaussian=gaussian,
+        noise_segments=segments,
+    )
 
 
 def decaying_lr(m_sc: float, eta: float, t: int) -> float:
@@ -384,7 +411,26 @@ def decaying_lr(m_sc: float, eta: float, t: int) -> float:
     return 4.0 / (m_sc * (eta + t))
 
 
-__all__ = ["ClientBatch", "Gradients", "NoiseSegments", "RoundResult", "client_gradients", "compile_mode",
-           "complete_round", "compiled", "compiled_completion", "cuda_kernel_flags", "decaying_lr", "draw_directions",
-           "fedsgd_round", "flatten", "model_gradients", "naive_client_gradients", "noise_segments", "noisy_messages",
-           "project", "scale_segments_", "unflatten"]
+__all__ = [
+    "ClientBatch",
+    "Gradients",
+    "NoiseSegments",
+    "RoundResult",
+    "client_gradients",
+    "compile_mode",
+    "complete_round",
+    "compiled",
+    "compiled_completion",
+    "cuda_kernel_flags",
+    "decaying_lr",
+    "draw_directions",
+    "fedsgd_round",
+    "flatten",
+    "model_gradients",
+    "naive_client_gradients",
+    "noise_segments",
+    "noisy_messages",
+    "project",
+    "scale_segments_",
+    "unflatten",
+]

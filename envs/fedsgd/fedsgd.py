@@ -49,8 +49,8 @@ from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synth
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device, response_seed
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.envs.protocol import Protocol
-from fedgames.errors import did_you_mean
 from fedgames.envs.spaces import action_box
+from fedgames.errors import did_you_mean
 from fedgames.validation import integer, per_player, real
 
 OBJECTIVES = ("quadratic", "logistic", "cnn")
@@ -61,9 +61,9 @@ values (256 MiB in float32). A round holds several tensors of that shape: a FEMN
 20 samples peaked at about 0.55 GB on a CPU, 7 times its messages. See :attr:`FedSGDEnv.default_batch_size`."""
 
 
-def build_objective(objective: str, n_clients: int, samples_per_client: int, data_dir: str | None,
-                    data_seed: int, device: torch.device
-                    ) -> tuple[Any, ClientData, tuple[torch.Tensor, torch.Tensor] | None]:
+def build_objective(
+    objective: str, n_clients: int, samples_per_client: int, data_dir: str | None, data_seed: int, device: torch.device
+) -> tuple[Any, ClientData, tuple[torch.Tensor, torch.Tensor] | None]:
     """The model, the clients' training data and the held-out data (``None`` for the quadratic, whose ``f`` is
     known): quadratic noise samples; scikit-learn's digits for ``logistic``; synthetic FEMNIST-like writers, or
     LEAF FEMNIST from ``data_dir``, for ``cnn``."""
@@ -121,14 +121,32 @@ class FedSGDEnv(ProtocolEnv):
 
     metadata = {"name": "fedsgd_v0", "render_modes": ["ansi"], "is_parallelizable": True}
 
-    def __init__(self, objective: str = "quadratic", n_clients: int = 4, active: int | None = None,
-                 rounds: int = 20, lr: str = "constant", lr_value: float = 0.1, strong_convexity: float | None = None,
-                 eta: float = 1.0, radius: float = math.inf, noise_norm: str = "global", weighting: str = "size",
-                 batch_fraction: float = 0.9, alpha_max: float = 10.0, lam: float | list[float] = 1.0,
-                 utility: str = "default", samples_per_client: int = 20, data_dir: str | None = None,
-                 data_seed: int = 0, device: str = "auto", render_mode: str | None = None,
-                 byzantine: Mapping[str, AttackSpec] | None = None, precision: str = "tf32",
-                 compile: bool | str = False) -> None:
+    def __init__(
+        self,
+        objective: str = "quadratic",
+        n_clients: int = 4,
+        active: int | None = None,
+        rounds: int = 20,
+        lr: str = "constant",
+        lr_value: float = 0.1,
+        strong_convexity: float | None = None,
+        eta: float = 1.0,
+        radius: float = math.inf,
+        noise_norm: str = "global",
+        weighting: str = "size",
+        batch_fraction: float = 0.9,
+        alpha_max: float = 10.0,
+        lam: float | list[float] = 1.0,
+        utility: str = "default",
+        samples_per_client: int = 20,
+        data_dir: str | None = None,
+        data_seed: int = 0,
+        device: str = "auto",
+        render_mode: str | None = None,
+        byzantine: Mapping[str, AttackSpec] | None = None,
+        precision: str = "tf32",
+        compile: bool | str = False,
+    ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if utility not in UTILITIES:
@@ -141,17 +159,37 @@ class FedSGDEnv(ProtocolEnv):
         self.players = np.array([i for i in range(n_clients) if i not in attackers])
         fewest = 2 if utility == "default" else 1  # the default utility compares a player with the others
         if len(self.players) < fewest:
-            raise ValueError(f"byzantine: at most {n_clients - fewest} of the {n_clients} clients may be attackers "
-                             f"under utility={utility!r}, got {len(attackers)}")
+            raise ValueError(
+                f"byzantine: at most {n_clients - fewest} of the {n_clients} clients may be attackers "
+                f"under utility={utility!r}, got {len(attackers)}"
+            )
         self.lam = per_player("lam", lam, len(self.players))
         self.device = resolve_device(device)
-        model, clients, self.test = build_objective(objective, n_clients, integer(
-            "samples_per_client", samples_per_client, 1), data_dir, integer("data_seed", data_seed, 0), self.device)
-        self.game = FedSGDGame(model, clients, active=active, lr=lr, lr_value=lr_value,
-                               strong_convexity=strong_convexity, eta=eta, radius=radius, noise_norm=noise_norm,
-                               weighting=weighting, batch_fraction=batch_fraction,
-                               alpha_max=real("alpha_max", alpha_max, strict=True), byzantine=attackers,
-                               precision=precision, compile=compile)
+        model, clients, self.test = build_objective(
+            objective,
+            n_clients,
+            integer("samples_per_client", samples_per_client, 1),
+            data_dir,
+            integer("data_seed", data_seed, 0),
+            self.device,
+        )
+        self.game = FedSGDGame(
+            model,
+            clients,
+            active=active,
+            lr=lr,
+            lr_value=lr_value,
+            strong_convexity=strong_convexity,
+            eta=eta,
+            radius=radius,
+            noise_norm=noise_norm,
+            weighting=weighting,
+            batch_fraction=batch_fraction,
+            alpha_max=real("alpha_max", alpha_max, strict=True),
+            byzantine=attackers,
+            precision=precision,
+            compile=compile,
+        )
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in self.players]
         self.agents: list[str] = []
@@ -191,8 +229,9 @@ class FedSGDEnv(ProtocolEnv):
         """``size`` episodes of this env under ``protocol``, advanced together (:mod:`fedgames.envs.batch`)."""
         return FedSGDBatch(self, protocol, size, rng)
 
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         if seed is not None:
             self._seed(seed)
         self.agents = list(self.possible_agents)
@@ -220,16 +259,23 @@ class FedSGDEnv(ProtocolEnv):
         done = diverged or self._state.round >= self.rounds
         rewards = round_rewards(self, self._state, paid)[0]
         active = set(self._state.last["active"][0].tolist())
-        infos = {a: {"round": self._state.round, "active": int(client) in active, "diverged": diverged}
-                 for a, client in zip(self.agents, self.players)}
+        infos = {
+            a: {"round": self._state.round, "active": int(client) in active, "diverged": diverged}
+            for a, client in zip(self.agents, self.players)
+        }
         if protocol.charges_payments:
             for i, a in enumerate(self.agents):
                 infos[a]["payment"] = float(paid[0, i])
         observations = self._observations()
         agents = self.agents
         self.agents = [] if done else agents
-        return (observations, {a: float(rewards[i]) for i, a in enumerate(agents)}, {a: done for a in agents},
-                {a: False for a in agents}, infos)
+        return (
+            observations,
+            {a: float(rewards[i]) for i, a in enumerate(agents)},
+            {a: done for a in agents},
+            {a: False for a in agents},
+            infos,
+        )
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._state is None:
@@ -249,6 +295,8 @@ def byzantine_clients(byzantine: Mapping[str, AttackSpec] | None, n_clients: int
     names = {f"player_{i}": i for i in range(n_clients)}
     for name in byzantine:
         if name not in names:
-            raise ValueError(f"byzantine: unknown client {name!r}{did_you_mean(str(name), names)} "
-                             f"(clients: player_0 .. player_{n_clients - 1})")
+            raise ValueError(
+                f"byzantine: unknown client {name!r}{did_you_mean(str(name), names)} "
+                f"(clients: player_0 .. player_{n_clients - 1})"
+            )
     return {names[name]: attack for name, attack in byzantine.items()}

@@ -16,14 +16,13 @@ server's model (:meth:`FedSGDGame.play_round`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.func import vmap
-
-import numpy as np
 
 from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
 from fedgames.envs.fedsgd.engine import (
@@ -107,8 +106,10 @@ class RunState:
     def state_dict(self) -> dict[str, Any]:
         """What continues these runs (for a checkpoint): every field but ``last``, which the next round replaces
         (so restore only between rounds, not to take the final self-correction)."""
-        return {name: getattr(self, name) for name in ("theta", "center", "common", "round", "diverged", "paid",
-                                                       "received", "payments")}
+        return {
+            name: getattr(self, name)
+            for name in ("theta", "center", "common", "round", "diverged", "paid", "received", "payments")
+        }
 
     @classmethod
     def from_state_dict(cls, data: Mapping[str, Any], device: str | torch.device) -> RunState:
@@ -131,8 +132,11 @@ class Precision:
         return torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
 
 
-PRECISIONS = {"float32": Precision(None, tf32=False), "tf32": Precision(None, tf32=True),
-              "bfloat16": Precision(torch.bfloat16, tf32=True)}
+PRECISIONS = {
+    "float32": Precision(None, tf32=False),
+    "tf32": Precision(None, tf32=True),
+    "bfloat16": Precision(torch.bfloat16, tf32=True),
+}
 """``float32``: IEEE float32 throughout; ``tf32``: float32 storage, TF32 products on CUDA (as float32 on a CPU);
 ``bfloat16``: bf16 autocast, the GPU's fastest."""
 
@@ -193,11 +197,24 @@ class FedSGDGame:
     server's rule (given the dataset-size or uniform weights) and its payment stage charges the active clients.
     """
 
-    def __init__(self, model: Any, clients: ClientData, active: int | None = None, lr: str = "constant",
-                 lr_value: float = 0.06, strong_convexity: float | None = None, eta: float = 1.0,
-                 radius: float = math.inf, noise_norm: str = "per_tensor", weighting: str = "size",
-                 batch_fraction: float = 0.9, alpha_max: float = 10.0, precision: str = "tf32",
-                 byzantine: Mapping[int, AttackSpec] | None = None, compile: bool | str = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        clients: ClientData,
+        active: int | None = None,
+        lr: str = "constant",
+        lr_value: float = 0.06,
+        strong_convexity: float | None = None,
+        eta: float = 1.0,
+        radius: float = math.inf,
+        noise_norm: str = "per_tensor",
+        weighting: str = "size",
+        batch_fraction: float = 0.9,
+        alpha_max: float = 10.0,
+        precision: str = "tf32",
+        byzantine: Mapping[int, AttackSpec] | None = None,
+        compile: bool | str = False,
+    ) -> None:
         self.model, self.clients = model, clients
         n = clients.n_clients
         self.active = n if active is None else integer("active", active, 2, n)
@@ -257,8 +274,9 @@ class FedSGDGame:
         """The plain protocol: ``alpha in [0, alpha_max]``, the (weighted) mean, no payments."""
         return Protocol(("alpha",), np.array([0.0]), np.array([self.alpha_max]))
 
-    def start(self, runs: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
-              common: bool = False) -> RunState:
+    def start(
+        self, runs: int, generator: torch.Generator, dtype: torch.dtype = torch.float32, common: bool = False
+    ) -> RunState:
         """``runs`` fresh runs from the model's initialisation (one draw per run, or one for all with ``common``
         random numbers: see :class:`RunState`), computed in ``dtype``.
 
@@ -267,13 +285,21 @@ class FedSGDGame:
         if generator.device.type != "cpu":
             seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
             generator = torch.Generator().manual_seed(int(seed))
-        inits = [flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1)
-                 for _ in range(1 if common else runs)]
+        inits = [
+            flatten({k: v[None] for k, v in self.model.init(generator).items()}, 1)
+            for _ in range(1 if common else runs)
+        ]
         center = torch.cat(inits).to(device=device, dtype=dtype).expand(runs, -1)  # one stored row when common
         zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
-        return RunState(theta=center.clone(), center=center, common=common,
-                        diverged=torch.zeros(runs, dtype=torch.bool, device=device),
-                        paid=zeros, received=zeros.clone(), payments=zeros.clone())
+        return RunState(
+            theta=center.clone(),
+            center=center,
+            common=common,
+            diverged=torch.zeros(runs, dtype=torch.bool, device=device),
+            paid=zeros,
+            received=zeros.clone(),
+            payments=zeros.clone(),
+        )
 
     def step_size(self, t: int) -> float:
         """``gamma_t`` for round ``t`` (from 1)."""
@@ -281,8 +307,9 @@ class FedSGDGame:
             return self.lr_value
         return decaying_lr(self.strong_convexity, self.eta, t)  # type: ignore[arg-type]
 
-    def draw_batches(self, active: torch.Tensor, generator: torch.Generator, draws: int
-                     ) -> tuple[ClientBatch, torch.Tensor]:
+    def draw_batches(
+        self, active: torch.Tensor, generator: torch.Generator, draws: int
+    ) -> tuple[ClientBatch, torch.Tensor]:
         """The active clients' batches and data sizes: ``ceil(batch_fraction * n)`` of each client's ``n`` samples,
         drawn uniformly without replacement (``draws`` independent choices: ``R``, or 1 shared by all runs).
 
@@ -305,9 +332,14 @@ class FedSGDGame:
     def _batch_size(self, count: torch.Tensor) -> torch.Tensor:
         return torch.ceil(self.batch_fraction * count).clamp_min(1)
 
-    def play_round(self, state: RunState, alpha: torch.Tensor, generator: torch.Generator,
-                   protocol: Protocol | None = None, response_generator: torch.Generator | None = None
-                   ) -> torch.Tensor:
+    def play_round(
+        self,
+        state: RunState,
+        alpha: torch.Tensor,
+        generator: torch.Generator,
+        protocol: Protocol | None = None,
+        response_generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Advance every run by one round with aggressiveness ``alpha`` ``(R, N)`` under ``protocol`` (default:
         :meth:`protocol`); return the active clients ``(R, m)``. Diverged runs stay frozen.
 
@@ -329,13 +361,14 @@ class FedSGDGame:
         protocol = protocol or self.protocol()
         runs, n = alpha.shape
         if n != self.clients.n_clients or runs != state.theta.shape[0]:
-            raise ValueError(f"alpha must have shape ({state.theta.shape[0]}, {self.clients.n_clients}), "
-                             f"got {tuple(alpha.shape)}")
+            raise ValueError(
+                f"alpha must have shape ({state.theta.shape[0]}, {self.clients.n_clients}), got {tuple(alpha.shape)}"
+            )
         protocol.check_actions(alpha.detach().cpu().numpy()[..., None])
         state.last = {}  # frees the last round's noise directions, (R, m, P), before this round's are drawn
         device = state.theta.device
         draws = 1 if state.common else runs
-        active = torch.rand(draws, n, generator=generator, device=device).argsort(-1)[:, :self.active]
+        active = torch.rand(draws, n, generator=generator, device=device).argsort(-1)[:, : self.active]
         active = active.expand(runs, -1)
         batch, sizes = self.draw_batches(active, generator, draws)
         weights = sizes if self.weighting == "size" else torch.ones_like(sizes)
@@ -348,16 +381,32 @@ class FedSGDGame:
             def corrupt(honest: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
                 return self.byzantine.corrupt(honest, messages, active, generator)  # type: ignore[union-attr]
 
-        result = fedsgd_round(self.model.loss, state.theta, self.like, batch, alpha.gather(1, active).to(
-            state.theta.dtype), weights, lr, generator, noise_norm=self.noise_norm,
-            center=None if math.isinf(self.radius) else state.center, radius=self.radius,
-            aggregate=protocol.aggregate, gradients=self.gradients, corrupt=corrupt, shared_noise=state.common,
-            complete=self._complete if corrupt is None else complete_round)  # Byzantine hooks: a new closure a round
+        result = fedsgd_round(
+            self.model.loss,
+            state.theta,
+            self.like,
+            batch,
+            alpha.gather(1, active).to(state.theta.dtype),
+            weights,
+            lr,
+            generator,
+            noise_norm=self.noise_norm,
+            center=None if math.isinf(self.radius) else state.center,
+            radius=self.radius,
+            aggregate=protocol.aggregate,
+            gradients=self.gradients,
+            corrupt=corrupt,
+            shared_noise=state.common,
+            complete=self._complete if corrupt is None else complete_round,
+        )  # Byzantine hooks: a new closure a round
         usable = torch.isfinite(result.theta.sum(-1))  # one pass: any NaN / inf (or an overflowing model) shows
         finite = usable & ~state.diverged  # type: ignore[operator]
         state.diverged = state.diverged | ~usable  # type: ignore[operator]
-        state.theta = (result.theta if bool(finite.all())  # the usual case: no (R, P) select
-                       else torch.where(finite[:, None], result.theta, state.theta))
+        state.theta = (
+            result.theta
+            if bool(finite.all())  # the usual case: no (R, P) select
+            else torch.where(finite[:, None], result.theta, state.theta)
+        )
         deviation = torch.where(finite[:, None], result.sq_deviation, torch.zeros_like(result.sq_deviation))
         others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
         state.paid.scatter_add_(1, active, deviation)  # type: ignore[union-attr]
@@ -371,10 +420,19 @@ class FedSGDGame:
             responses = protocol.respond(result.messages, result.aggregate, response_generator or generator)
             response = responses - result.aggregate[:, None, :]
         state.round = t
-        state.last = {"active": active, "weights": weights / weights.sum(1, keepdim=True), "alpha": result.alpha,
-                      "gaussian": result.gaussian, "noise_segments": result.noise_segments, "lr": lr,
-                      "gradient_norm": result.gradient_norm, "loss": result.loss, "sq_deviation": deviation,
-                      "payments": charged, "response": response}
+        state.last = {
+            "active": active,
+            "weights": weights / weights.sum(1, keepdim=True),
+            "alpha": result.alpha,
+            "gaussian": result.gaussian,
+            "noise_segments": result.noise_segments,
+            "lr": lr,
+            "gradient_norm": result.gradient_norm,
+            "loss": result.loss,
+            "sq_deviation": deviation,
+            "payments": charged,
+            "response": response,
+        }
         return active
 
     def final_parameters(self, state: RunState, player: int) -> torch.Tensor:
@@ -396,15 +454,18 @@ class FedSGDGame:
             corrected = corrected + (hit[..., None] * last["response"]).sum(1)
         return corrected if math.isinf(self.radius) else project(corrected, state.center, self.radius)
 
-    def evaluate(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048
-                 ) -> dict[str, torch.Tensor]:
+    def evaluate(
+        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048
+    ) -> dict[str, torch.Tensor]:
         """Mean loss ``(R,)`` of parameters ``(R, P)`` on ``(x, y)``, and accuracy where the model has logits."""
         params = unflatten(theta, {k: v[None] for k, v in self.like.items()}, 1)
-        losses, correct = torch.zeros(theta.shape[0], device=theta.device), torch.zeros(theta.shape[0],
-                                                                                         device=theta.device)
+        losses, correct = (
+            torch.zeros(theta.shape[0], device=theta.device),
+            torch.zeros(theta.shape[0], device=theta.device),
+        )
         logits = getattr(self.model, "logits", None)
         for start in range(0, len(y), chunk):
-            xs, ys = x[start:start + chunk], y[start:start + chunk]
+            xs, ys = x[start : start + chunk], y[start : start + chunk]
             ones = torch.ones(len(ys), device=theta.device)
             losses += vmap(self.model.loss, in_dims=(0, None, None, None))(params, xs, ys, ones) * len(ys)
             if logits is not None:

@@ -99,9 +99,16 @@ class FemnistCNN:
 
     def init(self, generator: torch.Generator) -> Params:
         flat = 64 * (self.side // 4) ** 2
-        shapes = {"conv1.weight": (32, 1, 5, 5), "conv1.bias": (32,), "conv2.weight": (64, 32, 5, 5),
-                  "conv2.bias": (64,), "fc1.weight": (2048, flat), "fc1.bias": (2048,),
-                  "fc2.weight": (self.n_classes, 2048), "fc2.bias": (self.n_classes,)}
+        shapes = {
+            "conv1.weight": (32, 1, 5, 5),
+            "conv1.bias": (32,),
+            "conv2.weight": (64, 32, 5, 5),
+            "conv2.bias": (64,),
+            "fc1.weight": (2048, flat),
+            "fc1.bias": (2048,),
+            "fc2.weight": (self.n_classes, 2048),
+            "fc2.bias": (self.n_classes,),
+        }
         fan_in = {"conv1": 25, "conv2": 32 * 25, "fc1": flat, "fc2": 2048}
         params = {}
         for name, shape in shapes.items():
@@ -119,12 +126,14 @@ class FemnistCNN:
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return _weighted_mean(F.cross_entropy(self.logits(params, x), y, reduction="none"), weight)
 
-    def client_gradients(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
-                         ) -> tuple[Params, torch.Tensor]:
+    def client_gradients(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[Params, torch.Tensor]:
         """Every client's gradient and value of :meth:`loss` for ``R`` runs at once, by the hand-written grouped
         kernels of :mod:`~fedgames.envs.fedsgd.cnn_kernels` (the engine prefers them to ``torch.func``)."""
-        return femnist_cnn_client_gradients(params, x, y, weight, side=self.side, conv1=self.conv1,
-                                            channels_last=self.channels_last)
+        return femnist_cnn_client_gradients(
+            params, x, y, weight, side=self.side, conv1=self.conv1, channels_last=self.channels_last
+        )
 
     def tune(self, params: Params, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> None:
         """Under ``conv1="auto"``: time the kernel variants on these inputs, once per device, compute dtype, runs

@@ -9,8 +9,15 @@ from fedgames.envs.fedsgd.models import Quadratic
 from fedgames.validation import integer, real
 
 
-def thm_6_1_bound(lipschitz: float, lipschitz_utility: float, n_players: int, C: float, strong_convexity: float,
-                  rounds: int, eta: float) -> float:
+def thm_6_1_bound(
+    lipschitz: float,
+    lipschitz_utility: float,
+    n_players: int,
+    C: float,
+    strong_convexity: float,
+    rounds: int,
+    eta: float,
+) -> float:
     """[H] Thm 6.1: with ``f`` ``L``-Lipschitz on ``W`` and ``m_sc``-strongly convex, step sizes
     ``gamma_t = 4 / (m_sc (eta + t))``, a utility with l1-Lipschitz constant ``L_U`` and balanced side payments
     of weight ``C`` in every round, any best response satisfies, in every round t,
@@ -23,12 +30,18 @@ def thm_6_1_bound(lipschitz: float, lipschitz_utility: float, n_players: int, C:
     C = real("C", C, strict=True)
     strong_convexity = real("strong_convexity", strong_convexity, strict=True)
     eta = real("eta", eta)
-    return 8 * lipschitz * lipschitz_utility * n_players / (
-        C * (n_players - 2) * strong_convexity * math.sqrt(rounds + eta))
+    return (
+        8
+        * lipschitz
+        * lipschitz_utility
+        * n_players
+        / (C * (n_players - 2) * strong_convexity * math.sqrt(rounds + eta))
+    )
 
 
-def quadratic_thm_6_1_bound(model: Quadratic, C: float, n_players: int, rounds: int, eta: float, radius: float,
-                            lam: float) -> float:
+def quadratic_thm_6_1_bound(
+    model: Quadratic, C: float, n_players: int, rounds: int, eta: float, radius: float, lam: float
+) -> float:
     """:func:`thm_6_1_bound` for the quadratic ``f(theta) = 0.5 (theta - theta*)^T A (theta - theta*)`` started at
     ``theta_1 = 0`` and projected on the ball ``W`` of ``radius`` around it, under the default utility
     ``U_i = (1/(N-1)) sum_{j != i} f(theta^j) - lambda f(theta^i)``:

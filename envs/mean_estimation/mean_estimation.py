@@ -101,9 +101,7 @@ class MeanEstimationEnv(ProtocolEnv):
             return "mean_estimation_v0: no step played yet"
         rows = [f"server estimate {np.array2string(self._last.aggregate[0], precision=3)}"]
         for i, agent in enumerate(self.possible_agents):
-            rows.append(
-                f"{agent}: sq_error {self._last.sq_error[0, i]:.4f}  reward {self._last.rewards[0, i]:+.4f}"
-            )
+            rows.append(f"{agent}: sq_error {self._last.sq_error[0, i]:.4f}  reward {self._last.rewards[0, i]:+.4f}")
         return "\n".join(rows)
 
     def close(self) -> None:

@@ -26,8 +26,10 @@ class Profile:
         beta = np.asarray(self.beta, dtype=float)
         bias = np.asarray(self.bias, dtype=float)
         if alpha.ndim != 1 or beta.shape != alpha.shape or bias.ndim != 2 or bias.shape[0] != alpha.size:
-            raise ValueError(f"profile shapes must be alpha (N,), beta (N,), bias (N, d); got {alpha.shape}, "
-                             f"{beta.shape}, {bias.shape}")
+            raise ValueError(
+                f"profile shapes must be alpha (N,), beta (N,), bias (N, d); got {alpha.shape}, "
+                f"{beta.shape}, {bias.shape}"
+            )
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "beta", beta)
         object.__setattr__(self, "bias", bias)
@@ -41,8 +43,9 @@ class Profile:
         """Every player plays ``(alpha, beta, 0)``; ``symmetric(N, d)`` is honesty."""
         return cls(np.full(n_players, alpha), np.full(n_players, beta), np.zeros((n_players, dim)))
 
-    def replace_player(self, i: int, alpha: float | None = None, beta: float | None = None,
-                       bias: np.ndarray | None = None) -> Profile:
+    def replace_player(
+        self, i: int, alpha: float | None = None, beta: float | None = None, bias: np.ndarray | None = None
+    ) -> Profile:
         """The profile with player ``i``'s strategy changed."""
         new_alpha, new_beta, new_bias = self.alpha.copy(), self.beta.copy(), self.bias.copy()
         if alpha is not None:
@@ -94,8 +97,10 @@ class Setting:
                 payments.append((mechanism.C, mechanism.balanced))
             elif isinstance(mechanism, NoisyResponse):
                 noise_C += mechanism.C
-            elif isinstance(mechanism, RobustAggregation) and mechanism.rule == "mean" and not (
-                mechanism.clip_norm or mechanism.mixing_f
+            elif (
+                isinstance(mechanism, RobustAggregation)
+                and mechanism.rule == "mean"
+                and not (mechanism.clip_norm or mechanism.mixing_f)
             ):
                 continue
             elif not isinstance(mechanism, BoundedAttack):
@@ -257,8 +262,9 @@ def _best_bias(profile: Profile, setting: Setting, i: int, bias_max: float) -> n
     return bias
 
 
-def best_response(profile: Profile, setting: Setting, i: int, alpha_max: float, bias_max: float,
-                  max_iter: int = 100) -> Profile:
+def best_response(
+    profile: Profile, setting: Setting, i: int, alpha_max: float, bias_max: float, max_iter: int = 100
+) -> Profile:
     """Player i's best response to the others in ``profile``, within the action bounds.
 
     For a fixed ``beta_i`` the reward is linear in ``E alpha_i^2`` ([H] eq. 18, 20); minimising over ``beta_i``
@@ -287,8 +293,9 @@ def best_response(profile: Profile, setting: Setting, i: int, alpha_max: float, 
     return max(candidates, key=lambda c: expected_reward(c, setting)[i])
 
 
-def predicted_equilibrium(setting: Setting, dim: int, alpha_max: float, bias_max: float = 0.0,
-                          max_iter: int = 100, tol: float = 1e-12) -> tuple[Profile, bool]:
+def predicted_equilibrium(
+    setting: Setting, dim: int, alpha_max: float, bias_max: float = 0.0, max_iter: int = 100, tol: float = 1e-12
+) -> tuple[Profile, bool]:
     """The theory's equilibrium prediction within the action bounds, by exact best-response iteration.
 
     Starts at :func:`honest_profile` and lets each player in turn play :func:`best_response` until no strategy

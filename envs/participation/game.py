@@ -29,8 +29,7 @@ from fedgames.validation import integer, per_player, real
 MESSAGE_FIELDS = ("present", "score", "challenge", "u", "lottery", "detection")
 """The columns of a round's messages."""
 
-OBSERVATION_FIELDS = ("round", "cost", "participated", "exited", "participation", "welfare", "paid_score",
-                      "payment")
+OBSERVATION_FIELDS = ("round", "cost", "participated", "exited", "participation", "welfare", "paid_score", "payment")
 """A player's observation: the round as a fraction of the horizon, its own participation cost, whether it took part
 last round and whether it has exited for good, last round's participating fraction and welfare, and its own paid
 score and payment last round (0 when absent)."""
@@ -213,11 +212,27 @@ class ParticipationGame:
 
     action_names = ("participate", "u")
 
-    def __init__(self, n_clients: int = 10, rounds: int = 10, phi: float = 1.0, w: float = 0.5, gamma: float = 0.5,
-                 delta: float = 1.0, q0: float | list[float] = 1.0, outside: float | list[float] = 0.0,
-                 c_mean: float = 0.5, c_std: float = 0.2, score_noise: float = 0.1, challenge_noise: float = 0.1,
-                 welfare: str = "exponential", kappa: float = 2.0, h: float = 4.0, z0: float = 0.5,
-                 rejoin: bool = True, initial_participation: float = 1.0) -> None:
+    def __init__(
+        self,
+        n_clients: int = 10,
+        rounds: int = 10,
+        phi: float = 1.0,
+        w: float = 0.5,
+        gamma: float = 0.5,
+        delta: float = 1.0,
+        q0: float | list[float] = 1.0,
+        outside: float | list[float] = 0.0,
+        c_mean: float = 0.5,
+        c_std: float = 0.2,
+        score_noise: float = 0.1,
+        challenge_noise: float = 0.1,
+        welfare: str = "exponential",
+        kappa: float = 2.0,
+        h: float = 4.0,
+        z0: float = 0.5,
+        rejoin: bool = True,
+        initial_participation: float = 1.0,
+    ) -> None:
         self.n_clients = integer("n_clients", n_clients, 2)
         self.rounds = integer("rounds", rounds, 1)
         self.phi, self.w = real("phi", phi), real("w", w)
@@ -225,8 +240,10 @@ class ParticipationGame:
         self.q0 = per_player("q0", q0, self.n_clients)
         self.outside = per_player("outside", outside, self.n_clients, -np.inf)
         self.c_mean, self.c_std = real("c_mean", c_mean, -np.inf), real("c_std", c_std)
-        self.score_noise, self.challenge_noise = real("score_noise", score_noise), real("challenge_noise",
-                                                                                          challenge_noise)
+        self.score_noise, self.challenge_noise = (
+            real("score_noise", score_noise),
+            real("challenge_noise", challenge_noise),
+        )
         if welfare not in WELFARE_CURVES:
             raise ValueError(f"welfare must be one of {WELFARE_CURVES}, got {welfare!r}")
         self.welfare = welfare
@@ -250,22 +267,41 @@ class ParticipationGame:
         audits = [r for r in protocol.payment_rules if isinstance(r, AuditSanction)]
         side = [r for r in protocol.payment_rules if hasattr(r, "from_deviation")]
         if len(audits) > 1 or len(side) > 1:
-            raise ValueError("the mean-field theory knows one audit rule and one side payment; this protocol has "
-                             "several")
+            raise ValueError(
+                "the mean-field theory knows one audit rule and one side payment; this protocol has several"
+            )
         if side and protocol.aggregate is not mean_aggregate:
-            raise ValueError("the mean-field theory prices side payments on the mean metric, not on a robust "
-                             "aggregate")
+            raise ValueError("the mean-field theory prices side payments on the mean metric, not on a robust aggregate")
         if audits and audits[0].budget is not None:
             raise ValueError("the mean-field theory knows k audits a round, not audits within a budget")
         audit = audits[0] if audits else AuditSanction(0, 0.0, 0.0)
         C, balanced = (side[0].C, side[0].balanced) if side else (0.0, False)
-        return Setting(n_clients=self.n_clients, phi=self.phi, w=score.w, gamma=self.gamma, delta=self.delta,
-                       pi=score.pi, audits=audit.k, p_detect=audit.p_detect, sanction=audit.S,
-                       audit_policy=audit.policy, score_noise=self.score_noise,
-                       challenge_noise=self.challenge_noise, C=C, balanced=balanced, q0=float(np.mean(self.q0)),
-                       outside=float(np.mean(self.outside)), client_q0=_differing(self.q0),
-                       client_outside=_differing(self.outside), c_mean=self.c_mean, c_std=max(self.c_std, 1e-12),
-                       welfare=self.welfare, kappa=self.kappa, h=self.h, z0=self.z0)
+        return Setting(
+            n_clients=self.n_clients,
+            phi=self.phi,
+            w=score.w,
+            gamma=self.gamma,
+            delta=self.delta,
+            pi=score.pi,
+            audits=audit.k,
+            p_detect=audit.p_detect,
+            sanction=audit.S,
+            audit_policy=audit.policy,
+            score_noise=self.score_noise,
+            challenge_noise=self.challenge_noise,
+            C=C,
+            balanced=balanced,
+            q0=float(np.mean(self.q0)),
+            outside=float(np.mean(self.outside)),
+            client_q0=_differing(self.q0),
+            client_outside=_differing(self.outside),
+            c_mean=self.c_mean,
+            c_std=max(self.c_std, 1e-12),
+            welfare=self.welfare,
+            kappa=self.kappa,
+            h=self.h,
+            z0=self.z0,
+        )
 
     def sample_world(self, rng: np.random.Generator, batch: int) -> World:
         """Each client's participation cost for ``batch`` episodes."""
@@ -277,8 +313,15 @@ class ParticipationGame:
         zeros = np.zeros((batch, self.n_clients))
         level = self.initial_participation
         first_welfare = float(welfare(level * float(np.mean(self.q0)), self.curve))
-        return RoundState(0, zeros.astype(bool), zeros.astype(bool), np.full(batch, level),
-                          np.full(batch, first_welfare), zeros.copy(), zeros.copy())
+        return RoundState(
+            0,
+            zeros.astype(bool),
+            zeros.astype(bool),
+            np.full(batch, level),
+            np.full(batch, first_welfare),
+            zeros.copy(),
+            zeros.copy(),
+        )
 
     def observe(self, world: World, state: RoundState) -> np.ndarray:
         """``(B, N, 8)`` observations, laid out :data:`OBSERVATION_FIELDS`."""
@@ -287,13 +330,21 @@ class ParticipationGame:
         def common(values: np.ndarray) -> np.ndarray:  # one value per episode, seen by every player
             return np.broadcast_to(values[:, None], (batch, n))
 
-        columns = [np.full((batch, n), state.round / self.rounds), world.cost, state.participated.astype(float),
-                   state.exited.astype(float), common(state.participation), common(state.welfare),
-                   state.paid_score, state.payment]
+        columns = [
+            np.full((batch, n), state.round / self.rounds),
+            world.cost,
+            state.participated.astype(float),
+            state.exited.astype(float),
+            common(state.participation),
+            common(state.welfare),
+            state.paid_score,
+            state.payment,
+        ]
         return np.stack(columns, axis=-1)
 
-    def play_round(self, protocol: Protocol, world: World, state: RoundState, actions: np.ndarray,
-                   rng: np.random.Generator) -> Outcome:
+    def play_round(
+        self, protocol: Protocol, world: World, state: RoundState, actions: np.ndarray, rng: np.random.Generator
+    ) -> Outcome:
         """One round of ``B`` episodes with checked ``actions`` ``(B, N, 2)``; advances ``state``.
 
         The random draws (score noise, audit lottery and detection) do not depend on the actions: profiles that
@@ -336,17 +387,36 @@ class ParticipationGame:
                 try:
                     protocol.aggregate(probe[:, :count], None)
                 except ValueError as error:
-                    raise ValueError(f"participation_v0: the aggregation rule must work for any number of "
-                                     f"participants, 1 to {self.n_clients}; with {count}: {error}") from error
+                    raise ValueError(
+                        f"participation_v0: the aggregation rule must work for any number of "
+                        f"participants, 1 to {self.n_clients}; with {count}: {error}"
+                    ) from error
         if protocol.respond is not broadcast:
-            raise ValueError("participation_v0 has no server response to perturb (noisy_response applies to the "
-                             "mean-estimation and FedSGD games)")
-        unknown = [r for r in protocol.payment_rules
-                   if not isinstance(r, (ScorePayment, AuditSanction)) and not hasattr(r, "from_deviation")]
+            raise ValueError(
+                "participation_v0 has no server response to perturb (noisy_response applies to the "
+                "mean-estimation and FedSGD games)"
+            )
+        unknown = [
+            r
+            for r in protocol.payment_rules
+            if not isinstance(r, (ScorePayment, AuditSanction)) and not hasattr(r, "from_deviation")
+        ]
         if unknown:
-            raise ValueError(f"participation_v0 pays on scores, sanctions audits and charges score deviations; it "
-                             f"cannot play the payment rule(s) {unknown}")
+            raise ValueError(
+                f"participation_v0 pays on scores, sanctions audits and charges score deviations; it "
+                f"cannot play the payment rule(s) {unknown}"
+            )
 
 
-__all__ = ["MESSAGE_FIELDS", "OBSERVATION_FIELDS", "AuditSanction", "Outcome", "ParticipationGame", "RoundState",
-           "ScorePayment", "World", "participants_aggregate", "score_payment"]
+__all__ = [
+    "MESSAGE_FIELDS",
+    "OBSERVATION_FIELDS",
+    "AuditSanction",
+    "Outcome",
+    "ParticipationGame",
+    "RoundState",
+    "ScorePayment",
+    "World",
+    "participants_aggregate",
+    "score_payment",
+]

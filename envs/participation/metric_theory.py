@@ -69,8 +69,9 @@ def _quantile(cdf, p: float, b: float, tau: float) -> float:  # noqa: ANN001
     return brentq(lambda x: float(cdf(x)) - p, low, high, xtol=1e-14)
 
 
-def metric_bias(rule: str, n: int, eps: float, b: float, tau: float, fraction: float = 0.0,
-                points: int = 40_001) -> float:
+def metric_bias(
+    rule: str, n: int, eps: float, b: float, tau: float, fraction: float = 0.0, points: int = 40_001
+) -> float:
     """``E[M] - q0`` exactly, for ``n`` participants each gaming with probability ``eps`` (module docstring; the
     integral on ``points`` grid points over ``F``'s support +- 12 ``tau``)."""
     f = trimmed_count(rule, n, fraction)
@@ -97,8 +98,11 @@ def metric_sd(rule: str, n: int, eps: float, b: float, tau: float, fraction: flo
     low, high = _quantile(cdf, beta, b, tau), _quantile(cdf, 1 - beta, b, tau)
     x = np.linspace(low, high, 20_001)
     winsorized_mean = float(trapezoid(x * pdf(x), x)) + beta * (low + high)
-    winsorized = (float(trapezoid((x - winsorized_mean) ** 2 * pdf(x), x))
-                  + beta * (low - winsorized_mean) ** 2 + beta * (high - winsorized_mean) ** 2)
+    winsorized = (
+        float(trapezoid((x - winsorized_mean) ** 2 * pdf(x), x))
+        + beta * (low - winsorized_mean) ** 2
+        + beta * (high - winsorized_mean) ** 2
+    )
     return math.sqrt(winsorized / n) / (1 - 2 * beta)
 
 

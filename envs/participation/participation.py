@@ -71,8 +71,9 @@ class ParticipationEnv(ProtocolEnv):
         obs = self.game.observe(self._world, self._state)[0].astype(np.float32)
         return {a: obs[i] for i, a in enumerate(self.possible_agents)}
 
-    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         self.agents = list(self.possible_agents)
@@ -90,14 +91,26 @@ class ParticipationEnv(ProtocolEnv):
         self._last = outcome
         metric = float(outcome.aggregate[0, 0])
         agents = self.agents
-        infos = {a: {"participated": bool(outcome.present[0, i]), "welfare": float(outcome.welfare[0]),
-                     "participation": float(self._state.participation[0]), "metric": metric,
-                     "paid_score": float(self._state.paid_score[0, i]), "payment": float(self._state.payment[0, i])}
-                 for i, a in enumerate(agents)}
+        infos = {
+            a: {
+                "participated": bool(outcome.present[0, i]),
+                "welfare": float(outcome.welfare[0]),
+                "participation": float(self._state.participation[0]),
+                "metric": metric,
+                "paid_score": float(self._state.paid_score[0, i]),
+                "payment": float(self._state.payment[0, i]),
+            }
+            for i, a in enumerate(agents)
+        }
         done = self._state.round >= self.rounds
         self.agents = [] if done else agents
-        return (self._observations(), {a: float(outcome.rewards[0, i]) + 0.0 for i, a in enumerate(agents)},
-                {a: done for a in agents}, {a: False for a in agents}, infos)
+        return (
+            self._observations(),
+            {a: float(outcome.rewards[0, i]) + 0.0 for i, a in enumerate(agents)},
+            {a: done for a in agents},
+            {a: False for a in agents},
+            infos,
+        )
 
     def state(self) -> np.ndarray:
         """The global state (PettingZoo's ``state()``, for centralised critics): ``[round / rounds, c_1 .. c_N,
@@ -106,16 +119,26 @@ class ParticipationEnv(ProtocolEnv):
         if self._world is None or self._state is None:
             raise RuntimeError("state() called before reset()")
         st = self._state
-        return np.concatenate([[st.round / self.rounds], self._world.cost[0], st.participated[0], st.exited[0],
-                               st.participation, st.welfare]).astype(np.float32)
+        return np.concatenate(
+            [
+                [st.round / self.rounds],
+                self._world.cost[0],
+                st.participated[0],
+                st.exited[0],
+                st.participation,
+                st.welfare,
+            ]
+        ).astype(np.float32)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
         if self._last is None or self._state is None:
             return "participation_v0: no round played yet"
-        return (f"participation_v0 round {self._state.round}/{self.rounds}: participation "
-                f"{self._state.participation[0]:.2f}, welfare {self._last.welfare[0]:.4f}")
+        return (
+            f"participation_v0 round {self._state.round}/{self.rounds}: participation "
+            f"{self._state.participation[0]:.2f}, welfare {self._last.welfare[0]:.4f}"
+        )
 
     def close(self) -> None:
         pass
@@ -138,10 +161,16 @@ class ParticipationBatch(EpisodeBatch):
     def step(self, actions: np.ndarray) -> BatchStep:
         if self._world is None or self._state is None or self._state.round >= self.game.rounds:
             raise RuntimeError("call reset() before step(), and again after the last round")
-        outcome = self.game.play_round(self.protocol, self._world, self._state, self.protocol.check_actions(actions),
-                                       self.rng)
-        return BatchStep(self.game.observe(self._world, self._state), outcome.rewards,
-                         self._state.round >= self.game.rounds, outcome, outcome.payments)
+        outcome = self.game.play_round(
+            self.protocol, self._world, self._state, self.protocol.check_actions(actions), self.rng
+        )
+        return BatchStep(
+            self.game.observe(self._world, self._state),
+            outcome.rewards,
+            self._state.round >= self.game.rounds,
+            outcome,
+            outcome.payments,
+        )
 
 
 __all__ = ["ParticipationBatch", "ParticipationEnv"]

@@ -133,8 +133,9 @@ class Setting:
 def check_audit_policy(policy: str) -> str:
     """``policy`` if it names an audit policy (:data:`AUDIT_POLICIES`), else a ``ValueError`` listing them."""
     if policy not in AUDIT_POLICIES:
-        raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}"
-                         f"{did_you_mean(str(policy), AUDIT_POLICIES)}")
+        raise ValueError(
+            f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}{did_you_mean(str(policy), AUDIT_POLICIES)}"
+        )
     return policy
 
 
@@ -182,8 +183,9 @@ def _outranked_at_most(n: int, k: int, ratio: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, trapezoid(chance, _RISK_NODES, axis=-1))
 
 
-def audit_probability(setting: Setting, participants: float, u: float | np.ndarray = 0.0,
-                      others: float = 0.0) -> float | np.ndarray:
+def audit_probability(
+    setting: Setting, participants: float, u: float | np.ndarray = 0.0, others: float = 0.0
+) -> float | np.ndarray:
     """The chance that a participant playing ``u`` (a number or an array of them) is audited when the other
     ``|P| - 1`` play ``others``.
 
@@ -212,8 +214,9 @@ def audit_probability(setting: Setting, participants: float, u: float | np.ndarr
     return float(chance) if chance.ndim == 0 else chance
 
 
-def deviation_payment(setting: Setting, participants: float, u: float | np.ndarray = 0.0,
-                      others: float = 0.0) -> float | np.ndarray:
+def deviation_payment(
+    setting: Setting, participants: float, u: float | np.ndarray = 0.0, others: float = 0.0
+) -> float | np.ndarray:
     """A participant's expected side payment ``C (y_i - M)^2`` on its paid score's deviation from the reported
     metric ``M``, the participants' mean paid score, when it plays ``u`` and the other ``n - 1 = |P| - 1`` play
     ``others``.
@@ -261,8 +264,9 @@ def gaming_slope(setting: Setting, participants: float, z: float) -> float:
     return _unsanctioned_slope(setting, z) - _deterrence(setting, participants) * setting.sanction
 
 
-def gaming_gain(setting: Setting, participants: float, z: float, u: float | np.ndarray = 1.0,
-                others: float = 0.0) -> float | np.ndarray:
+def gaming_gain(
+    setting: Setting, participants: float, z: float, u: float | np.ndarray = 1.0, others: float = 0.0
+) -> float | np.ndarray:
     """The exact gain in expected round reward of manipulation ``u`` (a number or an array of them) over honesty
     for one participant, the other ``|P| - 1`` playing ``others`` (``z`` counts its honest contribution): the
     score payment's ``w b u``, less the welfare lost, the expected sanction ``S p_detect u P[audited]``
@@ -284,8 +288,7 @@ def _linear_in_u(setting: Setting) -> bool:
     return setting.audit_policy == "uniform" and setting.C == 0
 
 
-def best_manipulation(setting: Setting, participants: float, z: float, others: float = 0.0,
-                      grid: int = 401) -> float:
+def best_manipulation(setting: Setting, participants: float, z: float, others: float = 0.0, grid: int = 401) -> float:
     """The best reply's ``u`` when the other participants play ``others``: in SPEC §3's linear case 1 where gaming
     pays (``g > 0``), else 0 (honesty); with risk-targeted audits or side payments, the ``u`` of a ``grid``-point
     grid on ``[0, 1]`` with the largest :func:`gaming_gain` (0 on ties)."""
@@ -322,8 +325,7 @@ def symmetric_manipulation(setting: Setting, participants: float | None = None, 
         if reply == u:
             return u
         u = reply
-    raise ValueError(f"the best replies do not settle on a symmetric manipulation within {rounds} rounds "
-                     f"(last {u})")
+    raise ValueError(f"the best replies do not settle on a symmetric manipulation within {rounds} rounds (last {u})")
 
 
 def manipulability_index(setting: Setting, participants: float, z: float) -> float:
@@ -409,8 +411,9 @@ def domino_threshold(setting: Setting, u: float = 0.0) -> float | None:
     return states[1].x
 
 
-def iterate_retention(x0: float, setting: Setting, u: float = 0.0, rounds: int = 200, rejoin: bool = True
-                      ) -> np.ndarray:
+def iterate_retention(
+    x0: float, setting: Setting, u: float = 0.0, rounds: int = 200, rejoin: bool = True
+) -> np.ndarray:
     """The participation path ``x_0, x_1, ...`` (``rounds + 1`` values) of myopic clients whose costs stay fixed
     through an episode.
 
@@ -461,8 +464,9 @@ def mean_field_path(setting: Setting, x0: float = 1.0, rounds: int = 500, u: flo
     z, played = x[0] * setting.q0, 0.0
     for _ in range(integer("rounds", rounds, 1)):
         if u is None:
-            played = best_manipulation(setting, x[-1] * setting.n_clients, float(with_own_honesty(z, setting, played)),
-                                       others=played)
+            played = best_manipulation(
+                setting, x[-1] * setting.n_clients, float(with_own_honesty(z, setting, played)), others=played
+            )
         else:
             played = u
         x.append(retention_map(x[-1], setting, played))
@@ -478,8 +482,10 @@ def mean_field_equilibrium(setting: Setting, x0: float = 1.0, rounds: int = 500)
     path = mean_field_path(setting, x0, rounds)
     if len(path.u) < 2 or path.u[-1] != path.u[-2] or abs(path.x[-1] - path.x[-2]) > 1e-9:
         tail = path.x[-6:]
-        raise ValueError(f"the mean-field dynamics do not settle within {rounds} rounds (last participation levels "
-                         f"{np.round(tail, 4).tolist()}, manipulation {path.u[-5:].tolist()}); see mean_field_path")
+        raise ValueError(
+            f"the mean-field dynamics do not settle within {rounds} rounds (last participation levels "
+            f"{np.round(tail, 4).tolist()}, manipulation {path.u[-5:].tolist()}); see mean_field_path"
+        )
     return float(path.x[-1]), float(path.u[-1])
 
 
@@ -495,8 +501,32 @@ def price_of_gaming(setting: Setting, x0: float = 1.0, rounds: int = 500, tail: 
     return (w_honest - w_eq) / w_honest if w_honest > 0 else 0.0
 
 
-__all__ = ["AUDIT_POLICIES", "WELFARE_CURVES", "MeanFieldPath", "Setting", "SteadyState", "audit_probability",
-           "audit_rate", "best_manipulation", "check_audit_policy", "deviation_payment", "domino_threshold",
-           "gaming_gain", "gaming_slope", "iterate_retention", "manipulability_index", "mean_field_equilibrium",
-           "mean_field_path", "minimum_sanction", "participation_value", "price_of_gaming", "retention_map",
-           "steady_states", "symmetric_manipulation", "welfare", "welfare_inverse", "welfare_slope", "with_own_honesty"]
+__all__ = [
+    "AUDIT_POLICIES",
+    "WELFARE_CURVES",
+    "MeanFieldPath",
+    "Setting",
+    "SteadyState",
+    "audit_probability",
+    "audit_rate",
+    "best_manipulation",
+    "check_audit_policy",
+    "deviation_payment",
+    "domino_threshold",
+    "gaming_gain",
+    "gaming_slope",
+    "iterate_retention",
+    "manipulability_index",
+    "mean_field_equilibrium",
+    "mean_field_path",
+    "minimum_sanction",
+    "participation_value",
+    "price_of_gaming",
+    "retention_map",
+    "steady_states",
+    "symmetric_manipulation",
+    "welfare",
+    "welfare_inverse",
+    "welfare_slope",
+    "with_own_honesty",
+]
