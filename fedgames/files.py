@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -25,6 +27,7 @@ def write_atomic(path: str | Path, write: Any) -> None:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temporaries(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -37,6 +40,47 @@ def write_atomic(path: str | Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_orphan_temporaries(path: str | Path) -> None:
+    """Delete the temporary files an interrupted :func:`write_atomic` of ``path`` left behind (a process killed
+    between creating its temporary and the rename cannot remove it itself). A file has one writer at a time: a
+    result file is written by the run that owns its folder."""
+    target = Path(path)
+    for orphan in target.parent.glob(f".{target.name}.*.tmp"):
+        orphan.unlink(missing_ok=True)
+
+
+def _finite_or_none(value: Any, path: str, non_finite: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        non_finite.append(f"{path}: {value}")
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_none(item, f"{path}.{key}", non_finite) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item, f"{path}[{i}]", non_finite) for i, item in enumerate(value)]
+    return value
+
+
+def json_text(data: Any) -> str:
+    """``data`` as strict JSON (RFC 8259: no ``NaN`` / ``Infinity`` literals, which strict parsers reject).
+
+    NumPy scalars and arrays become numbers and lists. A non-finite number becomes ``null``, and a mapping at the top
+    gains ``"non_finite"``: the path and value of each one replaced, so the report says what went bad.
+    """
+    plain = json.loads(json.dumps(data, default=_plain))
+    non_finite: list[str] = []
+    strict = _finite_or_none(plain, "$", non_finite)
+    if non_finite and isinstance(strict, dict):
+        strict["non_finite"] = non_finite
+    return json.dumps(strict, indent=2, allow_nan=False)
+
+
+def _plain(value: Any) -> Any:
+    """What :func:`json.dumps` cannot write itself: NumPy arrays and scalars (anything with ``tolist``)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str] | None = None) -> str:

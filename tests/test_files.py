@@ -26,3 +26,27 @@ def test_write_atomic_gives_the_permissions_of_a_plain_open(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected
     assert (tmp_path / "report.md").read_text() == "text"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.bin", "plain.txt", "report.md"]  # no temporaries
+
+
+def test_json_text_is_strict_json_and_names_each_non_finite_value():
+    import json
+
+    import numpy as np
+
+    from fedgames.files import json_text
+
+    text = json_text({"nash_conv": float("nan"), "rows": [1.0, float("inf"), np.float64(2.5)], "x": np.arange(2)})
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON literal {name}"))
+    assert strict["nash_conv"] is None and strict["rows"] == [1.0, None, 2.5] and strict["x"] == [0, 1]
+    assert strict["non_finite"] == ["$.nash_conv: nan", "$.rows[1]: inf"]
+    assert "non_finite" not in json.loads(json_text({"a": 1.0}))
+
+
+def test_write_atomic_removes_the_temporaries_a_killed_write_left(tmp_path):
+    orphan = tmp_path / ".report.json.abc123.tmp"
+    orphan.write_text("half a report")
+    other = tmp_path / ".other.json.abc123.tmp"  # another file's temporary: not ours to remove
+    other.write_text("")
+    write_atomic(tmp_path / "report.json", "{}")
+    assert not orphan.exists() and other.exists()
+    assert (tmp_path / "report.json").read_text() == "{}"
