@@ -1,17 +1,197 @@
-"""Audits and sanctions, and challenge mixing: the participation game's mechanisms ([G] §9, §11; SPEC §3, §4)."""
+"""Audits and sanctions, and challenge mixing: the participation game's mechanisms ([G] §9, §10, §11; SPEC §3, §4,
+§8).
+
+The audit stage's rule (:class:`AuditSanction`) and the per-round GLS terms it ranks by under ``policy=test``
+(:class:`ScoreTest`) live here, below the games: the participation game plays them, and
+:mod:`fedgames.envs.participation.detection` builds its ``T``-round test from the same terms.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from fedgames.envs.participation.game import AuditSanction, ScorePayment, score_payment
-from fedgames.envs.participation.theory import check_audit_policy
 from fedgames.envs.protocol import Protocol
+from fedgames.errors import did_you_mean
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import integer, per_player, real
+
+AUDIT_POLICIES = ("uniform", "risk", "test")
+"""How the audited are chosen: at random, by the gap between public and challenge score, by the GLS statistic."""
+
+
+def check_audit_policy(policy: str) -> str:
+    """``policy`` if it names an audit policy (:data:`AUDIT_POLICIES`), else a ``ValueError`` listing them."""
+    if policy not in AUDIT_POLICIES:
+        raise ValueError(
+            f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}{did_you_mean(str(policy), AUDIT_POLICIES)}"
+        )
+    return policy
+
+
+@dataclass(frozen=True)
+class ScoreTest:
+    """The per-round terms of SPEC §8's GLS statistic ([G] §10) for clients of honest level ``q0`` (one value, or
+    one per client along the last axis): a round adds ``(delta - gamma q0)(s - q0) / sigma_s^2`` to the numerator
+    and ``(delta - gamma q0)^2 / sigma_s^2`` to the information ``J``, a challenge round also
+    ``- gamma q0 (h - q0) / sigma_h^2`` and ``(gamma q0)^2 / sigma_h^2``. Under manipulation ``u`` the numerator
+    has mean ``u J`` and variance ``J``."""
+
+    q0: float | tuple[float, ...]
+    delta: float
+    gamma: float
+    score_noise: float
+    challenge_noise: float
+
+    def _levels(self) -> np.ndarray:
+        return np.asarray(self.q0, dtype=float)
+
+    @property
+    def plain_information(self) -> np.ndarray:
+        """``(delta - gamma q0)^2 / sigma_s^2``."""
+        return (self.delta - self.gamma * self._levels()) ** 2 / self.score_noise**2
+
+    @property
+    def challenge_information(self) -> np.ndarray:
+        """``(gamma q0)^2 / sigma_h^2``."""
+        return (self.gamma * self._levels()) ** 2 / self.challenge_noise**2
+
+    def numerator(self, scores: np.ndarray, challenges: np.ndarray, challenged: np.ndarray) -> np.ndarray:
+        """Each round's term of the statistic's numerator (a challenge score off the challenge rounds ignored)."""
+        q0 = self._levels()
+        plain = (self.delta - self.gamma * q0) * (scores - q0) / self.score_noise**2
+        challenge = self.gamma * q0 * np.where(challenged, challenges - q0, 0.0) / self.challenge_noise**2
+        return plain - challenge
+
+    def information(self, challenged: np.ndarray) -> np.ndarray:
+        """Each round's term of ``J``."""
+        return self.plain_information + np.asarray(challenged, dtype=float) * self.challenge_information
+
+    def round_statistic(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)``: the one-round GLS statistic of each participant from its round's public and challenge
+        scores (messages laid out as the participation game's: present, score, challenge, ...; the server sees
+        every participant's challenge score); 0 for the absent and where the round carries no information."""
+        present = messages[..., 0] > 0
+        information = self.information(present)
+        numerator = self.numerator(messages[..., 1], messages[..., 2], present)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            statistic = np.where(information > 0, numerator / np.sqrt(information), 0.0)
+        return np.where(present, statistic, 0.0)
+
+
+@dataclass(frozen=True)
+class AuditSanction:
+    """Audits and sanctions ([G] §11): each round ``k`` participants are audited, chosen by ``policy``:
+
+    - ``"uniform"``: those with the smallest audit-lottery draws (a uniform choice);
+    - ``"risk"``: those with the largest score gap ``s_i - h_i`` between the public score and the server's private
+      challenge score (``delta u_i`` plus noise: a risk score the server observes), ties by the lottery. Greedy
+      by risk, the top ``k`` is the best choice for equal audit costs ([G] §E.11);
+    - ``"test"``: those whose one-round GLS statistic (SPEC §8, :class:`ScoreTest`, ``test``) is largest, ties by
+      the lottery: the likelihood-ratio ranking, ``sqrt(J) u_i`` plus standard normal noise.
+
+    With a ``budget`` and per-client audit ``costs`` the server instead audits greedily within the budget (at most
+    ``k``): uniformly, in lottery order, each client whose cost still fits; by risk (or by the statistic), in order
+    of risk per cost (risk ``max(score, 0)``, only positive risks), then keeps the single affordable client of
+    highest risk instead where that one alone covers more risk. That is the greedy of [G] Prop. 11.2 for the risk
+    covered, and it covers at least half the most a budget can ([G] §E.11).
+
+    An audited client is caught with probability ``p_detect u_i`` (its detection draw below ``p_detect u_i``) and
+    pays ``S``. Reads the participants' scores and only the audited clients' audit fields."""
+
+    k: int
+    p_detect: float
+    S: float
+    policy: str = "uniform"
+    budget: float | None = None
+    costs: tuple[float, ...] = ()
+    test: ScoreTest | None = None
+
+    def __post_init__(self) -> None:
+        check_audit_policy(self.policy)
+        if (self.policy == "test") != (self.test is not None):
+            raise ValueError("audit: policy='test' needs the score test (ScoreTest), and only it does")
+
+    def risk(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)`` each client's risk score, ``max(score, 0)``: the score gap (``risk``) or the GLS statistic
+        (``test``), rounded so that equal scores (noiseless ones) tie whatever rounding their qualities met."""
+        if self.test is not None:
+            score = self.test.round_statistic(messages)
+        else:
+            score = messages[..., 1] - messages[..., 2]
+        return np.maximum(np.round(score, 12), 0.0)
+
+    def audited(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)`` which clients are audited this round."""
+        present = messages[..., 0] > 0
+        lottery = messages[..., 4]
+        targeted = self.policy != "uniform"
+        risk = self.risk(messages) if targeted else np.zeros(present.shape)
+        if self.budget is not None:
+            return self._within_budget(present, lottery, risk)
+        k = min(self.k, present.shape[-1])
+        priority = -risk if targeted else lottery
+        order = np.lexsort((lottery, np.where(present, priority, np.inf)), axis=-1)[..., :k]
+        audited = np.zeros_like(present)
+        np.put_along_axis(audited, order, True, axis=-1)
+        return audited & present
+
+    def _within_budget(self, present: np.ndarray, lottery: np.ndarray, risk: np.ndarray) -> np.ndarray:
+        costs = np.broadcast_to(np.asarray(self.costs or (1.0,), dtype=float), present.shape)
+        by_risk = self.policy != "uniform"
+        eligible = present & (risk > 0) if by_risk else present
+        priority = -risk / costs if by_risk else lottery
+        order = np.lexsort((lottery, np.where(eligible, priority, np.inf)), axis=-1)
+        rows = np.arange(present.shape[0])
+        remaining, count = np.full(present.shape[0], float(self.budget)), np.zeros(present.shape[0], dtype=int)
+        audited = np.zeros_like(present)
+        for j in range(present.shape[1]):
+            client = order[:, j]
+            cost = costs[rows, client]
+            take = eligible[rows, client] & (cost <= remaining + 1e-12) & (count < self.k)
+            audited[rows[take], client[take]] = True
+            remaining -= np.where(take, cost, 0.0)
+            count += take
+        if by_risk:  # the single affordable client of highest risk, where it alone covers more
+            single = np.where(eligible & (costs <= self.budget + 1e-12), risk, -np.inf).argmax(-1)
+            alone = risk[rows, single] * eligible[rows, single] > (risk * audited).sum(-1)
+            audited[alone] = False
+            audited[rows[alone], single[alone]] = True
+        return audited
+
+    def caught(self, messages: np.ndarray) -> np.ndarray:
+        """``(B, N)`` which clients an audit caught this round."""
+        return self.audited(messages) & (messages[..., 5] < self.p_detect * messages[..., 3])
+
+    def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
+        return self.S * self.caught(messages)
+
+
+def score_payment(protocol: Protocol, owner: str) -> Any:
+    """The protocol's payment on a score (a rule with the challenge-mixing ratio ``pi`` and ``paid_score``: the
+    participation game's); a ``ValueError`` naming ``owner`` where there is none."""
+    for rule in protocol.payment_rules:
+        if hasattr(rule, "paid_score") and hasattr(rule, "pi"):
+            return rule
+    raise ValueError(f"{owner} applies to games that pay on a score (participation_v0)")
+
+
+def _score_test(env: ParallelEnv) -> ScoreTest:
+    """The GLS terms for ``env``'s game, from the rules it states (``delta``, ``gamma``, the honest ``q0`` and
+    the scores' noise: what the server knows, SPEC §8)."""
+    game = getattr(env.unwrapped, "game", None)
+    names = ("q0", "delta", "gamma", "score_noise", "challenge_noise")
+    if game is None or not all(hasattr(game, name) for name in names):
+        raise ValueError(f"audit: policy='test' needs a game that states {names} (participation_v0)")
+    q0 = np.asarray(game.q0, dtype=float)
+    if min(game.score_noise, game.challenge_noise) <= 0:
+        raise ValueError("audit: policy='test' needs score_noise > 0 and challenge_noise > 0 (the test's variances)")
+    levels = float(q0.flat[0]) if np.ptp(q0) == 0 else tuple(float(q) for q in q0)
+    return ScoreTest(levels, float(game.delta), float(game.gamma), float(game.score_noise), float(game.challenge_noise))
 
 
 class Audit(Mechanism):
@@ -29,8 +209,8 @@ class Audit(Mechanism):
         k: participants audited per round (``>= 1``; default 1, or with a ``budget`` no limit but the budget).
         p_detect: probability that an audit catches full manipulation, in ``[0, 1]``.
         S: the sanction (``>= 0``).
-        policy: ``"uniform"`` (at random) or ``"risk"`` (the largest gaps between the public and the challenge
-            score, :class:`~fedgames.envs.participation.game.AuditSanction`).
+        policy: ``"uniform"`` (at random), ``"risk"`` (the largest gaps between the public and the challenge
+            score) or ``"test"`` (the largest GLS statistics of SPEC §8), :class:`AuditSanction`.
         budget: audit greedily within this budget a round (``> 0``) instead of ``k`` at a time (no closed form).
         costs: each client's audit cost (``> 0``), with a ``budget``: one number for all, one per client, or in a
             spec string ``"c1;c2;..."`` (``audit:budget=3,policy=risk,costs=1;2;1;2``).
@@ -62,12 +242,13 @@ class Audit(Mechanism):
             self.policy = check_audit_policy(policy)
         except ValueError as error:
             raise ValueError(f"audit: {error}") from None
+        self._test = _score_test(env) if self.policy == "test" else None
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
         score_payment(protocol, "audit")  # the game must pay on a score
         k = self.k if self.k is not None else (1 if self.budget is None else len(self.possible_agents))
-        rule = AuditSanction(k, self.p_detect, self.S, self.policy, self.budget, self._costs)
+        rule = AuditSanction(k, self.p_detect, self.S, self.policy, self.budget, self._costs, self._test)
         return protocol.with_stage(self, payment_rules=protocol.payment_rules + (rule,))
 
 
@@ -99,5 +280,16 @@ class ChallengeMixing(Mechanism):
 
     def apply(self, protocol: Protocol) -> Protocol:
         score = score_payment(protocol, "challenge_mixing")
-        rules = tuple(ScorePayment(score.w, self.pi) if r is score else r for r in protocol.payment_rules)
+        rules = tuple(replace(score, pi=self.pi) if r is score else r for r in protocol.payment_rules)
         return protocol.with_stage(self, payment_rules=rules)
+
+
+__all__ = [
+    "AUDIT_POLICIES",
+    "Audit",
+    "AuditSanction",
+    "ChallengeMixing",
+    "ScoreTest",
+    "check_audit_policy",
+    "score_payment",
+]

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, check_audit_policy, welfare
+from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
+from fedgames.mechanisms.audit import AuditSanction  # the audit stage's rule, a mechanism's (SPEC §4)
 from fedgames.validation import integer, per_player, real
 
 MESSAGE_FIELDS = ("present", "score", "challenge", "u", "lottery", "detection")
@@ -63,80 +64,6 @@ def score_payment(protocol: Protocol, owner: str = "participation_v0") -> ScoreP
         if isinstance(rule, ScorePayment):
             return rule
     raise ValueError(f"{owner} applies to games that pay on a score (participation_v0)")
-
-
-@dataclass(frozen=True)
-class AuditSanction:
-    """Audits and sanctions ([G] §11): each round ``k`` participants are audited, chosen by ``policy``:
-
-    - ``"uniform"``: those with the smallest audit-lottery draws (a uniform choice);
-    - ``"risk"``: those with the largest score gap ``s_i - h_i`` between the public score and the server's private
-      challenge score (``delta u_i`` plus noise: a risk score the server observes), ties by the lottery. Greedy
-      by risk, the top ``k`` is the best choice for equal audit costs ([G] §E.11).
-
-    With a ``budget`` and per-client audit ``costs`` the server instead audits greedily within the budget (at most
-    ``k``): uniformly, in lottery order, each client whose cost still fits; by risk, in order of risk per cost
-    (risk ``max(s_i - h_i, 0)``, only positive risks), then keeps the single affordable client of highest risk
-    instead where that one alone covers more risk. That is the greedy of [G] Prop. 11.2 for the risk covered, and
-    it covers at least half the most a budget can ([G] §E.11).
-
-    An audited client is caught with probability ``p_detect u_i`` (its detection draw below ``p_detect u_i``) and
-    pays ``S``. Reads the participants' scores and only the audited clients' audit fields."""
-
-    k: int
-    p_detect: float
-    S: float
-    policy: str = "uniform"
-    budget: float | None = None
-    costs: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_audit_policy(self.policy)
-
-    def audited(self, messages: np.ndarray) -> np.ndarray:
-        """``(B, N)`` which clients are audited this round."""
-        present = messages[..., 0] > 0
-        lottery = messages[..., 4]
-        # the gap rounded, so that equal gaps (noiseless scores) tie whatever rounding their qualities met
-        risk = np.maximum(np.round(messages[..., 1] - messages[..., 2], 12), 0.0)
-        if self.budget is not None:
-            return self._within_budget(present, lottery, risk)
-        k = min(self.k, present.shape[-1])
-        priority = -risk if self.policy == "risk" else lottery
-        order = np.lexsort((lottery, np.where(present, priority, np.inf)), axis=-1)[..., :k]
-        audited = np.zeros_like(present)
-        np.put_along_axis(audited, order, True, axis=-1)
-        return audited & present
-
-    def _within_budget(self, present: np.ndarray, lottery: np.ndarray, risk: np.ndarray) -> np.ndarray:
-        costs = np.broadcast_to(np.asarray(self.costs or (1.0,), dtype=float), present.shape)
-        by_risk = self.policy == "risk"
-        eligible = present & (risk > 0) if by_risk else present
-        priority = -risk / costs if by_risk else lottery
-        order = np.lexsort((lottery, np.where(eligible, priority, np.inf)), axis=-1)
-        rows = np.arange(present.shape[0])
-        remaining, count = np.full(present.shape[0], float(self.budget)), np.zeros(present.shape[0], dtype=int)
-        audited = np.zeros_like(present)
-        for j in range(present.shape[1]):
-            client = order[:, j]
-            cost = costs[rows, client]
-            take = eligible[rows, client] & (cost <= remaining + 1e-12) & (count < self.k)
-            audited[rows[take], client[take]] = True
-            remaining -= np.where(take, cost, 0.0)
-            count += take
-        if by_risk:  # the single affordable client of highest risk, where it alone covers more
-            single = np.where(eligible & (costs <= self.budget + 1e-12), risk, -np.inf).argmax(-1)
-            alone = risk[rows, single] * eligible[rows, single] > (risk * audited).sum(-1)
-            audited[alone] = False
-            audited[rows[alone], single[alone]] = True
-        return audited
-
-    def caught(self, messages: np.ndarray) -> np.ndarray:
-        """``(B, N)`` which clients an audit caught this round."""
-        return self.audited(messages) & (messages[..., 5] < self.p_detect * messages[..., 3])
-
-    def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
-        return self.S * self.caught(messages)
 
 
 def participants_aggregate(aggregate: Aggregator, values: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -45,11 +45,10 @@ from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
-from fedgames.errors import did_you_mean
+from fedgames.mechanisms.audit import AUDIT_POLICIES, ScoreTest, check_audit_policy
 from fedgames.validation import integer, real
 
 WELFARE_CURVES = ("exponential", "s_shaped")
-AUDIT_POLICIES = ("uniform", "risk")
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,9 @@ class Setting:
         audits: ``k``, participants audited per round.
         p_detect: probability that an audit catches full manipulation (``u = 1``).
         sanction: ``S``, charged to a caught participant.
-        audit_policy: ``"uniform"`` (``k`` participants at random) or ``"risk"`` (the ``k`` with the largest score
-            gap ``s_i - h_i = delta u_i + noise``, ties at random).
+        audit_policy: ``"uniform"`` (``k`` participants at random), ``"risk"`` (the ``k`` with the largest score
+            gap ``s_i - h_i = delta u_i + noise``, ties at random) or ``"test"`` (the ``k`` with the largest
+            one-round GLS statistic of SPEC §8, ``sqrt(J_1) u_i + N(0, 1)``).
         score_noise, challenge_noise: standard deviations of the public and the challenge scores' noise.
         C: side payment on the paid score's deviation from the participants' mean, ``C (y_i - M)^2``.
         balanced: the side payment is budget-balanced among the participants.
@@ -130,15 +130,6 @@ class Setting:
             raise ValueError(f"balanced must be true or false, got {self.balanced!r}")
 
 
-def check_audit_policy(policy: str) -> str:
-    """``policy`` if it names an audit policy (:data:`AUDIT_POLICIES`), else a ``ValueError`` listing them."""
-    if policy not in AUDIT_POLICIES:
-        raise ValueError(
-            f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}{did_you_mean(str(policy), AUDIT_POLICIES)}"
-        )
-    return policy
-
-
 def welfare(z: float | np.ndarray, setting: Setting) -> float | np.ndarray:
     """``Q(z)``: increasing, ``Q(0) = 0``."""
     z = np.asarray(z, dtype=float)
@@ -183,6 +174,22 @@ def _outranked_at_most(n: int, k: int, ratio: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, trapezoid(chance, _RISK_NODES, axis=-1))
 
 
+def _separation(setting: Setting) -> float:
+    """How far a unit of ``u`` moves a participant's audit ranking score, in the score noise's standard deviations
+    (``inf`` without noise): ``delta / sqrt(score_noise^2 + challenge_noise^2)`` for the score gap, ``sqrt(J_1)``
+    for the GLS statistic."""
+    s = setting
+    if s.audit_policy == "test":
+        if min(s.score_noise, s.challenge_noise) == 0:
+            return math.inf
+        test = ScoreTest(s.q0, s.delta, s.gamma, s.score_noise, s.challenge_noise)
+        return math.sqrt(float(test.information(True)))
+    sigma = math.hypot(s.score_noise, s.challenge_noise)
+    if sigma == 0:
+        return math.inf if s.delta > 0 else 0.0
+    return s.delta / sigma
+
+
 def audit_probability(
     setting: Setting, participants: float, u: float | np.ndarray = 0.0, others: float = 0.0
 ) -> float | np.ndarray:
@@ -190,11 +197,13 @@ def audit_probability(
     ``|P| - 1`` play ``others``.
 
     Uniform audits: ``k / |P|``. Risk-targeted audits pick the ``k`` largest score gaps ``s_j - h_j = delta u_j +
-    e_j``, ``e_j ~ N(0, sigma^2)``, ``sigma^2 = score_noise^2 + challenge_noise^2``; given its own noise ``e`` each
-    other gap is larger with probability ``p(e) = Phi(-(delta (u - others) + e) / sigma)``, so the participant is
-    audited with probability ``E_e[P(Binomial(|P| - 1, p(e)) <= k - 1)]`` (one integral on a fixed grid; for a
-    fractional ``|P|`` the chances at the two nearest whole numbers interpolated). Playing like the others, it is
-    ``k / |P|`` either way.
+    e_j``, ``e_j ~ N(0, sigma^2)``, ``sigma^2 = score_noise^2 + challenge_noise^2``; given its own noise ``e`` (in
+    standard deviations) each other gap is larger with probability ``p(e) = Phi(-(r (u - others) + e))``,
+    ``r = delta / sigma``, so the participant is audited with probability
+    ``E_e[P(Binomial(|P| - 1, p(e)) <= k - 1)]`` (one integral on a fixed grid; for a fractional ``|P|`` the
+    chances at the two nearest whole numbers interpolated). Audits by the GLS statistic (``"test"``) rank
+    ``sqrt(J_1) u_j + N(0, 1)``, ``J_1`` the one-round information of SPEC §8 (a plain and a challenge score):
+    the same with ``r = sqrt(J_1)``. Playing like the others, it is ``k / |P|`` either way.
     """
     s = setting
     participants = real("participants", participants)
@@ -203,12 +212,12 @@ def audit_probability(
     if s.audit_policy == "uniform" or s.audits == 0 or participants <= s.audits:
         chance = np.full(u.shape, rate)
     else:
-        lead, sigma = s.delta * (u - others), math.hypot(s.score_noise, s.challenge_noise)
-        if sigma == 0:  # no noise: the gaps are exact, ties broken at random
+        lead, separation = u - others, _separation(s)
+        if math.isinf(separation):  # no noise: the ranking is exact, ties broken at random
             chance = np.where(lead > 0, 1.0, np.where(lead == 0, rate, 0.0))
         else:
             low, high = math.floor(participants), math.ceil(participants)
-            at_low, at_high = (_outranked_at_most(n, s.audits, lead / sigma) for n in (low, high))
+            at_low, at_high = (_outranked_at_most(n, s.audits, separation * lead) for n in (low, high))
             chance = at_low + (participants - low) * (at_high - at_low)
             chance = np.where(lead == 0, rate, chance)
     return float(chance) if chance.ndim == 0 else chance

@@ -1,0 +1,162 @@
+"""Detecting gaming (SPEC §8, [G] §10): the GLS test's exact power against simulation, its size, the sample sizes,
+identifiability, and the ``audit:policy=test`` mechanism against its closed form."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import fedgames
+from fedgames.envs.batch import episode_batch
+from fedgames.envs.participation import detection as d
+from fedgames.envs.participation import theory
+
+MODEL = {"delta": 1.0, "gamma": 0.5, "q0": 1.0, "score_noise": 1.0, "challenge_noise": 0.5}
+"""``I(pi) = 0.25 + pi``: powers well inside (0, 1) at a few dozen rounds."""
+
+RUNS = 20_000
+
+
+def binomial_se(p: float, runs: int = RUNS) -> float:
+    return math.sqrt(p * (1 - p) / runs)
+
+
+@pytest.mark.parametrize("rounds, pi, u", [(10, 0.0, 0.5), (20, 0.3, 0.4), (5, 0.8, 0.6), (40, 0.5, 0.3)])
+def test_simulated_rejection_rates_match_the_exact_power(rounds, pi, u):
+    """[G] Thm 10.2: the rejection rate of the GLS test over 20,000 simulated clients is within 4.5 standard
+    errors of the binomial mixture over the challenge rounds."""
+    exact = d.power(rounds, pi, u, **MODEL)
+    assert 0.1 < exact < 0.9  # a test that could fail either way
+    simulated = d.simulate_rejections(rounds, pi, u, **MODEL, runs=RUNS, seed=rounds)
+    assert abs(simulated.rate - exact) < 4.5 * binomial_se(exact)
+
+
+@pytest.mark.parametrize("rounds, pi", [(1, 0.0), (12, 0.4), (60, 1.0)])
+def test_the_size_is_alpha_for_honest_clients(rounds, pi):
+    """Under ``H0`` (``u = 0``) ``Z`` is exactly ``N(0, 1)`` given the challenge rounds: the exact power is
+    ``alpha`` and the simulated size is at most ``alpha`` within 3 standard errors."""
+    alpha = 0.05
+    assert d.power(rounds, pi, 0.0, **MODEL, alpha=alpha) == pytest.approx(alpha, abs=1e-12)
+    simulated = d.simulate_rejections(rounds, pi, 0.0, **MODEL, alpha=alpha, runs=RUNS, seed=7)
+    assert simulated.rate <= alpha + 3 * binomial_se(alpha)
+
+
+def _conditional_curvature(rounds: int, pi: float, u: float, alpha: float) -> float:
+    """The largest ``|f''(n)|`` of the conditional power ``f(n) = 1 - Phi(z_{1-alpha} - u sqrt(J_n))`` over
+    ``n in [0, T]`` (finite differences on a fine grid)."""
+    n = np.linspace(0, rounds, 20_001)
+    information = rounds * (MODEL["delta"] - MODEL["gamma"] * MODEL["q0"]) ** 2 / MODEL["score_noise"] ** 2
+    information = information + n * (MODEL["gamma"] * MODEL["q0"]) ** 2 / MODEL["challenge_noise"] ** 2
+    f = norm.sf(norm.ppf(1 - alpha) - u * np.sqrt(information))
+    return float(np.max(np.abs(np.gradient(np.gradient(f, n), n))))
+
+
+@pytest.mark.parametrize("pi, u", [(0.0, 0.5), (0.2, 0.5), (0.5, 0.2), (1.0, 0.2)])
+def test_power_at_the_sample_sizes(pi, u):
+    """At ``T* = ceil(((z_{1-alpha} + z_{1-beta}) / (u sqrt(I(pi))))^2)`` the power is ``1 - beta`` up to the
+    spread of the challenge count: exact without one (``pi`` 0 or 1), else within the delta method's second-order
+    bound ``max|f''| Var(n_c) / 2``. The tail bound's ``T`` is larger and gives at least ``1 - beta``; the
+    simulation at ``T*`` agrees with the exact power within 4.5 standard errors."""
+    alpha, beta = 0.05, 0.2
+    t_star = d.sample_size(pi, u, **MODEL, alpha=alpha, beta=beta)
+    t_tail = d.tail_bound_sample_size(pi, u, **MODEL, alpha=alpha, beta=beta)
+    rounds = math.ceil(t_star)
+    exact = d.power(rounds, pi, u, **MODEL, alpha=alpha)
+    spread = _conditional_curvature(rounds, pi, u, alpha) * rounds * pi * (1 - pi) / 2
+    assert exact >= 1 - beta - spread - 1e-12
+    if pi in (0.0, 1.0):
+        assert spread == 0 and exact >= 1 - beta
+    assert t_tail >= t_star and d.power(math.ceil(t_tail), pi, u, **MODEL, alpha=alpha) >= 1 - beta
+    simulated = d.simulate_rejections(rounds, pi, u, **MODEL, alpha=alpha, runs=RUNS, seed=11)
+    assert abs(simulated.rate - exact) < 4.5 * binomial_se(exact)
+
+
+def test_gaming_is_not_identifiable_without_challenges_when_delta_is_gamma_q0():
+    """[G] Prop. 10.1: with ``delta = gamma q0`` and ``pi = 0`` the scores' law does not move with ``u``: the power
+    is ``alpha`` at every ``T`` (and the randomised test's simulated rate is within 4.5 standard errors of it);
+    once ``pi > 0`` it rises above ``alpha`` and grows with ``T`` and with ``pi``."""
+    aligned = {**MODEL, "delta": 0.5}
+    alpha = 0.05
+    assert not d.identifiable(0.0, 0.5, 0.5, 1.0) and d.fisher_information(0.0, **aligned) == 0
+    assert all(d.power(t, 0.0, 1.0, **aligned, alpha=alpha) == pytest.approx(alpha, abs=1e-12) for t in (1, 10, 500))
+    assert math.isinf(d.sample_size(0.0, 1.0, **aligned))
+    simulated = d.simulate_rejections(30, 0.0, 1.0, **aligned, alpha=alpha, runs=RUNS, seed=3)
+    assert abs(simulated.rate - alpha) < 4.5 * binomial_se(alpha)
+    assert d.identifiable(0.1, 0.5, 0.5, 1.0)
+    low, high = (d.power(20, pi, 0.3, **aligned, alpha=alpha) for pi in (0.1, 0.4))
+    assert alpha < low < high < d.power(80, 0.4, 0.3, **aligned, alpha=alpha)
+    assert not d.identifiable(0.5, 0.0, 0.0, 1.0)  # no manipulation effect on either score
+
+
+def test_the_statistic_is_standard_normal_under_honesty_given_the_challenges():
+    """Given the challenge rounds ``Z`` is ``N(u sqrt(J), 1)``: fixed challenge pattern, 20,000 honest and gaming
+    clients; means within 4.5 standard errors, variances within 4.5 of theirs (``sqrt(2 / n)`` relative)."""
+    rng = np.random.default_rng(5)
+    model = d.DetectionModel(pi=0.5, **MODEL)
+    challenged = np.tile(np.arange(16) % 3 == 0, (RUNS, 1))
+    information = 16 * model.test.plain_information + challenged[0].sum() * model.test.challenge_information
+    for u in (0.0, 0.3):
+        scores, challenges, _ = d.simulate_scores(16, model, u, RUNS, rng)
+        z = d.gls_statistic(scores, challenges, challenged, **MODEL)
+        assert abs(z.mean() - u * math.sqrt(information)) < 4.5 / math.sqrt(RUNS)
+        assert abs(z.var(ddof=1) - 1) < 4.5 * math.sqrt(2 / RUNS)
+
+
+@pytest.mark.parametrize("u", [0.0, 0.2, 0.5])
+def test_audits_by_the_test_statistic_find_a_lone_gamer_as_the_closed_form_says(u):
+    """``audit:policy=test`` audits the ``k`` largest one-round GLS statistics, ``sqrt(J_1) u + N(0, 1)``: a lone
+    gamer among 6 is audited as often as :func:`theory.audit_probability` says, within 4 standard errors."""
+    env = fedgames.make(
+        "participation_v0",
+        mechanisms=["audit:k=2,p_detect=1,S=1,policy=test"],
+        n_clients=6,
+        rounds=1,
+        score_noise=1.0,
+        challenge_noise=0.5,
+    )
+    episodes = 50_000
+    batch = episode_batch(env, episodes, np.random.default_rng(6))
+    batch.reset()
+    actions = np.zeros((episodes, 6, 2))
+    actions[..., 0] = 1.0
+    actions[:, 0, 1] = u
+    audited = env.protocol.payment_rules[-1].audited(batch.step(actions).outcome.messages)[:, 0]
+    expected = theory.audit_probability(env.unwrapped.game.setting(env.protocol), 6, u)
+    assert abs(audited.mean() - expected) < 4 * math.sqrt(expected * (1 - expected) / episodes)
+    if u == 0.0:
+        assert expected == pytest.approx(2 / 6)
+    else:  # the test targets better than the score gap
+        risk = theory.audit_probability(theory.Setting(**{**MODEL, "audit_policy": "risk", "audits": 2}), 6, u)
+        assert expected > risk
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: d.power(10, pi=1.5), "pi"),
+        (lambda: d.power(10, score_noise=-1.0), "score_noise"),
+        (lambda: d.power(10, challenge_noise=0.0), "challenge_noise"),
+        (lambda: d.power(0), "rounds"),
+        (lambda: d.power(10, u=2.0), "u"),
+        (lambda: d.power(10, alpha=1.0), "alpha"),
+        (lambda: d.power(10, gamma=-0.1), "gamma"),
+        (lambda: d.sample_size(0.2, 0.5, beta=0.0), "beta"),
+        (lambda: d.sample_size(0.2, 0.0), "u"),
+        (lambda: d.tail_bound_sample_size(0.2, 0.5, q0=-1.0), "q0"),
+        (lambda: d.simulate_rejections(5, runs=0), "runs"),
+        (lambda: d.gls_test(np.array([np.nan])), "rng"),
+    ],
+)
+def test_bad_input_names_the_parameter(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_bad_audit_test_settings():
+    with pytest.raises(ValueError, match="score_noise > 0"):
+        fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=test"], n_clients=3, score_noise=0.0)
+    with pytest.raises(ValueError, match="did you mean 'test'"):
+        fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=tset"], n_clients=3)
