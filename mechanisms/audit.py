@@ -180,16 +180,16 @@ def score_payment(protocol: Protocol, owner: str) -> Any:
     raise ValueError(f"{owner} applies to games that pay on a score (participation_v0)")
 
 
-def _score_test(env: ParallelEnv) -> ScoreTest:
-    """The GLS terms for ``env``'s game, from the rules it states (``delta``, ``gamma``, the honest ``q0`` and
-    the scores' noise: what the server knows, SPEC §8)."""
-    game = getattr(env.unwrapped, "game", None)
+def score_test(game: Any, owner: str) -> ScoreTest:
+    """The GLS terms for ``game`` from the rules it states (``delta``, ``gamma``, the honest ``q0`` and the
+    scores' noise: what the server knows, SPEC §8); a ``ValueError`` naming ``owner`` where it states none or a
+    score is noiseless."""
     names = ("q0", "delta", "gamma", "score_noise", "challenge_noise")
-    if game is None or not all(hasattr(game, name) for name in names):
-        raise ValueError(f"audit: policy='test' needs a game that states {names} (participation_v0)")
-    q0 = np.asarray(game.q0, dtype=float)
+    if not all(hasattr(game, name) for name in names):
+        raise ValueError(f"{owner} needs a game that states {names} (participation_v0)")
     if min(game.score_noise, game.challenge_noise) <= 0:
-        raise ValueError("audit: policy='test' needs score_noise > 0 and challenge_noise > 0 (the test's variances)")
+        raise ValueError(f"{owner} needs score_noise > 0 and challenge_noise > 0 (the test's variances)")
+    q0 = np.asarray(game.q0, dtype=float)
     levels = float(q0.flat[0]) if np.ptp(q0) == 0 else tuple(float(q) for q in q0)
     return ScoreTest(levels, float(game.delta), float(game.gamma), float(game.score_noise), float(game.challenge_noise))
 
@@ -242,7 +242,9 @@ class Audit(Mechanism):
             self.policy = check_audit_policy(policy)
         except ValueError as error:
             raise ValueError(f"audit: {error}") from None
-        self._test = _score_test(env) if self.policy == "test" else None
+        self._test = (
+            score_test(getattr(env.unwrapped, "game", None), "audit: policy='test'") if self.policy == "test" else None
+        )
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
@@ -292,4 +294,5 @@ __all__ = [
     "ScoreTest",
     "check_audit_policy",
     "score_payment",
+    "score_test",
 ]

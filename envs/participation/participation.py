@@ -7,9 +7,11 @@ round's participation and welfare, its own paid score and payment). Rewards per 
 for a participant (the payment is minus the score payment ``w y_i``, plus any sanction), ``o_i`` otherwise.
 ``infos[agent]``: ``participated``, ``welfare``, ``participation`` (the fraction taking part), ``metric`` (the
 reported model metric, the aggregate of the participants' paid scores: their mean, or under ``robust_aggregation``
-its rule's; NaN when nobody took part), ``paid_score`` and ``payment``. Mechanisms: ``challenge_mixing``, ``audit``
-(``policy=uniform|risk``), ``side_payment`` (on the paid score's deviation from the metric), ``robust_aggregation``
-(of the paid scores; rules that work for any number of participants), ``bounded_attack:component=u``.
+its rule's; NaN when nobody took part), ``paid_score``, ``payment`` and ``monitor`` (the server-side monitor's
+warning signals so far, SPEC §9: :meth:`~fedgames.envs.participation.monitor.Monitor.report`). Mechanisms:
+``challenge_mixing``, ``audit`` (``policy=uniform|risk|test``), ``side_payment`` (on the paid score's deviation
+from the metric), ``robust_aggregation`` (of the paid scores; rules that work for any number of participants),
+``bounded_attack:component=u``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fedgames.envs.participation.game import (
     RoundState,
     World,
 )
+from fedgames.envs.participation.monitor import Monitor, game_monitor
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
 from fedgames.validation import check_call
@@ -58,6 +61,7 @@ class ParticipationEnv(ProtocolEnv):
         self._world: World | None = None
         self._state: RoundState | None = None
         self._last: Outcome | None = None
+        self._monitor: Monitor | None = None  # SPEC §9, built at the first step under the protocol in force
 
     def validate_protocol(self, protocol: Protocol) -> None:
         self.game.validate_protocol(protocol)
@@ -80,6 +84,7 @@ class ParticipationEnv(ProtocolEnv):
         self._world = self.game.sample_world(self._rng, 1)
         self._state = self.game.start(1)
         self._last = None
+        self._monitor = None
         return self._observations(), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -89,6 +94,12 @@ class ParticipationEnv(ProtocolEnv):
         checked = protocol.check_actions(stack_actions(actions, self.agents, 2), self.agents)
         outcome = self.game.play_round(protocol, self._world, self._state, checked, self._rng)
         self._last = outcome
+        if self._monitor is None:
+            self._monitor = game_monitor(self.game, protocol)
+        self._monitor.update(
+            outcome.present, outcome.messages[..., 1], outcome.messages[..., 2], outcome.aggregate[:, 0]
+        )
+        monitor = self._monitor.report()  # the server's warning signals so far (SPEC §9)
         metric = float(outcome.aggregate[0, 0])
         agents = self.agents
         infos = {
@@ -99,6 +110,7 @@ class ParticipationEnv(ProtocolEnv):
                 "metric": metric,
                 "paid_score": float(self._state.paid_score[0, i]),
                 "payment": float(self._state.payment[0, i]),
+                "monitor": monitor,
             }
             for i, a in enumerate(agents)
         }
