@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import fedgames
 from fedgames.envs.batch import episode_batch
-from fedgames.envs.participation import metric_theory
+from fedgames.envs.participation import metric_theory, theory
 from fedgames.files import csv_text, write_atomic
 from fedgames.validation import integer
 
@@ -94,7 +94,7 @@ def reproduce(
     points = []
     for rule, fraction in tqdm(rules, desc="rules", disable=not progress):
         env = fedgames.make("participation_v0", mechanisms=_mechanisms(rule, fraction), rounds=1, **config)
-        setting = env.unwrapped.game.setting(fedgames.make("participation_v0", rounds=1, **config).protocol)
+        setting = theory.Setting.from_env(fedgames.make("participation_v0", rounds=1, **config))
         b = (1 - setting.pi) * setting.delta - setting.gamma * setting.q0
         tau = metric_theory.paid_score_spread(setting.score_noise, setting.challenge_noise, setting.pi)
         n = setting.n_clients

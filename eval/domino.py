@@ -30,6 +30,27 @@ DOMINO_CONFIG: dict[str, Any] = {"welfare": "s_shaped", "w": 0.2, "c_mean": 0.8,
 """An S-shaped welfare and costly participation: the retention map crosses the diagonal three times."""
 
 
+def myopic_paths(
+    config: dict[str, Any],
+    n_clients: int,
+    rounds: int,
+    start: float,
+    rng: np.random.Generator,
+    episodes: int = 1,
+) -> np.ndarray:
+    """``(rounds + 1, episodes)`` participation paths of ``participation_v0`` (``config``) with honest myopic
+    clients (:class:`~fedgames.agents.MyopicParticipant`) started at participation ``start``: row 0 is ``start``,
+    row ``t`` the fraction taking part in round ``t``."""
+    env = fedgames.make("participation_v0", n_clients=n_clients, rounds=rounds, initial_participation=start, **config)
+    batch = episode_batch(env, episodes, rng)
+    observations, policy, path = batch.reset(), MyopicParticipant(env), [np.full(episodes, start)]
+    for _ in range(rounds):
+        step = batch.step(policy.act(observations, np.random.default_rng(0)))
+        observations = step.observations
+        path.append(step.outcome.present.mean(1))
+    return np.array(path)
+
+
 def reproduce(
     out: str | Path,
     n_clients: int = 2000,
@@ -58,7 +79,7 @@ def reproduce(
         raise ValueError(f"config: {fixed} are the experiment's own arguments (or its starting points)")
     config["rejoin"] = bool(rejoin)
     probe = fedgames.make("participation_v0", n_clients=n_clients, **config)
-    setting = probe.unwrapped.game.setting(probe.protocol)
+    setting = theory.Setting.from_env(probe)
     states = theory.steady_states(setting)
     threshold = theory.domino_threshold(setting)
     if threshold is None:
@@ -71,15 +92,7 @@ def reproduce(
     )
     runs = []
     for k, start in enumerate(starts):
-        env = fedgames.make(
-            "participation_v0", n_clients=n_clients, rounds=rounds, initial_participation=start, **config
-        )
-        batch = episode_batch(env, 1, np.random.default_rng([seed, k]))
-        observations, policy, path = batch.reset(), MyopicParticipant(env), [start]
-        for _ in range(rounds):
-            step = batch.step(policy.act(observations, np.random.default_rng(0)))
-            observations = step.observations
-            path.append(float(step.outcome.present.mean()))
+        path = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, k]))[:, 0].tolist()
         predicted = theory.iterate_retention(start, setting, rounds=rounds, rejoin=rejoin)[-1]
         runs.append({"start": start, "path": path, "final": path[-1], "predicted": float(predicted)})
     results = {
@@ -104,6 +117,19 @@ def _paths_csv(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def retention_panel(ax: Any, setting: theory.Setting, states: list[theory.SteadyState], label: str = "G(x)") -> None:
+    """Draw the retention map ``G`` of ``setting`` against the diagonal on the matplotlib axes ``ax``, with its
+    steady states (filled: stable, open: unstable; [G] Thm 7.2)."""
+    xs = np.linspace(0, 1, 400)
+    line = ax.plot(xs, [theory.retention_map(x, setting) for x in xs], label=f"{label}, mean field")[0]
+    ax.plot(xs, xs, color="gray", linestyle=":")
+    for state in states:
+        ax.plot(
+            state.x, state.x, "o", markersize=8, color=line.get_color(), fillstyle="full" if state.stable else "none"
+        )
+    ax.set(xlabel="participation x(t)", ylabel="x(t+1)")
+
+
 def _figure(
     path: Path, setting: theory.Setting, states: list[theory.SteadyState], threshold: float, runs: list[dict[str, Any]]
 ) -> None:
@@ -111,18 +137,10 @@ def _figure(
 
     fig = Figure(figsize=(11, 4.5))
     left, right = fig.subplots(1, 2)
-    xs = np.linspace(0, 1, 400)
-    left.plot(xs, [theory.retention_map(x, setting) for x in xs], label="G(x), mean field")
-    left.plot(xs, xs, color="gray", linestyle=":", label="x")
+    retention_panel(left, setting, states)
     for run in runs:
         left.plot(run["path"][:-1], run["path"][1:], ".", markersize=4, alpha=0.6)
-    for state in states:
-        left.plot(state.x, state.x, "o", markersize=8, color="black", fillstyle="full" if state.stable else "none")
-    left.set(
-        xlabel="participation x(t)",
-        ylabel="x(t+1)",
-        title="retention map; dots: simulated steps (x(t), x(t+1)); circles: steady states (open: unstable)",
-    )
+    left.set(title="retention map; dots: simulated steps (x(t), x(t+1)); circles: steady states (open: unstable)")
     left.title.set_fontsize(9)
     left.legend(fontsize="small")
     for run in runs:
@@ -135,4 +153,4 @@ def _figure(
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-__all__ = ["DOMINO_CONFIG", "reproduce"]
+__all__ = ["DOMINO_CONFIG", "myopic_paths", "reproduce", "retention_panel"]

@@ -138,7 +138,7 @@ def reproduce(
     points = []
     for pi, S in tqdm(grid, desc="(pi, S)", disable=not progress):
         env = _env(config, pi, S, rounds)
-        setting = env.unwrapped.game.setting(env.protocol)
+        setting = theory.Setting.from_env(env)
         n, z = setting.n_clients, setting.q0
         gain, gain_se = _mean_se(_gain_from_gaming(env, gain_episodes, seed))
         if honest is None:

@@ -83,7 +83,8 @@ def test_retention_map_is_the_share_of_clients_whose_cost_is_covered():
     rng = np.random.default_rng(3)
     costs = np.maximum(0.0, rng.normal(DOMINO.c_mean, DOMINO.c_std, 200_000))
     for x in (0.0, 0.3, 0.6, 0.9):
-        share = np.mean(costs <= t.participation_value(x, DOMINO) - DOMINO.outside)
+        value = x**4 / (x**4 + 0.5**4) + 0.2  # phi Q(x q0) + w q0: S-shaped, h = 4, z0 = 0.5; w = 0.2, honest
+        share = np.mean(costs <= value - DOMINO.outside)
         predicted = t.retention_map(x, DOMINO)
         se = math.sqrt(max(predicted * (1 - predicted), 1e-12) / costs.size)
         assert abs(share - predicted) < 4 * se + 1e-12
@@ -105,15 +106,31 @@ def test_steady_states_and_the_domino_threshold():
     assert t.domino_threshold(t.Setting()) is None  # concave welfare, cheap participation: one steady state
 
 
-def test_price_of_gaming_is_zero_when_sanctions_deter_and_positive_otherwise():
-    setting = t.Setting(sanction=0.0)
-    x_eq, u_eq = t.mean_field_equilibrium(setting)
-    assert u_eq == 1.0 and t.price_of_gaming(setting) > 0
+def test_participation_value_and_the_slope_by_hand():
+    """SPEC §3's defaults (``phi = 1``, ``w = 0.5``, ``gamma = 0.5``, ``delta = 1``, ``q0 = 1``, ``Q(z) = 1 -
+    exp(-2 z)``, ``N = 10``, one audit, ``p_detect = 0.5``), computed by hand."""
+    s = t.Setting(sanction=2.0)
+    # x = 0.5 honest: Q(0.5) + w q0 = 1 - e^-1 + 0.5
+    assert t.participation_value(0.5, s) == pytest.approx(1 - math.exp(-1) + 0.5, rel=1e-12)
+    # x = 0.5 gaming fully: Q(0.25) + w (0.5 + 1) - (1/5) 0.5 * 2
+    assert t.participation_value(0.5, s, u=1.0) == pytest.approx(1 - math.exp(-0.5) + 0.75 - 0.2, rel=1e-12)
+    # g at |P| = 10, z = 1: 0.5 (1 - 0.5) - 2 e^-2 0.5 / 10 - (1/10) 0.5 * 2
+    assert t.gaming_slope(s, 10, 1.0) == pytest.approx(0.25 - 0.1 * math.exp(-2) - 0.1, rel=1e-12)
+    # S_min at |P| = 10: (0.25 - 0.1 e^-2) / (0.1 * 0.5)
+    assert t.minimum_sanction(s, 10, 1.0) == pytest.approx((0.25 - 0.1 * math.exp(-2)) / 0.05, rel=1e-12)
+
+
+def test_price_of_gaming_by_hand():
+    """Participation free (``c_mean = -5``: everybody always takes part) and unsanctioned gaming: honest welfare
+    ``Q(1) = 1 - e^-2``, everybody gaming fully ``Q(1/2) = 1 - e^-1``, so ``PoG = (e^-1 - e^-2) / (1 - e^-2) =
+    1 / (1 + e)``; a sanction of twice ``S_min`` plus one deters gaming and ``PoG = 0``."""
+    setting = t.Setting(sanction=0.0, c_mean=-5.0)
+    assert t.mean_field_equilibrium(setting) == (1.0, 1.0)
+    assert t.price_of_gaming(setting) == pytest.approx(1 / (1 + math.e), rel=1e-9)
     deterred = replace(setting, sanction=2 * t.minimum_sanction(setting, setting.n_clients, setting.q0) + 1)
-    assert t.mean_field_equilibrium(deterred)[1] == 0.0 and t.price_of_gaming(deterred) == 0.0
-    w_honest = t.welfare(t.iterate_retention(1.0, setting, 0.0, 500)[-1] * setting.q0, setting)
-    w_eq = t.welfare(x_eq * setting.q0 * (1 - setting.gamma), setting)
-    assert t.price_of_gaming(setting) == pytest.approx((w_honest - w_eq) / w_honest)
+    assert t.mean_field_equilibrium(deterred) == (1.0, 0.0) and t.price_of_gaming(deterred) == 0.0
+    costly = t.Setting(sanction=0.0)  # costly participation: some leave, and the loss is still positive
+    assert t.mean_field_equilibrium(costly)[1] == 1.0 and t.price_of_gaming(costly) > 0
 
 
 def test_a_path_without_rejoining_never_recovers():
@@ -208,8 +225,6 @@ def test_with_a_fixed_number_of_audits_the_mean_field_dynamics_can_cycle():
     assert set(path.u[-40:]) == {0.0, 1.0}
     with pytest.raises(ValueError, match="do not settle"):
         t.mean_field_equilibrium(setting)
-    honest = t.mean_field_path(setting, 1.0, 500, u=0.0).welfare[-100:].mean()
-    assert t.price_of_gaming(setting) == pytest.approx(1 - t.mean_field_path(setting).welfare[-100:].mean() / honest)
     assert 0 < t.price_of_gaming(setting) < t.price_of_gaming(replace(setting, sanction=0.0))
     assert t.welfare_inverse(t.welfare(0.37, setting), setting) == pytest.approx(0.37)
     assert t.welfare_inverse(t.welfare(0.37, DOMINO), DOMINO) == pytest.approx(0.37)
@@ -228,3 +243,82 @@ def test_the_symmetric_manipulation_is_a_best_reply_to_itself():
             assert t.gaming_slope(setting, 10, setting.q0) > 0 and 0 < u < 0.5
         else:
             assert u == (1.0 if t.gaming_slope(setting, 10, setting.q0) > 0 else 0.0)
+
+
+COALITION = t.Setting(n_clients=10, phi=3.0, audits=2, p_detect=0.5, sanction=0.3)
+"""A valuable model (``phi = 3``): a coalition of 6 or more internalises enough welfare loss to stop gaming."""
+
+
+def _coalition_gains(k: int, episodes: int = 100_000) -> np.ndarray:
+    """Per episode, the mean round reward of players ``0 .. k-1`` gaming fully together minus all honest, the
+    others honest and everybody present, on common random numbers (``participation_v0`` configured as
+    :data:`COALITION`)."""
+    import fedgames
+    from fedgames.envs.batch import episode_batch
+
+    env = fedgames.make(
+        "participation_v0", mechanisms=["audit:k=2,p_detect=0.5,S=0.3"], n_clients=10, rounds=1, phi=3.0
+    )
+    assert t.Setting.from_env(env) == replace(COALITION, c_std=env.unwrapped.game.c_std)
+    rewards = []
+    for u in (1.0, 0.0):
+        batch = episode_batch(env, episodes, np.random.default_rng(k))
+        batch.reset()
+        actions = np.zeros((episodes, 10, 2))
+        actions[..., 0] = 1.0
+        actions[:, :k, 1] = u
+        rewards.append(batch.step(actions).rewards[:, :k].mean(1))
+    return rewards[0] - rewards[1]
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_a_coalition_internalises_its_welfare_loss(k):
+    """SPEC §7 in the participation game: a coalition of ``k`` members sharing their rewards gains, per member,
+    ``w b u - phi (Q(z) - Q(z - k gamma q0 u / N)) - (k_a / |P|) p_detect S u`` (Monte Carlo over 100,000 paired
+    episodes, within 4 standard errors), its slope ``g_k`` falls linearly in ``k``, and ``g_k`` linearises the gain
+    to within the welfare's curvature ``phi max|Q''| (k gamma q0 / N)^2 / 2``."""
+    s, z = COALITION, COALITION.q0
+    diffs = _coalition_gains(k)
+    expected = t.coalition_gain(s, 10, z, 1.0, coalition=k)
+    assert abs(diffs.mean() - expected) < 4 * diffs.std(ddof=1) / math.sqrt(diffs.size)
+    # by hand: 0.5 * 0.5 - 3 (e^{-2 (1 - k/20)} - e^-2) - 0.2 * 0.5 * 0.3
+    assert expected == pytest.approx(0.25 - 3 * (math.exp(-2 * (1 - k / 20)) - math.exp(-2)) - 0.03, rel=1e-12)
+    step = s.gamma * s.q0 / s.n_clients
+    assert t.gaming_slope(s, 10, z, k) == pytest.approx(
+        t.gaming_slope(s, 10, z) - (k - 1) * s.phi * 2 * math.exp(-2) * step
+    )
+    curvature = s.phi * 4 * math.exp(-2 * (z - k * step))  # max |Q''| on [z - k step, z]
+    assert abs(expected - t.gaming_slope(s, 10, z, k)) <= curvature * (k * step) ** 2 / 2
+    if k == 1:
+        assert expected == pytest.approx(t.gaming_gain(s, 10, z))
+
+
+def test_larger_coalitions_game_less():
+    """``g_k`` falls with ``k`` and turns negative once ``k phi Q'(z) gamma q0 / N`` outweighs the paid incentive
+    net of the sanction: lone members game, coalitions of 6 or more do not (``k > 0.22 / (0.3 e^-2) = 5.4``)."""
+    slopes = [t.gaming_slope(COALITION, 10, 1.0, k) for k in range(1, 11)]
+    assert np.all(np.diff(slopes) < 0)
+    assert [g > 0 for g in slopes] == [k < 6 for k in range(1, 11)]
+    with pytest.raises(ValueError, match="coalition"):
+        t.gaming_slope(COALITION, 10, 1.0, 11)
+    with pytest.raises(ValueError, match="uniform audits"):
+        t.coalition_gain(replace(COALITION, audit_policy="risk"), 10, 1.0, 1.0, 2)
+
+
+def test_setting_from_env_reads_the_config_and_the_mechanisms():
+    import fedgames
+
+    env = fedgames.make(
+        "participation_v0",
+        mechanisms=["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.6,S=1.5,policy=risk"],
+        n_clients=6,
+        c_mean=0.7,
+        welfare="s_shaped",
+    )
+    s = t.Setting.from_env(env)
+    assert (s.n_clients, s.pi, s.audits, s.p_detect, s.sanction, s.audit_policy) == (6, 0.3, 2, 0.6, 1.5, "risk")
+    assert (s.c_mean, s.welfare) == (0.7, "s_shaped")
+    with pytest.raises(ValueError, match="participation_v0 env"):
+        t.Setting.from_env(fedgames.make("mean_estimation_v0"))
+    with pytest.raises(ValueError, match="budget"):
+        t.Setting.from_env(fedgames.make("participation_v0", mechanisms=["audit:budget=2"], n_clients=4))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -104,6 +105,17 @@ class Setting:
     kappa: float = 2.0
     h: float = 4.0
     z0: float = 0.5
+
+    @classmethod
+    def from_env(cls, env: Any) -> Setting:
+        """The parameters of ``env``, a ``participation_v0`` env with any mechanisms around it: its own config and
+        the mechanisms in force (``env.protocol``: the challenge-mixing ``pi``, the audits, the side payment), as
+        its game reads them (``game.setting``). A ``ValueError`` for another env, or where the mechanisms leave
+        the mean-field theory (audits within a budget, several audit rules, side payments on a robust metric)."""
+        game = getattr(getattr(env, "unwrapped", None), "game", None)
+        if game is None or not callable(getattr(game, "setting", None)):
+            raise ValueError(f"Setting.from_env needs a participation_v0 env, got {env!r}")
+        return game.setting(env.protocol)
 
     def __post_init__(self) -> None:
         integer("n_clients", self.n_clients, 2)
@@ -261,16 +273,51 @@ def _deterrence(setting: Setting, participants: float) -> float:
     return audit_rate(setting, participants) * setting.p_detect
 
 
-def _unsanctioned_slope(setting: Setting, z: float) -> float:
-    """``w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N``: the gaming slope before any sanction."""
+def _unsanctioned_slope(setting: Setting, z: float, coalition: int = 1) -> float:
+    """``w((1 - pi) delta - gamma q0) - k phi Q'(z) gamma q0 / N``: the gaming slope before any sanction of a
+    member of a coalition of ``k = coalition`` (1: a lone participant)."""
     s = setting
-    return _paid_incentive(s) - s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_clients
+    return _paid_incentive(s) - coalition * s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_clients
 
 
-def gaming_slope(setting: Setting, participants: float, z: float) -> float:
+def _coalition_size(setting: Setting, coalition: int) -> int:
+    return integer("coalition", coalition, 1, setting.n_clients)
+
+
+def gaming_slope(setting: Setting, participants: float, z: float, coalition: int = 1) -> float:
     """``g = w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N - (k / |P|) p_detect S``: the derivative of a
-    participant's expected round reward in its own ``u`` (SPEC §3), at ``|P| = participants`` and ``z``."""
-    return _unsanctioned_slope(setting, z) - _deterrence(setting, participants) * setting.sanction
+    participant's expected round reward in its own ``u`` (SPEC §3), at ``|P| = participants`` and ``z``.
+
+    For a coalition of ``coalition`` members that game together and share their rewards (SPEC §7, "In the
+    games"), the slope of its mean reward in their common ``u``: each member's manipulation lowers every member's
+    welfare, so the coalition internalises ``coalition`` times the welfare loss, ``g_k = w((1 - pi) delta -
+    gamma q0) - k phi Q'(z) gamma q0 / N - (k_audits / |P|) p_detect S``: larger coalitions game less."""
+    k = _coalition_size(setting, coalition)
+    return _unsanctioned_slope(setting, z, k) - _deterrence(setting, participants) * setting.sanction
+
+
+def _welfare_lost(setting: Setting, z: float, manipulation: float | np.ndarray) -> np.ndarray:
+    """``phi (Q(z) - Q(z - gamma q0 m / N))``: the welfare a participant loses when the participants' total
+    manipulation is ``m`` (``z`` counting it honest)."""
+    s = setting
+    return s.phi * (welfare(z, s) - welfare(z - s.gamma * s.q0 * manipulation / s.n_clients, s))
+
+
+def coalition_gain(
+    setting: Setting, participants: float, z: float, u: float | np.ndarray = 1.0, coalition: int = 1
+) -> float | np.ndarray:
+    """The exact gain in a coalition member's expected round reward (the coalition's mean) when its
+    ``coalition`` members all play ``u`` instead of honesty, the other participants honest (SPEC §7):
+    ``w((1 - pi) delta - gamma q0) u - phi (Q(z) - Q(z - k gamma q0 u / N)) - (k_audits / |P|) p_detect S u``,
+    which :func:`gaming_slope` (``coalition=k``) linearises. For uniform audits without side payments (SPEC §3's
+    linear case; a ``ValueError`` otherwise: then the members' audit chances and charges depend on each other)."""
+    s = setting
+    if not _linear_in_u(s):
+        raise ValueError("coalition_gain knows uniform audits without side payments (the reward linear in u)")
+    k = _coalition_size(s, coalition)
+    u = _manipulation_level("u", u)
+    gain = (_paid_incentive(s) - _deterrence(s, participants) * s.sanction) * u - _welfare_lost(s, z, k * u)
+    return float(gain) if gain.ndim == 0 else gain
 
 
 def gaming_gain(
@@ -284,7 +331,7 @@ def gaming_gain(
     derivative."""
     s = setting
     u = _manipulation_level("u", u)
-    lost = s.phi * (welfare(z, s) - welfare(z - s.gamma * s.q0 * u / s.n_clients, s))
+    lost = _welfare_lost(s, z, u)
     sanction = s.sanction * s.p_detect * u * audit_probability(s, participants, u, others)
     charged = deviation_payment(s, participants, u, others) - deviation_payment(s, participants, 0.0, others)
     gain = _paid_incentive(s) * u - lost - sanction - charged
@@ -520,6 +567,7 @@ __all__ = [
     "audit_rate",
     "best_manipulation",
     "check_audit_policy",
+    "coalition_gain",
     "deviation_payment",
     "domino_threshold",
     "gaming_gain",
