@@ -14,7 +14,6 @@ lower-left boundary is the Pareto frontier).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 import fedgames
 from fedgames.envs.batch import episode_batch
 from fedgames.envs.participation import metric_theory, theory
-from fedgames.files import csv_text, write_atomic
+from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
 FRONTIER_CONFIG: dict[str, Any] = {"n_clients": 1001}
@@ -122,7 +121,7 @@ def reproduce(
         "points": points,
     }
     out = Path(out)
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json_text(results))
     write_atomic(out / "frontier.csv", csv_text(points))
     _figure(out / "frontier.png", points)
     return results

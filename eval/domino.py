@@ -13,7 +13,6 @@ rounds).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import fedgames
 from fedgames.agents import MyopicParticipant
 from fedgames.envs.batch import episode_batch
 from fedgames.envs.participation import theory
-from fedgames.files import csv_text, write_atomic
+from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
 DOMINO_CONFIG: dict[str, Any] = {"welfare": "s_shaped", "w": 0.2, "c_mean": 0.8, "c_std": 0.15, "h": 4.0, "z0": 0.5}
@@ -104,7 +103,7 @@ def reproduce(
         "runs": runs,
     }
     out = Path(out)
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json_text(results))
     write_atomic(out / "paths.csv", _paths_csv(runs))
     _figure(out / "retention_map.png", setting, states, threshold, runs)
     return results

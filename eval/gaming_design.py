@@ -28,7 +28,6 @@ points with 2-standard-error bars).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ import fedgames
 from fedgames.agents import MyopicParticipant
 from fedgames.envs.batch import episode_batch
 from fedgames.envs.participation import theory
-from fedgames.files import csv_text, write_atomic
+from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
 DESIGN_CONFIG: dict[str, Any] = {"n_clients": 2000, "c_mean": 0.9, "c_std": 0.3}
@@ -173,7 +172,7 @@ def reproduce(
         "points": points,
     }
     out = Path(out)
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json_text(results))
     write_atomic(out / "design.csv", csv_text(points))
     _figure(out / "design.png", points)
     return results

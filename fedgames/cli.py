@@ -406,13 +406,57 @@ def _reproduce_aggregation_frontier(args: argparse.Namespace) -> int:
     )
 
 
+def _reproduce_detection_power(args: argparse.Namespace) -> int:
+    from fedgames.eval.detection_power import reproduce
+
+    results = reproduce(args.out, seed=args.seed)
+    print(f"detection power ([G] §10, SPEC §8): GLS test against u1 = {results['u']:g}; pi, T -> power (simulated)")
+    for p in results["points"]:
+        simulated = f"{p['power_sim']:.4f} +- {p['power_se']:.4f}"
+        print(f"  pi = {p['pi']:.2f}, T = {p['rounds']:>4}: {p['power']:.4f} ({simulated})")
+    for s in results["sample_sizes"]:
+        print(f"  pi = {s['pi']:.2f}: T* = {s['T_star']:.1f}, tail bound {s['T_tail_bound']:.1f}")
+    print(f"wrote {args.out}/results.json, power.csv, detection_power.png")
+    return 0
+
+
+def _reproduce_retention_map(args: argparse.Namespace) -> int:
+    from fedgames.eval.retention_map import reproduce
+
+    return _print_points(
+        "retention map ([G] Fig. 3): x -> G(x) (one simulated round)",
+        reproduce(args.out, seed=args.seed),
+        lambda p: f"x = {p['x']:.2f}: G {p['G']:.4f} ({p['simulated']:.4f} +- {p['se']:.4f})",
+        args.out,
+        "results.json, map.csv, retention_map.png",
+    )
+
+
+def _reproduce_hysteresis(args: argparse.Namespace) -> int:
+    from fedgames.eval.hysteresis import reproduce
+
+    results = reproduce(args.out, seed=args.seed)
+    print("hysteresis ([G] Fig. 2): sweep of c_mean up then down -> participation (mean field)")
+    for p in results["sweep"]:
+        print(f"  {p['direction']:<4} c_mean = {p['c_mean']:.3f}: {p['simulated']:.4f} ({p['mean_field']:.4f})")
+    print(f"wrote {args.out}/results.json, sweep.csv, paths.csv, hysteresis.png")
+    return 0
+
+
+REPRODUCTIONS = {
+    "domino": _reproduce_domino,
+    "gaming-design": _reproduce_gaming_design,
+    "aggregation-frontier": _reproduce_aggregation_frontier,
+    "detection-power": _reproduce_detection_power,
+    "retention-map": _reproduce_retention_map,
+    "hysteresis": _reproduce_hysteresis,
+}
+"""The participation game's reproductions (``fedgames reproduce NAME``); ``honesty-b3`` is :func:`cmd_reproduce`'s."""
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.experiment == "domino":
-        return _reproduce_domino(args)
-    if args.experiment == "gaming-design":
-        return _reproduce_gaming_design(args)
-    if args.experiment == "aggregation-frontier":
-        return _reproduce_aggregation_frontier(args)
+    if args.experiment in REPRODUCTIONS:
+        return REPRODUCTIONS[args.experiment](args)
     from fedgames.envs.fedsgd.game import resolve_device
     from fedgames.eval.honesty_b3 import reproduce
     from fedgames.memory import keep_freed_memory
@@ -525,12 +569,15 @@ def build_parser() -> argparse.ArgumentParser:
     repro = sub.add_parser("reproduce", help="reproduce a paper experiment")
     repro.add_argument(
         "experiment",
-        choices=["honesty-b3", "domino", "gaming-design", "aggregation-frontier"],
+        choices=["honesty-b3", *REPRODUCTIONS],
         help="honesty-b3: [H] App. B.3, the honesty penalty in FedSGD; domino: [G] Thm 7.2, domino "
         "exits in the participation game against its retention map; gaming-design: [G] Thm 9.2 / "
         "9.4, the gain from gaming and the price of gaming over challenge mixing and sanctions; "
         "aggregation-frontier: [G] Prop. 9.3, the reported metric's gaming bias against its spread "
-        "for the mean, trimmed means and the median",
+        "for the mean, trimmed means and the median; detection-power: [G] §10, the GLS test's power "
+        "against the rounds for several challenge rates; retention-map: [G] Fig. 3, G(x), its steady "
+        "states and the domino threshold; hysteresis: [G] Fig. 2, paths from several starts and a "
+        "cost swept up then down",
     )
     repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny", help="honesty-b3's budget")
     repro.add_argument(
