@@ -133,12 +133,8 @@ class AuditSanction:
         risk = self.risk(messages) if targeted else np.zeros(present.shape)
         if self.budget is not None:
             return self._within_budget(present, lottery, risk)
-        k = min(self.k, present.shape[-1])
         priority = -risk if targeted else lottery
-        order = np.lexsort((lottery, np.where(present, priority, np.inf)), axis=-1)[..., :k]
-        audited = np.zeros_like(present)
-        np.put_along_axis(audited, order, True, axis=-1)
-        return audited & present
+        return _smallest(np.where(present, priority, np.inf), lottery, min(self.k, present.shape[-1])) & present
 
     def _within_budget(self, present: np.ndarray, lottery: np.ndarray, risk: np.ndarray) -> np.ndarray:
         costs = np.broadcast_to(np.asarray(self.costs or (1.0,), dtype=float), present.shape)
@@ -169,6 +165,25 @@ class AuditSanction:
 
     def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
         return self.S * self.caught(messages)
+
+
+def _smallest(key: np.ndarray, lottery: np.ndarray, k: int) -> np.ndarray:
+    """``(B, N)``: each row's ``k`` smallest entries by ``(key, lottery)`` in lexicographic order (the lottery's
+    draws distinct), by partition rather than a full sort: those below the ``k``-th smallest key, then of those
+    equal to it the ones with the smallest lottery draws."""
+    if k == 0:
+        return np.zeros(key.shape, dtype=bool)
+    kth = np.partition(key, k - 1, axis=-1)[..., k - 1 : k]
+    chosen = key < kth
+    tied = key == kth
+    short = k - chosen.sum(-1)
+    rows = np.flatnonzero(tied.sum(-1) > short)  # more ties than places: the lottery decides
+    if rows.size:
+        order = np.argsort(np.where(tied[rows], lottery[rows], np.inf), axis=-1)
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(key.shape[-1])[None, :], axis=-1)
+        tied[rows] &= ranks < short[rows, None]
+    return chosen | tied
 
 
 def score_payment(protocol: Protocol, owner: str) -> Any:

@@ -160,3 +160,20 @@ def test_bad_audit_test_settings():
         fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=test"], n_clients=3, score_noise=0.0)
     with pytest.raises(ValueError, match="did you mean 'test'"):
         fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=tset"], n_clients=3)
+
+
+def test_the_audit_choice_is_the_lexicographic_smallest():
+    """:class:`AuditSanction` picks the ``k`` smallest ``(priority, lottery)`` by partition: the same clients as a
+    full lexicographic sort, with ties (rounded keys) and absent clients (``inf``) among them."""
+    from fedgames.mechanisms.audit import _smallest
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        rows, n = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+        k = int(rng.integers(0, n + 1))
+        key = np.round(rng.normal(size=(rows, n)), int(rng.integers(0, 2)))
+        key[rng.random((rows, n)) < 0.3] = np.inf
+        lottery = rng.random((rows, n))
+        expected = np.zeros((rows, n), dtype=bool)
+        np.put_along_axis(expected, np.lexsort((lottery, key), axis=-1)[..., :k], True, axis=-1)
+        assert np.array_equal(_smallest(key, lottery, k), expected)
