@@ -6,13 +6,15 @@ mean-field map.
 of the retention map ``G``; each run's path ``x_0, x_1, ...`` beside the mean-field path
 (:func:`~fedgames.envs.participation.theory.iterate_retention`: with rejoining, to the stable state on the start's
 side of the threshold; with permanent exits, stuck at ``G(x_0)`` above it). Writes ``results.json``
-(the steady states, the threshold, every path and where the theory says it ends), ``paths.csv`` and
+(the steady states, the threshold, every path, where the theory says it ends and the warnings the server's monitor
+raised on the way, SPEC §9), ``paths.csv`` and
 ``retention_map.png`` (``G`` against the diagonal with the simulated steps ``(x_t, x_{t+1})``; the paths over the
 rounds).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,22 @@ import fedgames
 from fedgames.agents import MyopicParticipant
 from fedgames.envs.batch import episode_batch
 from fedgames.envs.participation import theory
+from fedgames.envs.participation.monitor import Monitor, game_monitor
 from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
 DOMINO_CONFIG: dict[str, Any] = {"welfare": "s_shaped", "w": 0.2, "c_mean": 0.8, "c_std": 0.15, "h": 4.0, "z0": 0.5}
 """An S-shaped welfare and costly participation: the retention map crosses the diagonal three times."""
+
+
+@dataclass(frozen=True)
+class MyopicRun:
+    """Runs of honest myopic clients: their participation paths ``(rounds + 1, episodes)`` (row 0 the start, row
+    ``t`` the fraction taking part in round ``t``) and the server-side monitor that watched them (SPEC §9,
+    :class:`~fedgames.envs.participation.monitor.Monitor`: which warnings fired, when)."""
+
+    paths: np.ndarray
+    monitor: Monitor
 
 
 def myopic_paths(
@@ -36,18 +49,20 @@ def myopic_paths(
     start: float,
     rng: np.random.Generator,
     episodes: int = 1,
-) -> np.ndarray:
-    """``(rounds + 1, episodes)`` participation paths of ``participation_v0`` (``config``) with honest myopic
-    clients (:class:`~fedgames.agents.MyopicParticipant`) started at participation ``start``: row 0 is ``start``,
-    row ``t`` the fraction taking part in round ``t``."""
+) -> MyopicRun:
+    """``episodes`` runs of ``participation_v0`` (``config``) with honest myopic clients
+    (:class:`~fedgames.agents.MyopicParticipant`) started at participation ``start``, watched by the server's
+    monitor (:func:`~fedgames.envs.participation.monitor.game_monitor`)."""
     env = fedgames.make("participation_v0", n_clients=n_clients, rounds=rounds, initial_participation=start, **config)
     batch = episode_batch(env, episodes, rng)
+    monitor = game_monitor(env.unwrapped.game, env.protocol, batch=episodes)
     observations, policy, path = batch.reset(), MyopicParticipant(env), [np.full(episodes, start)]
     for _ in range(rounds):
         step = batch.step(policy.act(observations, np.random.default_rng(0)))
-        observations = step.observations
-        path.append(step.outcome.present.mean(1))
-    return np.array(path)
+        observations, outcome = step.observations, step.outcome
+        monitor.update(outcome.present, outcome.messages[..., 1], outcome.messages[..., 2], outcome.aggregate[:, 0])
+        path.append(outcome.present.mean(1))
+    return MyopicRun(np.array(path), monitor)
 
 
 def reproduce(
@@ -91,9 +106,18 @@ def reproduce(
     )
     runs = []
     for k, start in enumerate(starts):
-        path = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, k]))[:, 0].tolist()
+        run = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, k]))
+        path = run.paths[:, 0].tolist()
         predicted = theory.iterate_retention(start, setting, rounds=rounds, rejoin=rejoin)[-1]
-        runs.append({"start": start, "path": path, "final": path[-1], "predicted": float(predicted)})
+        runs.append(
+            {
+                "start": start,
+                "path": path,
+                "final": path[-1],
+                "predicted": float(predicted),
+                "warnings": run.monitor.report(),
+            }
+        )
     results = {
         "experiment": "domino",
         "config": config | {"n_clients": n_clients, "rounds": rounds},
@@ -152,4 +176,4 @@ def _figure(
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-__all__ = ["DOMINO_CONFIG", "myopic_paths", "reproduce", "retention_panel"]
+__all__ = ["DOMINO_CONFIG", "MyopicRun", "myopic_paths", "reproduce", "retention_panel"]

@@ -74,7 +74,7 @@ def reproduce(
     paths = []
     for k, start in enumerate(starts):
         start = real("starts", start, 0.0, 1.0)
-        simulated = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, 0, k]))
+        simulated = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, 0, k])).paths
         predicted = theory.iterate_retention(start, base, rounds=rounds)
         paths.append({"start": start, "path": simulated[:, 0].tolist(), "mean_field": predicted.tolist()})
     sweep = []
@@ -82,7 +82,7 @@ def reproduce(
     for step, (direction, cost) in enumerate([("up", c) for c in costs] + [("down", c) for c in reversed(costs)]):
         setting = replace(base, c_mean=cost)
         rng = np.random.default_rng([seed, 1, step])
-        x_sim = float(myopic_paths(config | {"c_mean": cost}, n_clients, rounds, x_sim, rng)[-1, 0])
+        x_sim = float(myopic_paths(config | {"c_mean": cost}, n_clients, rounds, x_sim, rng).paths[-1, 0])
         x_theory = float(theory.iterate_retention(x_theory, setting, rounds=rounds)[-1])
         stable = [s.x for s in theory.steady_states(setting) if s.stable]
         sweep.append(

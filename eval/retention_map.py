@@ -65,7 +65,7 @@ def reproduce(
     states = theory.steady_states(setting)
     points = []
     for k, x in enumerate(np.linspace(0.0, 1.0, grid)):
-        after = myopic_paths(config, n_clients, 1, float(x), np.random.default_rng([seed, k]), episodes)[1]
+        after = myopic_paths(config, n_clients, 1, float(x), np.random.default_rng([seed, k]), episodes).paths[1]
         predicted = theory.retention_map(float(x), setting)
         points.append(
             {

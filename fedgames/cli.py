@@ -358,7 +358,11 @@ def _reproduce_domino(args: argparse.Namespace) -> int:
         + f"; threshold {results['threshold']:.4f}"
     )
     for run in results["runs"]:
-        print(f"  x_0 = {run['start']:.4f} -> {run['final']:.4f} (mean field: {run['predicted']:.4f})")
+        fired = [f"{name} (round {w['round']})" for name, w in run["warnings"].items() if w is not None]
+        print(
+            f"  x_0 = {run['start']:.4f} -> {run['final']:.4f} (mean field: {run['predicted']:.4f}); "
+            f"warnings: {', '.join(fired) or 'none'}"
+        )
     print(f"wrote {args.out}/results.json, paths.csv, retention_map.png")
     return 0
 

@@ -108,3 +108,22 @@ def test_the_env_reports_the_signals_in_infos():
 def test_bad_monitor_settings_name_the_parameter(changes, name):
     with pytest.raises(ValueError, match=name):
         Monitor(**{"n_players": 5, "horizon": 10, **changes})
+
+
+def test_the_domino_report_carries_the_warnings(tmp_path):
+    """``reproduce domino``'s report: each run that collapses (falls below half the threshold) was warned in an
+    earlier round, or in round 1 where it collapsed at once (the server sees nothing before it); the runs that
+    recover to the high steady state raised no warning."""
+    from fedgames.eval.domino import reproduce
+
+    results = reproduce(tmp_path, n_clients=1000, rounds=15)
+    threshold = results["threshold"]
+    for run in results["runs"]:
+        fired = [w["round"] for w in run["warnings"].values() if w is not None]
+        if run["start"] < threshold / 2:  # collapsed from the start
+            assert run["final"] < threshold / 2 and fired
+        elif run["final"] < threshold / 2:
+            collapse = next(t for t, x in enumerate(run["path"]) if x < threshold / 2)
+            assert fired and min(fired) < max(collapse, 2)  # the server's first view is round 1
+        else:
+            assert run["final"] > threshold and not fired
