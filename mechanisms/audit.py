@@ -186,7 +186,7 @@ def _smallest(key: np.ndarray, lottery: np.ndarray, k: int) -> np.ndarray:
     return chosen | tied
 
 
-def score_payment(protocol: Protocol, owner: str) -> Any:
+def score_payment(protocol: Protocol, owner: str = "participation_v0") -> Any:
     """The protocol's payment on a score (a rule with the challenge-mixing ratio ``pi`` and ``paid_score``: the
     participation game's); a ``ValueError`` naming ``owner`` where there is none."""
     for rule in protocol.payment_rules:

@@ -24,7 +24,7 @@ import numpy as np
 
 from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
-from fedgames.mechanisms.audit import AuditSanction  # the audit stage's rule, a mechanism's (SPEC §4)
+from fedgames.mechanisms.audit import AuditSanction, score_payment  # the audit stage's rule, a mechanism's (SPEC §4)
 from fedgames.validation import integer, per_player, real
 
 MESSAGE_FIELDS = ("present", "score", "challenge", "u", "lottery", "detection")
@@ -55,15 +55,6 @@ class ScorePayment:
 
     def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
         return -self.w * self.paid_score(messages)
-
-
-def score_payment(protocol: Protocol, owner: str = "participation_v0") -> ScorePayment:
-    """The protocol's :class:`ScorePayment` (the participation game's, with the challenge-mixing ``pi`` in force);
-    a ``ValueError`` naming ``owner`` where there is none."""
-    for rule in protocol.payment_rules:
-        if isinstance(rule, ScorePayment):
-            return rule
-    raise ValueError(f"{owner} applies to games that pay on a score (participation_v0)")
 
 
 def participants_aggregate(aggregate: Aggregator, values: np.ndarray, present: np.ndarray) -> np.ndarray:

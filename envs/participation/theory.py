@@ -106,6 +106,11 @@ class Setting:
     h: float = 4.0
     z0: float = 0.5
 
+    @property
+    def n_players(self) -> int:
+        """``N``, by the name every game shares for it (``n_clients`` here)."""
+        return self.n_clients
+
     @classmethod
     def from_env(cls, env: Any) -> Setting:
         """The parameters of ``env``, a ``participation_v0`` env with any mechanisms around it: its own config and
