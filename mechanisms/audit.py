@@ -221,12 +221,14 @@ class Audit(Mechanism):
 
     Args:
         env: a ``participation_v0`` env.
-        k: participants audited per round (``>= 1``; default 1, or with a ``budget`` no limit but the budget).
+        k: participants audited per round (``1 <= k <= N``; default 1, or with a ``budget`` no limit but the
+            budget).
         p_detect: probability that an audit catches full manipulation, in ``[0, 1]``.
         S: the sanction (``>= 0``).
         policy: ``"uniform"`` (at random), ``"risk"`` (the largest gaps between the public and the challenge
             score) or ``"test"`` (the largest GLS statistics of SPEC §8), :class:`AuditSanction`.
-        budget: audit greedily within this budget a round (``> 0``) instead of ``k`` at a time (no closed form).
+        budget: audit greedily within this budget a round (at least the smallest cost) instead of ``k`` at a time
+            (no closed form).
         costs: each client's audit cost (``> 0``), with a ``budget``: one number for all, one per client, or in a
             spec string ``"c1;c2;..."`` (``audit:budget=3,policy=risk,costs=1;2;1;2``).
     """
@@ -243,11 +245,16 @@ class Audit(Mechanism):
         budget: float | None = None,
         costs: float | Sequence[float] = 1.0,
     ) -> None:
-        self.k = k if k is None else integer("audit: k", k, 1)
+        n = len(env.possible_agents)
+        self.k = k if k is None else integer("audit: k", k, 1, n)
         self.budget = budget if budget is None else real("audit: budget", budget, strict=True)
-        checked = per_player("audit: costs", _cost_values(costs), len(env.possible_agents), strict=True)
+        checked = per_player("audit: costs", _cost_values(costs), n, strict=True)
         if self.budget is None and not np.all(checked == 1.0):
             raise ValueError("audit: costs apply to audits within a budget; give budget too")
+        if self.budget is not None and self.budget < checked.min():
+            raise ValueError(
+                f"audit: budget must be at least the smallest audit cost ({checked.min():g}), got {self.budget:g}"
+            )
         # as a spec writes them: one number, or 'c1;c2;...' (commas separate a spec's parameters)
         self.costs = float(checked[0]) if np.ptp(checked) == 0 else ";".join(f"{c:g}" for c in checked)
         self._costs = () if np.all(checked == 1.0) else tuple(float(c) for c in checked)

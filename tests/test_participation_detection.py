@@ -4,6 +4,7 @@ identifiability, and the ``audit:policy=test`` mechanism against its closed form
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -177,3 +178,47 @@ def test_the_audit_choice_is_the_lexicographic_smallest():
         expected = np.zeros((rows, n), dtype=bool)
         np.put_along_axis(expected, np.lexsort((lottery, key), axis=-1)[..., :k], True, axis=-1)
         assert np.array_equal(_smallest(key, lottery, k), expected)
+
+
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        ("audit:k=5", r"audit: k must be an integer in \[1, 4\], got 5"),
+        ("audit:budget=0.5,costs=1;2;1;2", r"budget must be at least the smallest audit cost \(1\), got 0.5"),
+        ("audit:budget=2,costs=1;2", r"costs must be one number or one per player \(4\)"),
+        ("audit:p_detect=1.5", r"p_detect must be a finite number in \[0, 1\]"),
+        ("audit:S=-1", "S must be a finite number >= 0"),
+    ],
+)
+def test_bad_audits_name_the_parameter_and_its_range(spec, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fedgames.make("participation_v0", mechanisms=[spec], n_clients=4)
+
+
+def test_test_audits_within_a_budget_stay_within_it_and_find_the_gamers():
+    """``audit:policy=test`` with a budget: greedy by the GLS statistic per cost, never over the budget, never an
+    absent client, and the two full gamers among eight audited more often than a uniform choice within the same
+    budget audits them (by more than 4 standard errors)."""
+    costs = (1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0)
+    env = fedgames.make(
+        "participation_v0",
+        mechanisms=["audit:budget=3,policy=test,costs=" + ";".join(map(str, costs))],
+        n_clients=8,
+        rounds=1,
+        score_noise=1.0,
+        challenge_noise=0.5,
+    )
+    episodes = 2000
+    batch = episode_batch(env, episodes, np.random.default_rng(2))
+    batch.reset()
+    actions = np.ones((episodes, 8, 2))
+    actions[..., 1] = 0.0
+    actions[:, :2, 1] = 1.0  # players 0 and 1 game fully
+    actions[:, 7, 0] = 0.0  # player 7 sits out
+    rule = env.protocol.payment_rules[-1]
+    messages = batch.step(actions).outcome.messages
+    audited = rule.audited(messages)
+    assert np.all((audited * np.array(costs)).sum(1) <= 3 + 1e-12) and not audited[:, 7].any()
+    uniform = replace(rule, policy="uniform", test=None).audited(messages)
+    targeted, random = audited[:, :2].mean(), uniform[:, :2].mean()
+    assert targeted > random + 4 * math.sqrt(random * (1 - random) / (2 * episodes))
