@@ -414,12 +414,12 @@ def _reproduce_detection_power(args: argparse.Namespace) -> int:
     from fedgames.eval.detection_power import reproduce
 
     results = reproduce(args.out, seed=args.seed)
-    print(f"detection power ([G] §10, SPEC §8): GLS test against u1 = {results['u']:g}; pi, T -> power (simulated)")
+    print("detection power ([G] §10, SPEC §8): GLS test; u1, pi, T -> power (simulated)")
     for p in results["points"]:
         simulated = f"{p['power_sim']:.4f} +- {p['power_se']:.4f}"
-        print(f"  pi = {p['pi']:.2f}, T = {p['rounds']:>4}: {p['power']:.4f} ({simulated})")
+        print(f"  u1 = {p['u']:g}, pi = {p['pi']:.2f}, T = {p['rounds']:>4}: {p['power']:.4f} ({simulated})")
     for s in results["sample_sizes"]:
-        print(f"  pi = {s['pi']:.2f}: T* = {s['T_star']:.1f}, tail bound {s['T_tail_bound']:.1f}")
+        print(f"  u1 = {s['u']:g}, pi = {s['pi']:.2f}: T* = {s['T_star']:.1f}, tail bound {s['T_tail_bound']:.1f}")
     print(f"wrote {args.out}/results.json, power.csv, detection_power.png")
     return 0
 

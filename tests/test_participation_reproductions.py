@@ -17,19 +17,20 @@ def test_detection_power(tmp_path):
     ``T``; with them it rises with ``T`` and ``pi``; every simulated rate within 4.5 standard errors of the exact
     power; ``T*`` infinite without challenges (``null`` in the strict JSON, named under ``non_finite``), else
     below the tail bound."""
-    results = detection_power.reproduce(tmp_path, pis=(0.0, 0.5, 1.0), rounds=(1, 10, 40), runs=3000)
+    results = detection_power.reproduce(tmp_path, pis=(0.0, 0.5, 1.0), rounds=(1, 10, 40), us=(0.3, 0.6), runs=3000)
     for p in results["points"]:
         assert abs(p["power_sim"] - p["power"]) < 4.5 * p["power_se"]
         if p["pi"] == 0.0:
             assert p["power"] == pytest.approx(results["alpha"], abs=1e-12)
-    by = {(p["pi"], p["rounds"]): p["power"] for p in results["points"]}
-    assert by[(0.5, 1)] < by[(0.5, 10)] < by[(0.5, 40)] < by[(1.0, 40)]
-    sizes = {s["pi"]: s for s in results["sample_sizes"]}
+    by = {(p["u"], p["pi"], p["rounds"]): p["power"] for p in results["points"]}
+    assert by[(0.3, 0.5, 1)] < by[(0.3, 0.5, 10)] < by[(0.3, 0.5, 40)] < by[(0.3, 1.0, 40)] < by[(0.6, 1.0, 40)]
+    assert len(results["sample_sizes"]) == 6
+    sizes = {s["pi"]: s for s in results["sample_sizes"] if s["u"] == 0.3}
     assert math.isinf(sizes[0.0]["T_star"]) and not sizes[0.0]["identifiable"]
     assert sizes[1.0]["T_star"] < sizes[0.5]["T_star"] < sizes[0.5]["T_tail_bound"]
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["sample_sizes"][0]["T_star"] is None and any("T_star" in n for n in written["non_finite"])
-    assert (tmp_path / "power.csv").read_text().startswith("pi,rounds,power")
+    assert (tmp_path / "power.csv").read_text().startswith("u,pi,rounds,power")
     assert (tmp_path / "detection_power.png").stat().st_size > 10_000
 
 
