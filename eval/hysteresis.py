@@ -128,14 +128,16 @@ def _figure(path: Path, base: theory.Setting, results: dict[str, Any]) -> None:
         ylabel="participation",
         title=f"paths at c_mean = {base.c_mean:g} (solid: simulated, dotted: mean field)",
     )
-    sweep = results["sweep"]
-    cost = [p["c_mean"] for p in sweep if p["direction"] == "up"]
-    for branch in ("low_branch", "high_branch"):
-        right.plot(cost, [p[branch] for p in sweep if p["direction"] == "up"], color="gray", linewidth=3, alpha=0.4)
-    thresholds = [np.nan if p["threshold"] is None else p["threshold"] for p in sweep if p["direction"] == "up"]
-    right.plot(cost, thresholds, color="gray", linestyle="--")
+    up = [p for p in results["sweep"] if p["direction"] == "up"]
+    cost = [p["c_mean"] for p in up]
+    bistable = np.array([p["threshold"] is not None for p in up])
+    for branch in ("low_branch", "high_branch"):  # each branch where two stable states coexist
+        right.plot(cost, np.where(bistable, [p[branch] for p in up], np.nan), color="gray", linewidth=3, alpha=0.4)
+    single = np.where(bistable, np.nan, [p["low_branch"] for p in up])
+    right.plot(cost, single, color="gray", linewidth=3, alpha=0.4)
+    right.plot(cost, [np.nan if p["threshold"] is None else p["threshold"] for p in up], color="gray", linestyle="--")
     for direction, marker, color in (("up", "^", "C3"), ("down", "v", "C0")):
-        rows = [p for p in sweep if p["direction"] == direction]
+        rows = [p for p in results["sweep"] if p["direction"] == direction]
         right.plot([p["c_mean"] for p in rows], [p["simulated"] for p in rows], marker, color=color, label=direction)
         right.plot([p["c_mean"] for p in rows], [p["mean_field"] for p in rows], color=color, linewidth=1)
     right.set(

@@ -29,6 +29,11 @@ which averages over the clients' own ``q0_i`` and ``o_i`` where they differ (``c
   E[sanction] >= o]``; :func:`steady_states` are its fixed points (stable iff ``|G'(x*)| < 1``), and when it
   crosses the diagonal three times the middle crossing is the domino-exit threshold ([G] Thm 7.2,
   :func:`domino_threshold`); :func:`iterate_retention` follows a path, with or without rejoining.
+- :func:`gaming_slope` with ``coalition=k`` and :func:`coalition_gain`: a coalition of ``k`` that games together
+  and shares its rewards internalises ``k`` times the welfare loss (SPEC §7, "In the games"), so larger
+  coalitions game less.
+- :meth:`Setting.from_env`: the parameters of a ``participation_v0`` env and the mechanisms around it, so every
+  closed form here reads the env's own configuration.
 - :func:`price_of_gaming`: ``(W_honest - W_eq) / W_honest`` between the long-run welfare under honesty and under
   the myopic best replies (:func:`mean_field_path`: the steady state's, or a cycle's mean: with a fixed number of
   audits, gamers leaving raise the others' audit risk until gaming stops paying, and the dynamics can cycle).
