@@ -303,6 +303,13 @@ def test_weighted_mean_and_projection():
     assert torch.equal(project(far, center, math.inf), far)
 
 
+@pytest.mark.parametrize(("m_sc", "eta", "t"), [(1.0, 10.0, 1), (0.5, 3.0, 7), (2.0, 100.0, 50)])
+def test_decaying_lr_is_thm_6_1_schedule(m_sc: float, eta: float, t: int):
+    """Thm 6.1's schedule ``gamma_t = 4 / (m_sc (eta + t))``, written out here independently of ``decaying_lr``
+    (the simulated and exact gaps below both call it, so they cannot catch a wrong constant)."""
+    assert decaying_lr(m_sc, eta, t) == pytest.approx(4 / (m_sc * (eta + t)), rel=1e-15)
+
+
 def _expected_gap(model: Quadratic, rounds: int, clients: int, batch: int, eta: float) -> float:
     """Exact ``E f(theta_T) - f*`` of honest FedSGD on the quadratic with ``gamma_t = 4/(m_sc (eta + t))``.
 

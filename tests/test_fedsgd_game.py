@@ -186,6 +186,25 @@ def test_final_self_correction_removes_own_last_noise():
     assert torch.norm(corrected - honest_last) < torch.norm(shared - honest_last)
 
 
+def test_one_round_self_correction_recovers_the_honest_model():
+    """With ``rounds=1`` the only noise player i sent is the last round's, so ``theta^i = theta_2 + gamma_1 w_i
+    alpha_1^i xi_1^i`` is exactly the model an honest i would have produced (up to rounding): a correction scaled
+    by any factor other than 1 leaves ``(k - 1) gamma_1 w_i alpha xi`` behind."""
+    model, clients = quadratic_clients(n_clients=4)
+    game = FedSGDGame(model, clients, lr="constant", lr_value=0.1, noise_norm="global")
+    noisy = torch.zeros(1, 4)
+    noisy[0, 2] = 3.0
+    models = []
+    for alpha in (noisy, torch.zeros(1, 4)):
+        g = torch.Generator().manual_seed(5)
+        state = game.start(1, g)
+        game.play_round(state, alpha, g)
+        models.append((game.final_parameters(state, 2), state.theta))
+    (corrected, shared), (_, honest) = models
+    assert torch.norm(shared - honest) > 1e-3  # the noise moved the shared model: the check can fail
+    torch.testing.assert_close(corrected, honest, rtol=0.0, atol=1e-6)
+
+
 def test_bad_alpha_is_rejected():
     model, clients = quadratic_clients()
     game = FedSGDGame(model, clients)
