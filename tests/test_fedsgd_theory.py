@@ -71,3 +71,26 @@ def test_with_penalty_best_alpha_is_below_the_bound(outcomes):
     penalised = utility - C * net
     se = math.sqrt(penalised[-1].var(ddof=1) / RUNS + penalised[0].var(ddof=1) / RUNS)
     assert penalised[0].mean() - penalised[-1].mean() > 4 * se
+
+
+def test_net_payment_matches_its_closed_form(outcomes):
+    """``E[net(alpha) - net(0)] = T alpha^2 (N - 2) / N`` per unit of C: player 0's noise moves its deviation by
+    ``(1 - 1/N) alpha xi`` (paid) and each other player's by ``alpha xi / N`` (received over ``N - 1``), with
+    ``E||xi||^2 = 1`` (global noise norm) and the cross terms of mean zero. A penalty of the wrong size fails."""
+    _, _, net = outcomes
+    for k, alpha in enumerate(GRID[1:], start=1):
+        extra = net[k] - net[0]
+        expected = T * alpha**2 * (N - 2) / N
+        assert abs(extra.mean() - expected) < 4 * extra.std(ddof=1) / math.sqrt(RUNS)
+
+
+@pytest.mark.parametrize(("C", "honesty_pays"), [(1e-6, False), (3e-5, True)])
+def test_penalty_near_where_honesty_starts_paying(outcomes, C: float, honesty_pays: bool):
+    """The largest grid alpha gains about ``4e-3`` in utility and costs ``C T alpha^2 (N-2)/N = 400 C``, so honesty
+    starts paying near ``C = 1e-5``: below it (``C = 1e-6``) the noise still pays, above it (``C = 3e-5``) honesty
+    does, each by more than 3 standard errors. A penalty off by a factor of about 3 either way fails."""
+    _, utility, net = outcomes
+    penalised = utility - C * net
+    advantage = penalised[0].mean() - penalised[-1].mean()
+    se = math.sqrt(penalised[-1].var(ddof=1) / RUNS + penalised[0].var(ddof=1) / RUNS)
+    assert (advantage if honesty_pays else -advantage) > 3 * se
