@@ -236,6 +236,17 @@ def test_with_penalty_best_grid_alpha_stays_below_thm_6_1_bound(penalised):
     assert reply.policy.action[0] <= bound()
 
 
+@pytest.mark.parametrize(("weight", "best_alpha"), [(2e-5, ALPHA_MAX), (3e-4, 0.0)])
+def test_best_grid_alpha_switches_near_the_c_where_honesty_starts_paying(weight: float, best_alpha: float):
+    """``C = 4`` outweighs the gain from noise by far, so it cannot tell a penalty of the right size from one 1e4
+    times too small. Honesty starts paying between ``C = 5e-5`` (the grid's best constant alpha is still
+    ``alpha_max``) and ``1e-4`` (it is 0); a factor of about 3 either side, the grid's reply is at the ends."""
+    env = make([f"side_payment:C={weight},balanced=true"])
+    grid = GridOracle(components=("alpha",), points=9, episodes=300, refine=False, lipschitz=None)
+    reply = grid.best_response(env, PLAYER, honest(env), seed=0)
+    assert reply.policy.action[0] == best_alpha
+
+
 def test_with_large_penalty_honesty_is_consistent(penalised):
     env, policies, learned, grid = penalised
     report = nash_check(
