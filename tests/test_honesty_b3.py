@@ -58,6 +58,13 @@ def test_rewards_follow_from_the_recorded_deviations(micro):
     free = next(c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == 0.0)
     losses = [json.loads((out / "runs" / f"a2_b0_s{s}.json").read_text())["test_loss"] for s in range(MICRO.runs)]
     assert free["reward_mean"][1] == pytest.approx(np.mean(losses))
+    _, in_a, _, _ = build(MICRO)
+    C = MICRO.penalties[1]
+    charged = next(c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == C)
+    runs = [json.loads((out / "runs" / f"a2_b0_s{s}.json").read_text()) for s in range(MICRO.runs)]
+    nets = [(np.array(r["paid"]) - np.array(r["received"]))[in_a].mean() for r in runs]
+    assert np.mean(nets) != 0.0  # group A's noise makes it a net payer: the C term is seen
+    assert charged["reward_mean"][1] == pytest.approx(np.mean(losses) - C * np.mean(nets), rel=1e-12)
 
 
 def test_resume_recomputes_only_missing_runs(micro):
