@@ -97,9 +97,15 @@ def test_env_plays_the_response_stage(utility):
 
 
 def test_noisy_response_composes_with_payments_and_robust_aggregation():
-    stack = ["robust_aggregation:rule=median", "noisy_response:C=0.5", "side_payment:C=0.1,balanced=true"]
-    rewards = episode(stack, "default")
-    assert all(np.isfinite(r) for r in rewards.values())
+    """Stacked after the median and the noisy response, the balanced side payment only moves money: the players'
+    rewards sum to the same total as without it (its payments sum to zero), the noisiest player (alpha = 3) pays
+    and the honest one (alpha = 0) is paid."""
+    stack = ["robust_aggregation:rule=median", "noisy_response:C=0.5"]
+    unpaid = episode(stack, "default")
+    paid = episode([*stack, "side_payment:C=0.1,balanced=true"], "default")
+    transfer = {a: paid[a] - unpaid[a] for a in paid}
+    assert abs(sum(transfer.values())) <= 1e-5 * sum(abs(t) for t in transfer.values())  # float32 rewards
+    assert transfer["player_2"] < 0 < transfer["player_1"]
 
 
 def test_batch_of_one_replays_the_env_with_noisy_response_and_attackers():
