@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
 from fedgames.validation import integer
 
@@ -42,6 +43,8 @@ class BatchStep:
         done: whether the step ended the batch's episodes.
         outcome: the game's own record of the step (the mean-estimation ``Outcome``), where it has one.
         payments: ``(size, N)`` what the mechanisms charged in this step, ``None`` without a payment stage.
+        health: which episodes have diverged so far (:class:`~fedgames.envs.health.Health`; their rewards and
+            payments are 0 from the round that went bad).
     """
 
     observations: np.ndarray
@@ -49,6 +52,7 @@ class BatchStep:
     done: bool
     outcome: Any = None
     payments: np.ndarray | None = None
+    health: Health | None = None
 
 
 class EpisodeBatch(ABC):
@@ -94,7 +98,9 @@ class OneRoundBatch(EpisodeBatch):
         if self._world is None:
             raise RuntimeError("call reset() before step()")
         outcome = self.game.play(self.protocol, self._world, actions, self.rng)
-        return BatchStep(self.game.observe(self._world), outcome.rewards, True, outcome, outcome.payments)
+        return BatchStep(
+            self.game.observe(self._world), outcome.rewards, True, outcome, outcome.payments, outcome.health
+        )
 
 
 def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> EpisodeBatch:

@@ -37,7 +37,7 @@ STACK = [
     "noisy_response:C=0.5",
 ]
 
-INFO_KEYS = {"message", "estimate", "sq_error", "server_estimate"}
+INFO_KEYS = {"message", "estimate", "sq_error", "server_estimate", "diverged"}
 
 
 def make(mechanisms=(), **config):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
 from fedgames.validation import integer, per_player, real
 
@@ -35,7 +36,9 @@ class World:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Everything one batch of episodes produced (all arrays batched over episodes and players)."""
+    """Everything one batch of episodes produced (all arrays batched over episodes and players); ``health``: which
+    episodes diverged (a non-finite estimate, squared error, payment or reward; their rewards and payments are
+    then 0, see :class:`~fedgames.envs.health.Health`)."""
 
     messages: np.ndarray
     aggregate: np.ndarray
@@ -44,6 +47,7 @@ class Outcome:
     sq_error: np.ndarray
     payments: np.ndarray | None
     rewards: np.ndarray
+    health: Health
 
 
 class MeanEstimationGame:
@@ -144,29 +148,35 @@ class MeanEstimationGame:
         and keeps ``theta_i = (1 - beta_i) mbar^i + beta_i xbar_i``. Reward (eq. 2):
         ``R_i = (1/(N-1)) sum_{j != i} ||theta_j - mu||^2 - lambda_i ||theta_i - mu||^2 - p_i``.
 
-        Random draws do not depend on the actions (common random numbers across profiles).
+        Random draws do not depend on the actions (common random numbers across profiles). Numerical health
+        (:mod:`~fedgames.envs.health`): an episode with a non-finite estimate, squared error, payment or reward is
+        diverged, and its rewards and payments are 0.
         """
         actions = protocol.check_actions(actions)
         n_players, d = self.n_players, self.dim
         alpha, beta, bias = actions[..., 0], actions[..., 1], actions[..., 2:]
         xi = rng.standard_normal((actions.shape[0], n_players, d))
-        manipulation = (alpha / np.sqrt(d))[..., None] * xi + bias
-        messages = world.xbar + manipulation
-        server = protocol.server_round(messages, rng)
-        own_view = server.responses - manipulation / n_players
-        estimates = own_view + beta[..., None] * (world.xbar - own_view)
-        error = estimates - world.mu[:, None, :]
-        sq_error = np.einsum("bnd,bnd->bn", error, error)
-        others = (sq_error.sum(axis=1, keepdims=True) - sq_error) / (n_players - 1)
-        rewards = others - self.lam * sq_error
-        if server.payments is not None:
-            rewards = rewards - server.payments
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is flagged by the health check below
+            manipulation = (alpha / np.sqrt(d))[..., None] * xi + bias
+            messages = world.xbar + manipulation
+            server = protocol.server_round(messages, rng)
+            own_view = server.responses - manipulation / n_players
+            estimates = own_view + beta[..., None] * (world.xbar - own_view)
+            error = estimates - world.mu[:, None, :]
+            sq_error = np.einsum("bnd,bnd->bn", error, error)
+            others = (sq_error.sum(axis=1, keepdims=True) - sq_error) / (n_players - 1)
+            rewards = others - self.lam * sq_error
+            if server.payments is not None:
+                rewards = rewards - server.payments
+        health = Health.start(actions.shape[0])
+        health.check(1, parameters=estimates, loss=sq_error, payment=server.payments, reward=rewards)
         return Outcome(
             messages=messages,
             aggregate=server.aggregate,
             responses=server.responses,
             estimates=estimates,
             sq_error=sq_error,
-            payments=server.payments,
-            rewards=rewards,
+            payments=health.silence(server.payments),
+            rewards=health.silence(rewards),
+            health=health,
         )

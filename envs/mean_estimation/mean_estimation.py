@@ -4,7 +4,9 @@ One step per episode. Each player observes its own sample mean and sample varian
 ``[alpha, beta, b_1 .. b_d]``: aggressiveness ``alpha in [0, alpha_max]``, cautiousness ``beta in [0, 1]`` and bias
 ``b in [-bias_max, bias_max]^d``. Rewards follow eq. (2) minus any payments a mechanism charges.
 ``infos[agent]`` after the step holds ``message``, ``estimate`` (theta_i), ``sq_error`` (||theta_i - mu||^2),
-``server_estimate`` and, when a mechanism charges one, ``payment``.
+``server_estimate``, ``diverged`` (a non-finite estimate, error, payment or reward: then ``divergence`` names the
+first quantity and the round, and the rewards are 0; :mod:`~fedgames.envs.health`) and, when a mechanism charges
+one, ``payment``.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class MeanEstimationEnv(ProtocolEnv):
             "estimate": outcome.estimates[0, i].copy(),
             "sq_error": float(outcome.sq_error[0, i]),
             "server_estimate": outcome.aggregate[0].copy(),
-        }
+        } | outcome.health.infos(0)
         if outcome.payments is not None:
             info["payment"] = float(outcome.payments[0, i])
         return info
