@@ -1,0 +1,321 @@
+"""The game contract: what every fedgames env offers the generic layers (the CLI, ``eval``, ``train``, ``agents``).
+
+The generic code reads a game only through this module: ``game_of(env)`` is the unwrapped :class:`GameEnv` of a
+(mechanism-wrapped) env, and a third-party game that subclasses :class:`GameEnv` and is registered with
+:func:`fedgames.register` (or the ``fedgames.envs`` entry point) gets ``fedgames simulate``, ``check``, ``train``
+and the sweeps without any change to them.
+
+A :class:`GameEnv` is a PettingZoo ``ParallelEnv`` with a :class:`~fedgames.envs.protocol.Protocol` (SPEC §4: the
+server's named stages, each replaceable by one mechanism) and:
+
+- ``config``: its configuration, a frozen :class:`GameConfig` dataclass (the convention below);
+- ``rounds``: the horizon, env steps per episode (1 for a one-round game);
+- ``episode_batch(protocol, size, rng)``: ``size`` episodes advanced together
+  (:class:`~fedgames.envs.batch.EpisodeBatch`: the fast path every batched tool drives);
+- ``default_batch_size``: episodes those tools hold at once unless told (:data:`~fedgames.envs.batch.BATCH_SIZE`);
+- ``messages_per_round``: messages the server aggregates per round (what aggregation rules are checked against);
+- ``validate_protocol(protocol)``: reject stages the game cannot play (called when a mechanism wraps it);
+- ``honest_policies(protocol)`` and the named scripted profiles (``profile_names``, :meth:`GameEnv.named_policies`,
+  :meth:`GameEnv.policies_from_values`): what ``--profile`` means for this game;
+- ``player_traits()``: the per-player configuration that tells players apart (the Nash check's player types);
+- ``theory(env)``: an optional closed-form :class:`TheoryAdapter` (the predicted equilibrium, the exact best reply
+  and payoff, Lipschitz constants, and the theory-vs-simulation rows), ``None`` where the game has none.
+
+Config convention
+-----------------
+Each game declares its configuration once, as a frozen dataclass subclassing :class:`GameConfig` (the env's
+docstring table is generated from it), one field per parameter, each with its default and its check:
+``n_players: int = param(3, at_least(2))``. ``Config(**kwargs)`` validates every field in declaration order
+(so a check may read the fields before it, e.g. per-player values read ``n_players``), storing the normalised
+value (an ``int``, a ``float``, a per-player ``np.ndarray``); a bad value is a ``ValueError`` naming the parameter
+and its allowed range, an unknown name a ``ValueError`` with a did-you-mean (:meth:`GameConfig.from_kwargs`).
+Cross-field rules go in :meth:`GameConfig.validate`. The same concept has the same name in every game:
+``n_players`` (participants), ``rounds`` (horizon), ``lam`` (the weight on one's own loss), ``alpha_max`` (the
+top of the aggressiveness range), ``*_noise`` for noise scales; payments and their strength ``C`` belong to the
+mechanisms, not to a game's config. ``config.to_dict()`` is the JSON-ready record reports and checkpoints keep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from fedgames.envs.base import ProtocolEnv
+from fedgames.envs.batch import BATCH_SIZE, EpisodeBatch
+from fedgames.envs.policy import Policy, constant_policies
+from fedgames.envs.protocol import Protocol
+from fedgames.errors import did_you_mean
+from fedgames.validation import integer, per_player, real
+
+Check = Callable[[str, Any, Any], Any]
+"""A field's check: ``check(name, value, config) -> normalised value``, raising ``ValueError`` naming ``name``."""
+
+C = TypeVar("C", bound="GameConfig")
+
+
+def param(default: Any, check: Check | None = None, per_player: bool = False) -> Any:
+    """A :class:`GameConfig` field with its ``default`` and ``check``; ``per_player``: its value is one number per
+    player (what :meth:`GameEnv.player_traits` reads)."""
+    return dataclasses.field(default=default, metadata={"check": check, "per_player": per_player})
+
+
+def at_least(minimum: int, maximum: int | None = None) -> Check:
+    """An integer in ``[minimum, maximum]`` (:func:`fedgames.validation.integer`)."""
+    return lambda name, value, config: integer(name, value, minimum, maximum)
+
+
+def number(minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False) -> Check:
+    """A finite float in ``[minimum, maximum]``, open at ``minimum`` with ``strict``."""
+    return lambda name, value, config: real(name, value, minimum, maximum, strict=strict)
+
+
+def each_player(minimum: float = 0.0, strict: bool = False, players: str = "n_players") -> Check:
+    """One number for everybody or one per player (the config's ``players`` field counts them), as an array."""
+    return lambda name, value, config: per_player(name, value, getattr(config, players), minimum, strict=strict)
+
+
+def one_of(choices: Sequence[Any]) -> Check:
+    """One of ``choices`` (a string gets a did-you-mean)."""
+
+    def check(name: str, value: Any, config: Any) -> Any:
+        if value not in choices:
+            close = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+            raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}{close}")
+        return value
+
+    return check
+
+
+def flag() -> Check:
+    """``True`` or ``False``."""
+
+    def check(name: str, value: Any, config: Any) -> bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return bool(value)
+
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class GameConfig:
+    """Base of every game's configuration (the convention in this module's docstring).
+
+    Subclasses are frozen dataclasses whose fields are :func:`param` s; ``game`` (a class variable) is the env's
+    name, used in error messages.
+    """
+
+    game: ClassVar[str] = "game"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            check = field.metadata.get("check")
+            if check is not None:
+                object.__setattr__(self, field.name, check(field.name, getattr(self, field.name), self))
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules that read several fields (after each field's own check); none by default."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The parameter names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_kwargs(cls: type[C], **kwargs: Any) -> C:
+        """The config of ``kwargs``; an unknown name is a ``ValueError`` naming the close matches."""
+        names = cls.names()
+        for name in kwargs:
+            if name not in names:
+                raise ValueError(
+                    f"{cls.game}: unknown parameter {name!r}{did_you_mean(name, names)} (parameters: {list(names)})"
+                )
+        return cls(**kwargs)
+
+    def per_player_names(self) -> tuple[str, ...]:
+        """The fields that hold one value per player."""
+        return tuple(f.name for f in dataclasses.fields(self) if f.metadata.get("per_player"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{name: value}`` (arrays as lists), in declaration order."""
+        return {name: _plain(getattr(self, name)) for name in self.names()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class TheoryAdapter(ABC):
+    """A game's closed forms under one env's mechanisms, in terms of constant action profiles ``(N, k)``.
+
+    The Nash check uses :meth:`best_response` (the predicted reply it reports beside the learned one) and
+    :meth:`lipschitz` (turning a grid search into an upper bound on regret); ``fedgames simulate`` uses
+    :meth:`predicted_actions` (``--profile theory``), :meth:`expected` (theory vs simulation) and :meth:`payoff`
+    (the reward-against-own-action plot).
+
+    Args:
+        protocol: the protocol the closed forms describe (the env's outermost): its action names and bounds.
+    """
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.action_names = tuple(protocol.action_names)
+        self.low, self.high = np.asarray(protocol.action_low, float), np.asarray(protocol.action_high, float)
+
+    @abstractmethod
+    def payoff(self, actions: np.ndarray, i: int) -> float:
+        """Player ``i``'s expected episode reward when every player plays its row of ``actions``."""
+
+    @abstractmethod
+    def best_response(self, actions: np.ndarray, i: int) -> np.ndarray:
+        """Player ``i``'s exact best reply ``(k,)`` to the others' rows of ``actions``."""
+
+    @abstractmethod
+    def predicted_actions(self) -> np.ndarray:
+        """The equilibrium the closed form predicts ``(N, k)`` (``ValueError`` where it predicts none)."""
+
+    @abstractmethod
+    def expected(self, actions: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+        """Per quantity, the closed form's expectation ``(N,)`` under ``actions`` and the Monte Carlo record it is
+        compared with (a field of :class:`~fedgames.eval.montecarlo.Episodes`: ``rewards``, ``payments``, or a
+        game record such as ``sq_error``)."""
+
+    def describe(self, actions: np.ndarray) -> dict[str, list]:
+        """A profile as JSON-ready ``{name: per-player values}`` for reports (by default one list per action
+        component; the report's one-line summary shows the entries with one number per player)."""
+        return {name: actions[:, k].tolist() for k, name in enumerate(self.action_names)}
+
+    def lipschitz(self, actions: np.ndarray, i: int, components: list[int], points: int = 101) -> np.ndarray:
+        """Largest ``|d E R_i / d a_c|`` over the box of each of the given components (the others fixed at
+        ``actions``), from :meth:`payoff` on a ``points``-per-axis grid: a first difference is the slope at some
+        point of its step (mean value theorem) and the slope moves by at most ``h sup|u''|`` within a step, so
+        ``max|first difference|/h + max|second difference|/h`` bounds it, up to the error of the second-difference
+        estimate of ``sup|u''|`` (``O(h)`` smaller for smooth payoffs)."""
+        low, high = self.low, self.high
+        axes = [np.linspace(low[c], high[c], points) for c in components]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(components))
+        values = np.empty(len(grid))
+        for g, point in enumerate(grid):
+            trial = np.array(actions, dtype=float)
+            trial[i, components] = point
+            values[g] = self.payoff(trial, i)
+        values = values.reshape([points] * len(components))
+        constants = []
+        for k, c in enumerate(components):
+            if high[c] <= low[c]:
+                constants.append(0.0)
+                continue
+            h = axes[k][1] - axes[k][0]
+            first = np.max(np.abs(np.diff(values, axis=k))) / h
+            second = np.max(np.abs(np.diff(values, n=2, axis=k))) / h if points > 2 else 0.0
+            constants.append(float(first + second))
+        return np.array(constants)
+
+
+class GameEnv(ProtocolEnv, ABC):
+    """The contract every fedgames env implements (this module's docstring lists what it offers).
+
+    Subclasses set ``config`` (a :class:`GameConfig`), ``protocol``, ``possible_agents`` and the spaces in their
+    ``__init__``, and implement :meth:`episode_batch` and :meth:`honest_policies`; the rest has defaults.
+    """
+
+    config: GameConfig
+    rounds: int = 1
+    """The horizon: env steps per episode (every episode of a batch has this many)."""
+
+    profile_names: ClassVar[tuple[str, ...]] = ("honest",)
+    """The named profiles ``--profile`` accepts (:meth:`named_policies`)."""
+
+    profile_keys: ClassVar[tuple[str, ...]] = ()
+    """The keys of a ``'key=value;...'`` profile (:meth:`policies_from_values`); empty: the action names."""
+
+    profile_defaults: ClassVar[Mapping[str, float]] = {}
+    """The value of an action component a values profile leaves out (0 where not listed)."""
+
+    @abstractmethod
+    def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> EpisodeBatch:
+        """``size`` episodes of this game under ``protocol`` (a mechanism-wrapped env's), advanced together."""
+
+    @property
+    def default_batch_size(self) -> int:
+        """Episodes the batched tools play at once unless given a ``batch_size``."""
+        return BATCH_SIZE
+
+    @abstractmethod
+    def honest_policies(self, protocol: Protocol) -> dict[str, Policy]:
+        """Honest play under ``protocol`` as one policy per agent (the profile mechanisms aim to make an
+        equilibrium)."""
+
+    def named_policies(self, name: str, env: ParallelEnv) -> dict[str, Policy]:
+        """The named profile ``name`` (one of :attr:`profile_names`) of ``env`` (this game, mechanisms included);
+        by default ``honest`` alone."""
+        if name == "honest":
+            return self.honest_policies(env.protocol)  # type: ignore[attr-defined]
+        raise ValueError(f"unknown profile {name!r}{did_you_mean(name, self.profile_names)}")
+
+    def policies_from_values(self, values: Mapping[str, Any]) -> dict[str, Policy]:
+        """Constant policies from ``values`` (keys among :attr:`profile_keys`, or the action names; each one value
+        or one per player), missing components at :attr:`profile_defaults` (else 0)."""
+        n = len(self.possible_agents)
+        columns = [
+            per_player_values(values, name, (n,), self.profile_defaults.get(name, 0.0))
+            for name in self.protocol.action_names
+        ]
+        return constant_policies(np.stack(columns, axis=-1), self.possible_agents)
+
+    def player_traits(self) -> np.ndarray:
+        """``(N, m)``: the per-player configuration values (the config's per-player fields) that tell players apart;
+        players with equal rows and equal policies are interchangeable."""
+        names = self.config.per_player_names()
+        n = len(self.possible_agents)
+        return np.stack([np.broadcast_to(getattr(self.config, name), (n,)) for name in names], axis=-1).reshape(n, -1)
+
+    def theory(self, env: ParallelEnv) -> TheoryAdapter | None:
+        """The closed forms of ``env`` (this game, mechanisms included), or ``None`` where there are none."""
+        return None
+
+
+def per_player_values(values: Mapping[str, Any], key: str, shape: tuple[int, ...], default: float = 0.0) -> np.ndarray:
+    """``values[key]`` (``default`` when absent) broadcast to ``shape``, whose first axis is the players."""
+    value = np.asarray(values.get(key, default), dtype=float)
+    try:
+        return np.broadcast_to(value, shape)
+    except ValueError:
+        raise ValueError(f"{key} takes one value or one per player ({shape[0]}), got {value.size} values") from None
+
+
+def game_of(env: ParallelEnv) -> GameEnv:
+    """The :class:`GameEnv` under ``env``'s mechanism wrappers (``ValueError`` for an env that does not implement
+    the contract)."""
+    game = env.unwrapped
+    if not isinstance(game, GameEnv):
+        raise ValueError(
+            f"{type(game).__name__} does not implement fedgames.envs.contract.GameEnv, which the generic tools need"
+        )
+    return game
+
+
+__all__ = [
+    "GameConfig",
+    "GameEnv",
+    "TheoryAdapter",
+    "at_least",
+    "each_player",
+    "flag",
+    "game_of",
+    "number",
+    "one_of",
+    "param",
+    "per_player_values",
+]
