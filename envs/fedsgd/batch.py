@@ -13,6 +13,7 @@ import torch
 
 from fedgames.envs.batch import BatchStep, EpisodeBatch
 from fedgames.envs.fedsgd.game import FedSGDGame, RunState, response_seed
+from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
 
 if TYPE_CHECKING:
@@ -94,6 +95,31 @@ def round_rewards(env: FedSGDEnv, state: RunState, paid: np.ndarray) -> np.ndarr
     return rewards
 
 
+def checked_round(
+    env: FedSGDEnv,
+    state: RunState,
+    health: Health,
+    alpha: np.ndarray,
+    protocol: Protocol,
+    generator: torch.Generator,
+    response_generator: torch.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Play one round (:func:`play_round`) and check its numerical health (:mod:`~fedgames.envs.health`): the
+    parameters (the simulator's own flag), the active clients' losses, the payments and the rewards, in that order.
+    A run that went bad is frozen by the simulator from the next round on (``state.diverged``), gets no terminal
+    utility, and its rewards and payments are 0 from this round on. Returns the payments and the rewards,
+    ``(R, players)`` each."""
+    paid = play_round(env, state, alpha, protocol, generator, response_generator)
+    t = state.round
+    health.flag(t, "parameters", state.diverged.cpu().numpy())  # type: ignore[union-attr]
+    health.check(t, loss=state.last["loss"], payment=paid)
+    state.diverged = state.diverged | torch.as_tensor(health.diverged, device=state.theta.device)  # type: ignore[operator]
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's utility: flagged, then silenced
+        rewards = round_rewards(env, state, paid)
+    health.check(t, reward=rewards)
+    return health.silence(paid), health.silence(rewards)  # type: ignore[return-value]
+
+
 class FedSGDBatch(EpisodeBatch):
     """``size`` episodes of ``fedsgd_v0`` advanced together; one step is one round of every run.
 
@@ -110,8 +136,10 @@ class FedSGDBatch(EpisodeBatch):
         self._generator = torch.Generator(device=env.device)
         self._response_generator = torch.Generator(device=env.device)
         self._state: RunState | None = None
+        self._health = Health.start(size)
 
     def reset(self) -> np.ndarray:
+        self._health = Health.start(self.size)
         seed = int(self.rng.integers(2**63 - 1))
         self._generator.manual_seed(seed)
         self._response_generator.manual_seed(response_seed(seed))
@@ -127,13 +155,16 @@ class FedSGDBatch(EpisodeBatch):
         if state is None or state.round >= self.env.rounds:
             raise RuntimeError("call reset() before step(), and again after the last round")
         alpha = self.protocol.check_actions(actions)[..., 0]
-        paid = play_round(self.env, state, alpha, self.protocol, self._generator, self._response_generator)
+        paid, rewards = checked_round(
+            self.env, state, self._health, alpha, self.protocol, self._generator, self._response_generator
+        )
         return BatchStep(
             self._observations(),
-            round_rewards(self.env, state, paid),
+            rewards,
             state.round >= self.env.rounds,
             payments=paid if self.protocol.charges_payments else None,
+            health=self._health,
         )
 
 
-__all__ = ["FedSGDBatch", "held_out_loss", "observations", "play_round", "round_rewards", "utilities"]
+__all__ = ["FedSGDBatch", "checked_round", "held_out_loss", "observations", "play_round", "round_rewards", "utilities"]

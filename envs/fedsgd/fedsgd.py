@@ -7,9 +7,10 @@ utility is added: default ``U_i = (1/(N-1)) sum_{j != i} f(theta^j) - lambda_i f
 final model after i's self-correction, or ``"shared_damage"``: ``U_i = f(theta_{T+1})`` ([H] B.3). ``f`` is the
 held-out loss (the quadratic's ``f - f*``). Observations: the round's progress ``t/T``, whether the player was
 active in the last round, and then its honest gradient norm, its squared deviation from the aggregate and the
-broadcast model's loss on its batch (0 when inactive). A run whose parameters stop being finite ends the episode
-at once with ``infos[agent]["diverged"] = True`` and no terminal utility (the model is unusable; its loss is not a
-number a learner should chase).
+broadcast model's loss on its batch (0 when inactive). A run whose parameters, losses, payments or rewards stop
+being finite ends the episode at once with ``infos[agent]["diverged"] = True``, ``infos[agent]["divergence"]``
+naming the first quantity and round that went bad (:mod:`~fedgames.envs.health`), rewards of 0 and no terminal
+utility (the model is unusable; its loss is not a number a learner should chase).
 
 Byzantine baselines (``byzantine={"player_1": "sign_flip", "player_3": "alie:tau=-1"}``): the named clients are
 scripted, non-strategic attackers (:class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`: sign flip, Gaussian,
@@ -39,15 +40,15 @@ from fedgames.envs.batch import BATCH_SIZE
 from fedgames.envs.fedsgd.batch import (
     OBSERVATION_SIZE,
     FedSGDBatch,
+    checked_round,
     held_out_loss,
     observations,
-    play_round,
-    round_rewards,
 )
 from fedgames.envs.fedsgd.byzantine import AttackSpec
 from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device, response_seed
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
+from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
 from fedgames.errors import did_you_mean
@@ -201,6 +202,7 @@ class FedSGDEnv(ProtocolEnv):
         self._response_generator = torch.Generator(device=self.device)
         self._seed(None)
         self._state: RunState | None = None
+        self._health = Health.start(1)
 
     @property
     def messages_per_round(self) -> int:
@@ -236,6 +238,7 @@ class FedSGDEnv(ProtocolEnv):
             self._seed(seed)
         self.agents = list(self.possible_agents)
         self._state = self.game.start(1, self._generator)
+        self._health = Health.start(1)
         return self._observations(), {a: {} for a in self.agents}
 
     def _seed(self, seed: int | None) -> None:
@@ -254,13 +257,14 @@ class FedSGDEnv(ProtocolEnv):
         self.check_running(self._state is not None)
         protocol = self.active_protocol
         alpha = protocol.check_actions(stack_actions(actions, self.agents, 1))[0, :, 0]
-        paid = play_round(self, self._state, alpha[None], protocol, self._generator, self._response_generator)
-        diverged = bool(self._state.diverged[0])  # type: ignore[index]
-        done = diverged or self._state.round >= self.rounds
-        rewards = round_rewards(self, self._state, paid)[0]
+        paid, rewards = checked_round(
+            self, self._state, self._health, alpha[None], protocol, self._generator, self._response_generator
+        )
+        rewards = rewards[0]
+        done = self._health.count > 0 or self._state.round >= self.rounds
         active = set(self._state.last["active"][0].tolist())
         infos = {
-            a: {"round": self._state.round, "active": int(client) in active, "diverged": diverged}
+            a: {"round": self._state.round, "active": int(client) in active} | self._health.infos(0)
             for a, client in zip(self.agents, self.players)
         }
         if protocol.charges_payments:

@@ -1,0 +1,98 @@
+"""Numerical health (fedgames.envs.health): every game flags the first non-finite quantity and round of an
+episode, ends it, and gives it rewards of 0; the evaluation tools leave such episodes out of their means."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fedgames
+from fedgames.envs.health import Health, nonfinite_rows
+from fedgames.envs.mean_estimation.game import MeanEstimationGame, World
+
+
+def test_nonfinite_rows_numpy_and_torch():
+    values = np.ones((4, 3, 2))
+    values[1, 2, 0], values[3, 0, 1] = np.nan, -np.inf
+    expected = [False, True, False, True]
+    assert nonfinite_rows(values).tolist() == expected
+    assert nonfinite_rows(torch.as_tensor(values, dtype=torch.float32)).tolist() == expected
+
+
+def test_first_quantity_and_round_are_kept():
+    health = Health.start(3)
+    reward = np.array([[1.0], [np.inf], [np.nan]])
+    loss = np.array([[1.0], [1.0], [np.nan]])
+    assert health.check(2, loss=loss, payment=None, reward=reward).tolist() == [False, True, True]
+    assert health.record(0) is None
+    assert health.record(1) == {"quantity": "reward", "round": 2}
+    assert health.record(2) == {"quantity": "loss", "round": 2}  # the first quantity in a round's order
+    health.check(3, parameters=np.full((3, 1), np.nan))  # later rounds do not overwrite the first record
+    assert health.record(1) == {"quantity": "reward", "round": 2}
+    assert health.record(0) == {"quantity": "parameters", "round": 3}
+    assert health.infos(1) == {"diverged": True, "divergence": {"quantity": "reward", "round": 2}}
+    assert health.summary() == {
+        "episodes": 3,
+        "diverged": 3,
+        "first_quantity": {"parameters": 1, "loss": 1, "reward": 1},
+        "earliest_round": 2,
+    }
+
+
+def test_silence_concatenate_and_note():
+    health = Health.start(2)
+    assert health.note() is None and health.infos(0) == {"diverged": False}
+    health.flag(1, "payment", np.array([False, True]))
+    assert health.silence(np.array([[1.0, 2.0], [np.nan, 3.0]])).tolist() == [[1.0, 2.0], [0.0, 0.0]]
+    both = Health.concatenate([health, Health.start(3)])
+    assert both.size == 5 and both.count == 1 and both.record(1) == {"quantity": "payment", "round": 1}
+    assert "1 of 5 episodes diverged" in both.note() and "payment in 1" in both.note()
+    with pytest.raises(ValueError, match="quantity"):
+        health.flag(1, "weather", np.array([True, True]))
+
+
+def test_mean_estimation_overflowing_error_is_flagged():
+    """Estimates near 1e200 are finite, their squared error overflows: the loss is the first quantity that went
+    bad, the episode's rewards are 0, and a healthy episode in the same batch is untouched."""
+    game = MeanEstimationGame(n_players=3, dim=1)
+    xbar = np.array([[[0.1], [0.2], [0.4]], [[1e200], [1e200], [1e200]]])
+    world = World(mu=np.zeros((2, 1)), xbar=xbar, sample_var=np.ones((2, 3)), sigma2=np.ones((2, 3)))
+    actions = np.zeros((2, 3, 3))
+    actions[0, :, 1] = 1.0  # beta = 1: each keeps its own sample mean, so the healthy rewards differ from 0
+    outcome = game.play(game.protocol(), world, actions, np.random.default_rng(0))
+    assert outcome.health.diverged.tolist() == [False, True]
+    assert outcome.health.record(1) == {"quantity": "loss", "round": 1}
+    assert np.all(outcome.rewards[1] == 0.0) and np.all(np.isfinite(outcome.rewards))
+    assert np.all(outcome.rewards[0] != 0.0)
+
+
+def fedsgd_run(**config):
+    env = fedgames.make("fedsgd_v0", **config)
+    env.reset(seed=0)
+    steps = []
+    while env.agents:
+        steps.append(env.step({a: np.array([env.unwrapped.game.alpha_max], np.float32) for a in env.agents}))
+    return steps
+
+
+@pytest.mark.parametrize(
+    ("config", "quantity"),
+    [
+        ({"objective": "quadratic", "lr_value": 1e6, "rounds": 5, "alpha_max": 10.0}, "loss"),
+        ({"alpha_max": 1e30, "rounds": 3}, "loss"),  # the model's loss overflows a round before its parameters
+        ({"alpha_max": 3e38, "rounds": 3}, "parameters"),
+    ],
+)
+def test_fedsgd_reproductions_are_flagged(config, quantity):
+    """Issue 17's reproductions: finite parameters with an overflowing float32 loss, and an alpha_max whose noise
+    overflows the model. Both end the episode with ``diverged`` and the first quantity that went bad named; every
+    reward returned is finite."""
+    steps = fedsgd_run(**config)
+    infos = steps[-1][4]
+    for info in infos.values():
+        assert info["diverged"] is True
+        assert info["divergence"]["quantity"] == quantity
+        assert info["divergence"]["round"] == len(steps)
+    assert all(np.isfinite(r) for step in steps for r in step[1].values())
+    assert not any(info["diverged"] for step in steps[:-1] for info in step[4].values())
