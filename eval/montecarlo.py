@@ -13,36 +13,55 @@ from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
 from fedgames.envs.batch import EpisodeBatch, episode_batch, resolve_batch_size
+from fedgames.envs.health import Health
 
 
 @dataclass(frozen=True)
 class Episodes:
     """Per-episode results, arrays ``(episodes, N)``: ``rewards`` are the episode returns (the sum over its steps),
-    ``payments`` the sum of what the mechanisms charged (``None`` when none charges) and ``sq_error`` the
-    mean-estimation game's ``||theta_i - mu||^2`` (``None`` for games without one)."""
+    ``payments`` the sum of what the mechanisms charged (``None`` when none charges), ``sq_error`` the
+    mean-estimation game's ``||theta_i - mu||^2`` (``None`` for games without one) and ``health`` which episodes
+    diverged (:mod:`~fedgames.envs.health`: their rewards and payments are 0; ``None``: none did)."""
 
     rewards: np.ndarray
     sq_error: np.ndarray | None
     payments: np.ndarray | None
+    health: Health | None = None
+
+    @property
+    def kept(self) -> np.ndarray:
+        """``(episodes,)`` bool: the episodes that did not diverge, those the means are taken over."""
+        return np.ones(self.rewards.shape[0], dtype=bool) if self.health is None else ~self.health.diverged
+
+    @property
+    def diverged(self) -> int:
+        """How many episodes diverged."""
+        return 0 if self.health is None else self.health.count
 
     def mean_and_se(self, field: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-player sample mean and standard error of ``rewards``, ``sq_error`` or ``payments``."""
+        """Per-player sample mean and standard error of ``rewards``, ``sq_error`` or ``payments`` over the episodes
+        that did not diverge (:attr:`kept`; NaN with fewer than 2 of them)."""
         values = getattr(self, field)
         if values is None:
             raise ValueError(f"no {field} were recorded")
+        values = values[self.kept]
+        if values.shape[0] < 2:
+            nan = np.full(values.shape[1:], np.nan)
+            return nan, nan.copy()
         return values.mean(axis=0), values.std(axis=0, ddof=1) / np.sqrt(values.shape[0])
 
 
 @dataclass(frozen=True)
 class Rollout:
     """A batch of episodes played to the end: ``returns`` ``(size, N)``, ``payments`` summed over the steps (or
-    ``None``), the last step's game record ``outcome`` and, when recorded, every step's ``actions``
-    ``(steps, size, N, k)``."""
+    ``None``), the last step's game record ``outcome``, when recorded every step's ``actions``
+    ``(steps, size, N, k)``, and which episodes diverged (``health``, ``None`` for a batch that does not say)."""
 
     returns: np.ndarray
     payments: np.ndarray | None
     outcome: Any
     actions: np.ndarray | None
+    health: Health | None = None
 
 
 def rollout(
@@ -66,7 +85,8 @@ def rollout(
         if record_actions:
             steps.append(actions)
         if step.done:
-            return Rollout(returns, payments, step.outcome, np.stack(steps) if record_actions else None)
+            actions_played = np.stack(steps) if record_actions else None
+            return Rollout(returns, payments, step.outcome, actions_played, step.health)
         observations = step.observations
 
 
@@ -115,7 +135,8 @@ def simulate(
     see :func:`~fedgames.envs.batch.resolve_batch_size`: 65,536 for a one-round game, fewer for ``fedsgd_v0`` with
     a large model). Reproducible by ``seed`` and ``batch_size``: each batch draws its episodes as a whole, so
     another ``batch_size`` plays other (identically distributed) episodes unless both cover ``episodes`` in one
-    batch.
+    batch. Episodes that diverge (a non-finite parameter, loss, payment or reward, :mod:`~fedgames.envs.health`)
+    are kept, with rewards of 0, and counted in ``health``; :meth:`Episodes.mean_and_se` leaves them out.
     """
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2, got {episodes}")
@@ -131,10 +152,12 @@ def simulate(
         )
     ]
     errors = [getattr(c.outcome, "sq_error", None) for c in chunks]
+    healths = [c.health if c.health is not None else Health.start(c.returns.shape[0]) for c in chunks]
     return Episodes(
         rewards=np.concatenate([c.returns for c in chunks]),
         sq_error=None if errors[0] is None else np.concatenate(errors),
         payments=None if chunks[0].payments is None else np.concatenate([c.payments for c in chunks]),
+        health=Health.concatenate(healths),
     )
 
 
@@ -144,16 +167,20 @@ def simulate_loop(env: ParallelEnv, policies: Mapping[str, Policy], episodes: in
     _check_policies(policies, agents)
     rng = np.random.default_rng(seed)
     rewards, sq_error, payments = [], [], []
+    health = Health.start(episodes)
     observations, _ = env.reset(seed=seed)
-    for _ in range(episodes):
+    for episode in range(episodes):
         actions = {a: policies[a].act(observations[a][None].astype(float), rng)[0].astype(np.float32) for a in agents}
         _, reward, _, _, infos = env.step(actions)
         rewards.append([reward[a] for a in agents])
         sq_error.append([infos[a]["sq_error"] for a in agents])
         payments.append([infos[a].get("payment", np.nan) for a in agents])
+        record = infos[agents[0]].get("divergence")
+        if record is not None:
+            health.flag(record["round"], record["quantity"], np.arange(episodes) == episode)
         observations, _ = env.reset()
     paid = np.array(payments)
-    return Episodes(np.array(rewards), np.array(sq_error), None if np.isnan(paid).all() else paid)
+    return Episodes(np.array(rewards), np.array(sq_error), None if np.isnan(paid).all() else paid, health)
 
 
 def _check_policies(policies: Mapping[str, Policy], agents: list[str]) -> None:

@@ -74,6 +74,26 @@ def paired_interval(
     raise ValueError(f"interval must be 'normal' or 'bootstrap', got {method!r}")
 
 
+def regret_estimate(diffs: np.ndarray, level: float, method: str, seed: int) -> tuple[float, tuple[float, float]]:
+    """The regret (mean of the paired ``diffs``) and its interval (:func:`paired_interval`); with fewer than 2
+    pairs (the others diverged) no estimate: NaN and the interval ``(-inf, inf)``, an inconclusive verdict."""
+    if diffs.size < 2:
+        return float("nan"), (-np.inf, np.inf)
+    return float(diffs.mean()), paired_interval(diffs, level, method, seed=seed)
+
+
+def divergence_notes(diverged: Mapping[str, int], episodes: int) -> list[str]:
+    """A note for each oracle whose paired episodes had diverged ones (:mod:`~fedgames.envs.health`): they are
+    left out of the regret's mean and interval."""
+    return [
+        f"{n} of {episodes} paired episodes diverged (a non-finite parameter, loss, payment or reward in the "
+        f"candidate's or the {oracle} reply's episode) and are left out of the regret"
+        + ("; fewer than 2 remain: no estimate, inconclusive" if episodes - n < 2 else "")
+        for oracle, n in diverged.items()
+        if n
+    ]
+
+
 def verdict(low: float, high: float, tolerance: float, upper_bound: float | None = None) -> str:
     """SPEC §5 step 4: refuted if ``low > tolerance``; consistent if ``high < tolerance`` and the oracle's upper
     bound on the regret over its strategy class, when it gives one, is below ``tolerance`` too; else
@@ -97,7 +117,7 @@ def caveats(
 ) -> list[str]:
     """What a reader of a player's verdict should know that the numbers do not say."""
     notes = []
-    if not np.any(diffs):
+    if diffs.size and not np.any(diffs):
         notes.append(
             "the reply played exactly as the candidate on every episode: its interval is [0, 0] whatever "
             "the number of episodes, and says nothing of what the search missed"
@@ -133,6 +153,7 @@ class PlayerCheck:
     represents: list[str] = field(default_factory=list)
     other_oracles: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    diverged: dict[str, int] = field(default_factory=dict)  # per oracle: paired episodes left out as diverged
 
 
 @dataclass
@@ -154,7 +175,10 @@ class NashReport:
 
     @property
     def nash_conv(self) -> float:
-        """``sum_i max(eps_i, 0)``; a player checked for its type counts once per member of the type."""
+        """``sum_i max(eps_i, 0)``; a player checked for its type counts once per member of the type. NaN when a
+        player's regret has no estimate (its paired episodes diverged: see its notes)."""
+        if any(np.isnan(p.regret) for p in self.players):
+            return float("nan")
         return float(sum(max(p.regret, 0.0) * len(p.represents) for p in self.players))
 
     @property
@@ -208,7 +232,7 @@ class NashReport:
             f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
             f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}, {self.batch_size} "
             f"episodes at a time; {self.checked}",
-            f"- **profile: {self.verdict}**; NashConv = {self.nash_conv:.5f}, interval "
+            f"- **profile: {self.verdict}**; NashConv = {_nash_conv_text(self.nash_conv)}, interval "
             f"[{self.nash_conv_interval[0]:.5f}, {self.nash_conv_interval[1]:.5f}] (this and the profile's verdict "
             f"hold jointly at confidence >= {self.joint_level:.0%}, Bonferroni over the {len(self.players)} checked "
             "player(s))",
@@ -220,7 +244,8 @@ class NashReport:
             upper = "-" if p.upper_bound is None else f"{p.upper_bound:.5f}"
             plateau = "-" if p.plateau is None else ("yes" if p.plateau else "NO")
             lines.append(
-                f"| {p.agent} | **{p.verdict}** | {p.regret:+.5f} | [{p.ci[0]:+.5f}, {p.ci[1]:+.5f}] | "
+                f"| {p.agent} | **{p.verdict}** | {'n/a' if np.isnan(p.regret) else f'{p.regret:+.5f}'} | "
+                f"[{p.ci[0]:+.5f}, {p.ci[1]:+.5f}] | "
                 f"{upper} | {p.oracle} ({p.proves}) | {plateau} |"
             )
         lines += [
@@ -262,6 +287,10 @@ class NashReport:
         if any(p.curves for p in self.players):
             written.append(plot_learning_curves(self, out / "learning_curves.png"))
         return written
+
+
+def _nash_conv_text(value: float) -> str:
+    return "n/a (a player's paired episodes diverged: see the caveats)" if np.isnan(value) else f"{value:.5f}"
 
 
 def _fmt(summary: Mapping[str, float] | None) -> str:
@@ -366,7 +395,7 @@ def nash_check(
         groups, checked = [[a] for a in players], f"players {list(players)} checked"
     theory = closed_form(env)
     evaluation_seed = seed + 7_919
-    baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size).rewards
+    baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size)
 
     def summary(agent: str, policy: Policy) -> dict[str, float]:  # descriptive: no more episodes than the estimates
         return summarize_policy(
@@ -385,15 +414,16 @@ def nash_check(
         agent = group[0]
         index = agents.index(agent)
         replies = []
+        diverged: dict[str, int] = {}
         for each in oracles:
             found = each.best_response(env, agent, policies, seed=seed, batch_size=batch_size)
             replied = simulate(
                 env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed, batch_size=batch_size
-            ).rewards
-            diffs = replied[:, index] - baseline[:, index]
-            replies.append(
-                (float(diffs.mean()), paired_interval(diffs, reply_level, interval, seed=seed), found, diffs)
             )
+            kept = baseline.kept & replied.kept  # a pair is left out when either episode diverged
+            diverged[found.oracle] = int(episodes - kept.sum())
+            diffs = replied.rewards[kept, index] - baseline.rewards[kept, index]
+            replies.append((*regret_estimate(diffs, reply_level, interval, seed), found, diffs))
         regret, _, found, diffs = max(replies, key=lambda r: r[0])  # the best lower bound, reported as the reply
         low, high = (max(r[1][k] for r in replies) for k in (0, 1))  # holds for the largest regret of the replies
         uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
@@ -430,7 +460,8 @@ def nash_check(
                     for r in replies
                     if r[2] is not found
                 ],
-                notes=caveats(diffs, high, upper, found.plateau, tolerance),
+                notes=caveats(diffs, high, upper, found.plateau, tolerance) + divergence_notes(diverged, episodes),
+                diverged=diverged,
             )
         )
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]

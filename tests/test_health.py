@@ -96,3 +96,46 @@ def test_fedsgd_reproductions_are_flagged(config, quantity):
         assert info["divergence"]["round"] == len(steps)
     assert all(np.isfinite(r) for step in steps for r in step[1].values())
     assert not any(info["diverged"] for step in steps[:-1] for info in step[4].values())
+
+
+DIVERGING = {"objective": "quadratic", "lr_value": 1e6, "rounds": 5, "n_clients": 3}
+
+
+def test_monte_carlo_counts_diverged_episodes_and_leaves_them_out():
+    """Batched play of the diverging FedSGD run: every episode is counted as diverged, the returns stay finite,
+    and the means over the (no) healthy episodes are NaN rather than a mean of silenced zeros."""
+    from fedgames.agents import ConstantPolicy
+    from fedgames.eval.montecarlo import simulate
+
+    env = fedgames.make("fedsgd_v0", **DIVERGING)
+    results = simulate(env, {a: ConstantPolicy([10.0]) for a in env.possible_agents}, 4, seed=0)
+    assert results.diverged == 4 and not results.kept.any()
+    assert results.health.summary()["first_quantity"] == {"loss": 4}
+    assert np.all(np.isfinite(results.rewards))
+    assert np.all(np.isnan(results.mean_and_se("rewards")[0]))
+    healthy = simulate(
+        fedgames.make("fedsgd_v0", rounds=2, n_clients=3),
+        {a: ConstantPolicy([0.0]) for a in env.possible_agents},
+        4,
+        seed=0,
+    )
+    assert healthy.diverged == 0 and np.all(np.isfinite(healthy.mean_and_se("rewards")[0]))
+
+
+def test_nash_check_on_diverging_episodes_is_inconclusive_with_a_note():
+    """Issue 17: ``fedgames check`` reported NashConv = nan with every player inconclusive and no note. Now the
+    diverged pairs are counted and left out, and the report says so instead of printing NaN."""
+    from fedgames.eval.nash import nash_check
+    from fedgames.eval.theory_hooks import honest_policies_for
+    from fedgames.train.oracles import GridOracle
+
+    env = fedgames.make("fedsgd_v0", **DIVERGING)
+    oracle = GridOracle(components=("alpha",), points=2, episodes=4, refine=False, lipschitz=None)
+    with pytest.warns(UserWarning, match="episodes=4"):
+        report = nash_check(env, honest_policies_for(env), oracle, players=["player_0"], episodes=4)
+    player = report.players[0]
+    assert player.verdict == "inconclusive" and report.verdict == "inconclusive"
+    assert player.diverged == {"grid": 4}
+    assert any("4 of 4 paired episodes diverged" in note for note in player.notes)
+    text = report.to_markdown()
+    assert "nan" not in text.lower() and "NashConv = n/a" in text
