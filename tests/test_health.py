@@ -139,3 +139,20 @@ def test_nash_check_on_diverging_episodes_is_inconclusive_with_a_note():
     assert any("4 of 4 paired episodes diverged" in note for note in player.notes)
     text = report.to_markdown()
     assert "nan" not in text.lower() and "NashConv = n/a" in text
+
+
+def test_participation_overflowing_payment_is_flagged():
+    """A score payment rate near the float64 maximum overflows the payment: the episode ends at once, diverged
+    through its payment in round 1, with finite rewards of 0; the batch flags the same episodes."""
+    from fedgames.envs.batch import episode_batch
+
+    env = fedgames.make("participation_v0", w=1e308, q0=10.0, rounds=3)
+    env.reset(seed=0)
+    _, rewards, terminations, _, infos = env.step({a: np.array([1.0, 0.0], np.float32) for a in env.agents})
+    assert all(terminations.values()) and not env.agents
+    assert all(info["divergence"] == {"quantity": "payment", "round": 1} for info in infos.values())
+    assert all(r == 0.0 for r in rewards.values())
+    batch = episode_batch(env, 3, np.random.default_rng(0))
+    batch.reset()
+    step = batch.step(np.tile([1.0, 0.0], (3, len(env.possible_agents), 1)))
+    assert step.health.count == 3 and np.all(step.rewards == 0.0) and np.all(step.payments == 0.0)

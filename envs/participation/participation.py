@@ -11,11 +11,13 @@ its rule's; NaN when nobody took part), ``paid_score``, ``payment`` and ``monito
 warning signals so far, SPEC §9: :meth:`~fedgames.envs.participation.monitor.Monitor.report`). Mechanisms:
 ``challenge_mixing``, ``audit`` (``policy=uniform|risk|test``), ``side_payment`` (on the paid score's deviation
 from the metric), ``robust_aggregation`` (of the paid scores; rules that work for any number of participants),
-``bounded_attack:component=u``.
+``bounded_attack:component=u``. A non-finite payment or reward ends the episode with ``diverged`` true and
+``divergence`` naming the quantity and round (:mod:`~fedgames.envs.health`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from gymnasium import spaces
 
 from fedgames.envs.base import ProtocolEnv, stack_actions
 from fedgames.envs.batch import BatchStep, EpisodeBatch
+from fedgames.envs.health import Health
 from fedgames.envs.participation.game import (
     OBSERVATION_FIELDS,
     Outcome,
@@ -62,6 +65,7 @@ class ParticipationEnv(ProtocolEnv):
         self._state: RoundState | None = None
         self._last: Outcome | None = None
         self._monitor: Monitor | None = None  # SPEC §9, built at the first step under the protocol in force
+        self._health = Health.start(1)
 
     def validate_protocol(self, protocol: Protocol) -> None:
         self.game.validate_protocol(protocol)
@@ -85,6 +89,7 @@ class ParticipationEnv(ProtocolEnv):
         self._state = self.game.start(1)
         self._last = None
         self._monitor = None
+        self._health = Health.start(1)
         return self._observations(), {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -92,7 +97,9 @@ class ParticipationEnv(ProtocolEnv):
         assert self._world is not None and self._state is not None
         protocol = self.active_protocol
         checked = protocol.check_actions(stack_actions(actions, self.agents, 2), self.agents)
-        outcome = self.game.play_round(protocol, self._world, self._state, checked, self._rng)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is flagged by the health check
+            outcome = self.game.play_round(protocol, self._world, self._state, checked, self._rng)
+        outcome = screened(outcome, self._health, self._state.round)
         self._last = outcome
         if self._monitor is None:
             self._monitor = game_monitor(self.game, protocol)
@@ -112,9 +119,10 @@ class ParticipationEnv(ProtocolEnv):
                 "payment": float(self._state.payment[0, i]),
                 "monitor": monitor,
             }
+            | self._health.infos(0)
             for i, a in enumerate(agents)
         }
-        done = self._state.round >= self.rounds
+        done = self._state.round >= self.rounds or self._health.count > 0
         self.agents = [] if done else agents
         return (
             self._observations(),
@@ -164,25 +172,40 @@ class ParticipationBatch(EpisodeBatch):
         self.game = game
         self._world: World | None = None
         self._state: RoundState | None = None
+        self._health = Health.start(size)
 
     def reset(self) -> np.ndarray:
         self._world = self.game.sample_world(self.rng, self.size)
         self._state = self.game.start(self.size)
+        self._health = Health.start(self.size)
         return self.game.observe(self._world, self._state)
 
     def step(self, actions: np.ndarray) -> BatchStep:
         if self._world is None or self._state is None or self._state.round >= self.game.rounds:
             raise RuntimeError("call reset() before step(), and again after the last round")
-        outcome = self.game.play_round(
-            self.protocol, self._world, self._state, self.protocol.check_actions(actions), self.rng
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is flagged by the health check
+            outcome = self.game.play_round(
+                self.protocol, self._world, self._state, self.protocol.check_actions(actions), self.rng
+            )
+        outcome = screened(outcome, self._health, self._state.round)
         return BatchStep(
             self.game.observe(self._world, self._state),
             outcome.rewards,
             self._state.round >= self.game.rounds,
             outcome,
             outcome.payments,
+            self._health,
         )
 
 
-__all__ = ["ParticipationBatch", "ParticipationEnv"]
+def screened(outcome: Outcome, health: Health, round_played: int) -> Outcome:
+    """``outcome`` of round ``round_played`` checked for numerical health (:mod:`~fedgames.envs.health`):
+    ``health`` records the episodes whose payments or rewards are not finite; their rewards and payments are 0
+    from that round on."""
+    health.check(round_played, payment=outcome.payments, reward=outcome.rewards)
+    if not health.count:
+        return outcome
+    return replace(outcome, rewards=health.silence(outcome.rewards), payments=health.silence(outcome.payments))
+
+
+__all__ = ["ParticipationBatch", "ParticipationEnv", "screened"]
