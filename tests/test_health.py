@@ -156,3 +156,20 @@ def test_participation_overflowing_payment_is_flagged():
     batch.reset()
     step = batch.step(np.tile([1.0, 0.0], (3, len(env.possible_agents), 1)))
     assert step.health.count == 3 and np.all(step.rewards == 0.0) and np.all(step.payments == 0.0)
+
+
+def test_training_view_counts_diverged_games():
+    """The learners' batched view of the diverging FedSGD run: finite rewards, and every finished game counted
+    as played and as diverged (what training reports)."""
+    from fedgames.agents import ConstantPolicy
+    from fedgames.train.best_response_env import BestResponseVecEnv
+
+    env = fedgames.make("fedsgd_v0", **DIVERGING)
+    others = {a: ConstantPolicy([10.0]) for a in env.possible_agents[1:]}
+    vec = BestResponseVecEnv(env, "player_0", others, n_envs=3, seed=0)
+    vec.reset()
+    for _ in range(DIVERGING["rounds"]):
+        vec.step_async(np.ones((3, 1)))
+        _, rewards, dones, _ = vec.step_wait()
+        assert np.all(np.isfinite(rewards))
+    assert dones.all() and vec.games_played == 3 and vec.games_diverged == 3

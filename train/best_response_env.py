@@ -16,6 +16,7 @@ player's action bounds.
 from __future__ import annotations
 
 import itertools
+import weakref
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,6 +43,8 @@ def _check_roles(env: ParallelEnv, player: str, others: Mapping[str, Policy]) ->
 
 
 _VIEW_TOKENS = itertools.count()
+_DRIVING_VIEW: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""Which view last reset each env (its token): kept here, not written into the env, which is not ours to change."""
 
 
 class BestResponseEnv(gym.Env):
@@ -77,11 +80,11 @@ class BestResponseEnv(gym.Env):
         if seed is not None:
             self._policy_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
         self._observations, infos = self.env.reset(seed=seed, options=options)
-        self.env.unwrapped._driving_view = self._token  # the episode this view plays; see step
+        _DRIVING_VIEW[self.env.unwrapped] = self._token  # the episode this view plays; see step
         return self._observations[self.player], infos[self.player]
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if getattr(self.env.unwrapped, "_driving_view", None) != self._token:
+        if _DRIVING_VIEW.get(self.env.unwrapped) != self._token:
             raise RuntimeError(
                 "this BestResponseEnv's episode was replaced: another view of the same env reset it "
                 "(give each view its own env, e.g. copy.deepcopy(env) in a vector env's factory, or use "
@@ -112,10 +115,16 @@ class BatchedGamesVecEnv(VecEnv):
     ``infos[k]["terminal_observation"]`` holds the finished episode's last observation and the returned
     observations start a new batch; before that ``dones`` are False. Subclasses say how the sub-envs map onto the
     batch's players (:meth:`_view`, :meth:`_joint_actions`, :meth:`_rewards`).
+
+    Numerical health (:mod:`~fedgames.envs.health`): a game that diverges gives rewards of 0 from the round it went
+    bad; :attr:`games_played` and :attr:`games_diverged` count the finished games and the diverged ones among
+    them, for training reports.
     """
 
     env: ParallelEnv
     n_games: int
+    games_played: int = 0
+    games_diverged: int = 0
     _rng: np.random.Generator
     _actions: np.ndarray | None
     _batch: EpisodeBatch | None
@@ -162,6 +171,8 @@ class BatchedGamesVecEnv(VecEnv):
             self._observations = step.observations
             return observations, rewards, np.zeros(self.num_envs, dtype=bool), [{} for _ in range(self.num_envs)]
         infos = [{"terminal_observation": observations[k], "TimeLimit.truncated": False} for k in range(self.num_envs)]
+        self.games_played += self.n_games
+        self.games_diverged += 0 if step.health is None else step.health.count
         return self._new_episodes(), rewards, np.ones(self.num_envs, dtype=bool), infos
 
     def close(self) -> None:
