@@ -8,7 +8,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,22 @@ def write_atomic(path: str | Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    for listener in _LISTENERS:
+        listener(target)
+
+
+_LISTENERS: list[Callable[[Path], None]] = []
+
+
+@contextmanager
+def written_files(listener: Callable[[Path], None]) -> Iterator[None]:
+    """Call ``listener`` with the path of every file :func:`write_atomic` completes in the body (what a results
+    folder's manifest lists, :mod:`fedgames.run_folder`)."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
 
 
 def remove_orphan_temporaries(path: str | Path) -> None:
