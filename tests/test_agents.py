@@ -7,6 +7,7 @@ import pytest
 
 import fedgames
 from fedgames.agents import FixedPolicy, HonestPolicy, Policy, RandomPolicy, profile_policies, theory_best_response
+from fedgames.envs.batch import episode_batch
 from fedgames.envs.mean_estimation.theory import Profile, bounded_equilibrium
 from fedgames.eval import Episodes, simulate, simulate_loop
 
@@ -199,29 +200,63 @@ def fixed_profile_policies(env):
     }
 
 
-@pytest.mark.parametrize(
-    "mechanisms, has_payment",
-    [
-        ([], False),
-        (["noisy_response:C=0.5", "side_payment:C=0.3"], True),
-    ],
-)
-def test_simulate_and_simulate_loop_agree(mechanisms, has_payment):
+def dyadic_policies(env):
+    """Fixed actions that float32 holds exactly (the PettingZoo loop sends float32 actions, the batch float64)."""
+    d = env.unwrapped.game.dim
+    return {
+        "player_0": FixedPolicy(1.0, 0.25, np.full(d, 0.375)),
+        "player_1": HonestPolicy(d),
+        "player_2": FixedPolicy(0.5, 0.625, np.linspace(-0.5, 0.5, d)),
+    }
+
+
+REPLAYED_STACKS = [
+    [],
+    ["noisy_response:C=0.5", "side_payment:C=0.3"],
+    ["robust_aggregation:rule=median", "noisy_response:C=0.25", "side_payment:C=0.3,balanced=true"],
+]
+
+
+@pytest.mark.parametrize("mechanisms", REPLAYED_STACKS)
+def test_simulate_loop_replays_the_batched_stages_exactly(mechanisms):
+    """The PettingZoo loop seeded with ``s`` and the batched stages drawing, one episode per batch, from
+    ``default_rng(s)`` (what ``reset(seed=s)`` gives the env) play the same episodes: rewards, squared errors and
+    payments agree to the last bit."""
     env = make(mechanisms, n_players=3, dim=2)
-    policies = fixed_profile_policies(env)
-    fast = simulate(env, policies, episodes=20000, seed=1)
-    slow = simulate_loop(env, policies, episodes=2500, seed=2)
-    assert isinstance(fast, Episodes) and isinstance(slow, Episodes)
-    assert fast.rewards.shape == (20000, 3) and slow.rewards.shape == (2500, 3)
-    assert (fast.payments is not None) == has_payment and (slow.payments is not None) == has_payment
-    fields = ["rewards", "sq_error"] + (["payments"] if has_payment else [])
-    for field in fields:
-        m1, se1 = fast.mean_and_se(field)
-        m2, se2 = slow.mean_and_se(field)
-        assert np.all(se1 > 0) and np.all(se2 > 0)
-        z = np.abs(m1 - m2) / np.sqrt(se1**2 + se2**2)
-        assert np.all(z < 4), (field, m1, m2, z)
-    if not has_payment:
+    policies, agents, episodes, seed = dyadic_policies(env), env.possible_agents, 300, 7
+    slow = simulate_loop(env, policies, episodes=episodes, seed=seed)
+    rng, rewards, sq_error, payments = np.random.default_rng(seed), [], [], []
+    for _ in range(episodes):
+        batch = episode_batch(env, 1, rng)
+        observations = batch.reset()
+        step = batch.step(np.stack([policies[a].act(observations[:, i], rng) for i, a in enumerate(agents)], axis=1))
+        rewards.append(step.rewards[0])
+        sq_error.append(step.outcome.sq_error[0])
+        payments.append(None if step.payments is None else step.payments[0])
+    np.testing.assert_array_equal(slow.rewards, np.array(rewards))
+    np.testing.assert_array_equal(slow.sq_error, np.array(sq_error))
+    if payments[0] is None:
+        assert slow.payments is None
+    else:
+        np.testing.assert_array_equal(slow.payments, np.array(payments))
+    assert np.unique(slow.rewards[:, 0]).size == episodes  # the episodes differ: a replay of one would not do
+
+
+@pytest.mark.parametrize("mechanisms", REPLAYED_STACKS)
+def test_simulate_rewards_are_eq_2_of_its_own_errors_and_payments(mechanisms):
+    """Every episode ``simulate`` returns, in several batches, satisfies [H] eq. (2) exactly:
+    ``R_i = (1/(N-1)) sum_{j != i} ||theta_j - mu||^2 - lambda_i ||theta_i - mu||^2 - p_i``."""
+    lam = np.array([1.0, 0.5, 2.0])
+    env = make(mechanisms, n_players=3, dim=2, lam=lam.tolist())
+    fast = simulate(env, dyadic_policies(env), episodes=5000, seed=1, batch_size=1024)
+    assert isinstance(fast, Episodes) and fast.rewards.shape == fast.sq_error.shape == (5000, 3)
+    paid = 0.0 if fast.payments is None else fast.payments
+    others = (fast.sq_error.sum(axis=1, keepdims=True) - fast.sq_error) / 2
+    np.testing.assert_allclose(fast.rewards, others - lam * fast.sq_error - paid, rtol=1e-12, atol=1e-12)
+    assert (fast.payments is not None) == any("side_payment" in m for m in mechanisms)
+    if fast.payments is not None:
+        assert np.all(fast.payments.std(axis=0) > 0)
+    else:
         with pytest.raises(ValueError, match="payments"):
             fast.mean_and_se("payments")
 

@@ -115,13 +115,27 @@ def test_alpha_above_bounded_attack(alpha):
     assert "payment" in infos["player_0"]
 
 
-def test_float32_rounding_at_bounds_is_accepted():
-    # bounds that float32 cannot represent exactly: the space's own high must be accepted
+def test_float32_rounding_at_bounds_is_accepted_and_clipped():
+    """Bounds that float32 cannot represent exactly (A = 0.1, bias_max = 0.7): the space's own float32 bounds are
+    accepted, a component that rounding put past its bound is played as the bound itself (the same episode as
+    the float64 action clipped to the exact bounds), and a value past float32 rounding (1e-4 relative) is
+    refused."""
     env = make(["bounded_attack:A=0.1"], alpha_max=0.3, bias_max=0.7)
+    exact_high, exact_low = np.array([0.1, 1.0, 0.7, 0.7]), np.array([0.0, 0.0, -0.7, -0.7])
+    for side, exact in (("high", exact_high), ("low", exact_low)):
+        bound = getattr(env.action_space("player_0"), side)
+        assert bound.dtype == np.float32 and np.any(bound.astype(np.float64) != exact)  # rounding is there to test
+        played = []
+        for actions in (bound, np.clip(bound.astype(np.float64), exact_low, exact_high)):
+            env.reset(seed=0)
+            _, rewards, _, _, infos = env.step({a: actions.copy() for a in env.agents})
+            played.append((list(rewards.values()), [infos[a]["message"] for a in env.possible_agents]))
+        assert played[0][0] == played[1][0]
+        np.testing.assert_array_equal(played[0][1], played[1][1])
     env.reset(seed=0)
-    env.step({a: env.action_space(a).high.copy() for a in env.agents})
-    env.reset(seed=0)
-    env.step({a: env.action_space(a).low.copy() for a in env.agents})
+    beyond = exact_high * np.array([1 + 1e-4, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"player_1.*alpha.*\[0, 0.1\]"):
+        env.step(with_action(env, beyond))
 
 
 def test_step_after_episode_end_raises_runtime_error():

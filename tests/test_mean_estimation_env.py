@@ -4,6 +4,7 @@ infos, composition of wrappers, rendering and the PettingZoo registry."""
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -474,10 +475,26 @@ def test_render_ansi(mechanisms):
     env.reset(seed=0)
     before = env.render()
     assert isinstance(before, str) and before
-    env.step(random_actions(env, np.random.default_rng(0)))
-    after = env.render()
-    assert isinstance(after, str)
-    assert all(a in after for a in env.possible_agents)
+    for episode in range(2):  # the second rendering shows the second step, not the first
+        if episode:
+            env.reset()
+            assert env.render() == before  # a new episode has no step to show yet
+        _, rewards, _, _, infos = env.step(random_actions(env, np.random.default_rng(episode)))
+        after = env.render()
+        assert isinstance(after, str)
+        lines = after.splitlines()
+        for agent in env.possible_agents:  # its squared error and its reward, to the digits printed
+            (line,) = [line for line in lines if re.search(rf"\b{agent}\b", line)]
+            shown = rendered_numbers(line.split(agent, 1)[1])
+            assert any(abs(v - infos[agent]["sq_error"]) <= 5e-5 for v in shown), (line, infos[agent]["sq_error"])
+            assert any(abs(v - rewards[agent]) <= 5e-5 for v in shown), (line, rewards[agent])
+        shown = rendered_numbers(lines[0])
+        for value in infos["player_0"]["server_estimate"]:  # the server's estimate, to 3 decimals
+            assert any(abs(v - value) <= 5e-4 for v in shown), (lines[0], value)
+
+
+def rendered_numbers(text):
+    return [float(x) for x in re.findall(r"[-+]?\d+\.\d+(?:e[-+]?\d+)?", text)]
 
 
 def test_render_none_mode_returns_none():
