@@ -1,16 +1,11 @@
-"""Agents: the policy interface and scripted strategies."""
+"""Agents: the policy interface, the learned and generic scripted policies, and (re-exported from their games'
+folders) the games' own scripted agents."""
 
 from fedgames.agents.learned import SB3Policy
-from fedgames.agents.participation import MyopicParticipant
-from fedgames.agents.policy import Policy
-from fedgames.agents.scripted import (
-    ConstantPolicy,
-    FixedPolicy,
-    HonestPolicy,
-    RandomPolicy,
-    profile_policies,
-    theory_best_response,
-)
+from fedgames.agents.scripted import RandomPolicy
+from fedgames.envs.mean_estimation.agents import FixedPolicy, HonestPolicy, profile_policies, theory_best_response
+from fedgames.envs.participation.agents import MyopicParticipant
+from fedgames.envs.policy import ConstantPolicy, Policy, constant_policies
 
 __all__ = [
     "ConstantPolicy",
@@ -20,6 +15,7 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "SB3Policy",
+    "constant_policies",
     "profile_policies",
     "theory_best_response",
 ]

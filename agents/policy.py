@@ -1,40 +1,6 @@
-"""The policy interface every fedgames agent implements (scripted now, learned ones later)."""
+"""The policy interface every fedgames agent implements (defined beside the game contract,
+:mod:`fedgames.envs.policy`, so that a game's folder can hold its scripted agents)."""
 
-from __future__ import annotations
+from fedgames.envs.policy import Policy
 
-from abc import ABC, abstractmethod
-from typing import Any
-
-import numpy as np
-
-
-class Policy(ABC):
-    """A strategy for one player: observations to actions, batched over any leading axes.
-
-    ``act(obs, rng)`` maps ``(..., obs_dim)`` observations to ``(..., act_dim)`` actions; the batched Monte Carlo
-    paths call it once for thousands of episodes. ``predict`` mirrors Stable-Baselines3's signature so scripted
-    and learned policies are interchangeable.
-    """
-
-    @abstractmethod
-    def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Actions for a batch of observations."""
-
-    def seed(self, seed: int | None = None) -> None:
-        """Seed the generator :meth:`predict` draws from (Gymnasium's ``space.seed``): unseeded, each policy draws
-        from fresh OS entropy."""
-        self._predict_rng = np.random.default_rng(seed)
-
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: Any = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = True,
-    ) -> tuple[np.ndarray, Any]:
-        """SB3-style ``(action, state)``. A scripted policy is its own distribution, so ``deterministic`` does not
-        change it: a stochastic one draws from its generator (:meth:`seed`). Learned policies
-        (:class:`~fedgames.agents.SB3Policy`) pass ``deterministic`` on to their model."""
-        if not hasattr(self, "_predict_rng"):
-            self.seed()
-        return self.act(np.asarray(observation), self._predict_rng), state
+__all__ = ["Policy"]

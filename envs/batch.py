@@ -6,13 +6,14 @@ envs, the oracles — drive, whatever the game's length: ``reset()`` starts ``si
 observation, ``step(actions)`` plays one env step in all of them. Every episode of a batch has the same number of
 steps (the game's ``horizon``), so the batch ends as a whole.
 
-- One-round games (the mean-estimation game) offer ``sample_world / observe / play`` on their ``game``;
-  :class:`OneRoundBatch` turns these into a batch whose first step ends it.
-- A multi-round env supplies its own batch through an ``episode_batch(protocol, size, rng)`` method (``fedsgd_v0``:
-  one step = one FedSGD round) and a ``rounds`` attribute (its horizon).
+- Every game supplies its batch through the contract's ``episode_batch(protocol, size, rng)``
+  (:class:`~fedgames.envs.contract.GameEnv`) and says its horizon in ``rounds`` (``fedsgd_v0``: one step = one
+  FedSGD round).
+- A one-round game with ``sample_world / observe / play`` stages (the mean-estimation game) returns a
+  :class:`OneRoundBatch`, a batch whose first step ends it.
 
 How many episodes the tools hold in memory at once is their ``batch_size`` (:func:`resolve_batch_size`): by default
-the env's ``default_batch_size`` where it has one (``fedsgd_v0``: from its model's size), else :data:`BATCH_SIZE`.
+the game's ``default_batch_size`` (``fedsgd_v0``: from its model's size; :data:`BATCH_SIZE` by default).
 """
 
 from __future__ import annotations
@@ -105,18 +106,19 @@ class OneRoundBatch(EpisodeBatch):
 
 def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> EpisodeBatch:
     """A batch of ``size`` episodes of ``env`` (mechanism wrappers included: the outermost protocol is played)."""
-    protocol = env.protocol  # type: ignore[attr-defined]
-    make = getattr(env.unwrapped, "episode_batch", None)
-    if make is not None:
-        return make(protocol, size, rng)
-    return OneRoundBatch(env.unwrapped.game, protocol, size, rng)  # type: ignore[attr-defined]
+    from fedgames.envs.contract import game_of
+
+    return game_of(env).episode_batch(env.protocol, size, rng)  # type: ignore[attr-defined]
 
 
 def resolve_batch_size(env: ParallelEnv, batch_size: int | None) -> int:
     """Episodes to play at once: ``batch_size`` checked (an integer >= 1, else ``ValueError``), or for ``None`` the
-    env's ``default_batch_size`` where it has one, else :data:`BATCH_SIZE`."""
+    game's ``default_batch_size`` (:class:`~fedgames.envs.contract.GameEnv`: :data:`BATCH_SIZE` unless the game
+    says otherwise)."""
+    from fedgames.envs.contract import game_of
+
     if batch_size is None:
-        return int(getattr(env.unwrapped, "default_batch_size", BATCH_SIZE))
+        return int(game_of(env).default_batch_size)
     return integer("batch_size", batch_size, 1)
 
 
@@ -130,8 +132,10 @@ def learner_games(env: ParallelEnv, n_envs: int | None, default: int, name: str 
 
 
 def horizon(env: ParallelEnv) -> int:
-    """Steps per episode: the env's ``rounds`` for a multi-round game, else 1."""
-    return int(getattr(env.unwrapped, "rounds", 1))
+    """Steps per episode: the game's ``rounds`` (1 for a one-round game)."""
+    from fedgames.envs.contract import game_of
+
+    return int(game_of(env).rounds)
 
 
 __all__ = [

@@ -18,7 +18,7 @@ server's named stages, each replaceable by one mechanism) and:
 - ``honest_policies(protocol)`` and the named scripted profiles (``profile_names``, :meth:`GameEnv.named_policies`,
   :meth:`GameEnv.policies_from_values`): what ``--profile`` means for this game;
 - ``player_traits()``: the per-player configuration that tells players apart (the Nash check's player types);
-- ``theory(env)``: an optional closed-form :class:`TheoryAdapter` (the predicted equilibrium, the exact best reply
+- ``theory(protocol)``: an optional closed-form :class:`TheoryAdapter` (the predicted equilibrium, the exact best reply
   and payoff, Lipschitz constants, and the theory-vs-simulation rows), ``None`` where the game has none.
 
 Config convention
@@ -37,131 +37,27 @@ mechanisms, not to a game's config. ``config.to_dict()`` is the JSON-ready recor
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, runtime_checkable
+from typing import Protocol as Protocol_
 
 import numpy as np
 from pettingzoo import ParallelEnv
 
 from fedgames.envs.base import ProtocolEnv
 from fedgames.envs.batch import BATCH_SIZE, EpisodeBatch
+from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param
 from fedgames.envs.policy import Policy, constant_policies
 from fedgames.envs.protocol import Protocol
 from fedgames.errors import did_you_mean
-from fedgames.validation import integer, per_player, real
-
-Check = Callable[[str, Any, Any], Any]
-"""A field's check: ``check(name, value, config) -> normalised value``, raising ``ValueError`` naming ``name``."""
-
-C = TypeVar("C", bound="GameConfig")
-
-
-def param(default: Any, check: Check | None = None, per_player: bool = False) -> Any:
-    """A :class:`GameConfig` field with its ``default`` and ``check``; ``per_player``: its value is one number per
-    player (what :meth:`GameEnv.player_traits` reads)."""
-    return dataclasses.field(default=default, metadata={"check": check, "per_player": per_player})
-
-
-def at_least(minimum: int, maximum: int | None = None) -> Check:
-    """An integer in ``[minimum, maximum]`` (:func:`fedgames.validation.integer`)."""
-    return lambda name, value, config: integer(name, value, minimum, maximum)
-
-
-def number(minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False) -> Check:
-    """A finite float in ``[minimum, maximum]``, open at ``minimum`` with ``strict``."""
-    return lambda name, value, config: real(name, value, minimum, maximum, strict=strict)
-
-
-def each_player(minimum: float = 0.0, strict: bool = False, players: str = "n_players") -> Check:
-    """One number for everybody or one per player (the config's ``players`` field counts them), as an array."""
-    return lambda name, value, config: per_player(name, value, getattr(config, players), minimum, strict=strict)
-
-
-def one_of(choices: Sequence[Any]) -> Check:
-    """One of ``choices`` (a string gets a did-you-mean)."""
-
-    def check(name: str, value: Any, config: Any) -> Any:
-        if value not in choices:
-            close = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
-            raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}{close}")
-        return value
-
-    return check
-
-
-def flag() -> Check:
-    """``True`` or ``False``."""
-
-    def check(name: str, value: Any, config: Any) -> bool:
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return bool(value)
-
-    return check
-
-
-@dataclasses.dataclass(frozen=True)
-class GameConfig:
-    """Base of every game's configuration (the convention in this module's docstring).
-
-    Subclasses are frozen dataclasses whose fields are :func:`param` s; ``game`` (a class variable) is the env's
-    name, used in error messages.
-    """
-
-    game: ClassVar[str] = "game"
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            check = field.metadata.get("check")
-            if check is not None:
-                object.__setattr__(self, field.name, check(field.name, getattr(self, field.name), self))
-        self.validate()
-
-    def validate(self) -> None:
-        """Rules that read several fields (after each field's own check); none by default."""
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        """The parameter names, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_kwargs(cls: type[C], **kwargs: Any) -> C:
-        """The config of ``kwargs``; an unknown name is a ``ValueError`` naming the close matches."""
-        names = cls.names()
-        for name in kwargs:
-            if name not in names:
-                raise ValueError(
-                    f"{cls.game}: unknown parameter {name!r}{did_you_mean(name, names)} (parameters: {list(names)})"
-                )
-        return cls(**kwargs)
-
-    def per_player_names(self) -> tuple[str, ...]:
-        """The fields that hold one value per player."""
-        return tuple(f.name for f in dataclasses.fields(self) if f.metadata.get("per_player"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{name: value}`` (arrays as lists), in declaration order."""
-        return {name: _plain(getattr(self, name)) for name in self.names()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 class TheoryAdapter(ABC):
     """A game's closed forms under one env's mechanisms, in terms of constant action profiles ``(N, k)``.
 
     The Nash check uses :meth:`best_response` (the predicted reply it reports beside the learned one) and
-    :meth:`lipschitz` (turning a grid search into an upper bound on regret); ``fedgames simulate`` uses
+    :meth:`payoff` (exact payoffs); ``fedgames simulate`` uses
     :meth:`predicted_actions` (``--profile theory``), :meth:`expected` (theory vs simulation) and :meth:`payoff`
     (the reward-against-own-action plot).
 
@@ -196,32 +92,6 @@ class TheoryAdapter(ABC):
         component; the report's one-line summary shows the entries with one number per player)."""
         return {name: actions[:, k].tolist() for k, name in enumerate(self.action_names)}
 
-    def lipschitz(self, actions: np.ndarray, i: int, components: list[int], points: int = 101) -> np.ndarray:
-        """Largest ``|d E R_i / d a_c|`` over the box of each of the given components (the others fixed at
-        ``actions``), from :meth:`payoff` on a ``points``-per-axis grid: a first difference is the slope at some
-        point of its step (mean value theorem) and the slope moves by at most ``h sup|u''|`` within a step, so
-        ``max|first difference|/h + max|second difference|/h`` bounds it, up to the error of the second-difference
-        estimate of ``sup|u''|`` (``O(h)`` smaller for smooth payoffs)."""
-        low, high = self.low, self.high
-        axes = [np.linspace(low[c], high[c], points) for c in components]
-        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(components))
-        values = np.empty(len(grid))
-        for g, point in enumerate(grid):
-            trial = np.array(actions, dtype=float)
-            trial[i, components] = point
-            values[g] = self.payoff(trial, i)
-        values = values.reshape([points] * len(components))
-        constants = []
-        for k, c in enumerate(components):
-            if high[c] <= low[c]:
-                constants.append(0.0)
-                continue
-            h = axes[k][1] - axes[k][0]
-            first = np.max(np.abs(np.diff(values, axis=k))) / h
-            second = np.max(np.abs(np.diff(values, n=2, axis=k))) / h if points > 2 else 0.0
-            constants.append(float(first + second))
-        return np.array(constants)
-
 
 class GameEnv(ProtocolEnv, ABC):
     """The contract every fedgames env implements (this module's docstring lists what it offers).
@@ -243,6 +113,9 @@ class GameEnv(ProtocolEnv, ABC):
     profile_defaults: ClassVar[Mapping[str, float]] = {}
     """The value of an action component a values profile leaves out (0 where not listed)."""
 
+    grid_components: ClassVar[tuple[str, ...]] = ()
+    """The action components ``fedgames check --oracle grid`` searches over; empty: all of them."""
+
     @abstractmethod
     def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> EpisodeBatch:
         """``size`` episodes of this game under ``protocol`` (a mechanism-wrapped env's), advanced together."""
@@ -257,11 +130,11 @@ class GameEnv(ProtocolEnv, ABC):
         """Honest play under ``protocol`` as one policy per agent (the profile mechanisms aim to make an
         equilibrium)."""
 
-    def named_policies(self, name: str, env: ParallelEnv) -> dict[str, Policy]:
-        """The named profile ``name`` (one of :attr:`profile_names`) of ``env`` (this game, mechanisms included);
+    def named_policies(self, name: str, protocol: Protocol) -> dict[str, Policy]:
+        """The named profile ``name`` (one of :attr:`profile_names`) under ``protocol`` (a mechanism-wrapped env's);
         by default ``honest`` alone."""
         if name == "honest":
-            return self.honest_policies(env.protocol)  # type: ignore[attr-defined]
+            return self.honest_policies(protocol)
         raise ValueError(f"unknown profile {name!r}{did_you_mean(name, self.profile_names)}")
 
     def policies_from_values(self, values: Mapping[str, Any]) -> dict[str, Policy]:
@@ -281,8 +154,9 @@ class GameEnv(ProtocolEnv, ABC):
         n = len(self.possible_agents)
         return np.stack([np.broadcast_to(getattr(self.config, name), (n,)) for name in names], axis=-1).reshape(n, -1)
 
-    def theory(self, env: ParallelEnv) -> TheoryAdapter | None:
-        """The closed forms of ``env`` (this game, mechanisms included), or ``None`` where there are none."""
+    def theory(self, protocol: Protocol) -> TheoryAdapter | None:
+        """The closed forms of this game under ``protocol`` (a mechanism-wrapped env's), or ``None`` where there
+        are none."""
         return None
 
 
@@ -293,6 +167,23 @@ def per_player_values(values: Mapping[str, Any], key: str, shape: tuple[int, ...
         return np.broadcast_to(value, shape)
     except ValueError:
         raise ValueError(f"{key} takes one value or one per player ({shape[0]}), got {value.size} values") from None
+
+
+@runtime_checkable
+class ActionProfile(Protocol_):
+    """Anything that lists a constant action per player (the mean-estimation ``Profile``)."""
+
+    def actions(self) -> np.ndarray: ...
+
+
+def as_actions(profile: ActionProfile | np.ndarray) -> np.ndarray:
+    """A constant profile's actions ``(N, k)``: ``profile.actions()``, or the array itself."""
+    return np.asarray(profile.actions() if isinstance(profile, ActionProfile) else profile, dtype=float)
+
+
+def closed_form(env: ParallelEnv) -> TheoryAdapter | None:
+    """The closed forms of ``env`` with its mechanisms (:meth:`GameEnv.theory`), or ``None`` where there are none."""
+    return game_of(env).theory(env.protocol)  # type: ignore[attr-defined]
 
 
 def game_of(env: ParallelEnv) -> GameEnv:
@@ -307,13 +198,16 @@ def game_of(env: ParallelEnv) -> GameEnv:
 
 
 __all__ = [
+    "ActionProfile",
     "GameConfig",
+    "game_of",
     "GameEnv",
     "TheoryAdapter",
+    "as_actions",
     "at_least",
+    "closed_form",
     "each_player",
     "flag",
-    "game_of",
     "number",
     "one_of",
     "param",

@@ -1,4 +1,6 @@
-"""Theory vs simulation for the mean-estimation game: per-player predicted and observed MSE, reward, payment.
+"""Theory vs simulation for any game with closed forms (:class:`~fedgames.envs.contract.TheoryAdapter`): per player,
+the predicted and observed value of each quantity the closed form gives (the mean-estimation game: MSE, reward,
+payment).
 
 ``compare_with_theory`` plays a profile through the env's batched stages and sets each Monte Carlo mean beside the
 closed form, with its standard error and the z-score. The report writes JSON, CSV and Markdown atomically.
@@ -13,9 +15,9 @@ from typing import Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from fedgames.agents.scripted import profile_policies
 from fedgames.envs.batch import resolve_batch_size
-from fedgames.envs.mean_estimation import theory
+from fedgames.envs.contract import ActionProfile, as_actions, closed_form, game_of
+from fedgames.envs.policy import constant_policies
 from fedgames.eval.montecarlo import simulate
 from fedgames.files import csv_text
 
@@ -101,7 +103,7 @@ class AgreementReport:
             "",
             f"- mechanisms: {', '.join(self.mechanisms) or 'none'}",
             f"- config: {json.dumps(self.config)}",
-            f"- profile: alpha={self.profile['alpha']}, beta={self.profile['beta']}",
+            "- profile: " + ", ".join(f"{k}={v}" for k, v in self.profile.items() if np.ndim(v) == 1),
             f"- {self.episodes} episodes ({self.batch_size} at a time), seed {self.seed}; agreement: |z| < "
             f"{AGREEMENT_Z} (SE from the samples)",
             f"- {self.verdict()}",
@@ -119,90 +121,38 @@ class AgreementReport:
 
 def compare_with_theory(
     env: ParallelEnv,
-    profile: theory.Profile,
+    profile: ActionProfile | np.ndarray,
     episodes: int = 100_000,
     seed: int = 0,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> AgreementReport:
-    """Simulate ``profile`` on ``env`` (mechanisms included) and compare with Thm 4.1 / D.1 / B.2 / 5.1.
+    """Simulate the constant ``profile`` (a mean-estimation ``Profile``, or actions ``(N, k)``) on ``env``
+    (mechanisms included) and set each Monte Carlo mean beside the closed form's expectation
+    (:meth:`~fedgames.envs.contract.TheoryAdapter.expected`: for the mean-estimation game Thm 4.1 / D.1 / B.2 /
+    5.1). A ``ValueError`` for a game or mechanisms without closed forms.
 
     ``batch_size``: episodes simulated at once (``None``: the env's default, 65,536 for the mean-estimation game;
     see :func:`~fedgames.eval.montecarlo.simulate`)."""
-    setting = theory.Setting.from_env(env)
+    closed = closed_form(env)
+    if closed is None:
+        raise ValueError(f"{env.metadata['name']} with these mechanisms has no closed form to compare with")
+    actions = as_actions(profile)
     agents = env.possible_agents
     batch_size = resolve_batch_size(env, batch_size)
     results = simulate(
-        env, profile_policies(profile, agents), episodes, seed=seed, batch_size=batch_size, progress=progress
+        env, constant_policies(actions, agents), episodes, seed=seed, batch_size=batch_size, progress=progress
     )
-    predicted = {
-        "sq_error": theory.expected_mse(profile, setting.nu, setting.noise_C),
-        "reward": theory.expected_reward(profile, setting),
-    }
-    observed = {"sq_error": results.mean_and_se("sq_error"), "reward": results.mean_and_se("rewards")}
-    if results.payments is not None:
-        predicted["payment"] = sum(
-            (theory.expected_payment(profile, setting.nu, C, balanced) for C, balanced in setting.payments),
-            np.zeros(len(agents)),
-        )
-        observed["payment"] = results.mean_and_se("payments")
-    game = env.unwrapped.game  # type: ignore[attr-defined]
     report = AgreementReport(
         env=env.metadata["name"],
         mechanisms=[m.spec() for m in env.protocol.mechanisms],  # type: ignore[attr-defined]
-        config=game_config(game),
-        profile={"alpha": profile.alpha.tolist(), "beta": profile.beta.tolist(), "bias": profile.bias.tolist()},
+        config=game_of(env).config.to_dict(),
+        profile=closed.describe(actions),
         episodes=episodes,
         seed=seed,
         batch_size=batch_size,
     )
-    for quantity, values in predicted.items():
-        mean, se = observed[quantity]
+    for quantity, (values, record) in closed.expected(actions).items():
+        mean, se = results.mean_and_se(record)
         report.rows += [Row(a, quantity, float(values[i]), float(mean[i]), float(se[i])) for i, a in enumerate(agents)]
     return report
-
-
-def game_config(game: Any) -> dict[str, Any]:
-    """The public configuration of a game (or env) object, JSON-ready: the mean-estimation game's parameters, the
-    FedSGD game's (those of ``FedSGDGame`` and of the ``fedsgd_v0`` env) and the participation game's."""
-    names = (
-        "n_players",
-        "n_samples",
-        "dim",
-        "sigma",
-        "sigma_star",
-        "lam",
-        "alpha_max",
-        "bias_max",
-        "prior_std",
-        "sigma_cv",
-        "rounds",
-        "utility",
-        "active",
-        "lr",
-        "lr_value",
-        "strong_convexity",
-        "eta",
-        "radius",
-        "noise_norm",
-        "weighting",
-        "batch_fraction",
-        "n_clients",
-        "phi",
-        "w",
-        "gamma",
-        "delta",
-        "q0",
-        "outside",
-        "c_mean",
-        "c_std",
-        "score_noise",
-        "challenge_noise",
-        "welfare",
-        "kappa",
-        "h",
-        "z0",
-        "rejoin",
-        "initial_participation",
-    )
-    return {n: np.asarray(getattr(game, n)).tolist() for n in names if hasattr(game, n)}

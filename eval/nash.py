@@ -34,10 +34,9 @@ from tqdm.auto import tqdm
 from fedgames.agents.policy import Policy
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import resolve_batch_size
-from fedgames.eval.agreement import game_config
+from fedgames.envs.contract import closed_form, game_of
 from fedgames.eval.montecarlo import simulate
 from fedgames.eval.strategy import summarize_actions, summarize_policy
-from fedgames.eval.theory_hooks import closed_form
 from fedgames.files import write_atomic
 from fedgames.train.oracles import GridOracle, LearnedOracle, constant_actions
 from fedgames.validation import real
@@ -300,19 +299,15 @@ def _fmt(summary: Mapping[str, float] | None) -> str:
 
 
 def player_types(env: ParallelEnv, policies: Mapping[str, Policy]) -> list[list[str]]:
-    """Groups of interchangeable players: same per-player config (``lam``, ``sigma``, on the game or the env) and
-    the same candidate policy (equal constant actions, or the same object)."""
-    owners = (env.unwrapped.game, env.unwrapped)  # type: ignore[attr-defined]
-    per_player = []
-    for name in ("lam", "sigma"):
-        owner = next((o for o in owners if hasattr(o, name)), None)
-        if owner is not None:
-            per_player.append(np.asarray(getattr(owner, name)))
+    """Groups of interchangeable players: same per-player config (the game's
+    :meth:`~fedgames.envs.contract.GameEnv.player_traits`: ``lam``, ``sigma`` ...) and the same candidate policy
+    (equal constant actions, or the same object)."""
+    traits = game_of(env).player_traits()
 
     def key(i: int, agent: str) -> tuple:
         policy = policies[agent]
         strategy = tuple(policy.action) if isinstance(policy, ConstantPolicy) else id(policy)
-        return tuple(float(v[i]) for v in per_player) + (strategy,)
+        return tuple(float(v) for v in traits[i]) + (strategy,)
 
     groups: dict[tuple, list[str]] = {}
     for i, agent in enumerate(env.possible_agents):
@@ -465,7 +460,7 @@ def nash_check(
             )
         )
     mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
-    config = game_config(env.unwrapped.game) | game_config(env.unwrapped)  # type: ignore[attr-defined]
+    config = game_of(env).config.to_dict()
     return NashReport(
         env=env.metadata["name"],
         mechanisms=mechanisms,

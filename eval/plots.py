@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from fedgames.agents.scripted import profile_policies
-from fedgames.envs.mean_estimation import theory
+from fedgames.envs.contract import ActionProfile, as_actions, closed_form
+from fedgames.envs.policy import constant_policies
 from fedgames.eval.montecarlo import simulate
 from fedgames.files import write_atomic
 
@@ -78,37 +78,47 @@ def plot_learning_curves(report: NashReport, path: str | Path) -> Path:
 
 def plot_reward_vs_alpha(
     curves: Sequence[tuple[str, ParallelEnv]],
-    profile: theory.Profile,
+    profile: ActionProfile | np.ndarray,
     path: str | Path,
     player: int = 0,
     points: int = 9,
     episodes: int = 20_000,
     seed: int = 0,
 ) -> Path:
-    """Player ``player``'s expected reward against its own alpha, the others fixed at ``profile``, one curve per
-    ``(label, env)`` (e.g. several mechanism strengths, as [H] Fig. 1): closed form as lines, simulated means as
-    dots with 2-SE bars."""
+    """Player ``player``'s expected reward against its own first action component (``alpha``), the others fixed
+    at the constant ``profile`` (a mean-estimation ``Profile`` or actions ``(N, k)``), one curve per ``(label,
+    env)`` (e.g. several mechanism strengths, as [H] Fig. 1): closed form as lines
+    (:meth:`~fedgames.envs.contract.TheoryAdapter.payoff`), simulated means as dots with 2-SE bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    actions = as_actions(profile)
+    component = curves[0][1].protocol.action_names[0]  # type: ignore[attr-defined]
+
+    def deviation(env: ParallelEnv, value: float) -> np.ndarray:
+        trial = actions.copy()
+        trial[player, env.protocol.action_index(component)] = value  # type: ignore[attr-defined]
+        return trial
+
     for label, env in curves:
-        setting = theory.Setting.from_env(env)
+        closed = closed_form(env)
+        if closed is None:
+            raise ValueError(f"plot_reward_vs_alpha: {label} has no closed form")
         protocol = env.protocol  # type: ignore[attr-defined]
-        top = float(protocol.action_high[protocol.action_index("alpha")])
-        line = np.linspace(0.0, top, 200)
-        curve = [theory.expected_reward(profile.replace_player(player, alpha=a), setting)[player] for a in line]
-        (drawn,) = ax.plot(line, curve, label=label)
-        dots = np.linspace(0.0, top, points)
+        index = protocol.action_index(component)
+        low, top = float(protocol.action_low[index]), float(protocol.action_high[index])
+        line = np.linspace(low, top, 200)
+        (drawn,) = ax.plot(line, [closed.payoff(deviation(env, a), player) for a in line], label=label)
+        dots = np.linspace(low, top, points)
         means, errors = [], []
         for k, a in enumerate(dots):
-            deviation = profile.replace_player(player, alpha=a)
-            results = simulate(env, profile_policies(deviation, env.possible_agents), episodes, seed=seed + k)
-            mean, se = results.mean_and_se("rewards")
+            policies = constant_policies(deviation(env, a), env.possible_agents)
+            mean, se = simulate(env, policies, episodes, seed=seed + k).mean_and_se("rewards")
             means.append(mean[player])
             errors.append(2 * se[player])
         ax.errorbar(dots, means, yerr=errors, fmt="o", capsize=3, color=drawn.get_color())
     agent = curves[0][1].possible_agents[player]
     ax.set(
-        xlabel=f"alpha of {agent}",
+        xlabel=f"{component} of {agent}",
         ylabel="expected reward",
         title=f"lines: closed form; dots: simulation ({episodes} episodes, ±2 SE)",
     )

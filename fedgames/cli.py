@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 import fedgames
-from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
 
 
@@ -33,11 +32,9 @@ def _config(assignments: Sequence[str]) -> dict:
     return dict(parse_assignment(a, "-e/--env-config") for a in assignments)
 
 
-def _profile_values(text: str, allowed: tuple[str, ...], names: tuple[str, ...], usage: str) -> dict:
-    """The values of ``FILE.json`` or of ``'key=value;key=value'`` (keys among ``allowed``; ``names``: the named
-    profiles, for a 'did you mean'; ``usage`` lists the accepted forms for the error message)."""
-    if "=" not in text and not text.endswith(".json"):
-        raise ValueError(f"--profile: unknown profile {text!r}{did_you_mean(text, names)} (use {usage})")
+def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
+    """The values of ``FILE.json`` or of ``'key=value;key=value'`` (keys among ``allowed``; ``usage`` lists the
+    accepted forms for the error message)."""
     if text.endswith(".json"):
         try:
             return json.loads(Path(text).read_text())
@@ -52,97 +49,32 @@ def _profile_values(text: str, allowed: tuple[str, ...], names: tuple[str, ...],
     return values
 
 
-def _per_player(values: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """``values[key]`` (default 0) broadcast to ``shape``, whose first axis is the players."""
-    value = np.asarray(values.get(key, 0.0), dtype=float)
-    try:
-        return np.broadcast_to(value, shape)
-    except ValueError:
-        raise ValueError(
-            f"--profile: {key} takes one value or one per player ({shape[0]}), got {value.size} values"
-        ) from None
-
-
-def _profile(text: str, env):  # noqa: ANN001
-    """The mean-estimation game's profile: ``honest``, ``theory`` (the closed form's predicted equilibrium),
-    ``FILE.json`` or ``'alpha=A;beta=B'``."""
-    from fedgames.envs.mean_estimation import theory
-    from fedgames.envs.mean_estimation.game import MeanEstimationGame
-    from fedgames.eval.theory_hooks import closed_form, honest_profile_for
-
-    game, protocol = env.unwrapped.game, env.protocol
-    if not isinstance(game, MeanEstimationGame):
-        raise ValueError(
-            f"{env.metadata['name']} has no closed-form profiles: this command needs the mean-estimation game"
-        )
-    n, d = game.n_players, game.dim
-    closed = closed_form(env)
-    if text == "honest":
-        return honest_profile_for(env)
-    if text == "theory":
-        if closed is None:
-            raise ValueError("--profile theory: these mechanisms have no closed form; give honest, a file or values")
-        alpha_max = float(protocol.action_high[protocol.action_index("alpha")])
-        profile, converged = theory.predicted_equilibrium(closed.setting, d, alpha_max)
-        if not converged:
-            raise ValueError("best-response iteration did not converge: the theory predicts no equilibrium here")
-        return profile
-    values = _profile_values(
-        text, ("alpha", "beta"), ("honest", "theory"), "honest, theory, FILE.json or 'alpha=A;beta=B'"
-    )
-    return theory.Profile(
-        _per_player(values, "alpha", (n,)), _per_player(values, "beta", (n,)), _per_player(values, "bias", (n, d))
-    )
-
-
 def _policies(text: str, env) -> dict:  # noqa: ANN001
-    """The candidate profile as one policy per agent. Mean-estimation game: :func:`_profile`. FedSGD game:
-    ``honest`` (alpha = 0), ``FILE.json`` (``{"alpha": ...}``) or ``'alpha=A'``, one value or one per player,
-    played as a constant aggressiveness in every round."""
-    from fedgames.agents import ConstantPolicy, profile_policies
-    from fedgames.envs.fedsgd.game import FedSGDGame
-    from fedgames.envs.participation.game import ParticipationGame
-    from fedgames.eval.theory_hooks import honest_policies_for
+    """The candidate profile as one policy per agent, from the game contract
+    (:class:`~fedgames.envs.contract.GameEnv`): one of the game's named profiles (``honest``, and ``theory`` where
+    the game has one), ``FILE.json`` or ``'key=value;key=value'`` (the game's ``profile_keys``; one value or one per
+    player), played as constant actions in every round."""
+    from fedgames.envs.contract import game_of
 
-    if isinstance(env.unwrapped.game, ParticipationGame):
-        return _participation_policies(text, env)
-    if not isinstance(env.unwrapped.game, FedSGDGame):
-        return profile_policies(_profile(text, env), env.possible_agents)
-    if text == "honest":
-        return honest_policies_for(env)
-    if text == "theory":
-        raise ValueError(
-            "--profile theory: fedsgd_v0 has no closed-form equilibrium (Thm 6.1 only bounds best "
-            "responses); give honest, FILE.json or 'alpha=A'"
-        )
-    alpha = _per_player(
-        _profile_values(text, ("alpha",), ("honest",), "honest, FILE.json or 'alpha=A'"),
-        "alpha",
-        (len(env.possible_agents),),
-    )
-    return {agent: ConstantPolicy([a]) for agent, a in zip(env.possible_agents, alpha)}
+    game = game_of(env)
+    keys = game.profile_keys or tuple(env.protocol.action_names)
+    usage = ", ".join(game.profile_names) + ", FILE.json or '" + ";".join(f"{k}={k[0].upper()}" for k in keys) + "'"
+    try:
+        if "=" not in text and not text.endswith(".json"):
+            return game.named_policies(text, env.protocol)
+        return game.policies_from_values(_profile_values(text, keys, usage))
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith("--profile") else f"--profile: {message}") from None
 
 
-def _participation_policies(text: str, env) -> dict:  # noqa: ANN001
-    """participation_v0: ``honest`` (take part, ``u = 0``), ``theory`` (take part with the manipulation that is a
-    best reply to itself at full participation, :func:`~fedgames.envs.participation.theory.symmetric_manipulation`),
-    ``FILE.json`` or ``'participate=P;u=U'``, one value or one per player, constant in every round."""
+def _constant_profile(policies: dict, env) -> np.ndarray:  # noqa: ANN001
+    """The ``(N, k)`` actions of constant policies (what the closed forms take)."""
     from fedgames.agents import ConstantPolicy
-    from fedgames.envs.participation import theory
-    from fedgames.eval.theory_hooks import honest_policies_for
 
-    n = len(env.possible_agents)
-    if text == "honest":
-        return honest_policies_for(env)
-    if text == "theory":
-        setting = env.unwrapped.game.setting(env.protocol)
-        values = {"participate": 1.0, "u": theory.symmetric_manipulation(setting)}
-    else:
-        values = _profile_values(
-            text, ("participate", "u"), ("honest", "theory"), "honest, theory, FILE.json or 'participate=P;u=U'"
-        )
-    columns = [_per_player({"participate": 1.0} | values, key, (n,)) for key in ("participate", "u")]
-    return {agent: ConstantPolicy(np.array([p, u])) for agent, p, u in zip(env.possible_agents, *columns)}
+    if not all(isinstance(policies[agent], ConstantPolicy) for agent in env.possible_agents):
+        raise ValueError("--profile: the closed forms need a profile of constant actions")
+    return np.stack([policies[agent].action for agent in env.possible_agents])
 
 
 def _n_envs(args: argparse.Namespace, env) -> int:  # noqa: ANN001
@@ -174,7 +106,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedgames.files import write_atomic
 
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
-    profile = _profile(args.profile, env)
+    profile = _constant_profile(_policies(args.profile, env), env)
     report = compare_with_theory(env, profile, episodes=args.episodes, seed=args.seed, progress=not args.quiet)
     print(report.to_markdown())
     print(report.verdict())
@@ -233,9 +165,9 @@ def _given(value: Any, default: Any) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from fedgames.envs.contract import closed_form, game_of
     from fedgames.eval.nash import nash_check
     from fedgames.eval.plots import plot_reward_vs_alpha
-    from fedgames.eval.theory_hooks import closed_form
     from fedgames.train.oracles import make_oracle
 
     if args.quick:
@@ -247,7 +179,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     oracles = []
     for name in _given(args.oracle, ["ppo"]):
         if name == "grid":
-            components = [c for c in ("alpha", "beta", "participate", "u") if c in env.protocol.action_names]
+            components = list(game_of(env).grid_components or env.protocol.action_names)
             oracles.append(
                 make_oracle(
                     "grid",
@@ -290,7 +222,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             written.append(
                 plot_reward_vs_alpha(
                     _strength_variants(args),
-                    _profile(args.profile, env),
+                    _constant_profile(policies, env),
                     Path(args.out) / "payoff_vs_alpha.png",
                     episodes=5_000,
                     seed=args.seed,

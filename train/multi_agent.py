@@ -45,7 +45,7 @@ from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
 from fedgames.envs.batch import horizon, learner_games, resolve_batch_size
-from fedgames.eval.agreement import game_config
+from fedgames.envs.contract import game_of
 from fedgames.eval.montecarlo import recorded_play
 from fedgames.eval.strategy import summarize_steps
 from fedgames.files import write_atomic
@@ -221,10 +221,8 @@ _EVAL_KEY = 0x5EED
 
 
 def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
-    """The honest profile as policies (:func:`fedgames.eval.theory_hooks.honest_policies_for`)."""
-    from fedgames.eval.theory_hooks import honest_policies_for
-
-    return honest_policies_for(env)
+    """The honest profile as policies (the game's :meth:`~fedgames.envs.contract.GameEnv.honest_policies`)."""
+    return game_of(env).honest_policies(env.protocol)  # type: ignore[attr-defined]
 
 
 def strategy_summary(
@@ -278,12 +276,11 @@ def _jsonable(value: Any) -> Any:
 def _env_description(env: ParallelEnv) -> dict[str, Any]:
     """What identifies the game a run trains on: its name, agents, configuration (the game's public attributes and
     the env's own settings, such as ``fedsgd_v0``'s rounds and utility) and mechanism stack."""
-    game = env.unwrapped.game  # type: ignore[attr-defined]
     mechanisms = env.protocol.mechanisms  # type: ignore[attr-defined]
     return {
         "name": env.metadata.get("name"),
         "agents": list(env.possible_agents),
-        "game": {k: v for k, v in vars(game).items() if not k.startswith("_")} | game_config(env.unwrapped),
+        "game": game_of(env).config.to_dict(),
         "mechanisms": [m.spec() if hasattr(m, "spec") else type(m).__name__ for m in mechanisms],
     }
 

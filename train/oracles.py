@@ -407,7 +407,7 @@ class GridOracle:
             return None
         if isinstance(self.lipschitz, Mapping):
             return np.array([float(self.lipschitz[c]) for c in self.components])
-        from fedgames.eval.theory_hooks import closed_form
+        from fedgames.envs.contract import closed_form
 
         theory = closed_form(env)
         constant = constant_actions(env, policies)

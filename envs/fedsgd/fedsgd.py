@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from fedgames.envs.base import ProtocolEnv, stack_actions
+from fedgames.envs.base import stack_actions
 from fedgames.envs.batch import BATCH_SIZE
+from fedgames.envs.contract import GameEnv
 from fedgames.envs.fedsgd.batch import (
     OBSERVATION_SIZE,
     FedSGDBatch,
@@ -45,10 +46,12 @@ from fedgames.envs.fedsgd.batch import (
     observations,
 )
 from fedgames.envs.fedsgd.byzantine import AttackSpec
+from fedgames.envs.fedsgd.config import FedSGDConfig
 from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device, response_seed
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.envs.health import Health
+from fedgames.envs.policy import Policy, constant_policies
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
 from fedgames.errors import did_you_mean
@@ -88,7 +91,7 @@ def build_objective(
     return model, clients, (torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
 
 
-class FedSGDEnv(ProtocolEnv):
+class FedSGDEnv(GameEnv):
     """PettingZoo parallel env of the FedSGD game.
 
     Args:
@@ -148,6 +151,7 @@ class FedSGDEnv(ProtocolEnv):
         precision: str = "tf32",
         compile: bool | str = False,
     ) -> None:
+        self.config = FedSGDConfig(**{k: v for k, v in locals().items() if k in FedSGDConfig.names()})
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if utility not in UTILITIES:
@@ -207,6 +211,22 @@ class FedSGDEnv(ProtocolEnv):
     @property
     def messages_per_round(self) -> int:
         return self.game.active
+
+    def honest_policies(self, protocol: Protocol) -> dict[str, Policy]:
+        """``alpha = 0`` in every round: send the true gradient."""
+        return constant_policies(np.zeros((len(self.possible_agents), 1)), self.possible_agents)
+
+    def named_policies(self, name: str, protocol: Protocol) -> dict[str, Policy]:
+        if name == "theory":
+            raise ValueError(
+                "theory: fedsgd_v0 has no closed-form equilibrium (Thm 6.1 only bounds best responses); give "
+                "honest, FILE.json or 'alpha=A'"
+            )
+        return super().named_policies(name, protocol)
+
+    def player_traits(self) -> np.ndarray:
+        """Each player's ``lambda_i`` (attackers are not players)."""
+        return self.lam[:, None]
 
     @property
     def default_batch_size(self) -> int:

@@ -7,14 +7,14 @@ Nothing here imports PettingZoo.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from fedgames.envs.config import GameConfig, at_least, each_player, number, param
 from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
-from fedgames.validation import integer, per_player, real
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,11 @@ class Outcome:
     health: Health
 
 
-class MeanEstimationGame:
-    """Configuration and batched stages of the mean-estimation game (SPEC §1).
+@dataclass(frozen=True)
+class MeanEstimationConfig(GameConfig):
+    """The mean-estimation game's configuration (SPEC §1; the convention of :mod:`fedgames.envs.contract`).
 
-    Args:
+    Attributes:
         n_players: ``N >= 2``.
         n_samples: ``n >= 1`` samples per player (with ``n = 1`` the observed sample variance is 0: undefined).
         dim: ``d >= 1``.
@@ -68,29 +69,32 @@ class MeanEstimationGame:
             unchanged).
     """
 
-    def __init__(
-        self,
-        n_players: int = 3,
-        n_samples: int = 10,
-        dim: int = 2,
-        sigma: float | Sequence[float] = 1.0,
-        sigma_star: float = 0.5,
-        lam: float | Sequence[float] = 1.0,
-        alpha_max: float = 5.0,
-        bias_max: float = 1.0,
-        prior_std: float = 1.0,
-        sigma_cv: float = 0.0,
-    ) -> None:
-        self.n_players = integer("n_players", n_players, 2)
-        self.n_samples = integer("n_samples", n_samples, 1)
-        self.dim = integer("dim", dim, 1)
-        self.sigma = per_player("sigma", sigma, self.n_players, strict=True)
-        self.sigma_star = real("sigma_star", sigma_star)
-        self.lam = per_player("lam", lam, self.n_players)
-        self.alpha_max = real("alpha_max", alpha_max, strict=True)
-        self.bias_max = real("bias_max", bias_max)
-        self.prior_std = real("prior_std", prior_std)
-        self.sigma_cv = real("sigma_cv", sigma_cv)
+    game: ClassVar[str] = "mean_estimation_v0"
+
+    n_players: int = param(3, at_least(2))
+    n_samples: int = param(10, at_least(1))
+    dim: int = param(2, at_least(1))
+    sigma: Any = param(1.0, each_player(strict=True), per_player=True)
+    sigma_star: float = param(0.5, number())
+    lam: Any = param(1.0, each_player(), per_player=True)
+    alpha_max: float = param(5.0, number(strict=True))
+    bias_max: float = param(1.0, number())
+    prior_std: float = param(1.0, number())
+    sigma_cv: float = param(0.0, number())
+
+
+class MeanEstimationGame:
+    """The batched stages of the mean-estimation game (SPEC §1); its configuration's fields (``n_players``, ``dim``,
+    ``sigma`` ...) read as its attributes.
+
+    Args:
+        config: a :class:`MeanEstimationConfig` (default: the defaults), or its fields as keywords.
+    """
+
+    def __init__(self, config: MeanEstimationConfig | None = None, **fields: Any) -> None:
+        self.config = config if config is not None else MeanEstimationConfig.from_kwargs(**fields)
+        for name in self.config.names():
+            setattr(self, name, getattr(self.config, name))
 
     @property
     def nu(self) -> np.ndarray:

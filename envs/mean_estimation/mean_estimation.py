@@ -11,27 +11,35 @@ one, ``payment``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
-from fedgames.envs.base import ProtocolEnv, stack_actions
-from fedgames.envs.mean_estimation.game import MeanEstimationGame, Outcome, World
+from fedgames.envs.base import stack_actions
+from fedgames.envs.batch import OneRoundBatch
+from fedgames.envs.contract import GameEnv, TheoryAdapter, per_player_values
+from fedgames.envs.mean_estimation import theory
+from fedgames.envs.mean_estimation.agents import profile_policies
+from fedgames.envs.mean_estimation.game import MeanEstimationConfig, MeanEstimationGame, Outcome, World
+from fedgames.envs.policy import Policy
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
-from fedgames.validation import check_call
 
 
-class MeanEstimationEnv(ProtocolEnv):
-    """PettingZoo parallel env of the mean-estimation game; config as :class:`MeanEstimationGame`."""
+class MeanEstimationEnv(GameEnv):
+    """PettingZoo parallel env of the mean-estimation game; config as :class:`MeanEstimationConfig`."""
 
     metadata = {"name": "mean_estimation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    profile_names = ("honest", "theory")
+    profile_keys = ("alpha", "beta")
+    grid_components = ("alpha", "beta")
 
     def __init__(self, render_mode: str | None = None, **config: Any) -> None:
         self.set_render_mode(render_mode)
-        check_call("mean_estimation_v0", MeanEstimationGame.__init__, config)
-        self.game = MeanEstimationGame(**config)
+        self.config = MeanEstimationConfig.from_kwargs(**config)
+        self.game = MeanEstimationGame(self.config)
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in range(self.game.n_players)]
         self.agents: list[str] = []
@@ -43,6 +51,51 @@ class MeanEstimationEnv(ProtocolEnv):
         self._rng = np.random.default_rng()
         self._world: World | None = None
         self._last: Outcome | None = None
+
+    def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> OneRoundBatch:
+        """``size`` one-round episodes under ``protocol`` (:class:`~fedgames.envs.batch.OneRoundBatch`)."""
+        return OneRoundBatch(self.game, protocol, size, rng)
+
+    def theory(self, protocol: Protocol) -> TheoryAdapter | None:
+        """The closed forms under ``protocol`` (``None`` for mechanisms without one, e.g. robust aggregation)."""
+        from fedgames.envs.mean_estimation.closed_form import MeanEstimationTheory
+
+        try:
+            return MeanEstimationTheory(self.game, protocol)
+        except ValueError:
+            return None
+
+    def honest_policies(self, protocol: Protocol) -> dict[str, Policy]:
+        """``alpha = b = 0`` with each player's best defence against honest others (``beta = 0``, or ``C/(C+1)``
+        under the noisy response: Lemma C.2, Thm 5.1); ``beta = 0`` where the mechanisms have no closed form."""
+        closed = self.theory(protocol)
+        profile = (
+            theory.honest_profile(closed.setting, self.game.dim)  # type: ignore[attr-defined]
+            if closed is not None
+            else theory.Profile.symmetric(self.game.n_players, self.game.dim)
+        )
+        return dict(profile_policies(profile, self.possible_agents))
+
+    def named_policies(self, name: str, protocol: Protocol) -> dict[str, Policy]:
+        """``honest`` or ``theory``: the equilibrium the closed form predicts (best-response iteration from honesty,
+        :func:`~fedgames.envs.mean_estimation.theory.predicted_equilibrium`)."""
+        if name != "theory":
+            return super().named_policies(name, protocol)
+        closed = self.theory(protocol)
+        if closed is None:
+            raise ValueError("theory: these mechanisms have no closed form; give honest, a file or values")
+        return self.policies_from_actions(closed.predicted_actions())
+
+    def policies_from_values(self, values: Mapping[str, Any]) -> dict[str, Policy]:
+        """``alpha``, ``beta`` (one value or one per player) and ``bias`` (one vector, or one per player)."""
+        n, d = self.game.n_players, self.game.dim
+        columns = [per_player_values(values, key, shape) for key, shape in (("alpha", (n,)), ("beta", (n,)))]
+        profile = theory.Profile(*columns, per_player_values(values, "bias", (n, d)))
+        return dict(profile_policies(profile, self.possible_agents))
+
+    def policies_from_actions(self, actions: np.ndarray) -> dict[str, Policy]:
+        """One ``FixedPolicy`` per player, from actions ``(N, d + 2)``."""
+        return dict(profile_policies(theory.EnvTheory.profile(actions), self.possible_agents))
 
     def _observation_box(self) -> spaces.Box:
         low = np.full(self.game.obs_dim, -np.inf, dtype=np.float32)

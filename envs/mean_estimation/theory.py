@@ -9,6 +9,7 @@ attack noise and the server's noise, so the functions are exact, not estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -87,12 +88,16 @@ class Setting:
 
         Raises ``ValueError`` for a mechanism without a closed form (robust aggregation other than the mean).
         """
+        return cls.of(env.unwrapped.game, env.protocol)  # type: ignore[attr-defined]
+
+    @classmethod
+    def of(cls, game: Any, protocol: Any) -> Setting:
+        """:meth:`from_env` from a ``MeanEstimationGame`` and the protocol in force."""
         from fedgames.mechanisms import BoundedAttack, NoisyResponse, RobustAggregation, SidePayment
 
-        game = env.unwrapped.game  # type: ignore[attr-defined]
         payments: list[tuple[float, bool]] = []
         noise_C = 0.0
-        for mechanism in env.protocol.mechanisms:  # type: ignore[attr-defined]
+        for mechanism in protocol.mechanisms:
             if isinstance(mechanism, SidePayment):
                 payments.append((mechanism.C, mechanism.balanced))
             elif isinstance(mechanism, NoisyResponse):

@@ -19,13 +19,14 @@ participant, the outside option ``o_i`` otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param
 from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
 from fedgames.mechanisms.audit import AuditSanction, score_payment  # the audit stage's rule, a mechanism's (SPEC §4)
-from fedgames.validation import integer, per_player, real
 
 MESSAGE_FIELDS = ("present", "score", "challenge", "u", "lottery", "detection")
 """The columns of a round's messages."""
@@ -106,10 +107,11 @@ class Outcome:
     present: np.ndarray
 
 
-class ParticipationGame:
-    """The participation game's configuration and batched stages.
+@dataclass(frozen=True)
+class ParticipationConfig(GameConfig):
+    """The participation game's configuration (SPEC §3; the convention of :mod:`fedgames.envs.contract`).
 
-    Args:
+    Attributes:
         n_clients: ``N >= 2``.
         rounds: ``T >= 1`` rounds per episode.
         phi: value of the shared model to a participant (``>= 0``).
@@ -128,49 +130,43 @@ class ParticipationGame:
             contributions at that level give), in ``[0, 1]``: where myopic clients start from.
     """
 
+    game: ClassVar[str] = "participation_v0"
+
+    n_clients: int = param(10, at_least(2))
+    rounds: int = param(10, at_least(1))
+    phi: float = param(1.0, number())
+    w: float = param(0.5, number())
+    gamma: float = param(0.5, number(0.0, 1.0))
+    delta: float = param(1.0, number())
+    q0: Any = param(1.0, each_player(players="n_clients"), per_player=True)
+    outside: Any = param(0.0, each_player(-np.inf, players="n_clients"), per_player=True)
+    c_mean: float = param(0.5, number(-np.inf))
+    c_std: float = param(0.2, number())
+    score_noise: float = param(0.1, number())
+    challenge_noise: float = param(0.1, number())
+    welfare: str = param("exponential", one_of(WELFARE_CURVES))
+    kappa: float = param(2.0, number())
+    h: float = param(4.0, number(1.0))
+    z0: float = param(0.5, number(strict=True))
+    rejoin: bool = param(True, flag())
+    initial_participation: float = param(1.0, number(0.0, 1.0))
+
+
+class ParticipationGame:
+    """The participation game's batched stages; its configuration's fields (``n_clients``, ``rounds``, ``q0`` ...)
+    read as its attributes.
+
+    Args:
+        config: a :class:`ParticipationConfig` (default: the defaults), or its fields as keywords.
+    """
+
     action_names = ("participate", "u")
 
-    def __init__(
-        self,
-        n_clients: int = 10,
-        rounds: int = 10,
-        phi: float = 1.0,
-        w: float = 0.5,
-        gamma: float = 0.5,
-        delta: float = 1.0,
-        q0: float | list[float] = 1.0,
-        outside: float | list[float] = 0.0,
-        c_mean: float = 0.5,
-        c_std: float = 0.2,
-        score_noise: float = 0.1,
-        challenge_noise: float = 0.1,
-        welfare: str = "exponential",
-        kappa: float = 2.0,
-        h: float = 4.0,
-        z0: float = 0.5,
-        rejoin: bool = True,
-        initial_participation: float = 1.0,
-    ) -> None:
-        self.n_clients = integer("n_clients", n_clients, 2)
-        self.rounds = integer("rounds", rounds, 1)
-        self.phi, self.w = real("phi", phi), real("w", w)
-        self.gamma, self.delta = real("gamma", gamma, 0.0, 1.0), real("delta", delta)
-        self.q0 = per_player("q0", q0, self.n_clients)
-        self.outside = per_player("outside", outside, self.n_clients, -np.inf)
-        self.c_mean, self.c_std = real("c_mean", c_mean, -np.inf), real("c_std", c_std)
-        self.score_noise, self.challenge_noise = (
-            real("score_noise", score_noise),
-            real("challenge_noise", challenge_noise),
-        )
-        if welfare not in WELFARE_CURVES:
-            raise ValueError(f"welfare must be one of {WELFARE_CURVES}, got {welfare!r}")
-        self.welfare = welfare
-        self.kappa, self.h, self.z0 = real("kappa", kappa), real("h", h, 1.0), real("z0", z0, strict=True)
-        self.curve = Setting(welfare=welfare, kappa=self.kappa, h=self.h, z0=self.z0)  # what Q(z) reads
-        if not isinstance(rejoin, (bool, np.bool_)):
-            raise ValueError(f"rejoin must be true or false, got {rejoin!r}")
-        self.rejoin = bool(rejoin)
-        self.initial_participation = real("initial_participation", initial_participation, 0.0, 1.0)
+    def __init__(self, config: ParticipationConfig | None = None, **fields: Any) -> None:
+        self.config = config if config is not None else ParticipationConfig.from_kwargs(**fields)
+        for name in self.config.names():
+            setattr(self, name, getattr(self.config, name))
+        self.curve = Setting(welfare=self.welfare, kappa=self.kappa, h=self.h, z0=self.z0)  # what Q(z) reads
 
     def protocol(self) -> Protocol:
         """Mean aggregation of the participants' messages, the score payment with ``pi = 0``, no audits."""

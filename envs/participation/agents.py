@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from fedgames.agents.policy import Policy
 from fedgames.envs.participation.game import OBSERVATION_FIELDS
 from fedgames.envs.participation.theory import (
     best_manipulation,
@@ -13,6 +12,7 @@ from fedgames.envs.participation.theory import (
     welfare_inverse,
     with_own_honesty,
 )
+from fedgames.envs.policy import Policy
 from fedgames.validation import real
 
 

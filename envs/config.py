@@ -1,0 +1,121 @@
+"""The game configuration convention (:mod:`fedgames.envs.contract` describes it): a frozen dataclass per game,
+every field declared with its default and its check, validated in one way for all games. Imports numpy alone, so
+the batched game stages that hold a config run without PettingZoo."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from fedgames.errors import did_you_mean
+from fedgames.validation import integer, per_player, real
+
+Check = Callable[[str, Any, Any], Any]
+"""A field's check: ``check(name, value, config) -> normalised value``, raising ``ValueError`` naming ``name``."""
+
+C = TypeVar("C", bound="GameConfig")
+
+
+def param(default: Any, check: Check | None = None, per_player: bool = False) -> Any:
+    """A :class:`GameConfig` field with its ``default`` and ``check``; ``per_player``: its value is one number per
+    player (what :meth:`GameEnv.player_traits` reads)."""
+    return dataclasses.field(default=default, metadata={"check": check, "per_player": per_player})
+
+
+def at_least(minimum: int, maximum: int | None = None) -> Check:
+    """An integer in ``[minimum, maximum]`` (:func:`fedgames.validation.integer`)."""
+    return lambda name, value, config: integer(name, value, minimum, maximum)
+
+
+def number(minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False) -> Check:
+    """A finite float in ``[minimum, maximum]``, open at ``minimum`` with ``strict``."""
+    return lambda name, value, config: real(name, value, minimum, maximum, strict=strict)
+
+
+def each_player(minimum: float = 0.0, strict: bool = False, players: str = "n_players") -> Check:
+    """One number for everybody or one per player (the config's ``players`` field counts them), as an array."""
+    return lambda name, value, config: per_player(name, value, getattr(config, players), minimum, strict=strict)
+
+
+def one_of(choices: Sequence[Any]) -> Check:
+    """One of ``choices`` (a string gets a did-you-mean)."""
+
+    def check(name: str, value: Any, config: Any) -> Any:
+        if value not in choices:
+            close = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+            raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}{close}")
+        return value
+
+    return check
+
+
+def flag() -> Check:
+    """``True`` or ``False``."""
+
+    def check(name: str, value: Any, config: Any) -> bool:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return bool(value)
+
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class GameConfig:
+    """Base of every game's configuration (the convention in this module's docstring).
+
+    Subclasses are frozen dataclasses whose fields are :func:`param` s; ``game`` (a class variable) is the env's
+    name, used in error messages.
+    """
+
+    game: ClassVar[str] = "game"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            check = field.metadata.get("check")
+            if check is not None:
+                object.__setattr__(self, field.name, check(field.name, getattr(self, field.name), self))
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules that read several fields (after each field's own check); none by default."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The parameter names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_kwargs(cls: type[C], **kwargs: Any) -> C:
+        """The config of ``kwargs``; an unknown name is a ``ValueError`` naming the close matches."""
+        names = cls.names()
+        for name in kwargs:
+            if name not in names:
+                raise ValueError(
+                    f"{cls.game}: unknown parameter {name!r}{did_you_mean(name, names)} (parameters: {list(names)})"
+                )
+        return cls(**kwargs)
+
+    def per_player_names(self) -> tuple[str, ...]:
+        """The fields that hold one value per player."""
+        return tuple(f.name for f in dataclasses.fields(self) if f.metadata.get("per_player"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{name: value}`` (arrays as lists), in declaration order."""
+        return {name: _plain(getattr(self, name)) for name in self.names()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+__all__ = ["Check", "GameConfig", "at_least", "each_player", "flag", "number", "one_of", "param"]
