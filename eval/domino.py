@@ -60,7 +60,13 @@ def myopic_paths(
     for _ in range(rounds):
         step = batch.step(policy.act(observations, np.random.default_rng(0)))
         observations, outcome = step.observations, step.outcome
-        monitor.update(outcome.present, outcome.messages[..., 1], outcome.messages[..., 2], outcome.aggregate[:, 0])
+        monitor.update(
+            outcome.present,
+            outcome.messages[..., 1],
+            outcome.messages[..., 2],
+            outcome.aggregate[:, 0],
+            outcome.messages[..., 6] > 0,
+        )
         path.append(outcome.present.mean(1))
     return MyopicRun(np.array(path), monitor)
 

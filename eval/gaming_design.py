@@ -3,7 +3,8 @@ the Manipulability Index and the Price of Gaming over the challenge-mixing ratio
 simulated in ``participation_v0`` beside the mean-field closed forms.
 
 ``fedgames reproduce gaming-design --out DIR``. For every ``(pi, S)`` of a grid, with ``audit:k,p_detect,S`` and
-``challenge_mixing:pi``:
+``challenge_mixing:pi,mixing=expected`` (every participant paid ``(1 - pi) s + pi h``: the incentives of random
+challenges in expectation, without their extra variance):
 
 - **Manipulability Index** ``Mi = max(g, 0)``, ``g`` the gaming slope
   (:func:`~fedgames.envs.participation.theory.manipulability_index` at full participation). Simulated: one client
@@ -56,7 +57,8 @@ SANCTIONS = (0.0, 2.0, 4.0, 6.0)
 
 
 def _env(config: dict[str, Any], pi: float, S: float, rounds: int) -> Any:
-    mechanisms = [f"challenge_mixing:pi={pi}", f"audit:k={AUDITS['k']},p_detect={AUDITS['p_detect']},S={S}"]
+    mixing = f"challenge_mixing:pi={pi},mixing=expected"  # the expected paid score, as [G] Thm 9.4 prices it
+    mechanisms = [mixing, f"audit:k={AUDITS['k']},p_detect={AUDITS['p_detect']},S={S}"]
     return fedgames.make("participation_v0", mechanisms=mechanisms, rounds=rounds, **config)
 
 

@@ -20,6 +20,10 @@ from fedgames.errors import did_you_mean
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import integer, per_player, real
 
+MIXINGS = ("random", "expected")
+"""How challenge mixing pays (:class:`ChallengeMixing`, SPEC §3): on a challenge drawn at random each round with
+probability ``pi``, or on the weighted score ``(1 - pi) s + pi h`` every round."""
+
 AUDIT_POLICIES = ("uniform", "risk", "test")
 """How the audited are chosen: at random, by the gap between public and challenge score, by the GLS statistic."""
 
@@ -71,17 +75,6 @@ class ScoreTest:
         """Each round's term of ``J``."""
         return self.plain_information + np.asarray(challenged, dtype=float) * self.challenge_information
 
-    def round_statistic(self, messages: np.ndarray) -> np.ndarray:
-        """``(B, N)``: the one-round GLS statistic of each participant from its round's public and challenge
-        scores (messages laid out as the participation game's: present, score, challenge, ...; the server sees
-        every participant's challenge score); 0 for the absent and where the round carries no information."""
-        present = messages[..., 0] > 0
-        information = self.information(present)
-        numerator = self.numerator(messages[..., 1], messages[..., 2], present)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            statistic = np.where(information > 0, numerator / np.sqrt(information), 0.0)
-        return np.where(present, statistic, 0.0)
-
 
 @dataclass(frozen=True)
 class AuditSanction:
@@ -89,10 +82,12 @@ class AuditSanction:
 
     - ``"uniform"``: those with the smallest audit-lottery draws (a uniform choice);
     - ``"risk"``: those with the largest score gap ``s_i - h_i`` between the public score and the server's private
-      challenge score (``delta u_i`` plus noise: a risk score the server observes), ties by the lottery. Greedy
-      by risk, the top ``k`` is the best choice for equal audit costs ([G] §E.11);
-    - ``"test"``: those whose one-round GLS statistic (SPEC §8, :class:`ScoreTest`, ``test``) is largest, ties by
-      the lottery: the likelihood-ratio ranking, ``sqrt(J) u_i`` plus standard normal noise.
+      challenge score (``delta u_i`` plus noise: a risk score the server observes; 0 for a participant it did not
+      challenge this round), ties by the lottery. Greedy by risk, the top ``k`` is the best choice for equal audit
+      costs ([G] §E.11);
+    - ``"test"``: those whose GLS statistic (SPEC §8, :class:`ScoreTest`) over the episode's rounds so far is
+      largest, ties by the lottery: the likelihood-ratio ranking, ``Z_i = sum_t numerator_t / sqrt(sum_t J_t)``,
+      ``N(u_i sqrt(J), 1)`` for a client that played ``u_i`` throughout (the game keeps the sums in its messages).
 
     With a ``budget`` and per-client audit ``costs`` the server instead audits greedily within the budget (at most
     ``k``): uniformly, in lottery order, each client whose cost still fits; by risk (or by the statistic), in order
@@ -109,20 +104,20 @@ class AuditSanction:
     policy: str = "uniform"
     budget: float | None = None
     costs: tuple[float, ...] = ()
-    test: ScoreTest | None = None
 
     def __post_init__(self) -> None:
         check_audit_policy(self.policy)
-        if (self.policy == "test") != (self.test is not None):
-            raise ValueError("audit: policy='test' needs the score test (ScoreTest), and only it does")
 
     def risk(self, messages: np.ndarray) -> np.ndarray:
-        """``(B, N)`` each client's risk score, ``max(score, 0)``: the score gap (``risk``) or the GLS statistic
-        (``test``), rounded so that equal scores (noiseless ones) tie whatever rounding their qualities met."""
-        if self.test is not None:
-            score = self.test.round_statistic(messages)
+        """``(B, N)`` each client's risk score, ``max(score, 0)``: the score gap of the challenged (``risk``) or the
+        GLS statistic over the rounds so far (``test``), rounded so that equal scores (noiseless ones) tie whatever
+        rounding their qualities met."""
+        if self.policy == "test":
+            information = messages[..., 8]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                score = np.where(information > 0, messages[..., 7] / np.sqrt(information), 0.0)
         else:
-            score = messages[..., 1] - messages[..., 2]
+            score = np.where(messages[..., 6] > 0, messages[..., 1] - messages[..., 2], 0.0)
         return np.maximum(np.round(score, 12), 0.0)
 
     def audited(self, messages: np.ndarray) -> np.ndarray:
@@ -159,9 +154,14 @@ class AuditSanction:
             audited[rows[alone], single[alone]] = True
         return audited
 
+    def outcome(self, messages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(B, N)`` which clients are audited this round, and which of them the audit caught."""
+        audited = self.audited(messages)
+        return audited, audited & (messages[..., 5] < self.p_detect * messages[..., 3])
+
     def caught(self, messages: np.ndarray) -> np.ndarray:
         """``(B, N)`` which clients an audit caught this round."""
-        return self.audited(messages) & (messages[..., 5] < self.p_detect * messages[..., 3])
+        return self.outcome(messages)[1]
 
     def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
         return self.S * self.caught(messages)
@@ -226,7 +226,8 @@ class Audit(Mechanism):
         p_detect: probability that an audit catches full manipulation, in ``[0, 1]``.
         S: the sanction (``>= 0``).
         policy: ``"uniform"`` (at random), ``"risk"`` (the largest gaps between the public and the challenge
-            score) or ``"test"`` (the largest GLS statistics of SPEC §8), :class:`AuditSanction`.
+            score) or ``"test"`` (the largest GLS statistics of SPEC §8 over the rounds so far),
+            :class:`AuditSanction`.
         budget: audit greedily within this budget a round (at least the smallest cost) instead of ``k`` at a time
             (no closed form).
         costs: each client's audit cost (``> 0``), with a ``budget``: one number for all, one per client, or in a
@@ -264,15 +265,14 @@ class Audit(Mechanism):
             self.policy = check_audit_policy(policy)
         except ValueError as error:
             raise ValueError(f"audit: {error}") from None
-        self._test = (
-            score_test(getattr(env.unwrapped, "game", None), "audit: policy='test'") if self.policy == "test" else None
-        )
+        if self.policy == "test":  # the game's GLS record needs both scores noisy
+            score_test(getattr(env.unwrapped, "game", None), "audit: policy='test'")
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
         score_payment(protocol, "audit")  # the game must pay on a score
         k = self.k if self.k is not None else (1 if self.budget is None else len(self.possible_agents))
-        rule = AuditSanction(k, self.p_detect, self.S, self.policy, self.budget, self._costs, self._test)
+        rule = AuditSanction(k, self.p_detect, self.S, self.policy, self.budget, self._costs)
         return protocol.with_stage(self, payment_rules=protocol.payment_rules + (rule,))
 
 
@@ -287,24 +287,35 @@ def _cost_values(costs: float | str | Sequence[float]) -> float | list[float]:
 
 
 class ChallengeMixing(Mechanism):
-    """Pay on ``y_i = (1 - pi) s_i + pi h_i``, mixing the private challenge score ``h`` (a holdout the client
-    cannot game) into the public, gameable score ``s`` ([G] Thm 9.4). The incentive to game,
-    ``w((1 - pi) delta - gamma q0)``, falls with ``pi`` and is gone once ``(1 - pi) delta <= gamma q0``.
+    """Pay on the private challenge score ``h`` (a holdout the client cannot game) in place of the public, gameable
+    score ``s`` with weight ``pi`` ([G] Thm 9.4, SPEC §3): by default each participant is challenged each round
+    independently with probability ``pi`` and then paid on ``h_i``, otherwise on ``s_i`` (the server sees ``h_i``
+    on a challenge round only, SPEC §8); ``mixing="expected"`` pays ``(1 - pi) s_i + pi h_i`` every round instead
+    (less variance, and the server sees every challenge score). Either way the expected paid score is
+    ``(1 - pi) s_i + pi h_i``, so the incentive to game, ``w((1 - pi) delta - gamma q0)``, falls with ``pi`` and is
+    gone once ``(1 - pi) delta <= gamma q0``.
 
     Args:
         env: a ``participation_v0`` env.
-        pi: the mixing ratio, in ``[0, 1]``.
+        pi: the mixing ratio (the chance of a challenge), in ``[0, 1]``.
+        mixing: ``"random"`` or ``"expected"``.
     """
 
     id = "challenge_mixing"
 
-    def __init__(self, env: ParallelEnv, pi: float) -> None:
+    def __init__(self, env: ParallelEnv, pi: float, mixing: str = "random") -> None:
         self.pi = real("challenge_mixing: pi", pi, 0.0, 1.0)
+        if mixing not in MIXINGS:
+            raise ValueError(
+                f"challenge_mixing: mixing must be one of {MIXINGS}, got {mixing!r}{did_you_mean(str(mixing), MIXINGS)}"
+            )
+        self.mixing = mixing
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
         score = score_payment(protocol, "challenge_mixing")
-        rules = tuple(replace(score, pi=self.pi) if r is score else r for r in protocol.payment_rules)
+        mixed = replace(score, pi=self.pi, mixing=self.mixing)
+        rules = tuple(mixed if r is score else r for r in protocol.payment_rules)
         return protocol.with_stage(self, payment_rules=rules)
 
 
@@ -313,6 +324,7 @@ __all__ = [
     "Audit",
     "AuditSanction",
     "ChallengeMixing",
+    "MIXINGS",
     "ScoreTest",
     "check_audit_policy",
     "score_payment",

@@ -219,31 +219,32 @@ def test_test_audits_within_a_budget_stay_within_it_and_find_the_gamers():
     messages = batch.step(actions).outcome.messages
     audited = rule.audited(messages)
     assert np.all((audited * np.array(costs)).sum(1) <= 3 + 1e-12) and not audited[:, 7].any()
-    uniform = replace(rule, policy="uniform", test=None).audited(messages)
+    uniform = replace(rule, policy="uniform").audited(messages)
     targeted, random = audited[:, :2].mean(), uniform[:, :2].mean()
     assert targeted > random + 4 * math.sqrt(random * (1 - random) / (2 * episodes))
 
 
-def test_the_test_on_the_envs_scores_has_the_exact_power():
-    """The server's view in ``participation_v0`` is SPEC §8's score model with a challenge score every round
-    (``pi = 1`` in §8's terms): the GLS test on a lone gamer's scores over ``T = 6`` rounds (4000 batched episodes)
-    rejects at the rate :func:`detection.power` gives, within 4.5 standard errors, and at ``alpha`` for an honest
-    client."""
-    env = fedgames.make("participation_v0", n_clients=3, rounds=6, score_noise=1.0, challenge_noise=0.5)
+@pytest.mark.parametrize("mechanisms, pi", [([], 1.0), (["challenge_mixing:pi=0.4"], 0.4)], ids=["every", "random"])
+def test_the_test_on_the_envs_scores_has_the_exact_power(mechanisms, pi):
+    """The server's view in ``participation_v0`` is SPEC §8's score model: with a challenge score every round (the
+    game's own payment, ``pi = 1`` in §8's terms) or, under ``challenge_mixing:pi=0.4``, on random challenge rounds
+    (``pi = 0.4``). The GLS test on a lone gamer's scores over ``T = 6`` rounds (4000 batched episodes) rejects at
+    the rate :func:`detection.power` gives, within 4.5 standard errors, and at ``alpha`` for an honest client; the
+    server's own record in the messages is the same statistic."""
+    env = fedgames.make(
+        "participation_v0", mechanisms=mechanisms, n_clients=3, rounds=6, score_noise=1.0, challenge_noise=0.5
+    )
     episodes, u = 4000, 0.3
     batch = episode_batch(env, episodes, np.random.default_rng(9))
     batch.reset()
     actions = np.ones((episodes, 3, 2))
     actions[..., 1] = 0.0
     actions[:, 0, 1] = u
-    scores, challenges = [], []
-    for _ in range(6):
-        messages = batch.step(actions).outcome.messages
-        scores.append(messages[..., 1])
-        challenges.append(messages[..., 2])
-    scores, challenges = np.stack(scores, -1), np.stack(challenges, -1)  # (episodes, clients, rounds)
-    z = d.gls_statistic(scores, challenges, np.ones(scores.shape, dtype=bool), **MODEL)
+    rounds = [batch.step(actions).outcome.messages for _ in range(6)]
+    scores, challenges, challenged = (np.stack([m[..., c] for m in rounds], -1) for c in (1, 2, 6))
+    z = d.gls_statistic(scores, challenges, challenged > 0, **MODEL)  # (episodes, clients)
+    np.testing.assert_allclose(rounds[-1][..., 7] / np.sqrt(rounds[-1][..., 8]), z, rtol=1e-9)
     rejected = d.gls_test(z).mean(0)
     for client, manipulation in ((0, u), (1, 0.0)):
-        exact = d.power(6, 1.0, manipulation, **MODEL)
+        exact = d.power(6, pi, manipulation, **MODEL)
         assert abs(rejected[client] - exact) < 4.5 * binomial_se(exact, episodes)

@@ -6,11 +6,14 @@ exited for good), with manipulation intensity ``u in [0, 1]``. A participant's c
 ``s_i = q_i + delta u_i + score_noise eps`` and private challenge score ``h_i = q_i + challenge_noise eps'``.
 
 Protocol (SPEC §4), on ``B`` episodes at once: the messages are what the server may learn of each client,
-``(B, N, 6)`` laid out :data:`MESSAGE_FIELDS` — whether it participates, its two scores, and what an audit of it
-would find (its ``u``, and two uniform draws: the audit lottery and the detection draw; the server reads these only
-for the clients it audits). The aggregate is the reported metric ``M = Agg({y_i : i in P})`` ``(B, 1)``, the
-server's aggregation rule (the mean; ``robust_aggregation``: [G] Prop. 9.3) over the participants' paid scores
-``y_i = (1 - pi) s_i + pi h_i`` alone (:func:`participants_aggregate`). The payment stage pays on the score
+``(B, N, 9)`` laid out :data:`MESSAGE_FIELDS` — whether it participates, its two scores (the challenge score where
+the server challenged it: every round, or under ``challenge_mixing`` at random with probability ``pi``, SPEC §3),
+what an audit of it would find (its ``u``, and two uniform draws: the audit lottery and the detection draw; the
+server reads these only for the clients it audits), and the server's running GLS record of it (SPEC §8). The
+aggregate is the reported metric ``M = Agg({y_i : i in P})`` ``(B, 1)``, the server's aggregation rule (the mean;
+``robust_aggregation``: [G] Prop. 9.3) over the participants' paid scores ``y_i`` alone (the challenge score on a
+challenge round, the public one otherwise; ``(1 - pi) s_i + pi h_i`` with ``mixing="expected"``)
+(:func:`participants_aggregate`). The payment stage pays on the score
 (:class:`ScorePayment`, ``- w y_i``), under the ``audit`` mechanism sanctions the caught, and under ``side_payment``
 charges ``C (y_i - M)^2`` (balanced among the participants). Round reward: ``phi W - c_i - payment_i`` for a
 participant, the outside option ``o_i`` otherwise.
@@ -26,33 +29,74 @@ import numpy as np
 from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param
 from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
-from fedgames.mechanisms.audit import AuditSanction, score_payment  # the audit stage's rule, a mechanism's (SPEC §4)
+from fedgames.mechanisms.audit import (  # the audit stage's rule and the mixing options, a mechanism's (SPEC §4)
+    MIXINGS,
+    AuditSanction,
+    score_payment,
+    score_test,
+)
 
-MESSAGE_FIELDS = ("present", "score", "challenge", "u", "lottery", "detection")
-"""The columns of a round's messages."""
+MESSAGE_FIELDS = (
+    "present",
+    "score",
+    "challenge",
+    "u",
+    "lottery",
+    "detection",
+    "challenged",
+    "evidence",
+    "information",
+)
+"""The columns of a round's messages: whether the client takes part, its public score, its challenge score (0 where
+the server does not see it), what an audit would find (its ``u``, the audit lottery's and the detection's uniform
+draws), whether the server challenged it, and the server's record of it over the episode's rounds so far, this one
+included: the sums of SPEC §8's GLS numerator terms and of their information ``J``
+(:class:`~fedgames.mechanisms.audit.ScoreTest`; 0 where a score is noiseless), which ``audit:policy=test`` ranks
+by."""
 
-OBSERVATION_FIELDS = ("round", "cost", "participated", "exited", "participation", "welfare", "paid_score", "payment")
+OBSERVATION_FIELDS = (
+    "round",
+    "cost",
+    "participated",
+    "exited",
+    "participation",
+    "welfare",
+    "paid_score",
+    "payment",
+    "audited",
+    "challenged",
+    "sanctioned",
+)
 """A player's observation: the round as a fraction of the horizon, its own participation cost, whether it took part
-last round and whether it has exited for good, last round's participating fraction and welfare, and its own paid
-score and payment last round (0 when absent)."""
+last round and whether it has exited for good, last round's participating fraction and welfare, its own paid score
+and payment last round (0 when absent), and whether it was audited, challenged and caught (sanctioned) last round."""
 
 
 @dataclass(frozen=True)
 class ScorePayment:
-    """The contribution payment: ``- w y_i`` to each participant (a negative payment: it receives), on the paid
-    score ``y_i = (1 - pi) s_i + pi h_i`` (``pi``: the challenge-mixing ratio, [G] Thm 9.4)."""
+    """The contribution payment: ``- w y_i`` to each participant (a negative payment: it receives), on its paid
+    score ``y_i``, whose expectation is ``(1 - pi) s_i + pi h_i`` (``pi``: the challenge-mixing ratio, [G] Thm 9.4;
+    ``mixing``: one of :data:`~fedgames.mechanisms.audit.MIXINGS`). The game's own payment is ``pi = 0``,
+    ``"expected"``: paid on the public score, with every participant's challenge score seen by the server (what risk
+    audits and the monitor read)."""
 
     w: float
     pi: float = 0.0
+    mixing: str = "expected"
 
-    def mix(self, columns: np.ndarray) -> np.ndarray:
-        """``(1 - pi) score + pi challenge`` of message-shaped ``columns`` (laid out :data:`MESSAGE_FIELDS`): of
-        the messages, the paid scores; of the participants' mean message, the reported metric."""
-        return (1 - self.pi) * columns[..., 1] + self.pi * columns[..., 2]
+    def challenged(self, present: np.ndarray, draw: np.ndarray) -> np.ndarray:
+        """``(B, N)``: the participants whose challenge score the server sees this round, from uniform ``draw``
+        ``(B, N)``: those below ``pi`` (``"random"``), or every participant (``"expected"``)."""
+        return present & (draw < self.pi) if self.mixing == "random" else present
 
     def paid_score(self, messages: np.ndarray) -> np.ndarray:
-        """``(B, N)`` ``y_i``, 0 for the absent."""
-        return messages[..., 0] * self.mix(messages)
+        """``(B, N)`` ``y_i`` of messages laid out :data:`MESSAGE_FIELDS`, 0 for the absent: the challenge score on
+        a challenge round and the public score otherwise (``"random"``), or ``(1 - pi) s_i + pi h_i``."""
+        if self.mixing == "random":
+            paid = np.where(messages[..., 6] > 0, messages[..., 2], messages[..., 1])
+        else:
+            paid = (1 - self.pi) * messages[..., 1] + self.pi * messages[..., 2]
+        return messages[..., 0] * paid
 
     def __call__(self, messages: np.ndarray, aggregate: np.ndarray) -> np.ndarray:
         return -self.w * self.paid_score(messages)
@@ -93,11 +137,16 @@ class RoundState:
     welfare: np.ndarray  # (B,)
     paid_score: np.ndarray
     payment: np.ndarray
+    audited: np.ndarray
+    challenged: np.ndarray
+    caught: np.ndarray
+    evidence: np.ndarray  # (B, N, 2) the GLS numerator and information summed over the rounds so far (SPEC §8)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One round of ``B`` episodes: messages, the server's aggregate, payments, welfare and rewards."""
+    """One round of ``B`` episodes: messages, the server's aggregate, payments, welfare and rewards, and whom the
+    server audited, caught (and how much it sanctioned them) and challenged."""
 
     messages: np.ndarray
     aggregate: np.ndarray
@@ -105,6 +154,9 @@ class Outcome:
     welfare: np.ndarray
     rewards: np.ndarray
     present: np.ndarray
+    audited: np.ndarray
+    caught: np.ndarray
+    sanction: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -167,6 +219,8 @@ class ParticipationGame:
         for name in self.config.names():
             setattr(self, name, getattr(self.config, name))
         self.curve = Setting(welfare=self.welfare, kappa=self.kappa, h=self.h, z0=self.z0)  # what Q(z) reads
+        noisy = min(self.score_noise, self.challenge_noise) > 0
+        self.gls_terms = score_test(self, "participation_v0") if noisy else None  # the server's record (SPEC §8)
 
     def protocol(self) -> Protocol:
         """Mean aggregation of the participants' messages, the score payment with ``pi = 0``, no audits."""
@@ -174,9 +228,9 @@ class ParticipationGame:
 
     def setting(self, protocol: Protocol) -> Setting:
         """The mean-field theory's parameters (:mod:`~fedgames.envs.participation.theory`) for this game under
-        ``protocol`` (its score payment's ``pi``, its audit rule's ``k``, ``p_detect``, ``S`` and policy, its side
-        payment's ``C`` and balance), with the clients' mean ``q0`` and ``outside``, and each client's own where
-        they differ."""
+        ``protocol`` (its score payment's ``pi`` and mixing, its audit rule's ``k``, ``p_detect``, ``S`` and
+        policy, its side payment's ``C`` and balance), with the clients' mean ``q0`` and ``outside``, and each
+        client's own where they differ."""
         score = score_payment(protocol)
         audits = [r for r in protocol.payment_rules if isinstance(r, AuditSanction)]
         side = [r for r in protocol.payment_rules if hasattr(r, "from_deviation")]
@@ -197,6 +251,7 @@ class ParticipationGame:
             gamma=self.gamma,
             delta=self.delta,
             pi=score.pi,
+            mixing=score.mixing,
             audits=audit.k,
             p_detect=audit.p_detect,
             sanction=audit.S,
@@ -227,18 +282,23 @@ class ParticipationGame:
         zeros = np.zeros((batch, self.n_clients))
         level = self.initial_participation
         first_welfare = float(welfare(level * float(np.mean(self.q0)), self.curve))
+        never = zeros.astype(bool)
         return RoundState(
             0,
-            zeros.astype(bool),
-            zeros.astype(bool),
+            never,
+            never,
             np.full(batch, level),
             np.full(batch, first_welfare),
             zeros.copy(),
             zeros.copy(),
+            never,
+            never,
+            never,
+            np.zeros((batch, self.n_clients, 2)),
         )
 
     def observe(self, world: World, state: RoundState) -> np.ndarray:
-        """``(B, N, 8)`` observations, laid out :data:`OBSERVATION_FIELDS`."""
+        """``(B, N, 11)`` observations, laid out :data:`OBSERVATION_FIELDS`."""
         batch, n = world.cost.shape
 
         def common(values: np.ndarray) -> np.ndarray:  # one value per episode, seen by every player
@@ -253,6 +313,9 @@ class ParticipationGame:
             common(state.welfare),
             state.paid_score,
             state.payment,
+            state.audited.astype(float),
+            state.challenged.astype(float),
+            state.caught.astype(float),
         ]
         return np.stack(columns, axis=-1)
 
@@ -261,11 +324,11 @@ class ParticipationGame:
     ) -> Outcome:
         """One round of ``B`` episodes with checked ``actions`` ``(B, N, 2)``; advances ``state``.
 
-        The random draws (score noise, audit lottery and detection) do not depend on the actions: profiles that
-        differ only in actions are compared on common random numbers."""
+        The random draws (score noise, audit lottery, detection and challenges) do not depend on the actions:
+        profiles that differ only in actions are compared on common random numbers."""
         batch, n = world.cost.shape
         draws = rng.standard_normal((2, batch, n))
-        lottery, detection = rng.random((2, batch, n))
+        lottery, detection, challenge_draw = rng.random((3, batch, n))
         present = (actions[..., 0] >= 0.5) & ~state.exited
         u = actions[..., 1] * present
         quality = self.q0 * (1 - self.gamma * u)
@@ -273,13 +336,24 @@ class ParticipationGame:
         welfare_now = np.asarray(welfare(z, self.curve))
         score = quality + self.delta * u + self.score_noise * draws[0]
         challenge = quality + self.challenge_noise * draws[1]
-        messages = np.stack([present.astype(float), score, challenge, u, lottery, detection], axis=-1)
-        messages[~present, 1:3] = 0.0
-        paid = score_payment(protocol).paid_score(messages)
+        payment = score_payment(protocol)
+        challenged = payment.challenged(present, challenge_draw)
+        if self.gls_terms is not None:  # the server's record of each participant (SPEC §8)
+            state.evidence[..., 0] += np.where(present, self.gls_terms.numerator(score, challenge, challenged), 0.0)
+            state.evidence[..., 1] += np.where(present, self.gls_terms.information(challenged), 0.0)
+        messages = np.concatenate(
+            [
+                np.stack([present, score * present, challenge * challenged, u, lottery, detection, challenged], -1),
+                state.evidence,
+            ],
+            axis=-1,
+        )
+        paid = payment.paid_score(messages)
         aggregate = participants_aggregate(protocol.aggregate, paid[..., None], present)
         with np.errstate(invalid="ignore"):  # nobody present: a NaN metric, and nobody's deviation counts
             sq_deviation = np.where(present, (paid - aggregate) ** 2, 0.0)
         payments = protocol.payments(messages, aggregate, sq_deviation, present)
+        audited, caught, sanction = self._audits(protocol, messages)
         rewards = np.where(present, self.phi * welfare_now[:, None] - world.cost - payments, self.outside)
         if not self.rejoin:
             state.exited = state.exited | ~present
@@ -289,7 +363,21 @@ class ParticipationGame:
         state.welfare = welfare_now
         state.paid_score = paid
         state.payment = np.where(present, payments, 0.0)
-        return Outcome(messages, aggregate, payments * present, welfare_now, rewards, present)
+        state.audited, state.challenged, state.caught = audited, challenged, caught
+        return Outcome(
+            messages, aggregate, payments * present, welfare_now, rewards, present, audited, caught, sanction
+        )
+
+    @staticmethod
+    def _audits(protocol: Protocol, messages: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(B, N)`` whom the protocol's audit rules audited and caught this round, and the sanctions charged."""
+        audited = np.zeros(messages.shape[:-1], dtype=bool)
+        caught, sanction = audited.copy(), np.zeros(messages.shape[:-1])
+        for rule in protocol.payment_rules:
+            if isinstance(rule, AuditSanction):
+                chosen, hit = rule.outcome(messages)
+                audited, caught, sanction = audited | chosen, caught | hit, sanction + rule.S * hit
+        return audited, caught, sanction
 
     def validate_protocol(self, protocol: Protocol) -> None:
         """The stages this game plays: any action bounds, an aggregation rule that works for any number of
@@ -324,6 +412,7 @@ class ParticipationGame:
 
 __all__ = [
     "MESSAGE_FIELDS",
+    "MIXINGS",
     "OBSERVATION_FIELDS",
     "AuditSanction",
     "Outcome",

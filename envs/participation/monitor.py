@@ -13,13 +13,16 @@ and the value that triggered it:
   participants that stayed) over the last ``window`` rounds (fewer, at least two, early in a run) exceeds
   ``1 / N`` (more than one client's worth of spread) and ``factor`` times its value a round earlier (critical
   slowing down before a tipping point);
-- ``metric_welfare_gap``: the reported metric minus the participants' mean challenge score (the welfare estimate
-  that challenges give; their difference is ``(1 - pi)(mean s - mean h)``, ``(1 - pi) delta ubar`` in
-  expectation) exceeds ``z_{1 - alpha / T}`` times its standard deviation under honesty,
-  ``(1 - pi) sqrt((sigma_s^2 + sigma_h^2) / |P|)`` (exact for the mean metric);
+- ``metric_welfare_gap``: the reported metric minus the welfare estimate that challenges give, the challenged
+  participants' mean challenge score, exceeds ``z_{1 - alpha / T}`` times its standard deviation under honesty
+  (exact for the mean metric). Under expected mixing every participant is challenged and the gap is
+  ``(1 - pi)(mean s - mean h)``, standard deviation ``(1 - pi) sqrt((sigma_s^2 + sigma_h^2) / |P|)``; under random
+  challenges of ``n_c`` of the ``n`` participants it is ``(1 - n_c / n)(mean of the others' s - mean of the
+  challenged h)`` (scores centred at the honest ``q0_i``), standard deviation ``(1 - n_c / n)
+  sqrt(sigma_s^2 / (n - n_c) + sigma_h^2 / n_c)``; either way ``(1 - pi) delta ubar`` in expectation;
 - ``gaming_detected``: the GLS test of SPEC §8 (:mod:`~fedgames.envs.participation.detection`), accumulated per
-  client over the rounds it took part in, rejects for some client at level ``alpha / (N T)`` (Bonferroni over the
-  clients and the rounds it is read in).
+  client over the rounds it took part in (with the challenge scores of the rounds it was challenged in), rejects
+  for some client at level ``alpha / (N T)`` (Bonferroni over the clients and the rounds it is read in).
 
 The two statistical signals thus raise a false alarm on an honest run with probability at most ``alpha`` each
 (``alpha`` the stated level); the two dynamic ones stay silent while participation settles at a stable state
@@ -37,7 +40,7 @@ from scipy.stats import norm
 
 from fedgames.envs.participation.theory import Setting, domino_threshold
 from fedgames.envs.protocol import Protocol
-from fedgames.mechanisms.audit import ScoreTest, score_payment, score_test
+from fedgames.mechanisms.audit import MIXINGS, ScoreTest, score_payment, score_test
 from fedgames.validation import integer, real
 
 SIGNALS = ("participation_near_threshold", "retention_variance_rising", "metric_welfare_gap", "gaming_detected")
@@ -63,6 +66,8 @@ class Monitor:
             ``gamma`` and the scores' noise, which the server knows); ``None``: no ``gaming_detected`` nor
             ``metric_welfare_gap``.
         pi: the challenge-mixing ratio of the paid score, in ``[0, 1]``.
+        mixing: ``"expected"`` (every participant's challenge score seen, weight ``pi``) or ``"random"``
+            (:data:`~fedgames.mechanisms.audit.MIXINGS`).
         threshold: the domino threshold of the retention map, or ``None`` (no theory for it).
         margin: how close above the threshold counts as near, ``>= 0``.
         falls: ``r``, consecutive accelerating falls that fire the participation signal (``>= 2``).
@@ -76,6 +81,7 @@ class Monitor:
     horizon: int
     test: ScoreTest | None = None
     pi: float = 0.0
+    mixing: str = "expected"
     threshold: float | None = None
     margin: float = 0.05
     falls: int = 3
@@ -90,6 +96,8 @@ class Monitor:
         integer("horizon", self.horizon, 1)
         integer("batch", self.batch, 1)
         real("pi", self.pi, 0.0, 1.0)
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
         if self.threshold is not None:
             real("threshold", self.threshold, 0.0, 1.0)
         real("margin", self.margin)
@@ -106,17 +114,27 @@ class Monitor:
         self.first: dict[str, np.ndarray] = {name: np.zeros(self.batch, dtype=int) for name in SIGNALS}
         self.values: dict[str, np.ndarray] = {name: np.full(self.batch, np.nan) for name in SIGNALS}
 
-    def update(self, present: np.ndarray, scores: np.ndarray, challenges: np.ndarray, metric: np.ndarray) -> dict:
-        """Read one round: ``present``, ``scores``, ``challenges`` ``(B, N)`` (scores of the absent ignored) and
-        the reported ``metric`` ``(B,)``. Returns ``{signal: (fired (B,), value (B,))}`` for this round; the first
-        firing of each is kept in :attr:`first` (its round, 0 while silent) and :attr:`values`."""
+    def update(
+        self,
+        present: np.ndarray,
+        scores: np.ndarray,
+        challenges: np.ndarray,
+        metric: np.ndarray,
+        challenged: np.ndarray | None = None,
+    ) -> dict:
+        """Read one round: ``present``, ``scores``, ``challenges`` ``(B, N)`` (scores of the absent ignored), the
+        reported ``metric`` ``(B,)`` and which participants were challenged (``(B, N)``; ``None``: all of them,
+        expected mixing's view; challenge scores off them ignored). Returns ``{signal: (fired (B,), value (B,))}``
+        for this round; the first firing of each is kept in :attr:`first` (its round, 0 while silent) and
+        :attr:`values`."""
         present = np.asarray(present, dtype=bool)
+        challenged = present if challenged is None else np.asarray(challenged, dtype=bool) & present
         self.round += 1
         now = {
             "participation_near_threshold": self._near_threshold(present.mean(1)),
             "retention_variance_rising": self._variance_rising(present),
-            "metric_welfare_gap": self._gap(present, challenges, np.asarray(metric, dtype=float)),
-            "gaming_detected": self._detected(present, scores, challenges),
+            "metric_welfare_gap": self._gap(present, scores, challenges, challenged, np.asarray(metric, dtype=float)),
+            "gaming_detected": self._detected(present, scores, challenges, challenged),
         }
         for name, (fired, value) in now.items():
             new = fired & (self.first[name] == 0)
@@ -162,21 +180,42 @@ class Monitor:
         fired = (recent > 1 / self.n_players) & (recent > self.factor * earlier)
         return np.nan_to_num(fired, nan=False).astype(bool), recent
 
-    def _gap(self, present: np.ndarray, challenges: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        count = present.sum(1)
+    def _gap(
+        self,
+        present: np.ndarray,
+        scores: np.ndarray,
+        challenges: np.ndarray,
+        challenged: np.ndarray,
+        metric: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        silent = np.zeros(self.batch, dtype=bool), np.full(self.batch, np.nan)
         if self.test is None or self.pi == 1:
-            return np.zeros(self.batch, dtype=bool), np.full(self.batch, np.nan)
+            return silent
+        count, seen = present.sum(1), challenged.sum(1)
+        sigma_s2, sigma_h2 = self.test.score_noise**2, self.test.challenge_noise**2
         with np.errstate(invalid="ignore", divide="ignore"):
-            gap = metric - np.where(present, challenges, 0.0).sum(1) / count
-            sd = (1 - self.pi) * np.sqrt((self.test.score_noise**2 + self.test.challenge_noise**2) / count)
+            if self.mixing == "expected":
+                gap = metric - np.where(present, challenges, 0.0).sum(1) / count
+                sd = (1 - self.pi) * np.sqrt((sigma_s2 + sigma_h2) / count)
+            else:  # only the challenged show their challenge score; the others are paid on their public one
+                q0 = np.broadcast_to(np.asarray(self.test.q0, dtype=float), present.shape)
+                plain = present & ~challenged
+                share = seen / count
+                gap = (1 - share) * (
+                    np.where(plain, scores - q0, 0.0).sum(1) / (count - seen)
+                    - np.where(challenged, challenges - q0, 0.0).sum(1) / seen
+                )
+                sd = (1 - share) * np.sqrt(sigma_s2 / (count - seen) + sigma_h2 / seen)
         critical = norm.ppf(1 - self.alpha / self.horizon)
         return np.nan_to_num(gap > critical * sd, nan=False).astype(bool), gap
 
-    def _detected(self, present: np.ndarray, scores: np.ndarray, challenges: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _detected(
+        self, present: np.ndarray, scores: np.ndarray, challenges: np.ndarray, challenged: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
         if self.test is None:
             return np.zeros(self.batch, dtype=bool), np.full(self.batch, np.nan)
-        self._numerator += np.where(present, self.test.numerator(scores, challenges, present), 0.0)
-        self._information += np.where(present, self.test.information(present), 0.0)
+        self._numerator += np.where(present, self.test.numerator(scores, challenges, challenged), 0.0)
+        self._information += np.where(present, self.test.information(challenged), 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where(self._information > 0, self._numerator / np.sqrt(self._information), -np.inf)
         largest = z.max(1)
@@ -201,9 +240,9 @@ def game_monitor(game: Any, protocol: Protocol, batch: int = 1, **options: Any) 
         threshold = None
     noiseless = min(game.score_noise, game.challenge_noise) == 0
     test = None if noiseless else score_test(game, "monitor")
-    pi = float(score_payment(protocol, "monitor").pi)
+    payment = score_payment(protocol, "monitor")
     n = int(getattr(game, "n_players", getattr(game, "n_clients", 0)))  # n_clients: before the rename
-    return Monitor(n, int(game.rounds), test, pi, threshold, batch=batch, **options)
+    return Monitor(n, int(game.rounds), test, float(payment.pi), payment.mixing, threshold, batch=batch, **options)
 
 
 __all__ = ["SIGNALS", "Monitor", "Signal", "game_monitor"]

@@ -3,12 +3,16 @@
 ``rounds`` steps per episode. Each round every player acts with ``[participate, u]`` (``Box(2)`` in ``[0, 1]^2``):
 it takes part when ``participate >= 0.5`` (unless it exited for good, with ``rejoin=False``), with manipulation
 intensity ``u``. It observes :data:`~fedgames.envs.participation.game.OBSERVATION_FIELDS` (its own cost, last
-round's participation and welfare, its own paid score and payment). Rewards per round: ``phi W - c_i - payment_i``
+round's participation and welfare, its own paid score and payment, whether it was audited, challenged and
+sanctioned); a ``Box`` rather than a ``Dict`` action so that SB3's learners, the grid oracle and the batched
+stages read one flat array. Rewards per round: ``phi W - c_i - payment_i``
 for a participant (the payment is minus the score payment ``w y_i``, plus any sanction), ``o_i`` otherwise.
 ``infos[agent]``: ``participated``, ``welfare``, ``participation`` (the fraction taking part), ``metric`` (the
 reported model metric, the aggregate of the participants' paid scores: their mean, or under ``robust_aggregation``
-its rule's; NaN when nobody took part), ``paid_score``, ``payment`` and ``monitor`` (the server-side monitor's
-warning signals so far, SPEC §9: :meth:`~fedgames.envs.participation.monitor.Monitor.report`). Mechanisms:
+its rule's; NaN when nobody took part), ``paid_score``, ``payment``, ``challenged`` (whether the server saw its
+challenge score), ``audited``, ``caught`` and ``sanction`` (what it was charged for being caught), and
+``monitor`` (the server-side monitor's warning signals so far, SPEC §9:
+:meth:`~fedgames.envs.participation.monitor.Monitor.report`). Mechanisms:
 ``challenge_mixing``, ``audit`` (``policy=uniform|risk|test``), ``side_payment`` (on the paid score's deviation
 from the metric), ``robust_aggregation`` (of the paid scores; rules that work for any number of participants),
 ``bounded_attack:component=u``. A non-finite payment or reward ends the episode with ``diverged`` true and
@@ -52,8 +56,8 @@ class ParticipationEnv(ProtocolEnv):
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in range(self.game.n_clients)]
         self.agents: list[str] = []
-        low = np.array([0, 0, 0, 0, 0, 0, -np.inf, -np.inf], dtype=np.float32)
-        high = np.array([1, np.inf, 1, 1, 1, 1, np.inf, np.inf], dtype=np.float32)
+        low = np.array([0, 0, 0, 0, 0, 0, -np.inf, -np.inf, 0, 0, 0], dtype=np.float32)
+        high = np.array([1, np.inf, 1, 1, 1, 1, np.inf, np.inf, 1, 1, 1], dtype=np.float32)
         assert len(low) == len(OBSERVATION_FIELDS)
         self.observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
@@ -104,7 +108,11 @@ class ParticipationEnv(ProtocolEnv):
         if self._monitor is None:
             self._monitor = game_monitor(self.game, protocol)
         self._monitor.update(
-            outcome.present, outcome.messages[..., 1], outcome.messages[..., 2], outcome.aggregate[:, 0]
+            outcome.present,
+            outcome.messages[..., 1],
+            outcome.messages[..., 2],
+            outcome.aggregate[:, 0],
+            outcome.messages[..., 6] > 0,
         )
         monitor = self._monitor.report()  # the server's warning signals so far (SPEC §9)
         metric = float(outcome.aggregate[0, 0])
@@ -117,6 +125,10 @@ class ParticipationEnv(ProtocolEnv):
                 "metric": metric,
                 "paid_score": float(self._state.paid_score[0, i]),
                 "payment": float(self._state.payment[0, i]),
+                "challenged": bool(self._state.challenged[0, i]),
+                "audited": bool(outcome.audited[0, i]),
+                "caught": bool(outcome.caught[0, i]),
+                "sanction": float(outcome.sanction[0, i]),
                 "monitor": monitor,
             }
             | self._health.infos(0)

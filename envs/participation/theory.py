@@ -51,7 +51,7 @@ from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
-from fedgames.mechanisms.audit import AUDIT_POLICIES, ScoreTest, check_audit_policy
+from fedgames.mechanisms.audit import AUDIT_POLICIES, MIXINGS, ScoreTest, check_audit_policy
 from fedgames.validation import integer, real
 
 WELFARE_CURVES = ("exponential", "s_shaped")
@@ -68,6 +68,9 @@ class Setting:
         gamma: how much manipulation destroys of a contribution (``q = q0 (1 - gamma u)``), in ``[0, 1]``.
         delta: how much manipulation inflates the public score.
         pi: challenge-mixing ratio in ``[0, 1]``.
+        mixing: ``"expected"`` (every participant paid ``(1 - pi) s + pi h``, every challenge score seen) or
+            ``"random"`` (challenged with probability ``pi`` and then paid on ``h``; only those challenge scores
+            seen): the same expected paid score, different variances and different evidence for targeted audits.
         audits: ``k``, participants audited per round.
         p_detect: probability that an audit catches full manipulation (``u = 1``).
         sanction: ``S``, charged to a caught participant.
@@ -92,6 +95,7 @@ class Setting:
     gamma: float = 0.5
     delta: float = 1.0
     pi: float = 0.0
+    mixing: str = "expected"
     audits: int = 1
     p_detect: float = 0.5
     sanction: float = 0.0
@@ -148,6 +152,8 @@ class Setting:
         if self.welfare not in WELFARE_CURVES:
             raise ValueError(f"welfare must be one of {WELFARE_CURVES}, got {self.welfare!r}")
         check_audit_policy(self.audit_policy)
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
         if not isinstance(self.balanced, (bool, np.bool_)):
             raise ValueError(f"balanced must be true or false, got {self.balanced!r}")
 
@@ -196,24 +202,38 @@ def _outranked_at_most(n: int, k: int, ratio: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, trapezoid(chance, _RISK_NODES, axis=-1))
 
 
-def _separation(setting: Setting) -> float:
-    """How far a unit of ``u`` moves a participant's audit ranking score, in the score noise's standard deviations
-    (``inf`` without noise): ``delta / sqrt(score_noise^2 + challenge_noise^2)`` for the score gap, ``sqrt(J_1)``
-    for the GLS statistic."""
+def _challenged_share(setting: Setting) -> float:
+    """The share of participants whose challenge score the server sees each round: all under expected mixing, or
+    ``pi`` in ``{0, 1}`` under random challenges (a ``ValueError`` for targeted audits in between, where the
+    evidence on each participant is random and the ranking has no closed form here)."""
     s = setting
+    if s.mixing == "expected" or s.pi in (0.0, 1.0):
+        return 1.0 if s.mixing == "expected" else s.pi
+    raise ValueError(
+        f"audit_probability knows targeted audits ({s.audit_policy!r}) when the server sees every challenge score "
+        f"(mixing='expected', or random challenges with pi 0 or 1), not random challenges with pi = {s.pi}"
+    )
+
+
+def _separation(setting: Setting, rounds: int) -> float:
+    """How far a unit of ``u`` moves a participant's audit ranking score, in the score noise's standard deviations
+    (``inf`` without noise): ``delta / sqrt(score_noise^2 + challenge_noise^2)`` for the score gap (0 where the
+    server sees no challenge score), ``sqrt(J)`` for the GLS statistic over ``rounds`` rounds, ``J = rounds
+    ((delta - gamma q0)^2 / sigma_s^2 + c (gamma q0)^2 / sigma_h^2)`` with ``c`` the challenged share."""
+    s, share = setting, _challenged_share(setting)
     if s.audit_policy == "test":
         if min(s.score_noise, s.challenge_noise) == 0:
             return math.inf
         test = ScoreTest(s.q0, s.delta, s.gamma, s.score_noise, s.challenge_noise)
-        return math.sqrt(float(test.information(True)))
+        return math.sqrt(rounds * float(test.plain_information + share * test.challenge_information))
     sigma = math.hypot(s.score_noise, s.challenge_noise)
-    if sigma == 0:
-        return math.inf if s.delta > 0 else 0.0
-    return s.delta / sigma
+    if share == 0 or s.delta == 0:
+        return 0.0
+    return math.inf if sigma == 0 else s.delta / sigma
 
 
 def audit_probability(
-    setting: Setting, participants: float, u: float | np.ndarray = 0.0, others: float = 0.0
+    setting: Setting, participants: float, u: float | np.ndarray = 0.0, others: float = 0.0, rounds: int = 1
 ) -> float | np.ndarray:
     """The chance that a participant playing ``u`` (a number or an array of them) is audited when the other
     ``|P| - 1`` play ``others``.
@@ -224,19 +244,23 @@ def audit_probability(
     ``r = delta / sigma``, so the participant is audited with probability
     ``E_e[P(Binomial(|P| - 1, p(e)) <= k - 1)]`` (one integral on a fixed grid; for a fractional ``|P|`` the
     chances at the two nearest whole numbers interpolated). Audits by the GLS statistic (``"test"``) rank
-    ``sqrt(J_1) u_j + N(0, 1)``, ``J_1`` the one-round information of SPEC §8 (a plain and a challenge score):
-    the same with ``r = sqrt(J_1)``. Playing like the others, it is ``k / |P|`` either way.
-    """
+    ``Z_j = sqrt(J) u_j + N(0, 1)``, the statistic of SPEC §8 over the episode's rounds so far: in round
+    ``rounds`` of a participant that played ``u`` in each (and the others ``others``), ``J`` their information
+    (a plain and, where the server sees it, a challenge score a round): the same with ``r = sqrt(J)``. Playing
+    like the others, it is ``k / |P|`` either way. Targeted audits under random challenges with ``0 < pi < 1`` have
+    no closed form here (a ``ValueError``)."""
     s = setting
-    participants = real("participants", participants)
+    participants, rounds = real("participants", participants), integer("rounds", rounds, 1)
     u, others = _manipulation_level("u", u), float(_manipulation_level("others", others))
     rate = audit_rate(s, participants)
-    if s.audit_policy == "uniform" or s.audits == 0 or participants <= s.audits:
+    if s.audit_policy == "uniform" or s.audits == 0 or participants <= s.audits or np.all(u == others):
         chance = np.full(u.shape, rate)
     else:
-        lead, separation = u - others, _separation(s)
+        lead, separation = u - others, _separation(s, rounds)
         if math.isinf(separation):  # no noise: the ranking is exact, ties broken at random
             chance = np.where(lead > 0, 1.0, np.where(lead == 0, rate, 0.0))
+        elif separation == 0:  # no evidence on anybody: the lottery
+            chance = np.full(u.shape, rate)
         else:
             low, high = math.floor(participants), math.ceil(participants)
             at_low, at_high = (_outranked_at_most(n, s.audits, separation * lead) for n in (low, high))
@@ -252,12 +276,14 @@ def deviation_payment(
     metric ``M``, the participants' mean paid score, when it plays ``u`` and the other ``n - 1 = |P| - 1`` play
     ``others``.
 
-    The paid score is ``y = q0 + b u + eta``, ``b = (1 - pi) delta - gamma q0``, ``eta ~ N(0, tau^2)``,
-    ``tau^2 = (1 - pi)^2 score_noise^2 + pi^2 challenge_noise^2``; with ``d = b (u - others)``:
-    ``E[C (y_i - M)^2] = C ((1 - 1/n)^2 d^2 + tau^2 (n - 1) / n)``, and each other participant's is
-    ``C (d^2 / n^2 + tau^2 (n - 1) / n)``. Balanced, the participant also receives the mean of the others':
-    ``C d^2 (n - 2) / n``, 0 where everybody plays alike. So a lone gamer's charge grows like ``kappa_n C b^2 u^2``,
-    ``kappa_n = (1 - 1/n)^2`` (plain) or ``(n - 2) / n`` (balanced).
+    The paid score is ``y = q0 + b u + eta``, ``b = (1 - pi) delta - gamma q0``, with variance ``V(u)``:
+    ``tau^2 = (1 - pi)^2 score_noise^2 + pi^2 challenge_noise^2`` under expected mixing, and under random
+    challenges (paid ``h`` with probability ``pi``, else ``s``) ``(1 - pi) score_noise^2 + pi challenge_noise^2 +
+    pi (1 - pi) delta^2 u^2``. With ``d = b (u - others)``, ``V_i = V(u)`` and ``V_o = V(others)``:
+    ``E[C (y_i - M)^2] = C ((1 - 1/n)^2 (d^2 + V_i) + V_o (n - 1) / n^2)``, and each other participant's is
+    ``C (d^2 / n^2 + V_i / n^2 + V_o ((n - 1)^2 + n - 2) / n^2)``. Balanced, the participant also receives the
+    mean of the others': net ``C (d^2 + V_i - V_o) (n - 2) / n``, 0 where everybody plays alike. So a lone gamer's
+    charge grows like ``kappa_n C b^2 u^2``, ``kappa_n = (1 - 1/n)^2`` (plain) or ``(n - 2) / n`` (balanced).
     """
     s, n = setting, real("participants", participants)
     u, others = _manipulation_level("u", u), float(_manipulation_level("others", others))
@@ -265,12 +291,20 @@ def deviation_payment(
         charge = np.zeros(u.shape)
     else:
         d = ((1 - s.pi) * s.delta - s.gamma * s.q0) * (u - others)
-        tau2 = ((1 - s.pi) * s.score_noise) ** 2 + (s.pi * s.challenge_noise) ** 2
+        own, rest = _paid_variance(s, u), _paid_variance(s, others)
         if s.balanced:
-            charge = s.C * d**2 * (n - 2) / n
+            charge = s.C * (d**2 + own - rest) * (n - 2) / n
         else:
-            charge = s.C * ((1 - 1 / n) ** 2 * d**2 + tau2 * (n - 1) / n)
+            charge = s.C * ((1 - 1 / n) ** 2 * (d**2 + own) + rest * (n - 1) / n**2)
     return float(charge) if charge.ndim == 0 else charge
+
+
+def _paid_variance(setting: Setting, u: float | np.ndarray) -> float | np.ndarray:
+    """The variance of a paid score at manipulation ``u`` (:func:`deviation_payment`)."""
+    s = setting
+    if s.mixing == "random":
+        return (1 - s.pi) * s.score_noise**2 + s.pi * s.challenge_noise**2 + s.pi * (1 - s.pi) * (s.delta * u) ** 2
+    return ((1 - s.pi) * s.score_noise) ** 2 + (s.pi * s.challenge_noise) ** 2
 
 
 def _paid_incentive(setting: Setting) -> float:
