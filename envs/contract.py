@@ -84,7 +84,7 @@ class TheoryAdapter(ABC):
     @abstractmethod
     def expected(self, actions: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
         """Per quantity, the closed form's expectation ``(N,)`` under ``actions`` and the Monte Carlo record it is
-        compared with (a field of :class:`~fedgames.eval.montecarlo.Episodes`: ``rewards``, ``payments``, or a
+        compared with (a field of :class:`~fedgames.agents.rollout.Episodes`: ``rewards``, ``payments``, or a
         game record such as ``sq_error``)."""
 
     def describe(self, actions: np.ndarray) -> dict[str, list]:

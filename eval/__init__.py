@@ -1,5 +1,5 @@
 """Evaluating strategy profiles: Monte Carlo play and comparison with the closed-form theory."""
 
-from fedgames.eval.montecarlo import Episodes, simulate, simulate_loop
+from fedgames.agents.rollout import Episodes, simulate, simulate_loop
 
 __all__ = ["Episodes", "simulate", "simulate_loop"]

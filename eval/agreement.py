@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.agents.rollout import simulate
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.contract import ActionProfile, as_actions, closed_form, game_of
 from fedgames.envs.policy import constant_policies
-from fedgames.eval.montecarlo import simulate
 from fedgames.files import csv_text
 
 AGREEMENT_Z = 4.0
@@ -133,7 +133,7 @@ def compare_with_theory(
     5.1). A ``ValueError`` for a game or mechanisms without closed forms.
 
     ``batch_size``: episodes simulated at once (``None``: the env's default, 65,536 for the mean-estimation game;
-    see :func:`~fedgames.eval.montecarlo.simulate`)."""
+    see :func:`~fedgames.agents.rollout.simulate`)."""
     closed = closed_form(env)
     if closed is None:
         raise ValueError(f"{env.metadata['name']} with these mechanisms has no closed form to compare with")

@@ -32,11 +32,11 @@ from scipy.stats import t as student_t
 from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
+from fedgames.agents.rollout import simulate
 from fedgames.agents.scripted import ConstantPolicy
+from fedgames.agents.strategy import summarize_actions, summarize_policy
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.contract import closed_form, game_of
-from fedgames.eval.montecarlo import simulate
-from fedgames.eval.strategy import summarize_actions, summarize_policy
 from fedgames.files import write_atomic
 from fedgames.train.oracles import GridOracle, LearnedOracle, constant_actions
 from fedgames.validation import real

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.agents.rollout import simulate
 from fedgames.envs.contract import ActionProfile, as_actions, closed_form
 from fedgames.envs.policy import constant_policies
-from fedgames.eval.montecarlo import simulate
 from fedgames.files import write_atomic
 
 if TYPE_CHECKING:

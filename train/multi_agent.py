@@ -44,10 +44,10 @@ from tqdm.auto import tqdm
 from fedgames.agents.action_scaling import ActionScaler
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
+from fedgames.agents.rollout import recorded_play
+from fedgames.agents.strategy import summarize_steps
 from fedgames.envs.batch import horizon, learner_games, resolve_batch_size
 from fedgames.envs.contract import game_of
-from fedgames.eval.montecarlo import recorded_play
-from fedgames.eval.strategy import summarize_steps
 from fedgames.files import write_atomic
 from fedgames.train.best_response_env import BatchedGamesVecEnv, BestResponseVecEnv, others_from_profile
 from fedgames.train.oracles import ALGORITHMS, default_algo_kwargs, new_model
@@ -229,7 +229,7 @@ def strategy_summary(
     env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096, seed: int = 0, batch_size: int | None = None
 ) -> dict[str, dict[str, float]]:
     """Per agent: the mean of every action component over ``episodes`` seeded episodes (all their steps, and the
-    last step apart in multi-round games, :func:`~fedgames.eval.strategy.summarize_steps`), ``bias_norm`` when the
+    last step apart in multi-round games, :func:`~fedgames.agents.strategy.summarize_steps`), ``bias_norm`` when the
     game has a bias, and the mean ``reward`` (the episode return; same episodes for every call with the same
     seed), played ``batch_size`` at a time (``None``: the env's default,
     :func:`~fedgames.envs.batch.resolve_batch_size`)."""

@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from fedgames.agents.learned import SB3Policy
 from fedgames.agents.policy import Policy
+from fedgames.agents.rollout import simulate
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
 from fedgames.errors import did_you_mean
-from fedgames.eval.montecarlo import simulate
 from fedgames.train.best_response_env import BestResponseVecEnv
 from fedgames.validation import integer
 

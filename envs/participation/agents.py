@@ -30,7 +30,7 @@ class MyopicParticipant(Policy):
     :func:`~fedgames.envs.participation.theory.with_own_honesty`), against the others playing what it chose last round
     (honesty before the first). It remembers, per episode, what it chose in the round it last acted in and the
     round before, so one policy can act for all clients at once (observations ``(B, N, obs)``) or for each in turn
-    (``(B, obs)``, as PettingZoo loops and :func:`~fedgames.eval.montecarlo.simulate` call it), any number of times
+    (``(B, obs)``, as PettingZoo loops and :func:`~fedgames.agents.rollout.simulate` call it), any number of times
     a round: give each batch of episodes played in lockstep its own policy.
 
     Args:
