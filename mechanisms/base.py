@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
+from fedgames.envs.base import ProtocolEnv
 from fedgames.envs.protocol import Protocol
 
 
@@ -30,13 +31,12 @@ class Mechanism(BaseParallelWrapper):
 
     def __init__(self, env: ParallelEnv) -> None:
         super().__init__(env)
-        inner = getattr(env, "protocol", None)
-        if not isinstance(inner, Protocol):
+        inner = getattr(env, "protocol", None)  # the game's, or the next mechanism's
+        if not isinstance(inner, Protocol) or not isinstance(env.unwrapped, ProtocolEnv):
             raise TypeError(f"{type(self).__name__} wraps fedgames games only; {env!r} has no protocol")
+        self.game: ProtocolEnv = env.unwrapped
         self.protocol: Protocol = self.apply(inner)
-        validate = getattr(env.unwrapped, "validate_protocol", None)
-        if validate is not None:
-            validate(self.protocol)
+        self.game.validate_protocol(self.protocol)
 
     @abstractmethod
     def apply(self, protocol: Protocol) -> Protocol:
@@ -57,7 +57,7 @@ class Mechanism(BaseParallelWrapper):
         return f"{self.id}:{args}"
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        with self.env.unwrapped.using_protocol(self.protocol):
+        with self.game.using_protocol(self.protocol):
             return self.env.step(actions)
 
     def __str__(self) -> str:

@@ -80,7 +80,7 @@ class RobustAggregation(Mechanism):
         return aggregators.RULES[self.rule](messages, **self.rule_params)
 
     def apply(self, protocol: Protocol) -> Protocol:
-        n_messages = getattr(self.env.unwrapped, "messages_per_round", len(self.possible_agents))
+        n_messages = self.game.messages_per_round
         probe = np.random.default_rng(0).standard_normal((1, n_messages, 2))
         self.aggregate(probe)  # impossible parameters (e.g. Krum with N <= 2f + 2) fail here, not mid-episode
         return protocol.with_stage(self, aggregate=self.aggregate)
