@@ -37,8 +37,8 @@ from fedgames.agents.scripted import ConstantPolicy
 from fedgames.agents.strategy import summarize_actions, summarize_policy
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.contract import closed_form, game_of
-from fedgames.files import write_atomic
-from fedgames.train.oracles import GridOracle, LearnedOracle, constant_actions
+from fedgames.files import json_text, write_atomic
+from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult, constant_actions
 from fedgames.validation import real
 
 VERDICTS = ("consistent", "refuted", "inconclusive")
@@ -93,6 +93,34 @@ def divergence_notes(diverged: Mapping[str, int], episodes: int) -> list[str]:
     ]
 
 
+def parse_tolerance(tolerance: float | str) -> tuple[float, bool]:
+    """``(amount, relative)`` of a tolerance: a number (or numeric string) >= 0 in reward units, or a percentage
+    string ``"1%"`` (then ``amount = 0.01``, relative to the reward scale)."""
+    text = str(tolerance).strip()
+    relative = text.endswith("%")
+    try:
+        value = float(text[:-1] if relative else text)
+    except ValueError:
+        raise ValueError(
+            f"tolerance must be a number >= 0 (reward units) or a percentage such as '1%', got {tolerance!r}"
+        ) from None
+    real("tolerance", value)  # >= 0: a negative one would refute every exact equilibrium
+    return (value / 100, True) if relative else (value, False)
+
+
+def reward_scale(
+    env: ParallelEnv, policies: Mapping[str, Policy], episodes: int, seed: int, batch_size: int
+) -> tuple[float, str]:
+    """The candidate's reward scale, what a relative tolerance is a share of, and what it is: the players' mean
+    squared error where the game records one (mean estimation: at honesty ``nu / N``, the honest MSE of Thm 4.1;
+    a reward there is a difference of MSEs), else the players' mean absolute episode reward; played on
+    ``episodes`` episodes of their own (``seed``), apart from the evaluation's."""
+    played = simulate(env, policies, episodes, seed=seed, batch_size=batch_size)
+    if played.sq_error is not None:
+        return float(played.mean_and_se("sq_error")[0].mean()), "the candidate's mean squared error"
+    return float(np.abs(played.rewards[played.kept]).mean()), "the candidate's mean absolute episode reward"
+
+
 def verdict(low: float, high: float, tolerance: float, upper_bound: float | None = None) -> str:
     """SPEC §5 step 4: refuted if ``low > tolerance``; consistent if ``high < tolerance`` and the oracle's upper
     bound on the regret over its strategy class, when it gives one, is below ``tolerance`` too; else
@@ -116,7 +144,7 @@ def caveats(
 ) -> list[str]:
     """What a reader of a player's verdict should know that the numbers do not say."""
     notes = []
-    if diffs.size and not np.any(diffs):
+    if diffs.size and not np.any(diffs) and upper_bound is None:  # a bound covers what the search missed
         notes.append(
             "the reply played exactly as the candidate on every episode: its interval is [0, 0] whatever "
             "the number of episodes, and says nothing of what the search missed"
@@ -129,6 +157,17 @@ def caveats(
     if plateau is False:
         notes.append("the learning curve had not levelled off: a longer search may find a better reply")
     return notes
+
+
+@dataclass
+class Reply:
+    """One oracle's reply to a player, played against the candidate on the evaluation episodes: the regret (mean
+    paired difference ``diffs``) and its interval."""
+
+    found: OracleResult
+    regret: float
+    ci: tuple[float, float]
+    diffs: np.ndarray
 
 
 @dataclass
@@ -148,6 +187,7 @@ class PlayerCheck:
     upper_bound: float | None
     budget: dict[str, Any]
     plateau: bool | None
+    search: dict[str, Any] | None = None  # the bounding grid's search: points evaluated, largest cell bound left
     curves: list[list[list[float]]] = field(default_factory=list)
     represents: list[str] = field(default_factory=list)
     other_oracles: list[dict[str, Any]] = field(default_factory=list)
@@ -171,6 +211,21 @@ class NashReport:
     seed: int
     checked: str
     batch_size: int
+    reward_scale: float = float("nan")
+    reward_scale_of: str = ""
+    tolerance_given: str = ""
+
+    @property
+    def tolerance_relative(self) -> float:
+        """The tolerance as a share of :attr:`reward_scale` (NaN where the scale is 0)."""
+        return self.tolerance / self.reward_scale if self.reward_scale else float("nan")
+
+    def tolerance_text(self) -> str:
+        """Both readings of the tolerance: ``0.005 (1.43% of 0.35, the candidate's mean squared error)``."""
+        return (
+            f"{self.tolerance:.4g} ({self.tolerance_relative:.3g} = {100 * self.tolerance_relative:.3g}% of "
+            f"{self.reward_scale:.4g}, {self.reward_scale_of}; given as {self.tolerance_given})"
+        )
 
     @property
     def nash_conv(self) -> float:
@@ -210,17 +265,20 @@ class NashReport:
         data["nash_conv_interval"] = self.nash_conv_interval
         data["verdict"] = self.verdict
         data["joint_level"] = self.joint_level
+        data["tolerance_relative"] = self.tolerance_relative
         for player in data["players"]:
             player["bracket"] = [player["ci"][0], player["upper_bound"]] if player["upper_bound"] is not None else None
         data["method"] = (
             f"paired {self.interval} interval at level {self.level} per player (jointly at least "
             f"{self.joint_level:.3g}), {self.episodes} episodes per estimate with common random "
-            f"numbers, {self.batch_size} at a time; verdict tolerance {self.tolerance}"
+            f"numbers, {self.batch_size} at a time; verdict tolerance {self.tolerance_text()}"
         )
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=float)
+        """:meth:`to_dict` as strict JSON (:func:`fedgames.files.json_text`: NaN, e.g. the NashConv of a diverged
+        check, is ``null``, listed under ``non_finite``)."""
+        return json_text(self.to_dict())
 
     def to_markdown(self) -> str:
         lines = [
@@ -229,7 +287,7 @@ class NashReport:
             f"- mechanisms: {', '.join(self.mechanisms) or 'none'}",
             f"- config: `{json.dumps(self.config)}`",
             f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
-            f"{self.level:.0%} intervals, tolerance {self.tolerance:g}, seed {self.seed}, {self.batch_size} "
+            f"{self.level:.0%} intervals, tolerance {self.tolerance_text()}, seed {self.seed}, {self.batch_size} "
             f"episodes at a time; {self.checked}",
             f"- **profile: {self.verdict}**; NashConv = {_nash_conv_text(self.nash_conv)}, interval "
             f"[{self.nash_conv_interval[0]:.5f}, {self.nash_conv_interval[1]:.5f}] (this and the profile's verdict "
@@ -256,6 +314,9 @@ class NashReport:
             distance = "-" if p.distance_to_prediction is None else f"{p.distance_to_prediction:.4f}"
             lines.append(f"| {p.agent} | {_fmt(p.candidate)} | {_fmt(p.predicted)} | {_fmt(p.learned)} | {distance} |")
         lines += ["", "Budgets:", ""] + [f"- {p.agent}: `{json.dumps(p.budget, default=float)}`" for p in self.players]
+        searched = [(p.agent, p.search) for p in self.players if p.search]
+        lines += ["", "Grid searches (the upper bound is the largest cell bound left):", ""] if searched else []
+        lines += [f"- {agent}: {_search_text(search)}" for agent, search in searched]
         for p in self.players:
             for other in p.other_oracles:
                 lines.append(
@@ -268,7 +329,7 @@ class NashReport:
         lines += [
             "",
             "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it "
-            "found gains the tolerance. A grid with a Lipschitz term also gives an upper bound over "
+            "found gains the tolerance. A grid with a slope bound also gives an upper bound over "
             "observation-independent strategies (the bracket is [interval low, upper bound]), and "
             "'consistent' needs that bound below the tolerance. With several oracles each interval is at the "
             "Bonferroni level and the verdict reads the largest regret found.",
@@ -290,6 +351,18 @@ class NashReport:
 
 def _nash_conv_text(value: float) -> str:
     return "n/a (a player's paired episodes diverged: see the caveats)" if np.isnan(value) else f"{value:.5f}"
+
+
+def _search_text(search: Mapping[str, Any]) -> str:
+    """A grid search's account: points, rounds, why it stopped, and the largest cell bound left and where."""
+    cell = search["largest_cell"]
+    box = ", ".join(f"{c} in [{lo:.4g}, {hi:.4g}]" for c, (lo, hi) in cell["box"].items())
+    point = ", ".join(f"{c}={v:.4g}" for c, v in cell["point"].items())
+    return (
+        f"{search['points_evaluated']} points in {search['rounds']} round(s), stopped: {search['stopped']}; largest "
+        f"cell bound {cell['bound']:.5f} on {box} (point {point}: gain {cell['gain']:+.5f}, se {cell['se']:.2g}, "
+        f"slope term {cell['slope_term']:.2g})"
+    )
 
 
 def _fmt(summary: Mapping[str, float] | None) -> str:
@@ -327,7 +400,7 @@ def nash_check(
     players: str | Sequence[str] = "all",
     episodes: int = 20_000,
     level: float = 0.95,
-    tolerance: float = 5e-3,
+    tolerance: float | str = 5e-3,
     interval: str = "normal",
     seed: int = 0,
     batch_size: int | None = None,
@@ -352,7 +425,9 @@ def nash_check(
             actions.
         level: confidence level of each player's interval (the profile's verdict holds at ``1 - n (1 - level)``
             for ``n`` checked players: :attr:`NashReport.joint_level`).
-        tolerance: the verdict's ``tau``, in reward units (an epsilon-equilibrium threshold; 0.005 by default).
+        tolerance: the verdict's ``tau`` (an epsilon-equilibrium threshold): in reward units (0.005 by default), or
+            a percentage string (``"1%"``) of the candidate's reward scale (:func:`reward_scale`). The report
+            states both readings.
         interval: ``"normal"`` or ``"bootstrap"``.
         seed: seeds the oracle and (apart from it) the evaluation episodes.
         batch_size: episodes played at once by every simulation of the check (the oracles' included): an integer
@@ -371,7 +446,7 @@ def nash_check(
             f"level {level} (see fedgames.eval.nash.SMALL_SAMPLE)",
             stacklevel=2,
         )
-    real("tolerance", tolerance)  # >= 0: a negative one would refute every exact equilibrium
+    amount, relative = parse_tolerance(tolerance)
     batch_size = resolve_batch_size(env, batch_size)
     oracles = list(oracle) if isinstance(oracle, Sequence) else [oracle]
     agents = list(env.possible_agents)
@@ -389,6 +464,10 @@ def nash_check(
             raise ValueError(f"players: unknown agents {unknown}; agents: {agents}")
         groups, checked = [[a] for a in players], f"players {list(players)} checked"
     theory = closed_form(env)
+    scale, scale_of = reward_scale(env, policies, min(SUMMARY_EPISODES, episodes), seed + 104_729, batch_size)
+    if relative and not scale > 0:
+        raise ValueError(f"tolerance {tolerance!r}: the reward scale ({scale_of}) is {scale:g}; give reward units")
+    tolerance = amount * scale if relative else amount
     evaluation_seed = seed + 7_919
     baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size)
 
@@ -411,25 +490,28 @@ def nash_check(
         replies = []
         diverged: dict[str, int] = {}
         for each in oracles:
-            found = each.best_response(env, agent, policies, seed=seed, batch_size=batch_size)
+            aim = {"tolerance": tolerance} if isinstance(each, GridOracle) else {}  # where its refinement aims
+            found = each.best_response(env, agent, policies, seed=seed, batch_size=batch_size, **aim)
             replied = simulate(
                 env, {**policies, agent: found.policy}, episodes, seed=evaluation_seed, batch_size=batch_size
             )
             kept = baseline.kept & replied.kept  # a pair is left out when either episode diverged
             diverged[found.oracle] = int(episodes - kept.sum())
             diffs = replied.rewards[kept, index] - baseline.rewards[kept, index]
-            replies.append((*regret_estimate(diffs, reply_level, interval, seed), found, diffs))
-        regret, _, found, diffs = max(replies, key=lambda r: r[0])  # the best lower bound, reported as the reply
-        low, high = (max(r[1][k] for r in replies) for k in (0, 1))  # holds for the largest regret of the replies
-        uppers = [r[2].upper_bound for r in replies if r[2].upper_bound is not None]
-        upper = min(uppers) if uppers else None
+            replies.append(Reply(found, *regret_estimate(diffs, reply_level, interval, seed), diffs))
+        best = max(replies, key=lambda r: r.regret)  # the best lower bound, reported as the reply
+        found = best.found
+        low, high = (max(r.ci[k] for r in replies) for k in (0, 1))  # holds for the largest regret of the replies
+        bounded = [r.found for r in replies if r.found.upper_bound is not None]
+        tightest = min(bounded, key=lambda f: f.upper_bound) if bounded else None  # type: ignore[arg-type,return-value]
+        upper = None if tightest is None else tightest.upper_bound
         learned = summary(agent, found.policy)
         predicted, distance = _prediction(env, theory, policies, index, learned)
         results.append(
             PlayerCheck(
                 agent=agent,
                 verdict=verdict(low, high, tolerance, upper),
-                regret=regret,
+                regret=best.regret,
                 ci=[low, high],
                 candidate=summary(agent, policies[agent]),
                 learned=learned,
@@ -438,24 +520,25 @@ def nash_check(
                 oracle=found.oracle,
                 proves=found.proves,
                 upper_bound=upper,
+                search=None if tightest is None else tightest.search,
                 budget=found.budget,
                 plateau=found.plateau,
                 curves=found.curves,
                 represents=group,
                 other_oracles=[
                     {
-                        "oracle": r[2].oracle,
-                        "proves": r[2].proves,
-                        "regret": r[0],
-                        "ci": list(r[1]),
-                        "upper_bound": r[2].upper_bound,
-                        "budget": r[2].budget,
-                        "learned": summary(agent, r[2].policy),
+                        "oracle": r.found.oracle,
+                        "proves": r.found.proves,
+                        "regret": r.regret,
+                        "ci": list(r.ci),
+                        "upper_bound": r.found.upper_bound,
+                        "budget": r.found.budget,
+                        "learned": summary(agent, r.found.policy),
                     }
                     for r in replies
-                    if r[2] is not found
+                    if r is not best
                 ],
-                notes=caveats(diffs, high, upper, found.plateau, tolerance) + divergence_notes(diverged, episodes),
+                notes=caveats(best.diffs, high, upper, found.plateau, tolerance) + divergence_notes(diverged, episodes),
                 diverged=diverged,
             )
         )
@@ -470,6 +553,9 @@ def nash_check(
         episodes=episodes,
         level=level,
         tolerance=tolerance,
+        reward_scale=scale,
+        reward_scale_of=scale_of,
+        tolerance_given=f"{100 * amount:g}%" if relative else "reward units",
         interval=interval,
         seed=seed,
         checked=checked,

@@ -35,6 +35,7 @@ from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
 from fedgames.errors import did_you_mean
 from fedgames.train.best_response_env import BestResponseVecEnv
+from fedgames.train.grid_cells import Cell, SlopeRange, anchored_point, initial_cells
 from fedgames.validation import integer
 
 ALGORITHMS = {"ppo": PPO, "sac": SAC, "td3": TD3}
@@ -118,6 +119,10 @@ class OracleResult:
         curves: learning curves, one per seed: ``[[timesteps, mean reward], ...]``.
         plateau: whether the kept seed's learning curve levelled off (last fifth vs the one before).
         upper_bound: for the grid, the simultaneous upper confidence bound on the regret over the strategy class.
+        search: for the grid with a bound, what its search did: points evaluated, rounds, the tolerance it aimed
+            at, why it stopped and the largest cell bound left (box, point, gain, standard error, slope term).
+        cells: for the grid with a bound, the final cells (the bound is the largest of their bounds).
+        quantile: the per-point Student quantile of those bounds.
     """
 
     policy: Policy
@@ -127,6 +132,18 @@ class OracleResult:
     curves: list[list[list[float]]] = field(default_factory=list)
     plateau: bool | None = None
     upper_bound: float | None = None
+    search: dict[str, Any] | None = None
+    cells: list[Cell] = field(default_factory=list)
+    quantile: float | None = None
+
+
+@dataclass
+class _Run:
+    """One seed's training: its validation value, the policy and its learning curve."""
+
+    value: float
+    policy: Policy
+    curve: list[list[float]]
 
 
 class _Curve(BaseCallback):
@@ -241,7 +258,7 @@ class LearnedOracle:
         batch_size = resolve_batch_size(env, batch_size)
         others = {a: p for a, p in policies.items() if a != player}
         algo_kwargs = self.algo_kwargs(env)
-        runs = []
+        runs: list[_Run] = []
         for k in tqdm(range(self.seeds), desc=f"{self.name} {player}", disable=not self.progress):
             run_seed = seed * 1000 + k
             venv = BestResponseVecEnv(env, player, others, n_envs=self.games(env), seed=run_seed)
@@ -261,10 +278,10 @@ class LearnedOracle:
                 seed=10_000_019 + run_seed,
                 batch_size=batch_size,
             )
-            runs.append((value, policy, curve.points))
-        best = max(range(len(runs)), key=lambda r: runs[r][0])
+            runs.append(_Run(value, policy, curve.points))
+        best = max(runs, key=lambda r: r.value)
         return OracleResult(
-            policy=runs[best][1],
+            policy=best.policy,
             oracle=self.name,
             proves=self.proves,
             budget={
@@ -275,8 +292,8 @@ class LearnedOracle:
                 "validation_episodes": self.validation_episodes,
                 "hyperparameters": algo_kwargs,
             },
-            curves=[r[2] for r in runs],
-            plateau=plateaued(runs[best][2]),
+            curves=[r.curve for r in runs],
+            plateau=plateaued(best.curve),
         )
 
 
@@ -290,26 +307,47 @@ def _beside(own: BaseCallback, callback: MaybeCallback) -> BaseCallback:
 
 class GridOracle:
     """Best reply over observation-independent strategies on a grid of a few action components (in a multi-round
-    game: the same action in every round, e.g. a constant alpha schedule in ``fedsgd_v0``).
+    game: the same action in every round, e.g. a constant alpha schedule in ``fedsgd_v0``), refined by branch and
+    bound into a certified upper bound on the regret over that class.
 
-    The other components of the player's action stay at the candidate's values. Every grid point is played on
-    the same ``episodes`` episodes as the candidate (common random numbers) and the best paired gain wins; with
-    ``refine`` a second grid of the same size then covers the cells around the best point, played on fresh
-    episodes (the coarse grid's chose where it lies, so they would not give it valid intervals). With a Lipschitz
-    constant ``L_c`` per component (given, or from the game's closed form with ``lipschitz="theory"``) every
-    strategy of the box lies within ``h_c / 2`` per component of a grid point (``h`` that grid's spacing; the
-    refined grid covers its region, the coarse grid the rest), so with Bonferroni's correction over all ``G``
-    points, at simultaneous confidence ``level``, the regret over the box is at most
-    ``max_g (d_g + t_{1 - (1-level)/G, K-1} se_g + sum_c L_c h_c(g) / 2)``, ``d_g`` the paired mean gain of point
-    g over ``K = episodes`` episodes and ``t`` Student's quantile.
+    The other components of the player's action stay at the candidate's values. The first grid has ``points``
+    points per component (``linspace`` over the action bounds), each owning a cell of the box
+    (:mod:`fedgames.train.grid_cells`). A point's gain is its paired mean difference with the candidate over
+    ``episodes`` episodes (common random numbers). With the payoff's slope range over each cell — exact from the
+    game's closed form (``lipschitz="theory"``: :meth:`~fedgames.envs.mean_estimation.theory.EnvTheory.own_payoff`)
+    or a stated bound ``|slope_c| <= L_c`` (a mapping) — a cell's bound is its point's upper confidence bound plus
+    its slope term, and no strategy of the box gains more than the largest cell bound (Vorobeychik's bound, with
+    local constants). Branch and bound (``refine``): while some cell's bound is at least ``tolerance`` (the check's
+    tau; 0 when the oracle is called alone), the cells that could still exceed it are halved, largest bound first,
+    along their dominant components, and the new points are played on *fresh* episodes of a new round (the
+    earlier rounds chose where they lie, so reusing those episodes would not give them valid intervals). It stops
+    when the bound is below ``tolerance`` (the verdict "consistent" is possible), when some point's lower
+    confidence bound is above it (no refinement can certify: the reply refutes), or when ``max_points`` points
+    have been played.
+
+    Confidence: every point's one-sided bound is at level ``1 - (1 - level) / M`` (Student's t, ``K - 1``
+    degrees of freedom), ``M = max_points`` with refinement (the number of grid points without). At most ``M``
+    points are played and each point's bound holds given the rounds before it (fresh episodes), so by Bonferroni
+    over the budget all bounds played hold at once with probability at least ``level``, however the search chose
+    them, and then the reported bound holds over the whole box.
+
+    With ``levels`` the strategy class is finite — exactly the product of the given levels per component (e.g. the
+    actions of a discretised matrix game) — and the bound is the largest point's upper confidence bound, with no
+    slope term and no refinement.
+
+    Without a slope bound (``lipschitz=None``) there is no upper bound, and ``refine`` adds one round of
+    ``points`` per component inside the best point's cell.
 
     Args:
         components: names of the action components searched (e.g. ``("alpha", "beta")``).
-        points: grid points per component (per grid).
+        points: first-grid points per component.
         episodes: episodes per grid point.
-        refine: add the finer grid around the best coarse point.
-        lipschitz: ``"theory"``, a mapping component -> constant, or ``None`` (no upper bound).
-        level: confidence level of the upper bound.
+        refine: branch and bound (with a slope bound), or the zoom round (without).
+        max_points: budget of points played, the first grid included (with refinement).
+        lipschitz: ``"theory"``, a mapping component -> bound on ``|slope|``, or ``None`` (no upper bound).
+        level: simultaneous confidence level of the upper bound.
+        levels: component -> the values of a finite strategy class (replaces the grid; ``points``, ``refine`` and
+            ``lipschitz`` then do not apply).
     """
 
     name = "grid"
@@ -322,16 +360,29 @@ class GridOracle:
         refine: bool = True,
         lipschitz: str | Mapping[str, float] | None = "theory",
         level: float = 0.95,
+        max_points: int = 1_000,
+        levels: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         points, episodes = integer("points", points, 2), integer("episodes", episodes, 2)
         if not 0 < level < 1:
             raise ValueError(f"level must lie in (0, 1), got {level}")
+        if isinstance(lipschitz, str) and lipschitz != "theory":
+            raise ValueError(f"lipschitz must be 'theory', a mapping or None, got {lipschitz!r}")
+        if levels is not None:
+            unknown = sorted(set(levels) - set(components))
+            if unknown or any(len(levels[c]) < 1 for c in components if c in levels):
+                raise ValueError(f"levels: one non-empty list per component {list(components)}, got {dict(levels)}")
+            missing = [c for c in components if c not in levels]
+            if missing:
+                raise ValueError(f"levels: no levels for {missing}")
         self.components, self.points, self.episodes = tuple(components), points, episodes
         self.refine, self.lipschitz, self.level = refine, lipschitz, level
+        self.max_points = integer("max_points", max_points, points ** len(self.components))
+        self.levels = None if levels is None else {c: [float(v) for v in levels[c]] for c in self.components}
 
     @property
     def proves(self) -> str:
-        return "lower and upper bound" if self.lipschitz is not None else "lower bound"
+        return "lower and upper bound" if self.lipschitz is not None or self.levels else "lower bound"
 
     def best_response(
         self,
@@ -340,10 +391,11 @@ class GridOracle:
         policies: Mapping[str, Policy],
         seed: int = 0,
         batch_size: int | None = None,
+        tolerance: float | None = None,
     ) -> OracleResult:
-        """Play the candidate and every grid point as ``player`` on the same ``episodes`` episodes, simulated
-        ``batch_size`` at a time (``None``: the env's default, :func:`~fedgames.envs.batch.resolve_batch_size`),
-        and keep the best point."""
+        """Search as ``player`` against ``policies`` (class doc), every simulation ``batch_size`` episodes at a
+        time (``None``: the env's default, :func:`~fedgames.envs.batch.resolve_batch_size`); round ``r`` plays
+        episodes seeded ``seed + r``. Refinement aims at a bound below ``tolerance`` (``None``: 0)."""
         batch_size = resolve_batch_size(env, batch_size)
         protocol = env.protocol  # type: ignore[attr-defined]
         index = env.possible_agents.index(player)
@@ -351,62 +403,132 @@ class GridOracle:
         observations = episode_batch(env, 1, np.random.default_rng(seed)).reset()
         base = policies[player].act(observations[:, index], np.random.default_rng(seed))[0]
         low, high = protocol.action_low[columns], protocol.action_high[columns]
+        target = 0.0 if tolerance is None else float(tolerance)
 
-        def search(
-            lower: np.ndarray, upper: np.ndarray, seed: int
-        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            candidate = simulate(env, policies, self.episodes, seed=seed, batch_size=batch_size).rewards[:, index]
-            axes = [np.linspace(lo, hi, self.points) for lo, hi in zip(lower, upper)]
-            actions = []
-            for point in itertools.product(*axes):
+        def play(points: list[np.ndarray], round_: int) -> list[tuple[float, float]]:
+            """Paired mean gain and standard error of each point over round ``round_``'s episodes."""
+            candidate = simulate(env, policies, self.episodes, seed=seed + round_, batch_size=batch_size)
+            found = []
+            for point in points:
                 action = base.copy()
                 action[columns] = point
-                actions.append(action)
-            gains, errors = np.empty(len(actions)), np.empty(len(actions))
-            for g, action in enumerate(actions):
                 rewards = simulate(
-                    env, {**policies, player: ConstantPolicy(action)}, self.episodes, seed=seed, batch_size=batch_size
-                )
-                diff = rewards.rewards[:, index] - candidate
-                gains[g], errors[g] = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
-            return np.array(actions), gains, errors, (upper - lower) / (self.points - 1)
+                    env,
+                    {**policies, player: ConstantPolicy(action)},
+                    self.episodes,
+                    seed=seed + round_,
+                    batch_size=batch_size,
+                ).rewards
+                diff = rewards[:, index] - candidate.rewards[:, index]
+                found.append((float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))))
+            return found
 
-        grids = [search(low, high, seed)]
-        if self.refine:  # on fresh episodes: the coarse ones chose where it lies
-            best = grids[0][0][int(np.argmax(grids[0][1]))][columns]
-            grids.append(search(np.maximum(best - grids[0][3], low), np.minimum(best + grids[0][3], high), seed + 1))
-        actions = np.concatenate([g[0] for g in grids])
-        gains = np.concatenate([g[1] for g in grids])
-        winner = int(np.argmax(gains))
+        slope_range: SlopeRange | None
+        if self.levels:  # a finite class: zero-width cells, nothing between the points
+
+            def slope_range(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return np.zeros(len(columns)), np.zeros(len(columns))
+
+        else:
+            slope_range = self._slope_range(env, policies, index, columns, base)
+
+        def cells_of(boxes: list[tuple[np.ndarray, np.ndarray]], round_: int, box: tuple | None) -> list[Cell]:
+            points = [b[0] if box is None else anchored_point(*b, *box) for b in boxes]
+            return [
+                Cell(lower, upper, point, gain, se, round_, None if slope_range is None else slope_range(lower, upper))
+                for (lower, upper), point, (gain, se) in zip(boxes, points, play(points, round_))
+            ]
+
+        if self.levels:
+            finite = [np.array(p, dtype=float) for p in itertools.product(*(self.levels[c] for c in self.components))]
+            leaves = cells_of([(p, p) for p in finite], 0, None)
+            budget_points = len(leaves)
+        else:
+            leaves = cells_of(initial_cells(low, high, self.points), 0, (low, high))
+            budget_points = self.max_points if self.refine and slope_range is not None else len(leaves)
+        quantile = float(student_t.ppf(1 - (1 - self.level) / budget_points, self.episodes - 1))
+        evaluated, rounds, stopped = list(leaves), 1, "first grid only"
+        if self.refine and not self.levels and slope_range is None:  # no bound to aim at: one zoom round
+            best = max(leaves, key=lambda c: c.gain)
+            evaluated += cells_of(initial_cells(best.lower, best.upper, self.points), 1, None)
+            rounds = 2
+        elif self.refine and not self.levels:
+            while True:
+                bounds = [c.bound(quantile) for c in leaves]
+                if max(bounds) < target:
+                    stopped = "bound below the tolerance"
+                    break
+                if max(c.gain - quantile * c.se for c in leaves) > target:
+                    stopped = "a point's lower confidence bound exceeds the tolerance"
+                    break
+                chosen, children = set(), []
+                for k in sorted(range(len(leaves)), key=lambda k: -bounds[k]):
+                    if bounds[k] < target:
+                        break
+                    halves = leaves[k].halves(low, high)
+                    if halves and len(evaluated) + len(children) + len(halves) <= budget_points:
+                        chosen.add(k)
+                        children += halves
+                if not children:
+                    stopped = "point budget spent"
+                    break
+                new = cells_of(children, rounds, (low, high))
+                leaves = [c for k, c in enumerate(leaves) if k not in chosen] + new
+                evaluated += new
+                rounds += 1
+        winner = max(evaluated, key=lambda c: c.gain)
+        action = base.copy()
+        action[columns] = winner.point
         result = OracleResult(
-            policy=ConstantPolicy(actions[winner]),
+            policy=ConstantPolicy(action),
             oracle=self.name,
             proves=self.proves,
             budget={
                 "components": list(self.components),
-                "points_per_component": self.points,
+                "points_per_component": self.points if not self.levels else None,
+                "levels": self.levels,
                 "refined": self.refine,
-                "grid_points": len(actions),
+                "grid_points": len(evaluated),
+                "rounds": rounds,
                 "episodes_per_point": self.episodes,
+                "max_points": budget_points,
+                "per_point_level": 1 - (1 - self.level) / budget_points,
             },
         )
-        constants = self._lipschitz(env, policies, index, columns)
-        if constants is not None:
-            quantile = student_t.ppf(1 - (1 - self.level) / len(actions), self.episodes - 1)
-            bounds = [g[1] + quantile * g[2] + float(np.sum(constants * g[3] / 2)) for g in grids]
-            if self.refine:  # the coarse winner's cell is covered by the refined grid
-                bounds[0][int(np.argmax(grids[0][1]))] = -np.inf
-            result.upper_bound = float(max(b.max() for b in bounds))
-            result.budget["lipschitz"] = dict(zip(self.components, constants.tolist()))
+        if slope_range is not None:
+            largest = max(leaves, key=lambda c: c.bound(quantile))
+            result.upper_bound = largest.bound(quantile)
+            result.cells = leaves
+            result.quantile = quantile
+            result.budget["slopes"] = (
+                "finite class: none"
+                if self.levels
+                else "closed form, per cell"
+                if self.lipschitz == "theory"
+                else {c: float(self.lipschitz[c]) for c in self.components}  # type: ignore[index]
+            )
+            result.search = {
+                "points_evaluated": len(evaluated),
+                "rounds": rounds,
+                "target": target,
+                "stopped": stopped,
+                "largest_cell": largest.describe(list(self.components), quantile),
+            }
         return result
 
-    def _lipschitz(
-        self, env: ParallelEnv, policies: Mapping[str, Policy], index: int, columns: list[int]
-    ) -> np.ndarray | None:
+    def _slope_range(
+        self, env: ParallelEnv, policies: Mapping[str, Policy], index: int, columns: list[int], base: np.ndarray
+    ) -> SlopeRange | None:
+        """The slope range over a cell: from the closed form (exact, for ``alpha`` and ``beta``) or the stated
+        constants; ``None`` without ``lipschitz``."""
         if self.lipschitz is None:
             return None
         if isinstance(self.lipschitz, Mapping):
-            return np.array([float(self.lipschitz[c]) for c in self.components])
+            missing = [c for c in self.components if c not in self.lipschitz]
+            if missing:
+                raise ValueError(f"lipschitz: no constant for {missing}")
+            bound = np.array([float(self.lipschitz[c]) for c in self.components])
+            return lambda lower, upper: (-bound, bound)
         from fedgames.envs.contract import closed_form
 
         theory = closed_form(env)
@@ -416,7 +538,22 @@ class GridOracle:
                 "lipschitz='theory' needs a game with a closed form and constant policies; give the "
                 "constants as a mapping, or lipschitz=None for a lower bound only"
             )
-        return theory.lipschitz(constant, index, columns)
+        own = [env.protocol.action_index(c) for c in ("alpha", "beta")]  # type: ignore[attr-defined]
+        if not set(columns) <= set(own):
+            raise ValueError(
+                f"lipschitz='theory' bounds the slopes along alpha and beta; components {list(self.components)} "
+                "need constants as a mapping"
+            )
+        payoff = theory.own_payoff(constant, index)
+        where = [own.index(c) for c in columns]
+
+        def slope_range(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            box_low, box_high = base[own].astype(float), base[own].astype(float)
+            box_low[where], box_high[where] = lower, upper
+            smallest, largest = payoff.slope_range(box_low, box_high)
+            return smallest[where], largest[where]
+
+        return slope_range
 
 
 def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy]) -> np.ndarray | None:

@@ -327,9 +327,9 @@ def predicted_equilibrium(
 class EnvTheory:
     """The closed forms of a (wrapped) ``mean_estimation_v0`` env, in terms of action vectors ``(N, d + 2)``.
 
-    Used by the equilibrium check for exact payoffs, predicted best responses and the Lipschitz constants that
-    turn a grid search into an upper bound on regret. Raises ``ValueError`` where the mechanisms have no closed
-    form (robust aggregation).
+    Used by the equilibrium check for exact payoffs, predicted best responses and the slope ranges
+    (:meth:`own_payoff`) that turn a grid search into an upper bound on regret. Raises ``ValueError`` where the
+    mechanisms have no closed form (robust aggregation).
     """
 
     def __init__(self, env: object) -> None:
@@ -352,30 +352,56 @@ class EnvTheory:
         response = best_response(self.profile(actions), self.setting, i, float(self.high[0]), bias_max)
         return response.actions()[i]
 
-    def lipschitz(self, actions: np.ndarray, i: int, components: list[int], points: int = 101) -> np.ndarray:
-        """Largest ``|d E R_i / d a_c|`` over the box of the given components (others fixed at ``actions``).
+    def own_payoff(self, actions: np.ndarray, i: int) -> OwnPayoff:
+        """Player i's ``E R_i`` as a function of its own ``(alpha, beta)``, the rest of ``actions`` fixed."""
+        values = np.empty((2, 3))
+        for p, alpha in enumerate((0.0, 1.0)):
+            for q, beta in enumerate((0.0, 0.5, 1.0)):
+                trial = np.array(actions, dtype=float)
+                trial[i, :2] = alpha, beta
+                values[p, q] = self.payoff(trial, i)
+        # the quadratic through beta = 0, 1/2, 1, for alpha^2 = 0 (A) and the increment per unit alpha^2 (B)
+        to_coefficients = np.array([[1.0, 0.0, 0.0], [-3.0, 4.0, -1.0], [2.0, -4.0, 2.0]])
+        return OwnPayoff(to_coefficients @ values[0], to_coefficients @ (values[1] - values[0]))
 
-        From the closed form on a ``points``-per-axis grid with spacing ``h``: a first difference is the slope at
-        some point of its step (mean value theorem), and the slope moves by at most ``h sup|u''|`` within a step,
-        so ``max|first difference|/h + max|second difference|/h`` bounds the slope up to the error of the
-        second-difference estimate of ``sup|u''|``, which for this low-degree polynomial payoff is ``O(h)``
-        smaller still.
-        """
-        axes = [np.linspace(self.low[c], self.high[c], points) for c in components]
-        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(components))
-        values = np.empty(len(grid))
-        for g, point in enumerate(grid):
-            trial = np.array(actions, dtype=float)
-            trial[i, components] = point
-            values[g] = self.payoff(trial, i)
-        values = values.reshape([points] * len(components))
-        constants = []
-        for k, c in enumerate(components):
-            if self.high[c] <= self.low[c]:
-                constants.append(0.0)
-                continue
-            h = axes[k][1] - axes[k][0]
-            first = np.max(np.abs(np.diff(values, axis=k))) / h
-            second = np.max(np.abs(np.diff(values, n=2, axis=k))) / h if points > 2 else 0.0
-            constants.append(float(first + second))
-        return np.array(constants)
+
+def _quadratic_range(coefficients: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """Smallest and largest value of ``c0 + c1 x + c2 x^2`` over ``[low, high]`` (ends and vertex)."""
+    c0, c1, c2 = coefficients
+    xs = [low, high] + ([-c1 / (2 * c2)] if c2 != 0 and low < -c1 / (2 * c2) < high else [])
+    values = [c0 + c1 * x + c2 * x * x for x in xs]
+    return min(values), max(values)
+
+
+@dataclass(frozen=True)
+class OwnPayoff:
+    """``E R_i = A(beta) + alpha^2 B(beta)`` in player i's own ``alpha``, ``beta`` (the others' actions and i's bias
+    fixed), ``A`` and ``B`` quadratics given by their coefficients of ``1, beta, beta^2``.
+
+    Exact for every setting :class:`Setting` covers: by Thm 4.1 and D.3 each MSE is quadratic in ``beta_i`` and
+    affine in ``E alpha_i^2`` (the own MSE through ``(1 - beta_i)^2 E||m_i - mbar||^2``, the others' through
+    ``sum_j E alpha_j^2`` and their deviations), and the payments of Thm D.1 and B.2 are affine in ``E alpha_i^2``.
+    The equilibrium check uses it for the slopes' exact range over a cell of its grid.
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+
+    def value(self, alpha: float, beta: float) -> float:
+        powers = np.array([1.0, beta, beta * beta])
+        return float(powers @ self.A + alpha * alpha * (powers @ self.B))
+
+    def slope_range(self, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Smallest and largest ``(dE R_i/d alpha, dE R_i/d beta)`` over the box ``lower <= (alpha, beta) <= upper``
+        (``alpha >= 0``), exactly: ``d/d alpha = 2 alpha B(beta)`` is a product of a non-negative factor and a
+        quadratic, extreme at the box's alpha ends and B's extremes; ``d/d beta = A'(beta) + alpha^2 B'(beta)`` is
+        bilinear in ``(alpha^2, beta)``, extreme at the corners."""
+        (a_lo, b_lo), (a_hi, b_hi) = lower, upper
+        b_min, b_max = _quadratic_range(self.B, b_lo, b_hi)
+        d_alpha = [2 * a * b for a in (a_lo, a_hi) for b in (b_min, b_max)]
+        d_beta = [
+            self.A[1] + 2 * self.A[2] * beta + a * a * (self.B[1] + 2 * self.B[2] * beta)
+            for a in (a_lo, a_hi)
+            for beta in (b_lo, b_hi)
+        ]
+        return np.array([min(d_alpha), min(d_beta)]), np.array([max(d_alpha), max(d_beta)])
