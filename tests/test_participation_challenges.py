@@ -198,3 +198,24 @@ def test_observations_and_infos_say_who_was_audited_challenged_and_caught():
 def test_bad_input_names_the_parameter_and_its_range(mechanisms, config, pattern):
     with pytest.raises(ValueError, match=pattern):
         make(mechanisms, **config)
+
+
+def test_the_monitor_under_random_challenges_keeps_its_false_alarm_level():
+    """Under random challenges the monitor's welfare estimate is the challenged participants' mean challenge score
+    and the GLS test reads the challenge scores of the challenge rounds only: on 400 honest runs (100 clients, 20
+    rounds, ``pi = 0.3``) each statistical signal fires in at most ``alpha`` of them within 3 binomial standard
+    errors, and it fires in every run where everybody games with ``u = 0.3``."""
+    from fedgames.envs.participation.monitor import game_monitor
+
+    episodes, alpha = 400, 0.05
+    env = make(["challenge_mixing:pi=0.3"], n_clients=100, rounds=20)
+    for u, bound in ((0.0, alpha + 3 * math.sqrt(alpha * (1 - alpha) / episodes)), (0.3, None)):
+        monitor = game_monitor(env.unwrapped.game, env.protocol, batch=episodes)
+        assert monitor.mixing == "random" and monitor.alpha == alpha
+        for messages in play(env, episodes, np.full(100, u), seed=5):
+            present, challenged = messages[..., 0] > 0, messages[..., COLUMN["challenged"]] > 0
+            metric = env.protocol.payment_rules[0].paid_score(messages).mean(1)
+            monitor.update(present, messages[..., 1], messages[..., 2], metric, challenged)
+        for name in ("metric_welfare_gap", "gaming_detected"):
+            rate = np.mean(monitor.first[name] > 0)
+            assert rate <= bound if bound is not None else rate == 1.0
