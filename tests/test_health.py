@@ -125,14 +125,14 @@ def test_monte_carlo_counts_diverged_episodes_and_leaves_them_out():
 def test_nash_check_on_diverging_episodes_is_inconclusive_with_a_note():
     """Issue 17: ``fedgames check`` reported NashConv = nan with every player inconclusive and no note. Now the
     diverged pairs are counted and left out, and the report says so instead of printing NaN."""
+    from fedgames.envs.contract import game_of
     from fedgames.eval.nash import nash_check
-    from fedgames.eval.theory_hooks import honest_policies_for
     from fedgames.train.oracles import GridOracle
 
     env = fedgames.make("fedsgd_v0", **DIVERGING)
     oracle = GridOracle(components=("alpha",), points=2, episodes=4, refine=False, lipschitz=None)
     with pytest.warns(UserWarning, match="episodes=4"):
-        report = nash_check(env, honest_policies_for(env), oracle, players=["player_0"], episodes=4)
+        report = nash_check(env, game_of(env).honest_policies(env.protocol), oracle, players=["player_0"], episodes=4)
     player = report.players[0]
     assert player.verdict == "inconclusive" and report.verdict == "inconclusive"
     assert player.diverged == {"grid": 4}
