@@ -5,20 +5,31 @@ observations and ``infos`` of audits and challenges, and bad input."""
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fedgames
+from fedgames.agents import ConstantPolicy, RandomPolicy
 from fedgames.envs.batch import episode_batch
 from fedgames.envs.participation import detection as d
 from fedgames.envs.participation import theory
 from fedgames.envs.participation.game import MESSAGE_FIELDS, OBSERVATION_FIELDS
+from fedgames.envs.participation.monitor import game_monitor
+from fedgames.train.best_response_env import BestResponseEnv
 
 MODEL = {"delta": 1.0, "gamma": 0.5, "q0": 1.0, "score_noise": 1.0, "challenge_noise": 0.5}
 """``I(pi) = 0.25 + pi`` (as the detection tests'): powers well inside (0, 1) at a few rounds."""
 
 COLUMN = {name: i for i, name in enumerate(MESSAGE_FIELDS)}
+
+KNOWN_WARNINGS = re.compile(r"infinity|not having a spec")
+"""What Gymnasium's checker may say of the best-response view: the observation box's infinite bounds (the cost and
+the scores are unbounded) and the missing registry spec."""
 
 
 def make(mechanisms=(), **config):
@@ -205,8 +216,6 @@ def test_the_monitor_under_random_challenges_keeps_its_false_alarm_level():
     and the GLS test reads the challenge scores of the challenge rounds only: on 400 honest runs (100 clients, 20
     rounds, ``pi = 0.3``) each statistical signal fires in at most ``alpha`` of them within 3 binomial standard
     errors, and it fires in every run where everybody games with ``u = 0.3``."""
-    from fedgames.envs.participation.monitor import game_monitor
-
     episodes, alpha = 400, 0.05
     env = make(["challenge_mixing:pi=0.3"], n_clients=100, rounds=20)
     for u, bound in ((0.0, alpha + 3 * math.sqrt(alpha * (1 - alpha) / episodes)), (0.3, None)):
@@ -219,3 +228,27 @@ def test_the_monitor_under_random_challenges_keeps_its_false_alarm_level():
         for name in ("metric_welfare_gap", "gaming_detected"):
             rate = np.mean(monitor.first[name] > 0)
             assert rate <= bound if bound is not None else rate == 1.0
+
+
+@pytest.mark.parametrize(
+    "mechanisms",
+    [[], ["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.8,S=1,policy=test"], ["bounded_attack:A=0.5,component=u"]],
+    ids=["plain", "challenges+test-audits", "bounded"],
+)
+def test_the_best_response_view_passes_the_env_checkers(mechanisms):
+    """Player 0's single-agent view (``train.best_response_env``) against honest and random others passes
+    Gymnasium's and SB3's ``check_env``; the only warnings are the observation box's infinite bounds (the cost and
+    the scores are unbounded) and the missing registry spec."""
+
+    env = make(mechanisms, n_clients=4, rounds=3)
+    for others in ("honest", "random"):
+        policies = {
+            a: ConstantPolicy(np.array([1.0, 0.0])) if others == "honest" else RandomPolicy(env.action_space(a))
+            for a in env.possible_agents[1:]
+        }
+        view = BestResponseEnv(env, "player_0", policies)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gym_check_env(view)
+            sb3_check_env(view, warn=True)
+        assert [str(w.message) for w in caught if not KNOWN_WARNINGS.search(str(w.message))] == []
