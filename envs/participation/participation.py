@@ -27,31 +27,37 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from fedgames.envs.base import ProtocolEnv, stack_actions
+from fedgames.envs.base import stack_actions
 from fedgames.envs.batch import BatchStep, EpisodeBatch
+from fedgames.envs.contract import GameEnv
 from fedgames.envs.health import Health
 from fedgames.envs.participation.game import (
     OBSERVATION_FIELDS,
     Outcome,
+    ParticipationConfig,
     ParticipationGame,
     RoundState,
     World,
 )
 from fedgames.envs.participation.monitor import Monitor, game_monitor
+from fedgames.envs.participation.theory import symmetric_manipulation
+from fedgames.envs.policy import Policy, constant_policies
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
-from fedgames.validation import check_call
 
 
-class ParticipationEnv(ProtocolEnv):
-    """PettingZoo parallel env of the participation game; config as :class:`ParticipationGame`."""
+class ParticipationEnv(GameEnv):
+    """PettingZoo parallel env of the participation game; config as :class:`ParticipationConfig`."""
 
     metadata = {"name": "participation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    profile_names = ("honest", "theory")
+    profile_keys = ("participate", "u")
+    profile_defaults = {"participate": 1.0}
 
     def __init__(self, render_mode: str | None = None, **config: Any) -> None:
         self.set_render_mode(render_mode)
-        check_call("participation_v0", ParticipationGame.__init__, config)
-        self.game = ParticipationGame(**config)
+        self.config = ParticipationConfig.from_kwargs(**config)
+        self.game = ParticipationGame(self.config)
         self.rounds = self.game.rounds
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in range(self.game.n_clients)]
@@ -73,6 +79,18 @@ class ParticipationEnv(ProtocolEnv):
 
     def validate_protocol(self, protocol: Protocol) -> None:
         self.game.validate_protocol(protocol)
+
+    def honest_policies(self, protocol: Protocol) -> dict[str, Policy]:
+        """Taking part with ``u = 0`` every round."""
+        return constant_policies(np.tile([1.0, 0.0], (len(self.possible_agents), 1)), self.possible_agents)
+
+    def named_policies(self, name: str, protocol: Protocol) -> dict[str, Policy]:
+        """``honest``, or ``theory``: taking part with the manipulation that is a best reply to itself at full
+        participation (:func:`~fedgames.envs.participation.theory.symmetric_manipulation`), every round."""
+        if name != "theory":
+            return super().named_policies(name, protocol)
+        u = symmetric_manipulation(self.game.setting(protocol))
+        return self.policies_from_values({"participate": 1.0, "u": u})
 
     def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> ParticipationBatch:
         """``size`` episodes under ``protocol``, advanced together (:mod:`fedgames.envs.batch`)."""
