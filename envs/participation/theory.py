@@ -76,7 +76,7 @@ class Setting:
         sanction: ``S``, charged to a caught participant.
         audit_policy: ``"uniform"`` (``k`` participants at random), ``"risk"`` (the ``k`` with the largest score
             gap ``s_i - h_i = delta u_i + noise``, ties at random) or ``"test"`` (the ``k`` with the largest
-            one-round GLS statistic of SPEC §8, ``sqrt(J_1) u_i + N(0, 1)``).
+            GLS statistic of SPEC §8 over the rounds so far, ``sqrt(J_t) u_i + N(0, 1)`` in round ``t``).
         score_noise, challenge_noise: standard deviations of the public and the challenge scores' noise.
         C: side payment on the paid score's deviation from the participants' mean, ``C (y_i - M)^2``.
         balanced: the side payment is budget-balanced among the participants.
@@ -370,7 +370,8 @@ def gaming_gain(
     """The exact gain in expected round reward of manipulation ``u`` (a number or an array of them) over honesty
     for one participant, the other ``|P| - 1`` playing ``others`` (``z`` counts its honest contribution): the
     score payment's ``w b u``, less the welfare lost, the expected sanction ``S p_detect u P[audited]``
-    (:func:`audit_probability`) and the extra side payment (:func:`deviation_payment`). At ``u = 1`` with uniform
+    (:func:`audit_probability`; audits by the GLS statistic: the first round's chance, later rounds' evidence
+    accumulates) and the extra side payment (:func:`deviation_payment`). At ``u = 1`` with uniform
     audits and no side payment, this is :func:`gaming_slope` with the welfare's difference in place of its
     derivative."""
     s = setting
