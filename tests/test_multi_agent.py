@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import pickle
 
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -15,7 +18,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 import fedgames
 from fedgames.agents import FixedPolicy, HonestPolicy, SB3Policy
-from fedgames.train import multi_agent
+from fedgames.train import checkpoint, learners
+from fedgames.train.checkpoint import read_model_state
 from fedgames.train.multi_agent import (
     SelfPlayVecEnv,
     TrainingResult,
@@ -160,7 +164,7 @@ def test_shared_ppo_converges_to_bounded_attack_equilibrium():
     result = train_shared(env, total_steps=150_000, n_games=512, checkpoint_every=50_000, seed=0)
     assert isinstance(result, TrainingResult) and result.mode == "shared"
     assert len(result.history) == 3
-    final = result.history[-1]["players"]
+    final = result.history[-1].players
     for agent in env.possible_agents:
         assert abs(final[agent]["alpha"] - A) < 0.15 * A
         assert abs(final[agent]["beta"] - A**2 / (nu * N + A**2)) < 0.15
@@ -178,7 +182,7 @@ def test_independent_ppo_raises_alpha_without_mechanism():
     result = train_independent(env, rounds=1, steps_per_round=30_000, n_envs=512, seed=0)
     assert result.mode == "independent" and len(result.history) == 1
     for agent in env.possible_agents:
-        assert result.history[0]["players"][agent]["alpha"] > 0.8 * alpha_max
+        assert result.history[0].players[agent]["alpha"] > 0.8 * alpha_max
         assert isinstance(result.policies[agent], SB3Policy)
     assert len({id(p.model) for p in result.policies.values()}) == 3
 
@@ -186,13 +190,13 @@ def test_independent_ppo_raises_alpha_without_mechanism():
 def test_independent_rounds_are_simultaneous(monkeypatch):
     """Round 0 plays against ``init``; round r against frozen snapshots of the others' round r-1 policies."""
     seen = []
-    original = multi_agent.BestResponseVecEnv
+    original = learners.BestResponseVecEnv
 
     def recording(env, player, others, *args, **kwargs):
         seen.append((player, dict(others)))
         return original(env, player, others, *args, **kwargs)
 
-    monkeypatch.setattr(multi_agent, "BestResponseVecEnv", recording)
+    monkeypatch.setattr(learners, "BestResponseVecEnv", recording)
     env = make(n_players=3)
     init = {a: FixedPolicy(0.5, 0.1, [0.0, 0.0]) for a in env.possible_agents}
     result = train_independent(env, rounds=2, init=init, **TINY)
@@ -218,18 +222,18 @@ def test_resume_trains_only_missing_rounds_and_matches_uninterrupted_run(tmp_pat
     first = train_independent(env, rounds=2, seed=4, checkpoint_dir=tmp_path, **TINY)
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["completed_rounds"] == 2 and len(state["history"]) == 2 and state["seed"] == 4
-    assert sorted(p.name for p in tmp_path.glob("*.zip")) == [f"player_{i}.round_0002.zip" for i in range(3)]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [f"player_{i}.round_0002.pt" for i in range(3)]
 
     counter = LearnCounter(monkeypatch)
     resumed = train_independent(env, rounds=3, seed=4, checkpoint_dir=tmp_path, **TINY)
     assert counter.calls == 3  # round 3 only: one learn call per player
     assert type(resumed) is type(first) and resumed.mode == first.mode
-    assert [h["round"] for h in resumed.history] == [1, 2, 3]
-    assert resumed.history[:2] == json.loads(json.dumps(first.history))
+    assert [h.round for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == first.history  # read back from state.json
     assert json.loads((tmp_path / "state.json").read_text())["completed_rounds"] == 3
 
     straight = train_independent(env, rounds=3, seed=4, **TINY)  # PPO resumes exactly
-    assert resumed.to_dict()["history"] == json.loads(json.dumps(straight.history))
+    assert resumed.history == straight.history
 
     counter.calls = 0
     again = train_independent(env, rounds=3, seed=4, checkpoint_dir=tmp_path, **TINY)
@@ -246,25 +250,25 @@ def test_crash_mid_round_leaves_loadable_checkpoint(tmp_path, monkeypatch):
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["completed_rounds"] == 1
     for name in state["models"].values():
-        assert PPO.load(tmp_path / name).num_timesteps == 256
+        assert read_model_state(tmp_path / name)["counters"]["num_timesteps"] == 256
     monkeypatch.undo()
 
     counter = LearnCounter(monkeypatch)
     result = train_independent(env, rounds=3, seed=1, checkpoint_dir=tmp_path, **TINY)
-    assert counter.calls == 6 and [h["round"] for h in result.history] == [1, 2, 3]
+    assert counter.calls == 6 and [h.round for h in result.history] == [1, 2, 3]
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
 
 
 def test_crash_while_checkpointing_keeps_previous_state(tmp_path, monkeypatch):
     env = make(n_players=2)
-    original = multi_agent.write_atomic
+    original = checkpoint.write_atomic
 
     def failing(path, write):
-        if path.name == "state.json" and "round_0002" in "".join(p.name for p in path.parent.glob("*.zip")):
+        if path.name == "state.json" and "round_0002" in "".join(p.name for p in path.parent.glob("*.pt")):
             raise OSError("disk full")
         return original(path, write)
 
-    monkeypatch.setattr(multi_agent, "write_atomic", failing)
+    monkeypatch.setattr(checkpoint, "write_atomic", failing)
     with pytest.raises(OSError, match="disk full"):
         train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
     state = json.loads((tmp_path / "state.json").read_text())
@@ -273,7 +277,75 @@ def test_crash_while_checkpointing_keeps_previous_state(tmp_path, monkeypatch):
     monkeypatch.undo()
     result = train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
     assert len(result.history) == 2
-    assert sorted(p.name for p in tmp_path.glob("*.zip")) == ["player_0.round_0002.zip", "player_1.round_0002.zip"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["player_0.round_0002.pt", "player_1.round_0002.pt"]
+
+
+class Payload:
+    """A pickle that runs code when unpickled: it creates the folder ``marker``."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_planted_payload_in_a_checkpoint_does_not_run_on_resume(tmp_path):
+    """Issue 17: resuming reads model files with ``torch.load(weights_only=True)``, which builds tensors and plain
+    containers only; a file whose pickle would call ``os.mkdir`` (planted as a torch file, as a bare pickle, or as
+    an SB3 zip of the older format) is refused with the file named, and the payload never runs."""
+    env = make(n_players=2)
+    train_independent(env, rounds=1, seed=0, checkpoint_dir=tmp_path, **TINY)
+    marker = tmp_path / "payload_ran"
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload works: unpickled the usual way, it runs
+    assert marker.is_dir()
+    marker.rmdir()
+    target = tmp_path / "player_0.round_0001.pt"
+    good = target.read_bytes()
+    plants = {
+        "torch": lambda: torch.save({"format": 1, "parameters": Payload(marker)}, target),
+        "pickle": lambda: target.write_bytes(pickle.dumps(Payload(marker))),
+    }
+    for kind, plant in plants.items():
+        plant()
+        with pytest.raises(ValueError, match=r"player_0\.round_0001\.pt: not a fedgames model file"):
+            train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+        assert not marker.exists(), kind
+    target.write_bytes(good)
+
+    # an SB3 zip with a serialized entry, named by a state.json of the old format: not even opened
+    state_path = tmp_path / "state.json"
+    state = json.loads(state_path.read_text())
+    old = PPO("MlpPolicy", "Pendulum-v1", n_steps=8, batch_size=8)
+    old.learning_rate = Payload(marker)  # SB3 writes it as a ':serialized:' pickle, which its load runs
+    old.save(tmp_path / "player_0.round_0001.zip")
+    state_path.write_text(json.dumps(state | {"format": 1, "models": {"player_0": "player_0.round_0001.zip"}}))
+    with pytest.raises(ValueError, match="older fedgames.*not read"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+    assert not marker.exists()
+    # and a state naming a file outside the checkpoint's own names is refused before anything is read
+    state_path.write_text(
+        json.dumps(state | {"models": {"player_0": "../x.pt", "player_1": state["models"]["player_1"]}})
+    )
+    with pytest.raises(ValueError, match=r"model file '\.\./x\.pt'"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+
+
+def test_resume_errors_name_the_file(tmp_path):
+    """A truncated ``state.json`` and a missing model file are ``ValueError`` s naming the file (not a JSON
+    traceback, not SB3's ``...zip.zip``)."""
+    env = make(n_players=2)
+    train_independent(env, rounds=1, seed=0, checkpoint_dir=tmp_path, **TINY)
+    state_path = tmp_path / "state.json"
+    text = state_path.read_text()
+    state_path.write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"state\.json: unreadable checkpoint state"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+    state_path.write_text(text)
+    (tmp_path / "player_1.round_0001.pt").unlink()
+    with pytest.raises(ValueError, match=r"player_1\.round_0001\.pt: model file missing") as error:
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+    assert ".zip" not in str(error.value)
 
 
 def test_config_mismatch_names_the_keys(tmp_path):
@@ -303,15 +375,15 @@ def test_shared_checkpoints_and_resume(tmp_path, monkeypatch):
     env = make(["bounded_attack:A=1"], n_players=2)
     options = {"n_games": 32, "checkpoint_every": 512, "eval_episodes": 256, "seed": 2}
     first = train_shared(env, total_steps=1024, checkpoint_dir=tmp_path, **options)
-    assert [h["timesteps"] for h in first.history] == [512, 1024]  # 4 steps x 64 sub-envs = 256 per rollout
+    assert [h.timesteps for h in first.history] == [512, 1024]  # 4 steps x 64 sub-envs = 256 per rollout
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["completed_rounds"] == 2 and state["timesteps"] == 1024
-    assert state["models"] == {"shared": "shared.round_0002.zip"}
+    assert state["models"] == {"shared": "shared.round_0002.pt"}
     counter = LearnCounter(monkeypatch)
     resumed = train_shared(env, total_steps=2048, checkpoint_dir=tmp_path, **options)
-    assert counter.calls == 2 and [h["timesteps"] for h in resumed.history] == [512, 1024, 1536, 2048]
+    assert counter.calls == 2 and [h.timesteps for h in resumed.history] == [512, 1024, 1536, 2048]
     straight = train_shared(env, total_steps=2048, **options)
-    assert resumed.history == json.loads(json.dumps(straight.history))
+    assert resumed.history == straight.history
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,7 +418,11 @@ def test_honest_default_init():
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])
-def test_off_policy_algorithms_run(algo, tmp_path):
+def test_off_policy_algorithms_learn_and_resume(algo, tmp_path):
+    """SAC and TD3 learn the best response to honesty under a bound A = 1 with no payment, which is to attack at
+    alpha = A (Cor. B.1: the attack costs the attacker nothing after its own correction): both players' alpha is
+    above 0.9 after one round (from 0.5, the middle of the box, where both start). A resumed run keeps round 1's
+    record exactly and adds round 2; the episodes trained count every learner's."""
     env = make(["bounded_attack:A=1"], n_players=2)
     independent = train_independent(
         env, algo=algo, rounds=1, steps_per_round=320, n_envs=32, eval_episodes=128, checkpoint_dir=tmp_path / "ind"
@@ -355,10 +431,15 @@ def test_off_policy_algorithms_run(algo, tmp_path):
         env, algo=algo, rounds=2, steps_per_round=320, n_envs=32, eval_episodes=128, checkpoint_dir=tmp_path / "ind"
     )
     assert len(independent.history) == 1 and len(resumed.history) == 2
+    assert resumed.history[0] == independent.history[0]
+    assert [r.timesteps for r in resumed.history] == [2 * 320, 4 * 320]  # two learners, 320 episodes a round each
+    assert all(s["alpha"] > 0.9 for s in independent.history[0].players.values()), independent.history[0]
+    rewards = [s["reward"] for s in independent.history[0].players.values()]
+    assert rewards[0] == pytest.approx(-rewards[1], abs=1e-9)  # N = 2, lambda = 1: R_0 = -R_1 on each episode
     shared = train_shared(env, algo=algo, total_steps=640, n_games=16, checkpoint_every=320, eval_episodes=128)
-    assert len(shared.history) == 2
+    assert [r.timesteps for r in shared.history] == [320, 640]
     for result in (resumed, shared):
-        for summary in result.history[-1]["players"].values():
+        for summary in result.history[-1].players.values():
             assert 0.0 <= summary["alpha"] <= 1.0 and 0.0 <= summary["beta"] <= 1.0
 
 

@@ -314,10 +314,11 @@ class GridOracle:
     points per component (``linspace`` over the action bounds), each owning a cell of the box
     (:mod:`fedgames.train.grid_cells`). A point's gain is its paired mean difference with the candidate over
     ``episodes`` episodes (common random numbers). With the payoff's slope range over each cell — exact from the
-    game's closed form (``lipschitz="theory"``: :meth:`~fedgames.envs.mean_estimation.theory.EnvTheory.own_payoff`)
-    or a stated bound ``|slope_c| <= L_c`` (a mapping) — a cell's bound is its point's upper confidence bound plus
-    its slope term, and no strategy of the box gains more than the largest cell bound (Vorobeychik's bound, with
-    local constants). Branch and bound (``refine``): while some cell's bound is at least ``tolerance`` (the check's
+    game's closed form where it has one (``lipschitz="theory"``: :meth:`~fedgames.envs.contract.TheoryAdapter.
+    slope_ranges`; the mean-estimation game's from ``EnvTheory.own_payoff``) or a stated bound ``|slope_c| <= L_c``
+    (a mapping) — a cell's bound is its point's upper confidence bound plus its slope term, and no strategy of the
+    box gains more than the largest cell bound (Vorobeychik's bound, with local constants). Branch and bound
+    (``refine``): while some cell's bound is at least ``tolerance`` (the check's
     tau; 0 when the oracle is called alone), the cells that could still exceed it are halved, largest bound first,
     along their dominant components, and the new points are played on *fresh* episodes of a new round (the
     earlier rounds chose where they lie, so reusing those episodes would not give them valid intervals). It stops
@@ -519,8 +520,9 @@ class GridOracle:
     def _slope_range(
         self, env: ParallelEnv, policies: Mapping[str, Policy], index: int, columns: list[int], base: np.ndarray
     ) -> SlopeRange | None:
-        """The slope range over a cell: from the closed form (exact, for ``alpha`` and ``beta``) or the stated
-        constants; ``None`` without ``lipschitz``."""
+        """The slope range over a cell: from the game's closed form
+        (:meth:`~fedgames.envs.contract.TheoryAdapter.slope_ranges`; exact along the mean-estimation game's
+        ``alpha`` and ``beta``) or the stated constants; ``None`` without ``lipschitz``."""
         if self.lipschitz is None:
             return None
         if isinstance(self.lipschitz, Mapping):
@@ -538,22 +540,7 @@ class GridOracle:
                 "lipschitz='theory' needs a game with a closed form and constant policies; give the "
                 "constants as a mapping, or lipschitz=None for a lower bound only"
             )
-        own = [env.protocol.action_index(c) for c in ("alpha", "beta")]  # type: ignore[attr-defined]
-        if not set(columns) <= set(own):
-            raise ValueError(
-                f"lipschitz='theory' bounds the slopes along alpha and beta; components {list(self.components)} "
-                "need constants as a mapping"
-            )
-        payoff = theory.own_payoff(constant, index)
-        where = [own.index(c) for c in columns]
-
-        def slope_range(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            box_low, box_high = base[own].astype(float), base[own].astype(float)
-            box_low[where], box_high[where] = lower, upper
-            smallest, largest = payoff.slope_range(box_low, box_high)
-            return smallest[where], largest[where]
-
-        return slope_range
+        return theory.slope_ranges(constant, index, base, columns)
 
 
 def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy]) -> np.ndarray | None:
