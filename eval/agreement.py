@@ -19,7 +19,7 @@ from fedgames.agents.rollout import simulate
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.contract import ActionProfile, as_actions, closed_form, game_of
 from fedgames.envs.policy import constant_policies
-from fedgames.files import csv_text
+from fedgames.files import csv_text, json_text
 
 AGREEMENT_Z = 4.0
 """A closed form and a Monte Carlo mean agree when they differ by less than this many standard errors."""
@@ -62,24 +62,43 @@ class AgreementReport:
     def all_agree(self) -> bool:
         return all(row.agrees for row in self.rows)
 
+    def _zero_like(self, row: Row) -> bool:
+        """Whether ``row`` predicts 0 up to rounding (a thousand-millionth of the largest prediction), where an
+        error relative to the prediction means nothing."""
+        scale = max((abs(r.predicted) for r in self.rows), default=0.0)
+        return abs(row.predicted) <= 1e-9 * scale
+
     @property
     def resolution(self) -> float:
         """The largest relative error of a closed form that the simulation could miss: ``max AGREEMENT_Z SE /
-        |predicted|`` over the rows whose prediction is not zero (up to rounding: a thousand-millionth of the
-        largest one) (agreement says nothing finer; more episodes narrow it as ``1 / sqrt(episodes)``)."""
-        scale = max((abs(r.predicted) for r in self.rows), default=0.0)
+        |predicted|`` over the rows whose prediction is not zero (agreement says nothing finer; more episodes
+        narrow it as ``1 / sqrt(episodes)``); 0 when every prediction is zero."""
         return max(
-            (AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows if abs(r.predicted) > 1e-9 * scale),
+            (AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows if not self._zero_like(r)),
             default=0.0,
         )
 
+    @property
+    def absolute_resolution(self) -> float | None:
+        """Where a closed form predicts 0 (a budget-balanced payment, a reward at the honest profile), the largest
+        absolute error the simulation could miss: ``max AGREEMENT_Z SE`` over those rows (``None``: no such row)."""
+        zeros = [AGREEMENT_Z * r.standard_error for r in self.rows if self._zero_like(r)]
+        return max(zeros) if zeros else None
+
     def verdict(self) -> str:
-        """One line: whether all closed forms agree, and how fine that agreement is."""
+        """One line: whether all closed forms agree, and how fine that agreement is (relative to the predictions,
+        and in absolute terms where a prediction is 0)."""
         if not self.all_agree:
             return f"SOME closed forms disagree with the simulation (|z| >= {AGREEMENT_Z:g})"
+        relative = any(not self._zero_like(r) for r in self.rows)
+        zeros = sorted({r.quantity for r in self.rows if self._zero_like(r)})
+        parts = [f"off by less than {self.resolution:.2%} of its value"] if relative else []
+        if zeros:
+            one = "one predicting 0" if relative else "predicting 0"
+            parts.append(f"{one} ({', '.join(zeros)}) off by less than {self.absolute_resolution:.2g}")
         return (
-            f"all closed forms agree with the simulation, to within {AGREEMENT_Z:g} SE: a closed form off by "
-            f"less than {self.resolution:.2%} of its value could pass unseen (more episodes narrow this)"
+            f"all closed forms agree with the simulation, to within {AGREEMENT_Z:g} SE: a closed form "
+            f"{', or '.join(parts)}{',' if len(parts) > 1 else ''} could pass unseen (more episodes narrow this)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,11 +106,13 @@ class AgreementReport:
         data["rows"] = [asdict(r) | {"z": r.z, "agrees": r.agrees} for r in self.rows]
         data["all_agree"] = self.all_agree
         data["resolution"] = self.resolution
+        data["absolute_resolution"] = self.absolute_resolution
         data["agreement_rule"] = f"|observed - predicted| < {AGREEMENT_Z} standard errors (SE from the samples)"
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=float)
+        """:meth:`to_dict` as strict JSON (:func:`fedgames.files.json_text`: a non-finite z is ``null``, noted)."""
+        return json_text(self.to_dict())
 
     def to_csv(self) -> str:
         fields = ("agent", "quantity", "predicted", "observed", "standard_error", "z", "agrees")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import fedgames
+from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
 
 
@@ -37,15 +38,22 @@ def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
     accepted forms for the error message)."""
     if text.endswith(".json"):
         try:
-            return json.loads(Path(text).read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            values = json.loads(Path(text).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"--profile {text}: {error}") from None
-    values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
-    unknown = set(values) - set(allowed)
-    if unknown:
-        raise ValueError(
-            f"--profile: unknown keys {sorted(unknown)}; use {usage} (one value, or one per player separated by commas)"
-        )
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"--profile {text}: must hold a JSON object such as {json.dumps(dict.fromkeys(allowed, 0))}, got "
+                + ("null" if values is None else type(values).__name__)
+            )
+    else:
+        values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
+    for key in values:
+        if key not in allowed:
+            raise ValueError(
+                f"--profile: unknown key {key!r}{did_you_mean(key, allowed)} (keys: {', '.join(allowed)}); use "
+                f"{usage} (one value, or one per player separated by commas)"
+            )
     return values
 
 
@@ -271,7 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     last = result.history[-1]
     print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")
-    for agent, summary in last["players"].items():
+    for agent, summary in last.players.items():
         print(f"  {agent}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if not k.startswith("b_")))
     if out:
         write_atomic(out / "training.json", result.to_json())
@@ -472,7 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. 3 for the FEMNIST CNN with 3 clients per round)",
     )
     check.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    check.add_argument("--tolerance", type=float, default=5e-3, help="verdict tolerance, reward units")
+    check.add_argument(
+        "--tolerance",
+        default="0.005",
+        help="verdict tolerance: reward units (0.005), or a percentage of the candidate's reward scale (its mean "
+        "squared error in mean estimation), e.g. 1%%; the report states both",
+    )
     check.add_argument("--interval", choices=["normal", "bootstrap"], default="normal")
     check.add_argument("--players", choices=["all", "symmetric"], help="check every player or one per type")
     check.add_argument("--tensorboard", metavar="DIR", help="TensorBoard logs of the learners")
@@ -550,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--quiet", action="store_true")
     repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")
     repro.set_defaults(run=cmd_reproduce)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help="on an error, show its traceback instead of one line")
     return parser
 
 
@@ -617,18 +632,36 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
     )
 
 
+def _recorded_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options as the manifest records them (everything but the command's function)."""
+    return {key: value for key, value in vars(args).items() if key not in ("run", "debug")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Bad input (a ``ValueError``) and what the system refuses (an ``OSError``: a missing file, a
+    full disk) are one line ``fedgames: error: ...`` and exit code 2; ``--debug`` shows the traceback instead. The
+    output folder is checked before anything is computed, and records the run (:mod:`fedgames.run_folder`)."""
     from fedgames.memory import use_huge_pages
+    from fedgames.run_folder import check_output_folder, recording
 
     use_huge_pages()  # before torch is imported: its CPU allocator reads the setting once
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.command in ("check", "train", "reproduce"):
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
     try:
-        return args.run(args)
-    except ValueError as error:
+        out = getattr(args, "out", None)
+        if out:
+            check_output_folder(out)
+        if args.command in ("check", "train", "reproduce"):
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
+        if not out:
+            return args.run(args)
+        with recording(out, ["fedgames", *argv], _recorded_options(args), getattr(args, "seed", None)):
+            return args.run(args)
+    except (ValueError, OSError) as error:
+        if args.debug:
+            raise
         print(f"fedgames: error: {error}", file=sys.stderr)
         return 2
 

@@ -231,6 +231,25 @@ def test_agreement_states_its_resolution_and_misses_nothing_twice_as_large():
     assert wrong.verdict().startswith("SOME closed forms disagree")
 
 
+def test_agreement_at_a_zero_prediction_is_stated_in_absolute_terms():
+    """Issue 17: the quick-start's balanced payments and rewards are predicted 0 (-1.4e-17 by rounding); the verdict
+    gives them an absolute resolution, 4 SE of the worst such row, and no relative one (it used to print
+    7365836678464353.00%)."""
+    env = fedgames.make("mean_estimation_v0", mechanisms=["side_payment:C=0.4,balanced=true"], n_players=4)
+    setting = theory.Setting.from_env(env)
+    profile, _ = theory.predicted_equilibrium(setting, 2, 5.0)
+    report = compare_with_theory(env, profile, episodes=20_000, seed=0)
+    zeros = [r for r in report.rows if r.quantity in ("payment", "reward")]
+    assert zeros and all(abs(r.predicted) < 1e-12 for r in zeros)
+    assert report.absolute_resolution == max(4 * r.standard_error for r in zeros)
+    assert report.resolution == max(4 * r.standard_error / r.predicted for r in report.rows if r not in zeros)
+    assert report.resolution < 0.05
+    verdict = report.verdict()
+    assert f"one predicting 0 (payment, reward) off by less than {report.absolute_resolution:.2g}" in verdict
+    assert f"less than {report.resolution:.2%} of its value" in verdict
+    assert json.loads(report.to_json())["absolute_resolution"] == report.absolute_resolution
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The Nash check and its oracles
 # ---------------------------------------------------------------------------------------------------------------
