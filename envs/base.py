@@ -32,11 +32,28 @@ class ProtocolEnv(ParallelEnv):
     def action_space(self, agent: str) -> spaces.Space:
         return self.action_spaces[agent]
 
+    RENDER_MODES = ["human", "ansi"]
+    """``metadata["render_modes"]`` of every fedgames env: ``ansi`` returns :meth:`render_text`, ``human`` prints
+    it (what PettingZoo's ``render_test`` asks for first)."""
+
     def set_render_mode(self, render_mode: str | None) -> None:
         """Check ``render_mode`` against ``metadata["render_modes"]`` and keep it (PettingZoo's ``render_mode``)."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
+
+    def render(self) -> str | None:
+        """PettingZoo's ``render``: the text of :meth:`render_text` (``ansi``), printed (``human``), or ``None``
+        (no render mode)."""
+        if self.render_mode == "ansi":
+            return self.render_text()
+        if self.render_mode == "human":
+            print(self.render_text())
+        return None
+
+    def render_text(self) -> str:
+        """A few lines on the last step played (each game says what matters: estimates, losses, participation)."""
+        raise NotImplementedError
 
     def check_running(self, started: bool) -> None:
         """Raise a ``RuntimeError`` for a ``step()`` before any ``reset()`` (``started`` false) or after the episode
@@ -71,6 +88,20 @@ class ProtocolEnv(ParallelEnv):
 
     def validate_protocol(self, protocol: Protocol) -> None:
         """Reject stages this game cannot play (called when a mechanism wraps the env); all are fine here."""
+
+
+def rounds_from_max_cycles(name: str, config: dict[str, Any], max_cycles: int | None) -> dict[str, Any]:
+    """``config`` with PettingZoo's ``max_cycles`` (how many steps an episode lasts, the argument of its
+    ``max_cycles_test``) as the game's ``rounds``, one step being one round; both given and different is a
+    ``ValueError``."""
+    if max_cycles is None:
+        return config
+    if "rounds" in config and config["rounds"] != max_cycles:
+        raise ValueError(
+            f"{name}: max_cycles={max_cycles!r} and rounds={config['rounds']!r} disagree (max_cycles is PettingZoo's "
+            "name for rounds: give one of them)"
+        )
+    return config | {"rounds": max_cycles}
 
 
 def stack_actions(actions: dict[str, Any], agents: list[str], width: int) -> np.ndarray:

@@ -504,7 +504,7 @@ def test_render_none_mode_returns_none():
     assert env.render() is None
 
 
-@pytest.mark.parametrize("mode", ["human", "rgb_array", "ANSI", ""])
+@pytest.mark.parametrize("mode", ["rgb_array", "ANSI", "HUMAN", ""])
 def test_invalid_render_mode(mode):
     with pytest.raises(ValueError, match="render_mode"):
         MeanEstimationEnv(render_mode=mode)

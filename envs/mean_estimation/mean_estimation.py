@@ -26,12 +26,13 @@ from fedgames.envs.mean_estimation.game import MeanEstimationConfig, MeanEstimat
 from fedgames.envs.policy import Policy
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
+from fedgames.validation import integer
 
 
 class MeanEstimationEnv(GameEnv):
     """PettingZoo parallel env of the mean-estimation game; config as :class:`MeanEstimationConfig`."""
 
-    metadata = {"name": "mean_estimation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {"name": "mean_estimation_v0", "render_modes": GameEnv.RENDER_MODES, "is_parallelizable": True}
     profile_names = ("honest", "theory")
     profile_keys = ("alpha", "beta")
     grid_components = ("alpha", "beta")
@@ -106,7 +107,7 @@ class MeanEstimationEnv(GameEnv):
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = np.random.default_rng(integer("seed", seed, 0))  # Gymnasium: seeds are >= 0
         self.agents = list(self.possible_agents)
         self._world = self.game.sample_world(self._rng, 1)
         self._last = None
@@ -149,9 +150,7 @@ class MeanEstimationEnv(GameEnv):
             info["payment"] = float(outcome.payments[0, i])
         return info
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
+    def render_text(self) -> str:
         if self._last is None:
             return "mean_estimation_v0: no step played yet"
         rows = [f"server estimate {np.array2string(self._last.aggregate[0], precision=3)}"]
