@@ -38,7 +38,7 @@ mechanisms, not to a game's config. ``config.to_dict()`` is the JSON-ready recor
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, runtime_checkable
 from typing import Protocol as Protocol_
 
@@ -52,12 +52,15 @@ from fedgames.envs.policy import Policy, constant_policies
 from fedgames.envs.protocol import Protocol
 from fedgames.errors import did_you_mean
 
+SlopeRange = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``(lower, upper) -> (smallest, largest)`` payoff slope per component over that box."""
+
 
 class TheoryAdapter(ABC):
     """A game's closed forms under one env's mechanisms, in terms of constant action profiles ``(N, k)``.
 
-    The Nash check uses :meth:`best_response` (the predicted reply it reports beside the learned one) and
-    :meth:`payoff` (exact payoffs); ``fedgames simulate`` uses
+    The Nash check uses :meth:`best_response` (the predicted reply it reports beside the learned one) and the grid
+    oracle :meth:`slope_ranges` (its upper bound on regret); ``fedgames simulate`` uses
     :meth:`predicted_actions` (``--profile theory``), :meth:`expected` (theory vs simulation) and :meth:`payoff`
     (the reward-against-own-action plot).
 
@@ -86,6 +89,34 @@ class TheoryAdapter(ABC):
         """Per quantity, the closed form's expectation ``(N,)`` under ``actions`` and the Monte Carlo record it is
         compared with (a field of :class:`~fedgames.agents.rollout.Episodes`: ``rewards``, ``payments``, or a
         game record such as ``sq_error``)."""
+
+    def slope_ranges(self, actions: np.ndarray, i: int, base: np.ndarray, columns: list[int]) -> SlopeRange:
+        """Bounds on player ``i``'s payoff slopes for the grid oracle's upper bound on regret: a function
+        ``(lower, upper) -> (smallest, largest)`` of ``dE R_i / da_c`` for the components ``columns`` over the box
+        ``lower <= a[columns] <= upper`` (``i``'s other components at ``base``, the others playing ``actions``).
+
+        By default ``-L, +L`` on every box, with ``L`` the largest slope over the whole action range, from
+        :meth:`payoff` on a 101-point grid per axis: a first difference is the slope at some point of its step
+        (mean value theorem) and the slope moves by at most ``h sup|u''|`` within a step, so ``max|first
+        difference|/h + max|second difference|/h`` bounds it, up to the error of the second-difference estimate
+        of ``sup|u''|`` (``O(h)`` smaller for smooth payoffs). A game with exact ranges overrides this."""
+        points = 101
+        trial_actions = np.array(actions, dtype=float)
+        trial_actions[i] = base
+        axes = [np.linspace(self.low[c], self.high[c], points) for c in columns]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(columns))
+        values = np.empty(len(grid))
+        for g, point in enumerate(grid):
+            trial = trial_actions.copy()
+            trial[i, columns] = point
+            values[g] = self.payoff(trial, i)
+        values = values.reshape([points] * len(columns))
+        bound = np.zeros(len(columns))
+        for k, c in enumerate(columns):
+            if self.high[c] > self.low[c]:
+                h = axes[k][1] - axes[k][0]
+                bound[k] = (np.max(np.abs(np.diff(values, axis=k))) + np.max(np.abs(np.diff(values, n=2, axis=k)))) / h
+        return lambda lower, upper: (-bound, bound)
 
     def describe(self, actions: np.ndarray) -> dict[str, list]:
         """A profile as JSON-ready ``{name: per-player values}`` for reports (by default one list per action

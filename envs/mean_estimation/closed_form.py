@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedgames.envs.contract import TheoryAdapter
+from fedgames.envs.contract import SlopeRange, TheoryAdapter
 from fedgames.envs.mean_estimation import theory
 from fedgames.envs.protocol import Protocol
 
@@ -43,6 +43,28 @@ class MeanEstimationTheory(theory.EnvTheory, TheoryAdapter):
             )
             expected["payment"] = (payment, "payments")
         return expected
+
+    def slope_ranges(self, actions: np.ndarray, i: int, base: np.ndarray, columns: list[int]) -> SlopeRange:
+        """Exact ranges along ``alpha`` and ``beta`` (:meth:`~fedgames.envs.mean_estimation.theory.EnvTheory.
+        own_payoff`: ``E R_i = A(beta) + alpha^2 B(beta)``, Thm 4.1 / D.3); other components are a
+        ``ValueError``."""
+        own = [self.action_names.index(c) for c in ("alpha", "beta")]
+        if not set(columns) <= set(own):
+            searched = [self.action_names[c] for c in columns]
+            raise ValueError(
+                f"lipschitz='theory' bounds the slopes along alpha and beta; components {searched} need constants "
+                "as a mapping"
+            )
+        payoff = self.own_payoff(actions, i)
+        where = [own.index(c) for c in columns]
+
+        def slope_range(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            box_low, box_high = base[own].astype(float), base[own].astype(float)
+            box_low[where], box_high[where] = lower, upper
+            smallest, largest = payoff.slope_range(box_low, box_high)
+            return smallest[where], largest[where]
+
+        return slope_range
 
     def describe(self, actions: np.ndarray) -> dict[str, list]:
         profile = self.profile(actions)
