@@ -131,6 +131,13 @@ def test_config_checks_each_field_and_names_unknown_ones():
     }
 
 
+@pytest.mark.parametrize("env_id", ["mean_estimation_v0", "fedsgd_v0", "participation_v0"])
+def test_the_built_in_games_implement_the_contract(env_id):
+    game = game_of(fedgames.make(env_id, mechanisms=["side_payment:C=0.1"]))
+    assert isinstance(game, GameEnv) and isinstance(game.config, GameConfig)
+    assert set(game.honest_policies(game.protocol)) == set(game.possible_agents)
+
+
 def test_game_of_refuses_an_env_outside_the_contract():
     class Plain:
         unwrapped = object()
@@ -168,6 +175,17 @@ def test_check_with_the_grid_oracle_finds_the_regret_of_honesty(tmp_path):
     # honest alpha = 0 against the best reply 0.3: regret lam * 0.3^2 = 0.09, seen within its interval
     low, high = player["ci"]
     assert low <= 0.09 <= high and player["predicted"] is None
+
+
+def test_check_with_the_grid_oracle_bounds_the_regret_from_the_closed_form(tmp_path):
+    """Without mechanisms the game's closed form bounds the grid's slopes (the contract's default slope ranges
+    from its payoff): the report brackets the regret of honesty, lam * 0.3^2 = 0.09, from both sides."""
+    out = tmp_path / "check"
+    argv = ["check", "target_v0", "--oracle", "grid", "--grid-points", "11", "--grid-episodes", "2000"]
+    assert main([*argv, "--episodes", "4000", "--players", "symmetric", "--quiet", "--out", str(out)]) == 0
+    (player,) = json.loads((out / "report.json").read_text())["players"]
+    assert player["ci"][0] <= 0.09 <= player["upper_bound"] and player["verdict"] == "refuted"
+    assert player["predicted"] == {"alpha": pytest.approx(0.3)}
 
 
 def test_train_runs_independent_learners_on_the_third_party_game(tmp_path):
