@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binom
 
 import fedgames
 from fedgames.agents import ConstantPolicy, FixedPolicy, RandomPolicy, profile_policies
@@ -265,11 +266,15 @@ def test_interval_calibration_with_grid_oracle(interval, repetitions):
     # the replies are never exactly the candidate (beta* = 0.68 is not a grid point), so every interval has to
     # cover a strictly negative, non-trivial true regret
     assert np.all(truths < 0)
-    M = repetitions
-    assert coverage >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / M)
-    assert false_refutations <= 0.025 + 3 * math.sqrt(0.025 * 0.975 / M)
-    if interval == "normal":  # and not grossly conservative
-        assert coverage <= 0.95 + 3 * math.sqrt(0.95 * 0.05 / M)
+    # Exact binomial acceptance: the counts a true rate gives with a chance of at most 0.1% on each side,
+    # binom.ppf(0.001) .. binom.isf(0.001). Coverage at 0.95: [179, 198] of 200, [87, 100] of 100 (100 of 100 has
+    # a chance of 0.6%, so no upper limit can be set at that size); one-sided false refutations at 0.025: at most
+    # 13 of 200, 8 of 100.
+    covered, refuted = round(coverage * repetitions), round(false_refutations * repetitions)
+    low, high = binom.ppf(0.001, repetitions, 0.95), binom.isf(0.001, repetitions, 0.95)
+    assert (low, high) == {200: (179, 198), 100: (87, 100)}[repetitions]
+    assert low <= covered <= high
+    assert refuted <= binom.isf(0.001, repetitions, 0.025) == {200: 13, 100: 8}[repetitions]
 
 
 # ------------------------------------------------------------------------------------------------------------------
