@@ -14,6 +14,8 @@ branch-and-bound cells, a bound that really bounds the regret over the box, and 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,7 @@ import fedgames
 from fedgames.agents import profile_policies
 from fedgames.envs.mean_estimation import theory
 from fedgames.envs.mean_estimation.theory import EnvTheory
-from fedgames.eval.nash import nash_check
+from fedgames.eval.nash import nash_check, parse_tolerance
 from fedgames.train.grid_cells import Cell, anchored_point, initial_cells
 from fedgames.train.oracles import GridOracle
 
@@ -233,3 +235,31 @@ def test_default_grid_check_verdicts(case):
         assert check.upper_bound < TOL and check.ci[1] < TOL
     else:
         assert check.ci[0] > TOL
+
+
+def test_cli_quick_check_certifies_the_balanced_payment_with_a_relative_tolerance(tmp_path):
+    """Issue 15's example at C = 2x Thm B.2's threshold, ``--quick`` and ``--tolerance 1%``: consistent; the
+    report states the tolerance in reward units and as the share of the reward scale (the candidate's MSE,
+    ``nu / N`` at honesty, measured on 4096 episodes: an exponential-like error with d = 2, so 4 standard errors
+    are 4 / sqrt(4096) of it)."""
+    from fedgames.cli import main
+
+    argv = ["check", "mean_estimation_v0", "-e", "n_players=4", "-e", "alpha_max=3", "-e", "dim=2", "-e", "bias_max=0"]
+    argv += ["-m", "side_payment:C=0.25,balanced=true", "--profile", "honest", "--oracle", "grid", "--quick"]
+    assert main([*argv, "--tolerance", "1%", "--quiet", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    nu = 1.0 / 10 + 0.5**2  # sigma^2 / n + sigma_star^2 with the defaults: sigma 1, n 10, sigma_star 0.5
+    assert data["reward_scale"] == pytest.approx(nu / 4, rel=4 / np.sqrt(4096))
+    assert data["tolerance_relative"] == pytest.approx(0.01)
+    assert data["tolerance"] == pytest.approx(0.01 * data["reward_scale"])
+    (player,) = data["players"]
+    assert data["verdict"] == player["verdict"] == "consistent" and player["upper_bound"] < data["tolerance"]
+    text = (tmp_path / "report.md").read_text()
+    assert "given as 1%" in text and "largest cell bound" in text
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1%", "-0.1", "1%%"])
+def test_bad_tolerances_name_the_parameter(bad):
+    with pytest.raises(ValueError, match="tolerance"):
+        parse_tolerance(bad)
+    assert parse_tolerance("1%") == (0.01, True) and parse_tolerance(0.005) == (0.005, False)
