@@ -63,6 +63,20 @@ def flag() -> Check:
     return check
 
 
+SYNONYMS = {
+    "n_clients": "n_players",
+    "num_players": "n_players",
+    "players": "n_players",
+    "num_rounds": "rounds",
+    "horizon": "rounds",
+    "T": "rounds",
+    "lambda_": "lam",
+    "lmbda": "lam",
+}
+"""Other spellings of the shared vocabulary (the config convention of :mod:`fedgames.envs.contract`): an unknown
+parameter spelt one of these ways gets a did-you-mean naming the game's own name."""
+
+
 @dataclasses.dataclass(frozen=True)
 class GameConfig:
     """Base of every game's configuration (the convention in this module's docstring).
@@ -90,13 +104,14 @@ class GameConfig:
 
     @classmethod
     def from_kwargs(cls: type[C], **kwargs: Any) -> C:
-        """The config of ``kwargs``; an unknown name is a ``ValueError`` naming the close matches."""
+        """The config of ``kwargs``; an unknown name is a ``ValueError`` naming the close matches, or this game's
+        name for a concept another game or paper spells differently (:data:`SYNONYMS`)."""
         names = cls.names()
         for name in kwargs:
             if name not in names:
-                raise ValueError(
-                    f"{cls.game}: unknown parameter {name!r}{did_you_mean(name, names)} (parameters: {list(names)})"
-                )
+                ours = SYNONYMS.get(name)
+                hint = f"; did you mean {ours!r}?" if ours in names else did_you_mean(name, names)
+                raise ValueError(f"{cls.game}: unknown parameter {name!r}{hint} (parameters: {list(names)})")
         return cls(**kwargs)
 
     def per_player_names(self) -> tuple[str, ...]:

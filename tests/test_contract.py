@@ -138,6 +138,13 @@ def test_the_built_in_games_implement_the_contract(env_id):
     assert set(game.honest_policies(game.protocol)) == set(game.possible_agents)
 
 
+def test_another_spelling_of_the_shared_vocabulary_is_named():
+    with pytest.raises(ValueError, match=r"unknown parameter 'n_clients'; did you mean 'n_players'\?"):
+        fedgames.make("mean_estimation_v0", n_clients=4)
+    with pytest.raises(ValueError, match=r"unknown parameter 'horizon'; did you mean 'rounds'\?"):
+        fedgames.make("participation_v0", horizon=4)
+
+
 def test_game_of_refuses_an_env_outside_the_contract():
     class Plain:
         unwrapped = object()
