@@ -5,11 +5,11 @@ An oracle fixes the other players at their candidate policies and searches for a
 - :class:`LearnedOracle` trains an SB3 algorithm (PPO, SAC, TD3) on the batched best-response view, several
   seeds, and keeps the best. What it finds is a *lower* bound on the best reply's value (OpenSpiel's "approximate
   exploitability"), so the regret it shows is a lower bound too.
-- :class:`GridOracle` evaluates every observation-independent strategy on a grid over a few action components
-  with common random numbers. With a Lipschitz constant ``L_c`` per component and grid spacing ``h_c`` no
-  strategy of that class can beat the best grid point by more than ``sum_c L_c h_c / 2``, which turns the grid
-  maximum into an *upper* bound on the regret over that class (Vorobeychik's bound), stated with a simultaneous
-  (Bonferroni) confidence level.
+- :class:`GridOracle` evaluates observation-independent strategies on a grid over a few action components with
+  common random numbers and refines it by branch and bound. With the payoff's slope range over each cell (exact
+  from the closed form, or a stated bound) no strategy of a cell beats its point by more than the cell's slope
+  term, which turns the grid into an *upper* bound on the regret over that class (Vorobeychik's bound, with local
+  constants), at a simultaneous (Bonferroni) confidence level over the points it may play.
 """
 
 from __future__ import annotations
