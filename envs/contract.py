@@ -17,9 +17,11 @@ server's named stages, each replaceable by one mechanism) and:
 - ``validate_protocol(protocol)``: reject stages the game cannot play (called when a mechanism wraps it);
 - ``honest_policies(protocol)`` and the named scripted profiles (``profile_names``, :meth:`GameEnv.named_policies`,
   :meth:`GameEnv.policies_from_values`): what ``--profile`` means for this game;
+- ``grid_components``: the action components the grid oracle searches (by default all of them);
 - ``player_traits()``: the per-player configuration that tells players apart (the Nash check's player types);
-- ``theory(protocol)``: an optional closed-form :class:`TheoryAdapter` (the predicted equilibrium, the exact best reply
-  and payoff, Lipschitz constants, and the theory-vs-simulation rows), ``None`` where the game has none.
+- ``theory(protocol)``: an optional closed-form :class:`TheoryAdapter` (the predicted equilibrium, the exact best
+  reply and payoff, the payoff's slope ranges for the grid's upper bound, and the theory-vs-simulation
+  expectations), ``None`` where the game has none.
 
 Config convention
 -----------------
@@ -32,7 +34,9 @@ and its allowed range, an unknown name a ``ValueError`` with a did-you-mean (:me
 Cross-field rules go in :meth:`GameConfig.validate`. The same concept has the same name in every game:
 ``n_players`` (participants), ``rounds`` (horizon), ``lam`` (the weight on one's own loss), ``alpha_max`` (the
 top of the aggressiveness range), ``*_noise`` for noise scales; payments and their strength ``C`` belong to the
-mechanisms, not to a game's config. ``config.to_dict()`` is the JSON-ready record reports and checkpoints keep.
+mechanisms, not to a game's config; another spelling (``n_clients``, ``horizon``) gets a did-you-mean naming the
+game's own (:data:`fedgames.envs.config.SYNONYMS`). ``config.to_dict()`` is the JSON-ready record reports and
+checkpoints keep (compare configs by it: array fields make ``==`` on the dataclass ambiguous).
 """
 
 from __future__ import annotations
