@@ -157,7 +157,8 @@ def compare_with_theory(
     see :func:`~fedgames.agents.rollout.simulate`)."""
     closed = closed_form(env)
     if closed is None:
-        raise ValueError(f"{env.metadata['name']} with these mechanisms has no closed form to compare with")
+        under = " under these mechanisms" if env.protocol.mechanisms else ""  # type: ignore[attr-defined]
+        raise ValueError(f"{env.metadata['name']} has no closed form to compare with{under}")
     actions = as_actions(profile)
     agents = env.possible_agents
     batch_size = resolve_batch_size(env, batch_size)
