@@ -194,6 +194,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                     components=components,
                     points=_given(args.grid_points, 11),
                     episodes=_given(args.grid_episodes, 20_000),
+                    max_points=args.grid_max_points,
                     lipschitz="theory" if closed_form(env) is not None else None,
                     level=args.level,
                 )
@@ -470,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--grid-points", type=int, help="grid oracle: points per component (11)")
     check.add_argument("--grid-episodes", type=int, help="grid oracle: episodes per grid point (20000)")
+    check.add_argument(
+        "--grid-max-points",
+        type=int,
+        help="grid oracle: most points its branch-and-bound refinement plays per player, the first grid included "
+        "(1000)",
+    )
     check.add_argument("--episodes", type=int, help="fresh episodes per regret estimate (20000)")
     check.add_argument(
         "--batch-size",

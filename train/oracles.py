@@ -344,7 +344,8 @@ class GridOracle:
         points: first-grid points per component.
         episodes: episodes per grid point.
         refine: branch and bound (with a slope bound), or the zoom round (without).
-        max_points: budget of points played, the first grid included (with refinement).
+        max_points: budget of points played, the first grid included (with refinement; ``None``: 1,000, or the
+            first grid's size if larger).
         lipschitz: ``"theory"``, a mapping component -> bound on ``|slope|``, or ``None`` (no upper bound).
         level: simultaneous confidence level of the upper bound.
         levels: component -> the values of a finite strategy class (replaces the grid; ``points``, ``refine`` and
@@ -361,7 +362,7 @@ class GridOracle:
         refine: bool = True,
         lipschitz: str | Mapping[str, float] | None = "theory",
         level: float = 0.95,
-        max_points: int = 1_000,
+        max_points: int | None = None,
         levels: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         points, episodes = integer("points", points, 2), integer("episodes", episodes, 2)
@@ -378,7 +379,8 @@ class GridOracle:
                 raise ValueError(f"levels: no levels for {missing}")
         self.components, self.points, self.episodes = tuple(components), points, episodes
         self.refine, self.lipschitz, self.level = refine, lipschitz, level
-        self.max_points = integer("max_points", max_points, points ** len(self.components))
+        first = points ** len(self.components)
+        self.max_points = max(1_000, first) if max_points is None else integer("max_points", max_points, first)
         self.levels = None if levels is None else {c: [float(v) for v in levels[c]] for c in self.components}
 
     @property
