@@ -44,12 +44,13 @@ from fedgames.envs.participation.theory import symmetric_manipulation
 from fedgames.envs.policy import Policy, constant_policies
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
+from fedgames.validation import integer
 
 
 class ParticipationEnv(GameEnv):
     """PettingZoo parallel env of the participation game; config as :class:`ParticipationConfig`."""
 
-    metadata = {"name": "participation_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {"name": "participation_v0", "render_modes": GameEnv.RENDER_MODES, "is_parallelizable": True}
     profile_names = ("honest", "theory")
     profile_keys = ("participate", "u")
     profile_defaults = {"participate": 1.0}
@@ -105,7 +106,7 @@ class ParticipationEnv(GameEnv):
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = np.random.default_rng(integer("seed", seed, 0))  # Gymnasium: seeds are >= 0
         self.agents = list(self.possible_agents)
         self._world = self.game.sample_world(self._rng, 1)
         self._state = self.game.start(1)
@@ -180,9 +181,7 @@ class ParticipationEnv(GameEnv):
             ]
         ).astype(np.float32)
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
+    def render_text(self) -> str:
         if self._last is None or self._state is None:
             return "participation_v0: no round played yet"
         return (
