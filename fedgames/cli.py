@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="simulate a profile and compare it with the closed-form theory")
     _add_env_arguments(sim, closed_form=True)
     sim.add_argument("--episodes", type=int, default=200_000)
-    sim.add_argument("--plot-episodes", type=int, default=20_000, help="episodes per point of the plot")
+    sim.add_argument("--plot-episodes", type=_at_least(2), default=20_000, help="episodes per point of the plot")
     sim.add_argument("--no-plot", action="store_true")
     sim.set_defaults(run=cmd_simulate)
 
@@ -568,11 +568,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repro.add_argument("--seed", type=_seed, default=0)
     repro.add_argument("--quiet", action="store_true")
-    repro.add_argument("--torch-threads", type=int, default=2, help="torch intra-op threads")
+    repro.add_argument("--torch-threads", type=_at_least(1), default=2, help="torch intra-op threads")
     repro.set_defaults(run=cmd_reproduce)
     for command in sub.choices.values():
         command.add_argument("--debug", action="store_true", help="on an error, show its traceback instead of one line")
     return parser
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, refused while the command line is parsed (before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _seed(text: str) -> int:
@@ -633,7 +648,7 @@ def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = Fals
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--torch-threads",
-        type=int,
+        type=_at_least(1),
         default=1,
         help="torch intra-op threads (1: the small policy networks gain nothing from more)",
     )

@@ -111,6 +111,22 @@ def test_bad_input_is_one_line_and_debug_shows_the_traceback(capsys):
 
 
 @pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ([*SIMULATE, "--plot-episodes", "0"], "argument --plot-episodes: must be an integer >= 2, got '0'"),
+        (["check", "mean_estimation_v0", "--torch-threads", "0"], "argument --torch-threads: must be an integer >= 1"),
+        (["reproduce", "domino", "--out", "x", "--torch-threads", "-1"], "argument --torch-threads"),
+    ],
+)
+def test_counts_used_after_the_computation_are_checked_before_it(capsys, command, message):
+    """``--plot-episodes`` is used after the simulation and ``--torch-threads 0`` was a ``RuntimeError`` traceback:
+    both are refused while the command line is parsed (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         ('{"alfa": 3}', "unknown key 'alfa'; did you mean 'alpha'"),
