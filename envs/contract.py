@@ -128,6 +128,12 @@ class TheoryAdapter(ABC):
         return {name: actions[:, k].tolist() for k, name in enumerate(self.action_names)}
 
 
+STAGE_COPIES = 6
+"""Arrays of one player's observation-plus-action size that a batched step holds per episode at its peak (the
+default :attr:`GameEnv.episode_bytes`): the mean-estimation game's batch of 4,096 episodes of 1,000 players in
+2 dimensions peaked at about 4 of them (docs/benchmarks.md), and 6 leave a margin."""
+
+
 class GameEnv(ProtocolEnv, ABC):
     """The contract every fedgames env implements (this module's docstring lists what it offers).
 
@@ -159,6 +165,19 @@ class GameEnv(ProtocolEnv, ABC):
     def default_batch_size(self) -> int:
         """Episodes the batched tools play at once unless given a ``batch_size``."""
         return BATCH_SIZE
+
+    @property
+    def episode_bytes(self) -> int:
+        """About how much memory one episode of a batch takes while a step runs (what
+        :func:`~fedgames.envs.batch.resolve_batch_size` checks against the machine's memory): by default
+        :data:`STAGE_COPIES` float64 copies of every player's observation and action (the stages' messages,
+        responses, estimates and temporaries are of that size)."""
+        width = sum(
+            int(np.prod(space.shape))
+            for agent in self.possible_agents[:1]
+            for space in (self.observation_space(agent), self.action_space(agent))
+        )
+        return 8 * STAGE_COPIES * len(self.possible_agents) * width
 
     @abstractmethod
     def honest_policies(self, protocol: Protocol) -> dict[str, Policy]:
@@ -196,8 +215,17 @@ class GameEnv(ProtocolEnv, ABC):
 
 
 def per_player_values(values: Mapping[str, Any], key: str, shape: tuple[int, ...], default: float = 0.0) -> np.ndarray:
-    """``values[key]`` (``default`` when absent) broadcast to ``shape``, whose first axis is the players."""
-    value = np.asarray(values.get(key, default), dtype=float)
+    """``values[key]`` (``default`` when absent) broadcast to ``shape``, whose first axis is the players
+    (``ValueError`` naming ``key`` for anything but numbers: a ``null``, a string, a nested object)."""
+    given = values.get(key, default)
+    numbers = (int, float, np.integer, np.floating)
+    flat = np.ravel(np.asarray(given, dtype=object)) if isinstance(given, (list, tuple, np.ndarray)) else [given]
+    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in flat):
+        raise ValueError(f"{key} takes numbers (one value or one per player), got {given!r}")
+    try:
+        value = np.asarray(given, dtype=float)
+    except ValueError:
+        raise ValueError(f"{key} takes numbers (one value or one per player), got {given!r}") from None
     try:
         return np.broadcast_to(value, shape)
     except ValueError:

@@ -4,8 +4,10 @@
 permission) before a command computes anything. :func:`recording` wraps a run: it lists every file the run writes
 (through :func:`fedgames.files.write_atomic`) in ``manifest.json`` with the command, its configuration, the seed and
 the fedgames version, and removes the files an earlier run's manifest lists that this run did not write (a
-``--no-plot`` run leaves no stale figure beside its report). Files that no manifest lists are never touched, and
-neither is a resumable run's ``checkpoints/`` folder, which its own store keeps.
+``--no-plot`` run leaves no stale figure beside its report). Only the files directly in the folder are listed and
+cleaned: its sub-folders hold a resumable run's data (``checkpoints/``, the B.3 reproduction's finished
+``runs/``), which a resumed run does not rewrite and its own store keeps. Files that no manifest lists are never
+touched.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ from typing import Any
 from fedgames.files import json_text, write_atomic, written_files
 
 MANIFEST = "manifest.json"
-KEPT = ("checkpoints",)
-"""Sub-folders a manifest neither lists nor cleans: resume data, managed by the run's checkpoint store."""
 
 
 def check_output_folder(path: str | Path, option: str = "--out") -> Path:
@@ -57,7 +57,8 @@ def _sha256(path: Path) -> str:
 
 
 def _kept(relative: Path) -> bool:
-    return bool(relative.parts) and relative.parts[0] in KEPT
+    """Whether ``relative`` lies in a sub-folder: resume data, which a manifest neither lists nor cleans."""
+    return len(relative.parts) != 1
 
 
 def _listed_before(folder: Path) -> list[Path]:

@@ -132,11 +132,14 @@ def test_counts_used_after_the_computation_are_checked_before_it(capsys, command
         ('{"alfa": 3}', "unknown key 'alfa'; did you mean 'alpha'"),
         ("[0.5, 0.5]", 'must hold a JSON object such as {"alpha": 0, "beta": 0}, got list'),
         ("null", "got null"),
+        ('{"alpha": null}', "alpha takes numbers (one value or one per player), got None"),
+        ('{"alpha": {"x": 1}}', "alpha takes numbers"),
         ("{not json", "Expecting property name"),
     ],
 )
 def test_a_json_profile_is_checked(tmp_path, capsys, content, message):
-    """Issue 17: ``{"alfa": 3}`` silently played alpha = 0; a list or ``null`` was an ``AttributeError``."""
+    """Issue 17: ``{"alfa": 3}`` silently played alpha = 0; a list or ``null`` was an ``AttributeError``, an object
+    as a value a ``TypeError``."""
     profile = tmp_path / "profile.json"
     profile.write_text(content)
     assert main([*SIMULATE, "--profile", str(profile)]) == 2
@@ -171,11 +174,12 @@ def test_a_folder_records_its_run_and_a_new_run_leaves_no_stale_file(tmp_path, c
 
 
 def test_a_failed_run_keeps_the_previous_files_and_checkpoints_are_never_cleaned(tmp_path):
-    """A run that fails leaves the earlier manifest and files; ``checkpoints/`` is resume data, which the run's
-    own store manages: a manifest neither lists nor removes it."""
+    """A run that fails leaves the earlier manifest and files; sub-folders (``checkpoints/``, B.3's ``runs/``) are
+    resume data, which a resumed run does not rewrite: a manifest neither lists nor removes them."""
     with recording(tmp_path, ["first"], {}):
         write_atomic(tmp_path / "report.json", "{}")
         write_atomic(tmp_path / "checkpoints" / "state.json", "{}")
+        write_atomic(tmp_path / "runs" / "a0_b0_s0.json", "{}")
     assert strict((tmp_path / MANIFEST).read_text())["files"] == ["report.json"]
     with pytest.raises(RuntimeError), recording(tmp_path, ["second"], {}):
         raise RuntimeError("crash")
@@ -183,6 +187,7 @@ def test_a_failed_run_keeps_the_previous_files_and_checkpoints_are_never_cleaned
     with recording(tmp_path, ["third"], {}):
         write_atomic(tmp_path / "other.json", "{}")
     assert not (tmp_path / "report.json").exists() and (tmp_path / "checkpoints" / "state.json").exists()
+    assert (tmp_path / "runs" / "a0_b0_s0.json").exists()
 
 
 def test_a_manifest_never_removes_a_file_outside_its_folder(tmp_path):
