@@ -32,7 +32,7 @@ from scipy.stats import t as student_t
 from tqdm.auto import tqdm
 
 from fedgames.agents.policy import Policy
-from fedgames.agents.rollout import simulate
+from fedgames.agents.rollout import Episodes, simulate
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.agents.strategy import summarize_actions, summarize_policy
 from fedgames.envs.batch import resolve_batch_size
@@ -108,17 +108,16 @@ def parse_tolerance(tolerance: float | str) -> tuple[float, bool]:
     return (value / 100, True) if relative else (value, False)
 
 
-def reward_scale(
-    env: ParallelEnv, policies: Mapping[str, Policy], episodes: int, seed: int, batch_size: int
-) -> tuple[float, str]:
-    """The candidate's reward scale, what a relative tolerance is a share of, and what it is: the players' mean
-    squared error where the game records one (mean estimation: at honesty ``nu / N``, the honest MSE of Thm 4.1;
-    a reward there is a difference of MSEs), else the players' mean absolute episode reward; played on
-    ``episodes`` episodes of their own (``seed``), apart from the evaluation's."""
-    played = simulate(env, policies, episodes, seed=seed, batch_size=batch_size)
+def reward_scale(played: Episodes) -> tuple[float, str]:
+    """The candidate's reward scale over its ``played`` episodes, what a relative tolerance is a share of, and what
+    it is: the players' mean squared error where the game records one (mean estimation: at honesty ``nu / N``, the
+    honest MSE of Thm 4.1; a reward there is a difference of MSEs), else the players' mean absolute episode
+    reward."""
     if played.sq_error is not None:
         return float(played.mean_and_se("sq_error")[0].mean()), "the candidate's mean squared error"
-    return float(np.abs(played.rewards[played.kept]).mean()), "the candidate's mean absolute episode reward"
+    healthy = played.rewards[played.kept]  # every episode may have diverged: then no scale (NaN)
+    scale = float(np.abs(healthy).mean()) if healthy.size else float("nan")
+    return scale, "the candidate's mean absolute episode reward"
 
 
 def verdict(low: float, high: float, tolerance: float, upper_bound: float | None = None) -> str:
@@ -221,7 +220,11 @@ class NashReport:
         return self.tolerance / self.reward_scale if self.reward_scale else float("nan")
 
     def tolerance_text(self) -> str:
-        """Both readings of the tolerance: ``0.005 (1.43% of 0.35, the candidate's mean squared error)``."""
+        """Both readings of the tolerance: ``0.005 (1.43% of 0.35, the candidate's mean squared error)``; the
+        first alone where the scale is unknown (every episode that would measure it diverged) or 0."""
+        if not np.isfinite(self.tolerance_relative):
+            why = "every episode measuring it diverged" if np.isnan(self.reward_scale) else "it is 0"
+            return f"{self.tolerance:.4g} (given as {self.tolerance_given}; no reward scale: {why})"
         return (
             f"{self.tolerance:.4g} ({self.tolerance_relative:.3g} = {100 * self.tolerance_relative:.3g}% of "
             f"{self.reward_scale:.4g}, {self.reward_scale_of}; given as {self.tolerance_given})"
@@ -464,12 +467,18 @@ def nash_check(
             raise ValueError(f"players: unknown agents {unknown}; agents: {agents}")
         groups, checked = [[a] for a in players], f"players {list(players)} checked"
     theory = closed_form(env)
-    scale, scale_of = reward_scale(env, policies, min(SUMMARY_EPISODES, episodes), seed + 104_729, batch_size)
+    evaluation_seed = seed + 7_919
+    baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size)
+    # a relative tolerance reads the scale off episodes of its own, so that tau does not move with the estimates;
+    # an absolute one only states it, from the evaluation episodes
+    scale, scale_of = reward_scale(
+        simulate(env, policies, min(SUMMARY_EPISODES, episodes), seed=seed + 104_729, batch_size=batch_size)
+        if relative
+        else baseline
+    )
     if relative and not scale > 0:
         raise ValueError(f"tolerance {tolerance!r}: the reward scale ({scale_of}) is {scale:g}; give reward units")
     tolerance = amount * scale if relative else amount
-    evaluation_seed = seed + 7_919
-    baseline = simulate(env, policies, episodes, seed=evaluation_seed, batch_size=batch_size)
 
     def summary(agent: str, policy: Policy) -> dict[str, float]:  # descriptive: no more episodes than the estimates
         return summarize_policy(
