@@ -88,7 +88,12 @@ MODULES: dict[str, list[str]] = {
         "tests/test_fedsgd_nash.py::test_thm_6_1_bound_bad_input",
     ],
     "envs/mean_estimation/theory.py": ["tests/test_theory.py"],
-    "envs/participation/theory.py": ["tests/test_participation_theory.py", "-k", SLOW_PARTICIPATION],
+    "envs/participation/theory.py": [
+        "tests/test_participation_theory.py",
+        "tests/test_participation_closed_forms.py",
+        "-k",
+        SLOW_PARTICIPATION,
+    ],
     "envs/participation/metric_theory.py": ["tests/test_participation_metric.py", "-k", "not reproduce and not cli"],
     "mechanisms/aggregators.py": ["tests/test_aggregators.py"],
     "mechanisms/audit.py": ["tests/test_participation_env.py", "tests/test_participation_detection.py"],
