@@ -84,6 +84,7 @@ MODULES: dict[str, list[str]] = {
     "envs/protocol.py": ["tests/test_protocol.py", "tests/test_mean_estimation_env.py", "tests/test_bad_input.py"],
     "envs/fedsgd/theory.py": [
         "tests/test_fedsgd_theory.py",
+        "tests/test_fedsgd_bound_by_hand.py",
         "tests/test_fedsgd_nash.py::test_thm_6_1_bound_formula",
         "tests/test_fedsgd_nash.py::test_thm_6_1_bound_bad_input",
     ],
