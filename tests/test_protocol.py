@@ -100,3 +100,9 @@ def test_action_errors_name_the_first_bad_entry():
     names = [f"client_{i}" for i in range(6)]
     with pytest.raises(ValueError, match=r"action of client_5: alpha=7"):
         p.check_actions(actions, names)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 3), (1, 2, 1), (2, 2), (1, 1, 2, 2)])
+def test_actions_of_the_wrong_shape_are_refused_by_name(shape):
+    with pytest.raises(ValueError, match=r"actions must have shape \(batch, n_players, 2\)"):
+        protocol().check_actions(np.zeros(shape))
