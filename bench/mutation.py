@@ -88,7 +88,12 @@ MODULES: dict[str, list[str]] = {
         "tests/test_fedsgd_nash.py::test_thm_6_1_bound_formula",
         "tests/test_fedsgd_nash.py::test_thm_6_1_bound_bad_input",
     ],
-    "envs/mean_estimation/theory.py": ["tests/test_theory.py"],
+    "envs/mean_estimation/theory.py": [
+        "tests/test_theory.py",
+        "tests/test_agents.py",
+        "tests/test_grid_oracle.py",
+        "tests/test_predicted_equilibrium.py",
+    ],
     "envs/participation/theory.py": [
         "tests/test_participation_theory.py",
         "tests/test_participation_closed_forms.py",
@@ -292,6 +297,7 @@ def summarise(db: Path) -> dict:
 
 def run_module(module: str, tests: list[str], work: Path, out: Path, args: argparse.Namespace) -> dict:
     sock = str(work / "server.sock")
+    Path(sock).unlink(missing_ok=True)  # the previous module's server's
     server = subprocess.Popen(
         [sys.executable, __file__, "serve", "--socket", sock, "--root", str(work), "--timeout", str(args.timeout)],
         env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"},

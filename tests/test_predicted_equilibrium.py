@@ -1,0 +1,37 @@
+"""The mean-estimation theory's equilibrium prediction by best-response iteration (``predicted_equilibrium``, [H]
+Cor. 4.2, B.1, Thm D.1), read off the env as the CLI reads it; written to kill surviving mutants
+(docs/testing.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fedgames
+from fedgames.envs.mean_estimation import theory
+
+
+def setting(*mechanisms):
+    return theory.Setting.from_env(fedgames.make("mean_estimation_v0", mechanisms=list(mechanisms), n_players=3))
+
+
+@pytest.mark.parametrize(
+    "mechanisms, alpha_max, alpha",
+    [
+        ((), 5.0, 5.0),  # no mechanism: only the action bound stops the attack (Cor. 4.2)
+        ((), 1.5, 1.5),  # a bound A on alpha: alpha = A (Cor. B.1)
+        (("side_payment:C=2",), 5.0, 0.0),  # Thm D.1: C > 1/(N-1)^2 makes honesty the equilibrium
+    ],
+)
+def test_predicted_equilibrium_converges_to_the_closed_form(mechanisms, alpha_max, alpha):
+    profile, converged = theory.predicted_equilibrium(setting(*mechanisms), 2, alpha_max)
+    assert converged
+    np.testing.assert_allclose(profile.alpha, alpha, rtol=0, atol=1e-12)
+    for i in range(3):  # a fixed point: nobody's best response moves
+        again = theory.best_response(profile, setting(*mechanisms), i, alpha_max, 0.0)
+        np.testing.assert_allclose(again.actions(), profile.actions(), atol=1e-12)
+
+
+def test_predicted_equilibrium_reports_no_convergence_within_zero_rounds():
+    profile, converged = theory.predicted_equilibrium(setting(), 2, 5.0, max_iter=1)
+    assert not converged and np.all(profile.alpha == 5.0)  # one round moved everybody from honesty
