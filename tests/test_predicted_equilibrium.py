@@ -35,3 +35,19 @@ def test_predicted_equilibrium_converges_to_the_closed_form(mechanisms, alpha_ma
 def test_predicted_equilibrium_reports_no_convergence_within_zero_rounds():
     profile, converged = theory.predicted_equilibrium(setting(), 2, 5.0, max_iter=1)
     assert not converged and np.all(profile.alpha == 5.0)  # one round moved everybody from honesty
+
+
+def test_setting_reads_every_mechanism_after_a_plain_mean():
+    """A plain-mean robust aggregation has no closed-form effect; the mechanisms after it still count."""
+    s = setting("robust_aggregation:rule=mean", "side_payment:C=0.5", "noisy_response:C=0.25")
+    assert s.noise_C == 0.25 and len(s.payments) == 1
+
+
+def test_profiles_check_their_shapes_and_env_theory_reads_actions_by_column():
+    with pytest.raises(ValueError, match="profile shapes"):
+        theory.Profile(np.zeros(3), np.zeros(2), np.zeros((3, 2)))
+    actions = np.array([[1.0, 0.25, 0.5, -0.5], [2.0, 0.75, 0.0, 1.0]])
+    profile = theory.EnvTheory.profile(actions)
+    np.testing.assert_array_equal(profile.alpha, [1.0, 2.0])
+    np.testing.assert_array_equal(profile.beta, [0.25, 0.75])
+    np.testing.assert_array_equal(profile.bias, actions[:, 2:])
