@@ -102,12 +102,12 @@ MODULES: dict[str, list[str]] = {
     ],
     "envs/participation/metric_theory.py": ["tests/test_participation_metric.py", "-k", "not reproduce and not cli"],
     "mechanisms/aggregators.py": ["tests/test_aggregators.py"],
-    "mechanisms/audit.py": ["tests/test_participation_env.py", "tests/test_participation_detection.py"],
+    "mechanisms/audit.py": ["tests/test_participation_env.py", "-k", "audit"],
     "mechanisms/base.py": ["tests/test_mean_estimation_env.py", "tests/test_registry.py"],
     "mechanisms/bounded_attack.py": ["tests/test_mean_estimation_env.py", "tests/test_bad_input.py"],
     "mechanisms/noisy_response.py": ["tests/test_mean_estimation_env.py", "tests/test_theory.py"],
     "mechanisms/robust_aggregation.py": ["tests/test_mean_estimation_env.py", "tests/test_bad_input.py"],
-    "mechanisms/side_payment.py": ["tests/test_mean_estimation_env.py", "tests/test_theory.py"],
+    "mechanisms/side_payment.py": ["tests/test_protocol.py", "tests/test_theory.py"],
     "mechanisms/specs.py": ["tests/test_registry.py", "tests/test_bad_input.py"],
 }
 """Each mutated module and the fast tests that judge its mutants."""

@@ -106,3 +106,17 @@ def test_action_errors_name_the_first_bad_entry():
 def test_actions_of_the_wrong_shape_are_refused_by_name(shape):
     with pytest.raises(ValueError, match=r"actions must have shape \(batch, n_players, 2\)"):
         protocol().check_actions(np.zeros(shape))
+
+
+def test_balanced_side_payment_shares_among_the_players_present_only():
+    """``p'_i = p_i - (1/(|P|-1)) sum_{j in P, j != i} p_j`` over the present players (SPEC §3's side payment),
+    by hand; one player alone keeps its plain payment."""
+    from fedgames.mechanisms.side_payment import payments_from_deviation
+
+    sq = np.array([[1.0, 2.0, 3.0, 4.0]])
+    present = np.array([[True, False, True, True]])
+    shared = payments_from_deviation(sq, 0.5, True, present)  # plain 0.5, 0, 1.5, 2 over |P| - 1 = 2 others
+    np.testing.assert_allclose(shared, [[0.5 - 3.5 / 2, 0.0, 1.5 - 2.5 / 2, 2.0 - 2.0 / 2]], rtol=1e-12)
+    np.testing.assert_allclose(payments_from_deviation(sq, 0.5, False, present), [[0.5, 0.0, 1.5, 2.0]])
+    alone = payments_from_deviation(sq, 0.5, True, np.array([[False, False, True, False]]))
+    np.testing.assert_array_equal(alone, [[0.0, 0.0, 1.5, 0.0]])
