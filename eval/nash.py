@@ -19,7 +19,6 @@ the largest regret among the replies, ``[max_j low_j, max_j high_j]`` (adding an
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from fedgames.agents.scripted import ConstantPolicy
 from fedgames.agents.strategy import summarize_actions, summarize_policy
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.contract import closed_form, game_of
+from fedgames.eval.nash_render import render_markdown
 from fedgames.files import json_text, write_atomic
 from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult, constant_actions
 from fedgames.validation import real
@@ -284,60 +284,8 @@ class NashReport:
         return json_text(self.to_dict())
 
     def to_markdown(self) -> str:
-        lines = [
-            f"# Nash check: {self.env}, profile `{self.profile}`",
-            "",
-            f"- mechanisms: {', '.join(self.mechanisms) or 'none'}",
-            f"- config: `{json.dumps(self.config)}`",
-            f"- {self.episodes} episodes per estimate (common random numbers), paired {self.interval} "
-            f"{self.level:.0%} intervals, tolerance {self.tolerance_text()}, seed {self.seed}, {self.batch_size} "
-            f"episodes at a time; {self.checked}",
-            f"- **profile: {self.verdict}**; NashConv = {_nash_conv_text(self.nash_conv)}, interval "
-            f"[{self.nash_conv_interval[0]:.5f}, {self.nash_conv_interval[1]:.5f}] (this and the profile's verdict "
-            f"hold jointly at confidence >= {self.joint_level:.0%}, Bonferroni over the {len(self.players)} checked "
-            "player(s))",
-            "",
-            "| agent | verdict | regret | interval | upper bound | oracle (proves) | plateau |",
-            "| --- | --- | ---: | --- | ---: | --- | :---: |",
-        ]
-        for p in self.players:
-            upper = "-" if p.upper_bound is None else f"{p.upper_bound:.5f}"
-            plateau = "-" if p.plateau is None else ("yes" if p.plateau else "NO")
-            lines.append(
-                f"| {p.agent} | **{p.verdict}** | {'n/a' if np.isnan(p.regret) else f'{p.regret:+.5f}'} | "
-                f"[{p.ci[0]:+.5f}, {p.ci[1]:+.5f}] | "
-                f"{upper} | {p.oracle} ({p.proves}) | {plateau} |"
-            )
-        lines += [
-            "",
-            "| agent | candidate | predicted best reply | found best reply | distance |",
-            "| --- | --- | --- | --- | ---: |",
-        ]
-        for p in self.players:
-            distance = "-" if p.distance_to_prediction is None else f"{p.distance_to_prediction:.4f}"
-            lines.append(f"| {p.agent} | {_fmt(p.candidate)} | {_fmt(p.predicted)} | {_fmt(p.learned)} | {distance} |")
-        lines += ["", "Budgets:", ""] + [f"- {p.agent}: `{json.dumps(p.budget, default=float)}`" for p in self.players]
-        searched = [(p.agent, p.search) for p in self.players if p.search]
-        lines += ["", "Grid searches (the upper bound is the largest cell bound left):", ""] if searched else []
-        lines += [f"- {agent}: {_search_text(search)}" for agent, search in searched]
-        for p in self.players:
-            for other in p.other_oracles:
-                lines.append(
-                    f"- {p.agent}, also {other['oracle']} ({other['proves']}): regret {other['regret']:+.5f} "
-                    f"[{other['ci'][0]:+.5f}, {other['ci'][1]:+.5f}]"
-                    + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}")
-                )
-        notes = [f"- {p.agent}: {note}" for p in self.players for note in p.notes]
-        lines += ["", "Caveats:", "", *notes] if notes else []
-        lines += [
-            "",
-            "A learned reply gives a lower bound on the regret: 'consistent' then says that no reply it "
-            "found gains the tolerance. A grid with a slope bound also gives an upper bound over "
-            "observation-independent strategies (the bracket is [interval low, upper bound]), and "
-            "'consistent' needs that bound below the tolerance. With several oracles each interval is at the "
-            "Bonferroni level and the verdict reads the largest regret found.",
-        ]
-        return "\n".join(lines) + "\n"
+        """:func:`~fedgames.eval.nash_render.render_markdown`."""
+        return render_markdown(self)
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``report.json``, ``report.md``, ``regret.png`` and, for learned oracles, ``learning_curves.png``."""
@@ -350,28 +298,6 @@ class NashReport:
         if any(p.curves for p in self.players):
             written.append(plot_learning_curves(self, out / "learning_curves.png"))
         return written
-
-
-def _nash_conv_text(value: float) -> str:
-    return "n/a (a player's paired episodes diverged: see the caveats)" if np.isnan(value) else f"{value:.5f}"
-
-
-def _search_text(search: Mapping[str, Any]) -> str:
-    """A grid search's account: points, rounds, why it stopped, and the largest cell bound left and where."""
-    cell = search["largest_cell"]
-    box = ", ".join(f"{c} in [{lo:.4g}, {hi:.4g}]" for c, (lo, hi) in cell["box"].items())
-    point = ", ".join(f"{c}={v:.4g}" for c, v in cell["point"].items())
-    return (
-        f"{search['points_evaluated']} points in {search['rounds']} round(s), stopped: {search['stopped']}; largest "
-        f"cell bound {cell['bound']:.5f} on {box} (point {point}: gain {cell['gain']:+.5f}, se {cell['se']:.2g}, "
-        f"slope term {cell['slope_term']:.2g})"
-    )
-
-
-def _fmt(summary: Mapping[str, float] | None) -> str:
-    if summary is None:
-        return "-"
-    return ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if not k.startswith("b_"))
 
 
 def player_types(env: ParallelEnv, policies: Mapping[str, Policy]) -> list[list[str]]:
