@@ -5,7 +5,7 @@ Repeats the grid check of honesty under the balanced side payment with ``C`` set
 strict equilibrium), ``tau`` and ``2 tau`` (:func:`fedgames.eval.calibration.balanced_payment_case`), and prints
 each verdict's rate with its Clopper-Pearson 95% interval: false refutations at regret 0 and tau and false
 confirmations at tau must stay within ``1 - level``; the refutation rate at ``2 tau`` is the power.
-Usage: python bench/nash_calibration.py [--repetitions 200] [--episodes 20000] [--tolerance 0.005]
+Usage: python bench/nash_calibration.py [--repetitions 200] [--episodes 5000] [--tolerance 0.005]
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from fedgames.train.oracles import GridOracle
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=200)
-    parser.add_argument("--episodes", type=int, default=20_000, help="per grid point and per regret estimate")
+    parser.add_argument("--episodes", type=int, default=5_000, help="per grid point and per regret estimate")
     parser.add_argument("--tolerance", type=float, default=0.005)
     parser.add_argument("--level", type=float, default=0.95)
-    parser.add_argument("--points", type=int, default=11, help="first-grid points per component")
-    parser.add_argument("--max-points", type=int, default=1_000)
+    parser.add_argument("--points", type=int, default=7, help="first-grid points per component")
+    parser.add_argument("--max-points", type=int, default=200, help="at regret tau the search spends all of it")
     parser.add_argument("--n-players", type=int, default=3)
     parser.add_argument("--alpha-max", type=float, default=1.0)
     args = parser.parse_args()
