@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pettingzoo
 import pytest
 from gymnasium import spaces
 
 import fedgames
+from fedgames import registry
 from fedgames.cli import main
 from fedgames.envs.batch import BatchStep, EpisodeBatch
 from fedgames.envs.config import GameConfig, at_least, each_player, number, param
@@ -112,7 +114,15 @@ class TargetEnv(GameEnv):
         return observations, rewards, {a: True for a in agents}, {a: False for a in agents}, {a: {} for a in agents}
 
 
-fedgames.register("target_v0", entry_point=TargetEnv)
+@pytest.fixture(autouse=True)
+def target_registered(monkeypatch):
+    """Register the example game for each test and undo it after (other tests list every registered env)."""
+    parallel = dict(pettingzoo.parallel_registry)
+    monkeypatch.setattr(registry, "_registered", list(registry._registered))
+    fedgames.register("target_v0", entry_point=TargetEnv)
+    yield
+    pettingzoo.parallel_registry.clear()
+    pettingzoo.parallel_registry.update(parallel)
 
 
 def test_config_checks_each_field_and_names_unknown_ones():
