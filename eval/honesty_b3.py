@@ -2,9 +2,13 @@
 
 Writers are split at random into group A (1/3) and group B (2/3); every player of a group uses the group's
 aggressiveness (``alpha_A``, ``alpha_B``) with per-tensor noise; ``T`` rounds with 3 random clients per round, the
-dataset-size-weighted mean, learning rate 0.06, no projection. Each run records the test loss ``f(theta_T)`` and,
-per client, the squared deviations it paid and received, so the reward for any penalty weight ``C`` follows after
-the run: ``R^i(C) = f(theta_T) - C (paid_i - received_i)`` (balanced payments, ``n_t = 3``).
+dataset-size-weighted mean, learning rate 0.06, no projection. The server charges the ``side_payment`` mechanism's
+balanced payments ([H] eq. 10 among the ``n_t = 3`` active clients: a client pays ``C ||m_t^i - mbar_t||^2`` and
+receives half of the other two's) through the protocol's payment stage at ``C = 1`` (:data:`UNIT_PAYMENT`). Each
+run records the test loss ``f(theta_T)`` and each client's total payment ``p^i`` at ``C = 1``; payments are linear
+in ``C``, so the reward for any penalty weight follows after the run: ``R_p^i(C) = f(theta_T) - C p^i``, [H] B.3's
+``f(theta_T) - sum_t I_t(i) C ||m_t^i - mbar_t||^2 + (1/2) sum_{k != i} sum_t I_t(i) I_t(k) C ||m_t^k - mbar_t||^2``
+(the reward is the shared test loss, the ``shared_damage`` utility: an attacker gains from a worse model).
 
 Settings: group-A curves (``alpha_A`` over the grid, ``alpha_B`` in {0, 1}) and group-B curves (``alpha_B`` over
 the grid, ``alpha_A`` in {0, 1}), ``runs`` seeds each. The batched engine advances all settings of one seed
@@ -36,7 +40,9 @@ from tqdm.auto import tqdm
 from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device
 from fedgames.envs.fedsgd.models import FemnistCNN
-from fedgames.files import csv_text, write_atomic
+from fedgames.envs.protocol import Protocol
+from fedgames.files import csv_text, json_text, write_atomic
+from fedgames.mechanisms.side_payment import DeviationPayment
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,13 @@ from it and collect the others' payments, which hides the penalty's effect on a 
 GROUP_A_SHARE = 1 / 3
 LEARNING_RATE = 0.06
 CLIENTS_PER_ROUND = 3
+UNIT_PAYMENT = DeviationPayment(C=1.0, balanced=True)
+"""The ``side_payment`` mechanism's balanced rule ([H] eq. 10) at ``C = 1``: what every run is charged."""
+
+
+def unit_payment_protocol(game: FedSGDGame) -> Protocol:
+    """``game``'s plain protocol with the balanced side payment at ``C = 1`` as its payment stage."""
+    return game.protocol().with_stage(UNIT_PAYMENT, payment_rules=(UNIT_PAYMENT,))
 
 
 def settings(scale: Scale) -> list[tuple[float, float]]:
@@ -197,6 +210,7 @@ def _simulate(
     state = _resume(checkpoint, jobs, rounds, generator, device) or game.start(len(jobs), generator, common=True)
     mask = torch.as_tensor(in_a, device=device)
     alpha = torch.stack([torch.where(mask, a, b) for a, b, _ in jobs]).float()
+    protocol = unit_payment_protocol(game)
     saved = time.monotonic()
     for _ in tqdm(
         range(state.round, rounds),
@@ -206,7 +220,7 @@ def _simulate(
         disable=not progress,
         leave=False,
     ):
-        game.play_round(state, alpha, generator)
+        game.play_round(state, alpha, generator, protocol)
         if time.monotonic() - saved >= checkpoint_seconds and state.round < rounds:
             snapshot = {"jobs": jobs, "rounds": rounds, "state": state.state_dict(), "generator": generator.get_state()}
             write_atomic(checkpoint, lambda tmp, snapshot=snapshot: torch.save(snapshot, tmp))
@@ -220,10 +234,9 @@ def _simulate(
             "diverged": bool(state.diverged[k]),
             "test_loss": float(metrics["loss"][k]),
             "test_accuracy": float(metrics["accuracy"][k]),
-            "paid": state.paid[k].tolist(),
-            "received": state.received[k].tolist(),
+            "payment": state.payments[k].tolist(),  # type: ignore[index]
         }
-        write_atomic(out / "runs" / _run_name(a, b, s), json.dumps(record))
+        write_atomic(out / "runs" / _run_name(a, b, s), json_text(record))
     checkpoint.unlink(missing_ok=True)
 
 
@@ -242,13 +255,33 @@ def _resume(
     if [tuple(job) for job in record["jobs"]] != jobs or record["rounds"] != rounds:
         return None
     generator.set_state(record["generator"])
-    return RunState.from_state_dict(record["state"], device)
+    state = dict(record["state"])
+    if "paid" in state:  # saved before the payments went through the protocol: the same net payment at C = 1
+        state["payments"] = state.pop("paid") - state.pop("received")
+    return RunState.from_state_dict(state, device)
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    """A run record as :func:`fedgames.files.json_text` wrote it, with each ``null`` (a non-finite number of a
+    diverged run) back as NaN."""
+
+    def number(value: Any) -> Any:
+        return math.nan if value is None else [number(v) for v in value] if isinstance(value, list) else value
+
+    return {key: number(value) for key, value in json.loads(path.read_text()).items() if key != "non_finite"}
+
+
+def _unit_payments(record: dict[str, Any]) -> np.ndarray:
+    """A run's per-client payments at ``C = 1`` (a record written before they were charged through the protocol
+    holds the squared deviations each client paid and received instead: their difference is the same payment)."""
+    if "payment" in record:
+        return np.asarray(record["payment"])
+    return np.asarray(record["paid"]) - np.asarray(record["received"])
 
 
 def _group_rewards(record: dict[str, Any], members: np.ndarray, C: float) -> float:
-    """Mean over a group's players of ``f(theta_T) - C (paid - received)`` in one run."""
-    net = np.asarray(record["paid"]) - np.asarray(record["received"])
-    return float(np.mean(record["test_loss"] - C * net[members]))
+    """Mean over a group's players of ``R_p^i(C) = f(theta_T) - C p^i`` in one run."""
+    return float(np.mean(record["test_loss"] - C * _unit_payments(record)[members]))
 
 
 def _mean_se(values: np.ndarray) -> tuple[list[float], list[float]]:
@@ -265,7 +298,7 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
     """Curves with standard errors over runs, written as ``results.json``, CSVs and PNGs."""
     records = {
         (r["alpha_A"], r["alpha_B"], r["seed"]): r
-        for r in (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")))
+        for r in (_read_run(p) for p in sorted((out / "runs").glob("*.json")))
     }
 
     def curve(group: str, fixed: float, C: float) -> dict[str, Any]:
@@ -295,7 +328,7 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
     honest = [records[(0.0, 0.0, s)] for s in range(scale.runs)]
     accuracy = [r["test_accuracy"] for r in honest]
     reference_C = scale.penalties[len(scale.penalties) // 2]
-    honest_penalties = [reference_C * (p - q) for r in honest for p, q in zip(r["paid"], r["received"])]
+    honest_penalties = [reference_C * float(p) for r in honest for p in _unit_payments(r)]
     results = {
         "experiment": "honesty-b3",
         "scale": asdict(scale),
@@ -314,7 +347,7 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
         "diverged_runs": sum(r["diverged"] for r in records.values()),
         "curves": curves,
     }
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json_text(results))
     write_atomic(out / "curves.csv", _curves_csv(curves))
     write_atomic(out / "runs.csv", _runs_csv(records.values()))
     _figures(out, curves, honest_penalties, reference_C)

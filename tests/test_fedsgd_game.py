@@ -86,28 +86,35 @@ def test_batches_are_uniform_draws_without_replacement(compile):
     assert z.abs().max() < 4, z
 
 
+def payment_protocol(game: FedSGDGame, C: float, balanced: bool):
+    """``game``'s protocol with the side-payment mechanism's rule as its payment stage."""
+    return game.protocol().with_stage(None, payment_rules=(DeviationPayment(C, balanced),))
+
+
 @pytest.mark.parametrize("active", [None, 3])
 def test_participation_and_balanced_bookkeeping(active):
-    """m distinct active clients per run and round; inactive clients are not charged; balanced payments
-    (paid - received) sum to zero over the clients of each run after every round."""
+    """m distinct active clients per run and round; the payment stage charges the active clients alone (plain
+    payments are positive there and nowhere else); balanced payments sum to zero over the clients of each run after
+    every round. Payments leave the trajectory alone: the plain and the balanced runs stay identical."""
     model, clients = quadratic_clients()
     game = FedSGDGame(model, clients, active=active, lr="decaying", eta=5.0, noise_norm="global")
-    g = torch.Generator().manual_seed(1)
-    state = game.start(4, g)
-    alpha = torch.rand(4, clients.n_clients, generator=g)
+    plain, balanced = payment_protocol(game, 1.0, False), payment_protocol(game, 1.0, True)
+    g, g_balanced = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    state, state_balanced = game.start(4, g), game.start(4, g_balanced)
+    alpha = torch.rand(4, clients.n_clients, generator=torch.Generator().manual_seed(2)) + 0.1
+    m = clients.n_clients if active is None else active
     for _ in range(10):
-        before = state.paid.clone()
-        chosen = game.play_round(state, alpha, g)
-        m = clients.n_clients if active is None else active
+        before = state.payments.clone()
+        chosen = game.play_round(state, alpha, g, plain)
+        game.play_round(state_balanced, alpha, g_balanced, balanced)
+        assert torch.equal(state.theta, state_balanced.theta)
         assert chosen.shape == (4, m)
         assert all(len(set(row.tolist())) == m for row in chosen)
-        charged = (state.paid - before) > 0
-        outside = torch.ones_like(charged)
-        outside.scatter_(1, chosen, False)
-        assert not (charged & outside).any()
-        balance = (state.paid - state.received).sum(1)
-        # floating-point rounding bound of these sums: a few eps per term added
-        bound = 4 * clients.n_clients * torch.finfo(state.paid.dtype).eps * (state.paid + state.received).sum(1)
+        inside = torch.zeros_like(state.payments, dtype=torch.bool).scatter_(1, chosen, True)
+        assert torch.equal((state.payments - before) > 0, inside)
+        balance = state_balanced.payments.sum(1)
+        # floating-point rounding bound of these sums: a few eps per term added (the plain total is what is moved)
+        bound = 8 * clients.n_clients * torch.finfo(state.payments.dtype).eps * state.payments.sum(1)
         assert torch.all(balance.abs() <= bound)
 
 
@@ -115,7 +122,8 @@ def test_participation_and_balanced_bookkeeping(active):
 @pytest.mark.parametrize("balanced", [True, False])
 def test_side_payment_stage_runs_on_the_engine(balanced, from_messages):
     """The mean-estimation game's side-payment stage (the same function) charges the FedSGD clients on torch
-    tensors: balanced payments sum to zero per run and equal C (paid - received); plain ones equal C paid. The
+    tensors what SPEC §2 says, written out from each round's squared deviations: an active client pays
+    ``C ||m_t^i - mbar_t||^2`` and, balanced, receives ``1/(n_t - 1)`` of the other active clients' payments. The
     same whether the rule reads the messages or takes the round's deviations (``from_deviation``)."""
     model, clients = quadratic_clients()
     game = FedSGDGame(model, clients, active=3, noise_norm="global")
@@ -125,13 +133,16 @@ def test_side_payment_stage_runs_on_the_engine(balanced, from_messages):
     g = torch.Generator().manual_seed(2)
     state = game.start(5, g)
     alpha = torch.rand(5, clients.n_clients, generator=g)
+    expected, moved = torch.zeros_like(state.payments), torch.zeros(5)
     for _ in range(8):
         game.play_round(state, alpha, g, protocol)
-    expected = C * (state.paid - state.received) if balanced else C * state.paid
+        deviation = state.last.sq_deviation
+        share = (deviation.sum(1, keepdim=True) - deviation) / (deviation.shape[1] - 1)
+        expected.scatter_add_(1, state.last.active, C * (deviation - share if balanced else deviation))
+        moved += C * deviation.sum(1)
     torch.testing.assert_close(state.payments, expected)
-    if balanced:
-        bound = 4 * clients.n_clients * torch.finfo(state.paid.dtype).eps * C * (state.paid + state.received).sum(1)
-        assert torch.all(state.payments.sum(1).abs() <= bound)
+    if balanced:  # a few eps of rounding per term added
+        assert torch.all(state.payments.sum(1).abs() <= 8 * clients.n_clients * torch.finfo(moved.dtype).eps * moved)
 
 
 def test_robust_aggregation_stage_runs_on_the_engine():
@@ -264,7 +275,7 @@ def test_cnn_round_in_bf16_and_tf32_follows_float32(device):
         state = game.start(2, g)
         start = state.theta.clone()
         game.play_round(state, torch.zeros(2, 4, device=device), g)
-        assert state.theta.device.type == device and state.paid.device.type == device
+        assert state.theta.device.type == device and state.payments.device.type == device
         steps[precision] = state.theta - start
     for precision in ("tf32", "bfloat16"):
         cosine = torch.nn.functional.cosine_similarity(steps[precision], steps["float32"], dim=-1)
@@ -335,8 +346,8 @@ def test_compiled_gradients_equal_eager(objective, device):
         g = torch.Generator(device=device).manual_seed(0)
         state = game.start(2, g, dtype=torch.float64)
         for _ in range(2):
-            game.play_round(state, alpha, g)
-        records.append((state.theta, state.paid, state.received, state.last["gradient_norm"]))
+            game.play_round(state, alpha, g, payment_protocol(game, 1.0, False))
+        records.append((state.theta, state.payments, state.last.sq_deviation, state.last.gradient_norm))
     for compiled, eager in zip(*records):
         torch.testing.assert_close(compiled, eager, rtol=1e-10, atol=1e-12)
 

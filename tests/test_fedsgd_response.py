@@ -38,10 +38,10 @@ def test_received_model_is_off_by_sqrt_C_times_the_deviation_in_expectation():
     plain = play(game, None, alpha, rounds=2, seed=0)
     noisy = play(game, noisy_protocol(C), alpha, rounds=2, seed=0)
     assert torch.equal(plain.theta, noisy.theta)
-    active = noisy.last["active"]
+    active = noisy.last.active
     for player in range(n):
         shift = game.final_parameters(noisy, player) - game.final_parameters(plain, player)
-        sq_deviation = (noisy.last["sq_deviation"] * (active == player)).sum(1)
+        sq_deviation = (noisy.last.sq_deviation * (active == player)).sum(1)
         assert torch.all(sq_deviation > 0)
         gap = (shift.double() ** 2).sum(1) - C * sq_deviation.double()
         assert abs(gap.mean().item()) < 4 * gap.std().item() / math.sqrt(runs)
@@ -57,7 +57,7 @@ def test_a_client_on_the_aggregate_receives_the_exact_model():
     clients = ClientData.from_arrays(z, y, torch.arange(2).repeat_interleave(5), 2)
     game = FedSGDGame(model, clients, lr_value=0.1, noise_norm="global", weighting="uniform")
     state = play(game, noisy_protocol(100.0), torch.zeros(4, 2), rounds=3, seed=0)
-    assert torch.all(state.last["sq_deviation"] == 0)
+    assert torch.all(state.last.sq_deviation == 0)
     for player in range(2):
         assert torch.equal(game.final_parameters(state, player), state.theta)
 
@@ -69,7 +69,7 @@ def test_only_players_active_in_the_last_round_receive_noise():
     state = play(game, noisy_protocol(C), alpha, rounds=3, seed=4)
     plain = play(game, None, alpha, rounds=3, seed=4)
     for player in range(5):
-        was_active = (state.last["active"] == player).any(1)
+        was_active = (state.last.active == player).any(1)
         moved = (game.final_parameters(state, player) != game.final_parameters(plain, player)).any(1)
         assert torch.equal(moved, was_active)
 

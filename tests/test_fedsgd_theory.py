@@ -2,9 +2,9 @@
 
 Player 0 plays a constant ``alpha`` on a grid, the others are honest; 400 runs per grid point advance together.
 Its reward is the default utility ``U_0 = (1/(N-1)) sum_{j != 0} f(theta^j) - lambda f(theta^0)`` (final models
-after the self-correction) minus the balanced payments ``C (paid - received)``. Without a penalty the reward rises
-with alpha (noise pays, Cor. 4.2's multi-round analogue); with a constant penalty ``C`` the best grid alpha stays
-below Thm 6.1's bound ``8 L L_U N / (C (N-2) m_sc sqrt(T + eta))``.
+after the self-correction) minus the balanced side payments (charged by the payment stage at ``C = 1``, then
+scaled by ``C``). Without a penalty the reward rises with alpha (noise pays, Cor. 4.2's multi-round analogue); with
+a constant penalty ``C`` the best grid alpha stays below Thm 6.1's bound ``8 L L_U N / (C (N-2) m_sc sqrt(T + eta))``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame
 from fedgames.envs.fedsgd.models import Quadratic
 from fedgames.envs.fedsgd.theory import quadratic_thm_6_1_bound
+from fedgames.mechanisms.side_payment import DeviationPayment
 
 N, T, ETA, RADIUS, LAM = 4, 50, 10.0, 3.0, 1.0
 GRID = (0.0, 1.0, 2.0, 3.0, 4.0)
@@ -44,11 +45,13 @@ def outcomes():
     state = game.start(len(GRID) * RUNS, g, dtype=torch.float64)
     alpha = torch.zeros(len(GRID) * RUNS, N, dtype=torch.float64)
     alpha[:, 0] = torch.tensor(GRID, dtype=torch.float64).repeat_interleave(RUNS)
+    unit = DeviationPayment(1.0, balanced=True)  # the side_payment mechanism's rule at C = 1 (payments: linear in C)
+    protocol = game.protocol().with_stage(unit, payment_rules=(unit,))
     for _ in range(T):
-        game.play_round(state, alpha, g)
+        game.play_round(state, alpha, g, protocol)
     losses = torch.stack([model.objective({"theta": game.final_parameters(state, i)}) for i in range(N)], dim=1)
     utility = (losses.sum(1) - losses[:, 0]) / (N - 1) - LAM * losses[:, 0]
-    net = state.paid[:, 0] - state.received[:, 0]
+    net = state.payments[:, 0]
     return model, utility.numpy().reshape(len(GRID), RUNS), net.numpy().reshape(len(GRID), RUNS)
 
 

@@ -12,7 +12,16 @@ import torch
 from scipy.stats import t as student_t
 
 from fedgames.envs.fedsgd.game import FedSGDGame
-from fedgames.eval.honesty_b3 import SCALES, Scale, _group_rewards, _simulate, build, reproduce, settings
+from fedgames.eval.honesty_b3 import (
+    SCALES,
+    Scale,
+    _group_rewards,
+    _simulate,
+    build,
+    reproduce,
+    settings,
+    unit_payment_protocol,
+)
 
 MICRO = Scale(writers=6, mean_samples=4, sample_sigma=0.35, rounds=3, runs=2, alphas=(0.0, 2.0), penalties=(0.0, 1e-3))
 
@@ -48,13 +57,13 @@ def test_outputs_and_schema(micro):
     assert len(list((out / "runs").glob("*.json"))) == len(settings(MICRO)) * MICRO.runs
 
 
-def test_rewards_follow_from_the_recorded_deviations(micro):
-    """With C = 0 the reward is the test loss; with C > 0 each player's reward drops by C (paid - received), and
-    the group means of (paid - received) over all players sum to zero with the group sizes as weights."""
+def test_rewards_follow_from_the_recorded_payments(micro):
+    """With C = 0 the reward is the test loss; with C > 0 each player's reward drops by C times its payment at
+    C = 1, and the balanced payments of all players sum to zero."""
     out, results = micro
     record = json.loads((out / "runs" / "a2_b0_s0.json").read_text())
-    net = np.array(record["paid"]) - np.array(record["received"])
-    assert abs(net.sum()) <= 1e-5 * (1 + np.abs(np.array(record["paid"])).sum())
+    net = np.array(record["payment"])
+    assert abs(net.sum()) <= 1e-5 * (1 + np.abs(net).sum())
     free = next(c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == 0.0)
     losses = [json.loads((out / "runs" / f"a2_b0_s{s}.json").read_text())["test_loss"] for s in range(MICRO.runs)]
     assert free["reward_mean"][1] == pytest.approx(np.mean(losses))
@@ -62,7 +71,7 @@ def test_rewards_follow_from_the_recorded_deviations(micro):
     C = MICRO.penalties[1]
     charged = next(c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == C)
     runs = [json.loads((out / "runs" / f"a2_b0_s{s}.json").read_text()) for s in range(MICRO.runs)]
-    nets = [(np.array(r["paid"]) - np.array(r["received"]))[in_a].mean() for r in runs]
+    nets = [np.array(r["payment"])[in_a].mean() for r in runs]
     assert np.mean(nets) != 0.0  # group A's noise makes it a net payer: the C term is seen
     assert charged["reward_mean"][1] == pytest.approx(np.mean(losses) - C * np.mean(nets), rel=1e-12)
 
@@ -78,8 +87,36 @@ def test_resume_recomputes_only_missing_runs(micro):
     assert set(after) == set(stamps)
     assert [name for name in stamps if after[name] != stamps[name]] == [files[0].name]
     replay = json.loads(files[0].read_text())  # common random numbers: the same draws, so the same run up to
-    for key in ("test_loss", "paid", "received"):  # the rounding of kernels that depend on the batch size
-        assert replay[key] == pytest.approx(before[key], rel=1e-4)
+    for key in ("test_loss", "payment"):  # the rounding of kernels that depend on the batch size
+        scale = np.abs(before[key]).max()
+        assert replay[key] == pytest.approx(before[key], rel=1e-4, abs=1e-4 * scale)
+
+
+def test_payments_are_the_papers_from_the_deviations():
+    """The runner's charge through the side_payment rule at C = 1 is [H] B.3's: per round, an active client pays
+    its squared deviation ``||m_t^i - mbar_t||^2`` and receives half the other two active clients' (written out
+    here from each round's deviations); a client never active pays nothing."""
+    game, in_a, _, _ = build(MICRO)
+    g = torch.Generator().manual_seed(3)
+    state = game.start(2, g, common=True)
+    alpha = torch.stack([torch.where(torch.as_tensor(in_a), 2.0, 0.0), torch.zeros(len(in_a))]).float()
+    expected = torch.zeros_like(state.payments, dtype=torch.float64)
+    for _ in range(4):
+        game.play_round(state, alpha, g, unit_payment_protocol(game))
+        deviation = state.last.sq_deviation.double()
+        received = 0.5 * (deviation.sum(1, keepdim=True) - deviation)
+        expected.scatter_add_(1, state.last.active, deviation - received)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(state.payments.double(), expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_records_written_before_the_protocol_charged_them_give_the_same_rewards():
+    """A run record holding the squared deviations paid and received (the former format) gives the rewards of the
+    payment ``paid - received``."""
+    old = {"test_loss": 2.0, "paid": [3.0, 1.0, 0.5], "received": [1.0, 2.0, 1.5]}
+    new = {"test_loss": 2.0, "payment": [2.0, -1.0, -1.0]}
+    members = np.array([True, False, True])
+    assert _group_rewards(old, members, 0.1) == _group_rewards(new, members, 0.1) == pytest.approx(2.0 - 0.1 * 0.5)
 
 
 def test_differences_are_paired_by_seed(micro):

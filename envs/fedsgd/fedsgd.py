@@ -41,6 +41,7 @@ from fedgames.envs.contract import GameEnv
 from fedgames.envs.fedsgd.batch import (
     OBSERVATION_SIZE,
     FedSGDBatch,
+    FedSGDRules,
     checked_round,
     held_out_loss,
     observations,
@@ -195,6 +196,7 @@ class FedSGDEnv(GameEnv):
             precision=precision,
             compile=compile,
         )
+        self.rules = FedSGDRules(self.game, self.rounds, self.players, self.lam, self.utility, self.test)
         self.protocol: Protocol = self.game.protocol()
         self.possible_agents = [f"player_{i}" for i in self.players]
         self.agents: list[str] = []
@@ -236,12 +238,6 @@ class FedSGDEnv(GameEnv):
         per_run = self.game.active * sum(p.numel() for p in self.game.like.values())
         return max(1, min(BATCH_SIZE, MESSAGE_ENTRIES // per_run))
 
-    def client_alpha(self, alpha: np.ndarray) -> torch.Tensor:
-        """The players' aggressiveness ``(R, players)`` as the simulator's ``(R, N)`` (0 for attackers)."""
-        full = np.zeros((alpha.shape[0], self.game.clients.n_clients))
-        full[:, self.players] = alpha
-        return torch.as_tensor(full, device=self.device)
-
     def _observations(self) -> dict[str, np.ndarray]:
         assert self._state is not None
         obs = observations(self._state, self.rounds, self.game.clients.n_clients)[0, self.players]
@@ -249,7 +245,7 @@ class FedSGDEnv(GameEnv):
 
     def episode_batch(self, protocol: Protocol, size: int, rng: np.random.Generator) -> FedSGDBatch:
         """``size`` episodes of this env under ``protocol``, advanced together (:mod:`fedgames.envs.batch`)."""
-        return FedSGDBatch(self, protocol, size, rng)
+        return FedSGDBatch(self.rules, protocol, size, rng)
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
@@ -278,11 +274,11 @@ class FedSGDEnv(GameEnv):
         protocol = self.active_protocol
         alpha = protocol.check_actions(stack_actions(actions, self.agents, 1))[0, :, 0]
         paid, rewards = checked_round(
-            self, self._state, self._health, alpha[None], protocol, self._generator, self._response_generator
+            self.rules, self._state, self._health, alpha[None], protocol, self._generator, self._response_generator
         )
         rewards = rewards[0]
         done = self._health.count > 0 or self._state.round >= self.rounds
-        active = set(self._state.last["active"][0].tolist())
+        active = set(self._state.last.active[0].tolist())  # type: ignore[union-attr]
         infos = {
             a: {"round": self._state.round, "active": int(client) in active} | self._health.infos(0)
             for a, client in zip(self.agents, self.players)

@@ -1,9 +1,9 @@
 """The FedSGD game's batched simulator (SPEC §2; torch only): ``R`` independent runs advanced one round at a time.
 
 Per round and run: draw the active clients (all, or ``m`` uniformly without replacement), give each a batch of
-``batch_fraction`` of its data, let the engine form messages ``g + alpha xi`` and the server's step, and record
-what side payments need (each client's squared deviation from the aggregate, and its share of the others', so
-rewards for any penalty weight ``C`` follow after the run, as in [H] B.3). Runs whose parameters stop being finite
+``batch_fraction`` of its data, let the engine form messages ``g + alpha xi`` and the server's step, and charge
+what the protocol's payment stage asks (e.g. :class:`~fedgames.mechanisms.SidePayment`'s balanced payments,
+[H] eq. 10, from each client's squared deviation from the aggregate). Runs whose parameters stop being finite
 are flagged as diverged and frozen at their last finite parameters; nothing raises. The PettingZoo env and the
 experiment runner both drive this class.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
 from fedgames.envs.fedsgd.engine import (
     ClientBatch,
     Gradients,
+    NoiseSegments,
     compiled,
     compiled_completion,
     complete_round,
@@ -70,6 +71,40 @@ class ClientData:
         return int(self.count.numel())
 
 
+@dataclass(frozen=True)
+class LastRound:
+    """What the last round leaves behind: what the players observe of it and what the final self-correction
+    removes (SPEC §2 "Final models and defence"; :meth:`FedSGDGame.final_parameters`). Shapes over the ``R`` runs
+    and the ``m`` active clients.
+
+    Attributes:
+        active: ``(R, m)`` the active clients.
+        weights: ``(R, m)`` their aggregation weights ``w_i`` (summing to 1 per run).
+        alpha: ``(R, m)`` their aggressiveness; the noise is ``alpha xi`` with ``xi = scale * gaussian`` per segment
+            of ``noise_segments``.
+        gaussian: ``(R, m, P)`` (or ``(1, m, P)`` with common random numbers) the noise directions before scaling,
+            ``None`` if nobody drew any.
+        noise_segments: the parameter segments the noise is normalised over (``noise_norm``).
+        lr: ``(R,)`` the step size ``gamma_T`` of the round.
+        gradient_norm: ``(R, m)`` the norm of each active client's honest gradient.
+        loss: ``(R, m)`` each active client's loss on its batch at the broadcast model.
+        sq_deviation: ``(R, m)`` ``||m_T^i - mbar_T||^2`` (0 in a run frozen by divergence).
+        response: ``(R, m, P)`` the response stage's perturbation ``r_T^i - mbar_T`` of the model each received,
+            ``None`` under a plain broadcast.
+    """
+
+    active: torch.Tensor
+    weights: torch.Tensor
+    alpha: torch.Tensor
+    gaussian: torch.Tensor | None
+    noise_segments: NoiseSegments
+    lr: torch.Tensor
+    gradient_norm: torch.Tensor
+    loss: torch.Tensor
+    sq_deviation: torch.Tensor
+    response: torch.Tensor | None
+
+
 @dataclass
 class RunState:
     """The state of ``R`` runs.
@@ -82,15 +117,8 @@ class RunState:
             noise directions ``xi``, so runs differ only by their ``alpha`` (paired comparisons of settings).
         round: rounds played.
         diverged: ``(R,)`` runs whose parameters stopped being finite (frozen since).
-        paid: ``(R, N)`` per client, the sum over its active rounds of ``||m_t^i - mbar_t||^2``.
-        received: ``(R, N)`` per client, the sum over its active rounds of the other active clients' squared
-            deviations divided by ``n_t - 1``. Balanced payments with weight ``C`` cost ``C (paid - received)``.
-        payments: ``(R, N)`` what the protocol's payment stage charged each client so far (zeros without one).
-        last: the last round's active clients ``(R, m)``, their aggregation weights, noise (``alpha`` and the
-            directions ``xi`` as ``gaussian``, ``None`` if nobody drew any, and ``noise_segments``) and step size
-            (for the final self-correction), honest gradient norms, losses, squared deviations, payments (``None``
-            without) and ``response``, the perturbation ``(R, m, P)`` of the model each received (``None`` under a
-            plain broadcast).
+        payments: ``(R, N)`` per client, what the protocol's payment stage charged it so far (zeros without one).
+        last: the last round's :class:`LastRound` (``None`` before the first).
     """
 
     theta: torch.Tensor
@@ -98,18 +126,13 @@ class RunState:
     common: bool = False
     round: int = 0
     diverged: torch.Tensor | None = None
-    paid: torch.Tensor | None = None
-    received: torch.Tensor | None = None
     payments: torch.Tensor | None = None
-    last: dict[str, torch.Tensor] = field(default_factory=dict)
+    last: LastRound | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """What continues these runs (for a checkpoint): every field but ``last``, which the next round replaces
         (so restore only between rounds, not to take the final self-correction)."""
-        return {
-            name: getattr(self, name)
-            for name in ("theta", "center", "common", "round", "diverged", "paid", "received", "payments")
-        }
+        return {name: getattr(self, name) for name in ("theta", "center", "common", "round", "diverged", "payments")}
 
     @classmethod
     def from_state_dict(cls, data: Mapping[str, Any], device: str | torch.device) -> RunState:
@@ -175,8 +198,8 @@ class FedSGDGame:
         clients: the clients' training data.
         active: clients per round (``None``: all, full participation).
         lr: ``"constant"`` (``lr_value``) or ``"decaying"`` (``4 / (m_sc (eta + t))``).
-        lr_value, strong_convexity, eta: the step-size constants.
-        radius: projection radius around the initial parameters (``inf``: none).
+        lr_value, strong_convexity, eta: the step-size constants (each ``> 0``).
+        radius: projection radius ``> 0`` around the initial parameters (``inf``: none).
         noise_norm: ``"global"`` or ``"per_tensor"``.
         weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
         batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
@@ -225,8 +248,10 @@ class FedSGDGame:
             if strong_convexity is None:
                 raise ValueError("lr='decaying' needs strong_convexity (m_sc) for this objective")
         self.lr, self.lr_value, self.eta = lr, real("lr_value", lr_value, strict=True), real("eta", eta, strict=True)
+        if strong_convexity is not None:  # m_sc divides the decaying step: 0 or negative gives no valid step
+            strong_convexity = real("strong_convexity", strong_convexity, strict=True)
         self.strong_convexity = strong_convexity
-        self.radius = real("radius", radius, strict=True) if not math.isinf(radius) else math.inf
+        self.radius = math.inf if radius == math.inf else real("radius", radius, strict=True)  # +inf: no projection
         if noise_norm not in ("global", "per_tensor"):
             raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {noise_norm!r}")
         if weighting not in ("size", "uniform"):
@@ -290,15 +315,12 @@ class FedSGDGame:
             for _ in range(1 if common else runs)
         ]
         center = torch.cat(inits).to(device=device, dtype=dtype).expand(runs, -1)  # one stored row when common
-        zeros = torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype)
         return RunState(
             theta=center.clone(),
             center=center,
             common=common,
             diverged=torch.zeros(runs, dtype=torch.bool, device=device),
-            paid=zeros,
-            received=zeros.clone(),
-            payments=zeros.clone(),
+            payments=torch.zeros(runs, self.clients.n_clients, device=device, dtype=dtype),
         )
 
     def step_size(self, t: int) -> float:
@@ -353,7 +375,7 @@ class FedSGDGame:
         ``E||theta^i_{t+1} - theta_{t+1}||^2 = C ||m_t^i - mbar_t||^2`` and a client whose message equals the
         aggregate receives the exact model. Every round's gradients are taken at the server's ``theta_t`` ([H] §6:
         ``g_t(theta_t^s, x^i)``), so a received copy only matters once no round follows: the last round's
-        perturbation is kept in ``state.last["response"]`` and enters the final model
+        perturbation is kept in ``state.last.response`` and enters the final model
         (:meth:`final_parameters`). ``response_generator`` draws the response noise (default: ``generator``);
         a separate one leaves the server's trajectory (batches, attack noise) identical with and without a noisy
         response.
@@ -365,7 +387,7 @@ class FedSGDGame:
                 f"alpha must have shape ({state.theta.shape[0]}, {self.clients.n_clients}), got {tuple(alpha.shape)}"
             )
         protocol.check_actions(alpha.detach().cpu().numpy()[..., None])
-        state.last = {}  # frees the last round's noise directions, (R, m, P), before this round's are drawn
+        state.last = None  # frees the last round's noise directions, (R, m, P), before this round's are drawn
         device = state.theta.device
         draws = 1 if state.common else runs
         active = torch.rand(draws, n, generator=generator, device=device).argsort(-1)[:, : self.active]
@@ -408,9 +430,6 @@ class FedSGDGame:
             else torch.where(finite[:, None], result.theta, state.theta)
         )
         deviation = torch.where(finite[:, None], result.sq_deviation, torch.zeros_like(result.sq_deviation))
-        others = (deviation.sum(1, keepdim=True) - deviation) / max(self.active - 1, 1)
-        state.paid.scatter_add_(1, active, deviation)  # type: ignore[union-attr]
-        state.received.scatter_add_(1, active, others)  # type: ignore[union-attr]
         charged = protocol.payments(result.messages, result.aggregate, result.sq_deviation)
         if charged is not None:
             charged = torch.where(finite[:, None], charged, torch.zeros_like(charged))
@@ -420,19 +439,18 @@ class FedSGDGame:
             responses = protocol.respond(result.messages, result.aggregate, response_generator or generator)
             response = responses - result.aggregate[:, None, :]
         state.round = t
-        state.last = {
-            "active": active,
-            "weights": weights / weights.sum(1, keepdim=True),
-            "alpha": result.alpha,
-            "gaussian": result.gaussian,
-            "noise_segments": result.noise_segments,
-            "lr": lr,
-            "gradient_norm": result.gradient_norm,
-            "loss": result.loss,
-            "sq_deviation": deviation,
-            "payments": charged,
-            "response": response,
-        }
+        state.last = LastRound(
+            active=active,
+            weights=weights / weights.sum(1, keepdim=True),
+            alpha=result.alpha,
+            gaussian=result.gaussian,
+            noise_segments=result.noise_segments,
+            lr=lr,
+            gradient_norm=result.gradient_norm,
+            loss=result.loss,
+            sq_deviation=deviation,
+            response=response,
+        )
         return active
 
     def final_parameters(self, state: RunState, player: int) -> torch.Tensor:
@@ -441,17 +459,17 @@ class FedSGDGame:
         ``Pi_W(theta_{T+1} + (r_T^i - mbar_T) + gamma_T w_i alpha_T^i xi_T^i)``, where ``r_T^i - mbar_T`` is the
         response stage's perturbation (0 under a plain broadcast; see :meth:`play_round`)."""
         last = state.last
-        if not last:
+        if last is None:
             return state.theta
-        hit = last["active"] == player
+        hit = last.active == player
         corrected = state.theta
-        if last["gaussian"] is not None:
-            own = hit * last["weights"] * last["alpha"] * last["lr"][:, None]  # (R, m): i's step of the noise
-            gaussian = last["gaussian"].expand(own.shape + (-1,))
+        if last.gaussian is not None:
+            own = hit * last.weights * last.alpha * last.lr[:, None]  # (R, m): i's step of the noise
+            gaussian = last.gaussian.expand(own.shape + (-1,))
             step = torch.einsum("rm,rmp->rp", own.to(gaussian.dtype), gaussian)
-            corrected = corrected + scale_segments_(step, last["noise_segments"])
-        if last.get("response") is not None:
-            corrected = corrected + (hit[..., None] * last["response"]).sum(1)
+            corrected = corrected + scale_segments_(step, last.noise_segments)
+        if last.response is not None:
+            corrected = corrected + (hit[..., None] * last.response).sum(1)
         return corrected if math.isinf(self.radius) else project(corrected, state.center, self.radius)
 
     def evaluate(
