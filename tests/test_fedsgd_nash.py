@@ -143,7 +143,7 @@ def test_batched_terminal_utilities_follow_the_definition():
     state, game = batch._state, env.unwrapped.game
     losses = held_out_loss(game, None, state.theta).double().numpy()[:, None].repeat(N, 1)
     for r in range(16):
-        for i in state.last["active"][r].tolist():
+        for i in state.last.active[r].tolist():
             losses[r, i] = float(held_out_loss(game, None, game.final_parameters(state, i)[r : r + 1])[0])
     expected = (losses.sum(1, keepdims=True) - losses) / (N - 1) - LAM * losses
     np.testing.assert_allclose(step.rewards, expected, rtol=1e-12)
