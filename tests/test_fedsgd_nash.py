@@ -262,7 +262,7 @@ def test_with_large_penalty_honesty_is_consistent(penalised):
     assert check.verdict == "consistent"
     assert check.ci[1] < TOL
     assert report.mechanisms == [f"side_payment:C={C},balanced=true"]
-    assert report.config["rounds"] == T and report.config["lam"] == [LAM] * N
+    assert report.config["rounds"] == T and report.config["lam"] == LAM
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def test_cli_train_fedsgd(tmp_path, capsys, mode):
 
 @pytest.mark.parametrize(
     "profile, message",
-    [("theory", "no closed-form equilibrium"), ("beta=0.5", "unknown keys"), ("alpha=11", "alpha=11 is outside")],
+    [("theory", "no closed-form equilibrium"), ("beta=0.5", "unknown key 'beta'"), ("alpha=11", "alpha=11 is outside")],
 )
 def test_cli_fedsgd_bad_profiles(capsys, profile, message):
     args = [
