@@ -114,12 +114,30 @@ def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> Epis
 def resolve_batch_size(env: ParallelEnv, batch_size: int | None) -> int:
     """Episodes to play at once: ``batch_size`` checked (an integer >= 1, else ``ValueError``), or for ``None`` the
     game's ``default_batch_size`` (:class:`~fedgames.envs.contract.GameEnv`: :data:`BATCH_SIZE` unless the game
-    says otherwise)."""
-    from fedgames.envs.contract import game_of
+    says otherwise).
 
+    Either is checked against the machine's memory (:func:`fedgames.memory.memory_budget`, from the game's
+    ``episode_bytes``) before anything is allocated: the default is lowered to what fits (the episodes are then
+    played in more batches), a given ``batch_size`` that does not fit is a ``ValueError`` with the estimate and the
+    largest batch that fits, and so is a game of which not even one episode fits."""
+    from fedgames.envs.contract import game_of
+    from fedgames.memory import check_fits, memory_budget, size_text
+
+    game = game_of(env)
+    per_episode = game.episode_bytes
+    check_fits(f"one episode of {game.metadata['name']}", per_episode)
+    budget = memory_budget()
+    fitting = None if budget is None else max(1, budget // per_episode)  # None: memory unknown, nothing refused
     if batch_size is None:
-        return int(game_of(env).default_batch_size)
-    return integer("batch_size", batch_size, 1)
+        return int(game.default_batch_size if fitting is None else min(game.default_batch_size, fitting))
+    batch_size = integer("batch_size", batch_size, 1)
+    if fitting is not None and batch_size > fitting:
+        raise ValueError(
+            f"batch_size={batch_size} needs about {size_text(batch_size * per_episode)} "
+            f"({size_text(per_episode)} an episode), more than the memory budget of {size_text(budget)}: "
+            f"use batch_size <= {fitting}"
+        )
+    return batch_size
 
 
 def learner_games(env: ParallelEnv, n_envs: int | None, default: int, name: str = "n_envs") -> int:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from fedgames.errors import did_you_mean
+from fedgames.memory import check_fits
 from fedgames.validation import integer, per_player, real
 
 Check = Callable[[str, Any, Any], Any]
@@ -28,6 +29,23 @@ def param(default: Any, check: Check | None = None, per_player: bool = False) ->
 def at_least(minimum: int, maximum: int | None = None) -> Check:
     """An integer in ``[minimum, maximum]`` (:func:`fedgames.validation.integer`)."""
     return lambda name, value, config: integer(name, value, minimum, maximum)
+
+
+PLAYER_BYTES = 4096
+"""About what one player costs an env before any episode is played (its name, its two spaces): 3.9 kB each for
+the mean-estimation game of 100,000 players. :func:`players` checks the total against the machine's memory."""
+
+
+def players(minimum: int = 2) -> Check:
+    """A number of players: an integer ``>= minimum`` whose env fits in memory (``n * PLAYER_BYTES`` within
+    :func:`fedgames.memory.memory_budget`), refused before any player is built."""
+
+    def check(name: str, value: Any, config: Any) -> int:
+        n = integer(name, value, minimum)
+        check_fits(f"{config.game} with {name}={n}", n * PLAYER_BYTES)
+        return n
+
+    return check
 
 
 def number(minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False) -> Check:
@@ -133,4 +151,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["Check", "GameConfig", "at_least", "each_player", "flag", "number", "one_of", "param"]
+__all__ = [
+    "PLAYER_BYTES",
+    "Check",
+    "GameConfig",
+    "at_least",
+    "each_player",
+    "flag",
+    "number",
+    "one_of",
+    "param",
+    "players",
+]

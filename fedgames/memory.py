@@ -1,4 +1,5 @@
-"""Process-wide memory settings for long CPU simulations."""
+"""Process-wide memory settings for long CPU simulations, and the memory budget that batch sizes and game sizes
+are checked against (:func:`check_fits`)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,51 @@ def use_huge_pages() -> bool:
         return os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     return os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+
+
+def available_bytes() -> int | None:
+    """Memory the machine can give this process now: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else the free
+    physical pages (``sysconf``), else ``None`` (unknown: nothing is refused)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+MEMORY_SHARE = 0.5
+"""The share of the available memory (:func:`available_bytes`) one allocation plan may take: the rest is left to
+the temporaries the estimates do not count and to the rest of the machine."""
+
+
+def memory_budget() -> int | None:
+    """:data:`MEMORY_SHARE` of :func:`available_bytes` (``None``: unknown)."""
+    available = available_bytes()
+    return None if available is None else int(available * MEMORY_SHARE)
+
+
+def size_text(n_bytes: float) -> str:
+    """``n_bytes`` for messages, in the largest of KiB, MiB, GiB and TiB that leaves at least 1."""
+    value, unit = n_bytes / 1024, "KiB"
+    for larger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.3g} {unit}"
+
+
+def check_fits(what: str, needed: float) -> None:
+    """Raise a ``ValueError`` when ``what`` needs about ``needed`` bytes, more than :func:`memory_budget`, with
+    the estimate and the budget in the message (checked before anything is allocated)."""
+    budget = memory_budget()
+    if budget is not None and needed > budget:
+        raise ValueError(
+            f"{what} needs about {size_text(needed)}, more than {MEMORY_SHARE:.0%} of the "
+            f"{size_text(budget / MEMORY_SHARE)} of memory available"
+        )

@@ -41,9 +41,9 @@ class RobustAggregation(Mechanism):
         mixing_f: int | None = None,
         **rule_params: Any,
     ) -> None:
-        if rule not in aggregators.RULES:
+        if not isinstance(rule, str) or rule not in aggregators.RULES:
             raise ValueError(
-                f"robust_aggregation: unknown rule {rule!r}{did_you_mean(rule, aggregators.RULES)} "
+                f"robust_aggregation: unknown rule {rule!r}{did_you_mean(str(rule), aggregators.RULES)} "
                 f"(rules: {list(aggregators.RULES)})"
             )
         check_call(

@@ -62,12 +62,23 @@ def apply_mechanism(env: ParallelEnv, spec: MechanismSpec) -> ParallelEnv:
     return cls(env, **params)
 
 
+MAX_MECHANISMS = 100
+"""The deepest mechanism stack :func:`apply_mechanisms` builds. Each wrapper adds frames to every call that walks
+the stack (its protocol, its step): about 500 of them exceed Python's default recursion limit of 1,000, and the
+learners' and test harnesses' own frames come on top. Stacks this deep are a mistake (the same stage replaced
+again and again), so a deeper one is refused with this limit in the message."""
+
+
 def apply_mechanisms(env: ParallelEnv, specs: Iterable[MechanismSpec] | None) -> ParallelEnv:
-    """Wrap ``env`` in each mechanism of ``specs`` in turn (the first innermost; ``None``: none)."""
+    """Wrap ``env`` in each mechanism of ``specs`` in turn (the first innermost; ``None``: none), at most
+    :data:`MAX_MECHANISMS` of them."""
     if specs is None:
         return env
     if isinstance(specs, str) or callable(specs):
         raise ValueError(f"mechanisms must be a list of specs, got the single spec {specs!r}: write [{specs!r}]")
+    specs = list(specs)
+    if len(specs) > MAX_MECHANISMS:
+        raise ValueError(f"mechanisms: at most {MAX_MECHANISMS} stacked mechanisms, got {len(specs)}")
     for spec in specs:
         env = apply_mechanism(env, spec)
     return env

@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedgames.envs.config import GameConfig, at_least, each_player, number, param
+from fedgames.envs.config import GameConfig, at_least, each_player, number, param, players
 from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
+from fedgames.memory import check_fits
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,26 @@ class Outcome:
     health: Health
 
 
+SCALE_MAX = 1e15
+"""The largest noise scale, bound or prior spread (``sigma``, ``sigma_star``, ``alpha_max``, ``bias_max``,
+``prior_std``): squared, it stays within float32 (the observed sample variance, the action bounds)."""
+
+SCALE_MIN = 1e-15
+"""The smallest spread of the sample means ``sqrt(sigma_i^2 / n + sigma_*^2)``: squared errors stay normal floats."""
+
+PRIOR_RATIO = 1e8
+"""How many times the spread of the sample means the prior's ``prior_std`` may be: float64 then resolves the
+estimation errors to about ``1e-8`` of their size."""
+
+SIGMA_CV_MIN, SIGMA_CV_MAX = 1e-6, 10.0
+"""The range of a non-zero ``sigma_cv``: below, the Gamma shape ``1 / sigma_cv^2`` is beyond what its sampler
+draws; above, samples of ``sigma_i^2`` miss their mean (at ``sigma_cv = 1000`` 100,000 draws average 0.04)."""
+
+STAGE_VALUES = 16
+"""Float64 values per player and dimension one episode of a step holds at its peak (messages, responses,
+estimates and their temporaries), for the memory check of ``n_players * dim``."""
+
+
 @dataclass(frozen=True)
 class MeanEstimationConfig(GameConfig):
     """The mean-estimation game's configuration (SPEC §1; the convention of :mod:`fedgames.envs.contract`).
@@ -58,29 +79,60 @@ class MeanEstimationConfig(GameConfig):
         n_players: ``N >= 2``.
         n_samples: ``n >= 1`` samples per player (with ``n = 1`` the observed sample variance is 0: undefined).
         dim: ``d >= 1``.
-        sigma: ``sigma > 0``, the within-client noise scale (one value, or one per player).
-        sigma_star: ``sigma_* >= 0``, the spread of client means around ``mu``.
+        sigma: ``0 < sigma <= 1e15``, the within-client noise scale (one value, or one per player).
+        sigma_star: ``0 <= sigma_* <= 1e15``, the spread of client means around ``mu`` (the spread of the
+            sample means, ``sqrt(sigma^2 / n + sigma_*^2)``, at least ``1e-15``).
         lam: ``lambda_i >= 0``, one value or one per player (eq. 2).
-        alpha_max: top of the aggressiveness range (``> 0``).
-        bias_max: bias bound per coordinate (``>= 0``).
-        prior_std: the prior of ``mu`` is ``N(0, prior_std^2 I_d)`` (``>= 0``).
+        alpha_max: top of the aggressiveness range (``0 < alpha_max <= 1e15``).
+        bias_max: bias bound per coordinate (``0 <= bias_max <= 1e15``).
+        prior_std: the prior of ``mu`` is ``N(0, prior_std^2 I_d)`` (``>= 0``, at most ``1e8`` times the spread
+            of the sample means).
         sigma_cv: heterogeneity option: when ``> 0`` each episode draws ``sigma_i^2`` from a Gamma distribution
             with mean ``sigma_i^2`` and this coefficient of variation (``E sigma_i^2`` and so the theory are
-            unchanged).
+            unchanged); 0 or in ``[1e-6, 10]``.
     """
 
     game: ClassVar[str] = "mean_estimation_v0"
 
-    n_players: int = param(3, at_least(2))
+    n_players: int = param(3, players(2))
     n_samples: int = param(10, at_least(1))
     dim: int = param(2, at_least(1))
     sigma: Any = param(1.0, each_player(strict=True), per_player=True)
-    sigma_star: float = param(0.5, number())
+    sigma_star: float = param(0.5, number(0.0, SCALE_MAX))
     lam: Any = param(1.0, each_player(), per_player=True)
-    alpha_max: float = param(5.0, number(strict=True))
-    bias_max: float = param(1.0, number())
-    prior_std: float = param(1.0, number())
-    sigma_cv: float = param(0.0, number())
+    alpha_max: float = param(5.0, number(0.0, SCALE_MAX, strict=True))
+    bias_max: float = param(1.0, number(0.0, SCALE_MAX))
+    prior_std: float = param(1.0, number(0.0, SCALE_MAX))
+    sigma_cv: float = param(0.0, number(0.0, SIGMA_CV_MAX))
+
+    def validate(self) -> None:
+        """The ranges in which the game's float64 stages (and its float32 observations and action bounds) stay
+        finite and resolve the estimation errors: every ``sigma_i <=`` :data:`SCALE_MAX`; the spread of the
+        sample means ``sqrt(nu_i) >=`` :data:`SCALE_MIN`; ``prior_std`` at most :data:`PRIOR_RATIO` times it (a
+        hidden mean that much larger drowns the errors in rounding; the game is translation invariant, so a
+        smaller ``prior_std`` plays the same game); ``sigma_cv`` 0 or at least :data:`SIGMA_CV_MIN` (its Gamma
+        shape ``1 / sigma_cv^2`` overflows below); the episode of ``n_players * dim`` values fits in memory."""
+        sigma = np.asarray(self.sigma)
+        if sigma.max() > SCALE_MAX:
+            raise ValueError(f"sigma must be at most {SCALE_MAX:g}, got {float(sigma.max()):g}")
+        spread = float(np.sqrt((sigma**2 / self.n_samples + self.sigma_star**2).min()))
+        if spread < SCALE_MIN:
+            raise ValueError(
+                f"sigma and sigma_star: the spread of the sample means sqrt(sigma^2/n_samples + sigma_star^2) must "
+                f"be at least {SCALE_MIN:g}, got {spread:.3g}"
+            )
+        if self.prior_std > PRIOR_RATIO * spread:
+            raise ValueError(
+                f"prior_std must be at most {PRIOR_RATIO:g} times the spread of the sample means ({spread:.3g}), "
+                f"i.e. <= {PRIOR_RATIO * spread:.3g}, got {self.prior_std!r}: a larger hidden mean drowns the "
+                "estimation errors in rounding (the game is translation invariant: a smaller prior_std plays it)"
+            )
+        if 0 < self.sigma_cv < SIGMA_CV_MIN:
+            raise ValueError(f"sigma_cv must be 0 or in [{SIGMA_CV_MIN:g}, {SIGMA_CV_MAX:g}], got {self.sigma_cv!r}")
+        check_fits(
+            f"{self.game} with n_players={self.n_players} and dim={self.dim}",
+            8 * STAGE_VALUES * self.n_players * self.dim,
+        )
 
 
 class MeanEstimationGame:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param
+from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param, players
 from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
 from fedgames.mechanisms.audit import (  # the audit stage's rule and the mixing options, a mechanism's (SPEC §4)
@@ -184,7 +184,7 @@ class ParticipationConfig(GameConfig):
 
     game: ClassVar[str] = "participation_v0"
 
-    n_clients: int = param(10, at_least(2))
+    n_clients: int = param(10, players(2))
     rounds: int = param(10, at_least(1))
     phi: float = param(1.0, number())
     w: float = param(0.5, number())
