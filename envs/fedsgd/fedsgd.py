@@ -124,7 +124,7 @@ class FedSGDEnv(GameEnv):
             ``"max-autotune"``): fused GPU kernels after a one-off compilation, the same result to rounding.
     """
 
-    metadata = {"name": "fedsgd_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {"name": "fedsgd_v0", "render_modes": GameEnv.RENDER_MODES, "is_parallelizable": True}
 
     def __init__(
         self,
@@ -297,9 +297,9 @@ class FedSGDEnv(GameEnv):
             infos,
         )
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi" or self._state is None:
-            return None
+    def render_text(self) -> str:
+        if self._state is None:
+            return "fedsgd_v0: no round played yet"
         return f"fedsgd_v0 round {self._state.round}/{self.rounds}, loss {self._loss(self._state.theta):.4f}"
 
     def close(self) -> None:
