@@ -192,15 +192,6 @@ def test_theory_best_response_under_strong_payment_is_honest_attack():
 
 
 def fixed_profile_policies(env):
-    d = env.unwrapped.game.dim
-    return {
-        "player_0": FixedPolicy(1.0, 0.2, np.full(d, 0.3)),
-        "player_1": HonestPolicy(d),
-        "player_2": FixedPolicy(0.5, 0.6, np.linspace(-0.5, 0.5, d)),
-    }
-
-
-def dyadic_policies(env):
     """Fixed actions that float32 holds exactly (the PettingZoo loop sends float32 actions, the batch float64)."""
     d = env.unwrapped.game.dim
     return {
@@ -223,7 +214,7 @@ def test_simulate_loop_replays_the_batched_stages_exactly(mechanisms):
     ``default_rng(s)`` (what ``reset(seed=s)`` gives the env) play the same episodes: rewards, squared errors and
     payments agree to the last bit."""
     env = make(mechanisms, n_players=3, dim=2)
-    policies, agents, episodes, seed = dyadic_policies(env), env.possible_agents, 300, 7
+    policies, agents, episodes, seed = fixed_profile_policies(env), env.possible_agents, 300, 7
     slow = simulate_loop(env, policies, episodes=episodes, seed=seed)
     rng, rewards, sq_error, payments = np.random.default_rng(seed), [], [], []
     for _ in range(episodes):
@@ -248,7 +239,7 @@ def test_simulate_rewards_are_eq_2_of_its_own_errors_and_payments(mechanisms):
     ``R_i = (1/(N-1)) sum_{j != i} ||theta_j - mu||^2 - lambda_i ||theta_i - mu||^2 - p_i``."""
     lam = np.array([1.0, 0.5, 2.0])
     env = make(mechanisms, n_players=3, dim=2, lam=lam.tolist())
-    fast = simulate(env, dyadic_policies(env), episodes=5000, seed=1, batch_size=1024)
+    fast = simulate(env, fixed_profile_policies(env), episodes=5000, seed=1, batch_size=1024)
     assert isinstance(fast, Episodes) and fast.rewards.shape == fast.sq_error.shape == (5000, 3)
     paid = 0.0 if fast.payments is None else fast.payments
     others = (fast.sq_error.sum(axis=1, keepdims=True) - fast.sq_error) / 2
@@ -266,9 +257,7 @@ def test_simulate_matches_closed_form_mse():
 
     env = make(n_players=3, dim=2)
     policies = fixed_profile_policies(env)
-    profile = Profile(
-        np.array([1.0, 0.0, 0.5]), np.array([0.2, 0.0, 0.6]), np.stack([p.bias for p in policies.values()])
-    )
+    profile = Profile(*(np.array([getattr(p, name) for p in policies.values()]) for name in ("alpha", "beta", "bias")))
     result = simulate(env, policies, episodes=40000, seed=4)
     mean, se = result.mean_and_se("sq_error")
     expected = expected_mse(profile, env.unwrapped.game.nu)
