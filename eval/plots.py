@@ -84,11 +84,14 @@ def plot_reward_vs_alpha(
     points: int = 9,
     episodes: int = 20_000,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> Path:
     """Player ``player``'s expected reward against its own first action component (``alpha``), the others fixed
     at the constant ``profile`` (a mean-estimation ``Profile`` or actions ``(N, k)``), one curve per ``(label,
     env)`` (e.g. several mechanism strengths, as [H] Fig. 1): closed form as lines
-    (:meth:`~fedgames.envs.contract.TheoryAdapter.payoff`), simulated means as dots with 2-SE bars."""
+    (:meth:`~fedgames.envs.contract.TheoryAdapter.payoff`), simulated means as dots with 2-SE bars, each point's
+    ``episodes`` played ``batch_size`` at a time (:func:`~fedgames.agents.rollout.simulate`; ``None``: the env's
+    default)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     actions = as_actions(profile)
@@ -112,7 +115,8 @@ def plot_reward_vs_alpha(
         means, errors = [], []
         for k, a in enumerate(dots):
             policies = constant_policies(deviation(env, a), env.possible_agents)
-            mean, se = simulate(env, policies, episodes, seed=seed + k).mean_and_se("rewards")
+            played = simulate(env, policies, episodes, seed=seed + k, batch_size=batch_size)
+            mean, se = played.mean_and_se("rewards")
             means.append(mean[player])
             errors.append(2 * se[player])
         ax.errorbar(dots, means, yerr=errors, fmt="o", capsize=3, color=drawn.get_color())

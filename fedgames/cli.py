@@ -109,13 +109,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from fedgames.envs.batch import resolve_batch_size
     from fedgames.eval.agreement import compare_with_theory
     from fedgames.eval.plots import plot_reward_vs_alpha
     from fedgames.files import write_atomic
 
     env = fedgames.make(args.env_id, mechanisms=args.mechanism, **_config(args.env_config))
+    resolve_batch_size(env, args.batch_size)  # before any work: below 1 or beyond the memory budget is refused
     profile = _constant_profile(_policies(args.profile, env), env)
-    report = compare_with_theory(env, profile, episodes=args.episodes, seed=args.seed, progress=not args.quiet)
+    report = compare_with_theory(
+        env, profile, episodes=args.episodes, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet
+    )
     print(report.to_markdown())
     print(report.verdict())
     if args.out:
@@ -126,7 +130,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not args.no_plot:
             label = " + ".join(m.spec() for m in env.protocol.mechanisms) or "no mechanism"
             plot_reward_vs_alpha(
-                [(label, env)], profile, out / "reward_vs_alpha.png", episodes=args.plot_episodes, seed=args.seed
+                [(label, env)],
+                profile,
+                out / "reward_vs_alpha.png",
+                episodes=args.plot_episodes,
+                seed=args.seed,
+                batch_size=args.batch_size,
             )
         print(f"wrote {out}/report.json, report.md, agreement.csv" + ("" if args.no_plot else ", reward_vs_alpha.png"))
     return 0
@@ -450,6 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--episodes", type=int, default=200_000)
     sim.add_argument("--plot-episodes", type=_at_least(2), default=20_000, help="episodes per point of the plot")
     sim.add_argument("--no-plot", action="store_true")
+    sim.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="episodes played at once, in the comparison and the plot's points; lower it when memory runs out "
+        "(default: the env's, 65536 for one-round games, lowered to what fits in memory; a given N beyond the "
+        "memory budget is refused with the estimate). Results are reproducible by --seed and N; another N plays "
+        "other episodes of the same distribution, unless both cover --episodes in one batch",
+    )
     sim.set_defaults(run=cmd_simulate)
 
     check = sub.add_parser("check", help="empirical Nash check of a profile (SPEC §5)")

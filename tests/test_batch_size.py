@@ -1,8 +1,9 @@
 """``batch_size``, the episodes the Monte Carlo tools play at once, end to end: the env's default (65,536 for a
 one-round game; from the model's size for ``fedsgd_v0``), play in batches of at most ``batch_size`` in
-``simulate``, ``summarize_policy``, the oracles, ``nash_check``, ``compare_with_theory`` and ``fedgames check``,
-results reproducible by seed and batch size and equal to one batch's when the batch covers every episode, common
-random numbers kept in the Nash check, and bad values refused with an error naming ``batch_size``.
+``simulate``, ``summarize_policy``, the oracles, ``nash_check``, ``compare_with_theory``, ``fedgames check`` and
+``fedgames simulate``, results reproducible by seed and batch size and equal to one batch's when the batch covers
+every episode, common random numbers kept in the Nash check, and bad values (below 1, beyond the memory budget)
+refused before any work with an error naming ``batch_size``.
 
 A spy on the env's batch constructor records the size of every batch played. ~10 s on one core.
 """
@@ -21,12 +22,14 @@ import fedgames
 from fedgames.agents import ConstantPolicy, RandomPolicy, profile_policies
 from fedgames.cli import _n_envs, main
 from fedgames.envs.batch import BATCH_SIZE, learner_games, resolve_batch_size
+from fedgames.envs.contract import game_of
 from fedgames.envs.fedsgd.fedsgd import MESSAGE_ENTRIES, FedSGDEnv
 from fedgames.envs.mean_estimation import theory
 from fedgames.eval.agreement import Row, compare_with_theory
 from fedgames.eval.montecarlo import simulate
 from fedgames.eval.nash import nash_check
 from fedgames.eval.strategy import summarize_policy
+from fedgames.memory import size_text
 from fedgames.train import oracles
 from fedgames.train.multi_agent import strategy_summary, train_independent
 from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
@@ -342,6 +345,123 @@ def test_cli_check_batch_size(tmp_path, monkeypatch):
     assert data["batch_size"] == 10 and "10 at a time" in data["method"]
     assert data["players"][0]["verdict"] == "consistent"
     assert max(sizes) == 10 and sizes.count(4) >= 2  # 24 episodes = 10 + 10 + 4
+
+
+SIMULATE = [
+    "simulate",
+    "mean_estimation_v0",
+    "-m",
+    "side_payment:C=0.4,balanced=true",
+    "-e",
+    "n_players=3",
+    "--profile",
+    "theory",
+    "--episodes",
+    "2000",
+    "--plot-episodes",
+    "500",
+    "--quiet",
+]
+
+EPISODE_BYTES = game_of(fedgames.make("mean_estimation_v0", n_players=3)).episode_bytes
+"""What one episode of :data:`SIMULATE`'s game takes by the memory estimate."""
+
+
+def spy_episode_batches(monkeypatch) -> list[int]:
+    """Record the size of every episode batch the Monte Carlo play makes (any game)."""
+    import fedgames.agents.rollout as rollout_module
+
+    sizes: list[int] = []
+    make = rollout_module.episode_batch
+
+    def recording(env, size, rng):
+        sizes.append(size)
+        return make(env, size, rng)
+
+    monkeypatch.setattr(rollout_module, "episode_batch", recording)
+    return sizes
+
+
+def simulated(tmp_path, name, *options) -> dict:
+    """``fedgames simulate`` (:data:`SIMULATE`) with ``options`` into ``tmp_path / name``: its report.json."""
+    out = tmp_path / name
+    assert main([*SIMULATE, *options, "--out", str(out)]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def observed(report: dict) -> list[tuple[str, str, float, float]]:
+    return [(r["agent"], r["quantity"], r["observed"], r["standard_error"]) for r in report["rows"]]
+
+
+def test_cli_simulate_batch_size(tmp_path, monkeypatch):
+    """``fedgames simulate --batch-size N`` plays the comparison and each of the plot's 9 points N episodes at a
+    time and records N; the same seed and N give the same report; an N covering the 2,000 episodes gives the
+    default's (one batch) report; a smaller N plays other episodes whose means agree with it within 4 SE."""
+    sizes = spy_episode_batches(monkeypatch)
+    chunked = simulated(tmp_path, "chunked", "--batch-size", "300")
+    assert sizes == [300] * 6 + [200] + ([300, 200] * 9)  # 2,000 compared, then 500 per point of the plot
+    assert chunked["batch_size"] == 300 and chunked["episodes"] == 2000
+    assert "2000 episodes (300 at a time)" in (tmp_path / "chunked" / "report.md").read_text()
+    assert (tmp_path / "chunked" / "reward_vs_alpha.png").is_file()
+    again = simulated(tmp_path, "again", "--batch-size", "300")
+    assert again == chunked
+    for name in ("report.md", "agreement.csv"):  # byte for byte
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "chunked" / name).read_bytes()
+    sizes.clear()
+    whole, default = simulated(tmp_path, "whole", "--batch-size", "2000"), simulated(tmp_path, "default")
+    assert sizes == [2000] + [500] * 9 + [2000] + [500] * 9
+    assert whole["batch_size"] == 2000 and default["batch_size"] == BATCH_SIZE
+    assert observed(whole) == observed(default)
+    assert observed(chunked) != observed(whole)  # other episodes ...
+    for small, large in zip(chunked["rows"], whole["rows"]):  # ... of the same distribution
+        gap = abs(small["observed"] - large["observed"])
+        assert gap < 4 * np.hypot(small["standard_error"], large["standard_error"]), small
+    assert chunked["all_agree"] and whole["all_agree"]
+
+
+def test_cli_simulate_default_batch_is_lowered_to_the_memory_budget(tmp_path, monkeypatch):
+    """Under a memory budget of 100 episodes the default batch is 100 (the 2,000 episodes in 20 batches)."""
+    monkeypatch.setattr("fedgames.memory.memory_budget", lambda: 100 * EPISODE_BYTES)
+    sizes = spy_episode_batches(monkeypatch)
+    report = simulated(tmp_path, "budget", "--no-plot")
+    assert report["batch_size"] == 100 and sizes == [100] * 20
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "batch_size must be an integer >= 1, got 0"),
+        ("-5", "batch_size must be an integer >= 1, got -5"),
+        (
+            "1000",
+            re.escape(
+                f"batch_size=1000 needs about {size_text(1000 * EPISODE_BYTES)} ({size_text(EPISODE_BYTES)} an "
+                f"episode), more than the memory budget of {size_text(100 * EPISODE_BYTES)}: use batch_size <= 100"
+            ),
+        ),
+    ],
+)
+def test_cli_simulate_bad_batch_size_is_refused_before_any_work(tmp_path, capsys, monkeypatch, value, message):
+    """A batch size below 1, or beyond the memory budget (here 100 episodes' worth: the message gives the estimate
+    and the largest batch that fits), is one line ``fedgames: error: ...`` with exit code 2; nothing is simulated
+    and no report is written."""
+    import fedgames.eval.agreement
+
+    def never(*args, **kwargs):
+        raise AssertionError("the computation started")
+
+    monkeypatch.setattr(fedgames.eval.agreement, "compare_with_theory", never)
+    monkeypatch.setattr("fedgames.memory.memory_budget", lambda: 100 * EPISODE_BYTES)
+    assert main([*SIMULATE, "--batch-size", value, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fedgames: error: ") and re.search(message, err[0]), err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_cli_simulate_batch_size_must_be_an_integer(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*SIMULATE, "--batch-size", "2.5"])
+    assert exit_info.value.code == 2 and "--batch-size: invalid int value: '2.5'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------------
