@@ -120,15 +120,20 @@ class Health:
         }
 
     def note(self) -> str | None:
-        """A one-line note for a report where episodes diverged (``None`` where none did)."""
-        if not self.count:
-            return None
-        s = self.summary()
-        through = ", ".join(f"{q} in {n}" for q, n in s["first_quantity"].items())
-        return (
-            f"{self.count} of {self.size} episodes diverged (a non-finite value first: {through}; earliest in round "
-            f"{s['earliest_round']}) and are left out of the means"
-        )
+        """A one-line note for a report where episodes diverged (``None`` where none did): :func:`summary_note`."""
+        return summary_note(self.summary())
 
 
-__all__ = ["QUANTITIES", "Health", "nonfinite_rows"]
+def summary_note(summary: dict[str, Any]) -> str | None:
+    """The one-line note of a :meth:`Health.summary` (what a report keeps): how many of how many episodes diverged,
+    through which quantity first and from which round, left out of the means; ``None`` where none diverged."""
+    if not summary["diverged"]:
+        return None
+    through = ", ".join(f"{q} in {n}" for q, n in summary["first_quantity"].items())
+    return (
+        f"{summary['diverged']} of {summary['episodes']} episodes diverged (a non-finite value first: {through}; "
+        f"earliest in round {summary['earliest_round']}) and are left out of the means"
+    )
+
+
+__all__ = ["QUANTITIES", "Health", "nonfinite_rows", "summary_note"]

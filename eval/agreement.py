@@ -3,7 +3,10 @@ the predicted and observed value of each quantity the closed form gives (the mea
 payment).
 
 ``compare_with_theory`` plays a profile through the env's batched stages and sets each Monte Carlo mean beside the
-closed form, with its standard error and the z-score. The report writes JSON, CSV and Markdown atomically.
+closed form, with its standard error and the z-score. Episodes that diverge (a non-finite estimate, loss, payment or
+reward: :mod:`~fedgames.envs.health`) are counted and left out of the means, and the report notes how many; with
+fewer than 2 episodes left a quantity has no estimate, and the verdict says so instead of printing NaN. The report
+writes JSON, CSV and Markdown atomically.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pettingzoo import ParallelEnv
 from fedgames.agents.rollout import simulate
 from fedgames.envs.batch import resolve_batch_size
 from fedgames.envs.contract import ActionProfile, as_actions, closed_form, game_of
+from fedgames.envs.health import summary_note
 from fedgames.envs.policy import constant_policies
 from fedgames.files import csv_text, json_text
 
@@ -36,13 +40,23 @@ class Row:
     standard_error: float
 
     @property
+    def estimated(self) -> bool:
+        """Whether the simulation estimated this quantity: a finite mean and standard error (not so when fewer
+        than 2 episodes were left once the diverged ones were left out)."""
+        return bool(np.isfinite(self.observed) and np.isfinite(self.standard_error))
+
+    @property
     def z(self) -> float:
+        """``(observed - predicted) / SE``; NaN for a quantity without an estimate (:attr:`estimated`)."""
+        if not self.estimated:
+            return float("nan")
         gap = self.observed - self.predicted
         return gap / self.standard_error if self.standard_error > 0 else (0.0 if gap == 0 else float("inf"))
 
     @property
     def agrees(self) -> bool:
-        return abs(self.z) < AGREEMENT_Z
+        """``|z| <`` :data:`AGREEMENT_Z` (``False`` without an estimate)."""
+        return bool(abs(self.z) < AGREEMENT_Z)
 
 
 @dataclass
@@ -57,6 +71,27 @@ class AgreementReport:
     seed: int
     batch_size: int
     rows: list[Row] = field(default_factory=list)
+    divergence: dict[str, Any] | None = None  # Health.summary() of the episodes played (None: not recorded)
+
+    @property
+    def diverged(self) -> int:
+        """How many of the episodes diverged (left out of every mean)."""
+        return 0 if self.divergence is None else int(self.divergence["diverged"])
+
+    @property
+    def notes(self) -> list[str]:
+        """What the reader must know to read the means: how many episodes diverged and were left out (the first
+        quantity that went bad, the earliest round), and which quantities that left without an estimate."""
+        note = None if self.divergence is None else summary_note(self.divergence)
+        if note is None:
+            return []
+        notes = [note]
+        missing = sorted({r.quantity for r in self.rows if not r.estimated})
+        if missing:
+            notes.append(
+                f"no estimate of {', '.join(missing)}: fewer than 2 of the {self.episodes} episodes did not diverge"
+            )
+        return notes
 
     @property
     def all_agree(self) -> bool:
@@ -68,13 +103,16 @@ class AgreementReport:
         scale = max((abs(r.predicted) for r in self.rows), default=0.0)
         return abs(row.predicted) <= 1e-9 * scale
 
+    def _estimated(self) -> list[Row]:
+        return [r for r in self.rows if r.estimated]
+
     @property
     def resolution(self) -> float:
         """The largest relative error of a closed form that the simulation could miss: ``max AGREEMENT_Z SE /
         |predicted|`` over the rows whose prediction is not zero (agreement says nothing finer; more episodes
-        narrow it as ``1 / sqrt(episodes)``); 0 when every prediction is zero."""
+        narrow it as ``1 / sqrt(episodes)``); 0 when every prediction is zero. Over the estimated rows only."""
         return max(
-            (AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self.rows if not self._zero_like(r)),
+            (AGREEMENT_Z * r.standard_error / abs(r.predicted) for r in self._estimated() if not self._zero_like(r)),
             default=0.0,
         )
 
@@ -82,14 +120,21 @@ class AgreementReport:
     def absolute_resolution(self) -> float | None:
         """Where a closed form predicts 0 (a budget-balanced payment, a reward at the honest profile), the largest
         absolute error the simulation could miss: ``max AGREEMENT_Z SE`` over those rows (``None``: no such row)."""
-        zeros = [AGREEMENT_Z * r.standard_error for r in self.rows if self._zero_like(r)]
+        zeros = [AGREEMENT_Z * r.standard_error for r in self._estimated() if self._zero_like(r)]
         return max(zeros) if zeros else None
 
     def verdict(self) -> str:
         """One line: whether all closed forms agree, and how fine that agreement is (relative to the predictions,
-        and in absolute terms where a prediction is 0)."""
+        and in absolute terms where a prediction is 0); how many diverged episodes were left out; no verdict (and
+        no NaN) where a quantity has no estimate."""
+        left_out = f" ({self.diverged} of {self.episodes} diverged episodes left out)" if self.diverged else ""
+        if any(not r.estimated for r in self.rows):
+            return (
+                f"no verdict: {self.diverged} of {self.episodes} episodes diverged, fewer than 2 are left to estimate "
+                "the means (see the notes)"
+            )
         if not self.all_agree:
-            return f"SOME closed forms disagree with the simulation (|z| >= {AGREEMENT_Z:g})"
+            return f"SOME closed forms disagree with the simulation (|z| >= {AGREEMENT_Z:g}){left_out}"
         relative = any(not self._zero_like(r) for r in self.rows)
         zeros = sorted({r.quantity for r in self.rows if self._zero_like(r)})
         parts = [f"off by less than {self.resolution:.2%} of its value"] if relative else []
@@ -99,11 +144,14 @@ class AgreementReport:
         return (
             f"all closed forms agree with the simulation, to within {AGREEMENT_Z:g} SE: a closed form "
             f"{', or '.join(parts)}{',' if len(parts) > 1 else ''} could pass unseen (more episodes narrow this)"
+            f"{left_out}"
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["rows"] = [asdict(r) | {"z": r.z, "agrees": r.agrees} for r in self.rows]
+        data["diverged"] = self.diverged
+        data["notes"] = self.notes
         data["all_agree"] = self.all_agree
         data["resolution"] = self.resolution
         data["absolute_resolution"] = self.absolute_resolution
@@ -128,15 +176,17 @@ class AgreementReport:
             f"- {self.episodes} episodes ({self.batch_size} at a time), seed {self.seed}; agreement: |z| < "
             f"{AGREEMENT_Z} (SE from the samples)",
             f"- {self.verdict()}",
+            *(f"- note: {note}" for note in self.notes),
             "",
             "| agent | quantity | predicted | observed | SE | z | agrees |",
             "| --- | --- | ---: | ---: | ---: | ---: | :---: |",
         ]
         for r in self.rows:
-            lines.append(
-                f"| {r.agent} | {r.quantity} | {r.predicted:.5f} | {r.observed:.5f} | "
-                f"{r.standard_error:.5f} | {r.z:+.2f} | {'yes' if r.agrees else 'NO'} |"
-            )
+            if r.estimated:
+                seen = f"{r.observed:.5f} | {r.standard_error:.5f} | {r.z:+.2f} | {'yes' if r.agrees else 'NO'}"
+            else:
+                seen = "n/a | n/a | n/a | n/a"
+            lines.append(f"| {r.agent} | {r.quantity} | {r.predicted:.5f} | {seen} |")
         return "\n".join(lines) + "\n"
 
 
@@ -154,7 +204,8 @@ def compare_with_theory(
     5.1). A ``ValueError`` for a game or mechanisms without closed forms.
 
     ``batch_size``: episodes simulated at once (``None``: the env's default, 65,536 for the mean-estimation game;
-    see :func:`~fedgames.agents.rollout.simulate`)."""
+    see :func:`~fedgames.agents.rollout.simulate`). Diverged episodes (:mod:`~fedgames.envs.health`) are left out
+    of the means and counted in the report's ``divergence`` and notes."""
     closed = closed_form(env)
     if closed is None:
         under = " under these mechanisms" if env.protocol.mechanisms else ""  # type: ignore[attr-defined]
@@ -173,6 +224,7 @@ def compare_with_theory(
         episodes=episodes,
         seed=seed,
         batch_size=batch_size,
+        divergence=None if results.health is None else results.health.summary(),
     )
     for quantity, (values, record) in closed.expected(actions).items():
         mean, se = results.mean_and_se(record)

@@ -3,6 +3,8 @@ episode, ends it, and gives it rewards of 0; the evaluation tools leave such epi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,96 @@ def test_training_view_counts_diverged_games():
         _, rewards, dones, _ = vec.step_wait()
         assert np.all(np.isfinite(rewards))
     assert dones.all() and vec.games_played == 3 and vec.games_diverged == 3
+
+
+def blow_up_sample_means(monkeypatch, every: int) -> None:
+    """Make every ``every``-th episode of each mean-estimation batch hold sample means of 1e200: finite, but their
+    squared errors overflow (the loss diverges, the estimates stay finite), while the other episodes are untouched."""
+    from fedgames.envs.mean_estimation.game import MeanEstimationGame
+
+    draw = MeanEstimationGame.sample_world
+
+    def sample_world(self, rng, batch):
+        world = draw(self, rng, batch)
+        world.xbar[::every] = 1e200
+        return world
+
+    monkeypatch.setattr(MeanEstimationGame, "sample_world", sample_world)
+
+
+SIMULATE = [
+    "simulate",
+    "mean_estimation_v0",
+    "-m",
+    "side_payment:C=0.4,balanced=true",
+    "-e",
+    "n_players=3",
+    "--episodes",
+    "4000",
+    "--no-plot",
+    "--quiet",
+]
+
+
+def strict_json(text: str):
+    def refuse(literal: str):
+        raise ValueError(f"non-standard JSON literal {literal}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_agreement_report_counts_diverged_episodes_and_leaves_them_out(tmp_path, monkeypatch, capsys):
+    """``fedgames simulate`` where a quarter of the episodes diverge: the JSON and Markdown reports count them (the
+    quantity that went bad first, the round) with a note, the means are those of the other 3,000 episodes exactly,
+    they agree with the closed forms, and nothing prints NaN."""
+    from fedgames.cli import main
+    from fedgames.envs.contract import game_of
+    from fedgames.eval.montecarlo import simulate
+
+    blow_up_sample_means(monkeypatch, every=4)
+    assert main([*SIMULATE, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    data = strict_json((tmp_path / "report.json").read_text())
+    markdown = (tmp_path / "report.md").read_text()
+    note = (
+        "1000 of 4000 episodes diverged (a non-finite value first: loss in 1000; earliest in round 1) and are left "
+        "out of the means"
+    )
+    assert data["diverged"] == 1000 and data["notes"] == [note]
+    assert data["divergence"] == {
+        "episodes": 4000,
+        "diverged": 1000,
+        "first_quantity": {"loss": 1000},
+        "earliest_round": 1,
+    }
+    assert f"- note: {note}" in markdown and "(1000 of 4000 diverged episodes left out)" in markdown
+    assert data["all_agree"] and "non_finite" not in data
+    assert "nan" not in (markdown + printed).lower()
+    env = fedgames.make("mean_estimation_v0", mechanisms=["side_payment:C=0.4,balanced=true"], n_players=3)
+    played = simulate(env, game_of(env).honest_policies(env.protocol), 4000, seed=0)
+    assert played.diverged == 1000 and played.kept.sum() == 3000
+    rewards = played.rewards[played.kept].mean(axis=0)
+    observed = [r["observed"] for r in data["rows"] if r["quantity"] == "reward"]
+    np.testing.assert_allclose(observed, rewards, rtol=1e-12)
+
+
+def test_agreement_report_without_healthy_episodes_gives_no_verdict(monkeypatch):
+    """Every episode diverged: no quantity has an estimate; the verdict says so (no NaN, no "disagree"), the
+    Markdown shows n/a, and the JSON is strict (the missing means are null, listed under non_finite)."""
+    from fedgames.envs.mean_estimation import theory
+    from fedgames.eval.agreement import compare_with_theory
+
+    blow_up_sample_means(monkeypatch, every=1)
+    env = fedgames.make("mean_estimation_v0", mechanisms=["side_payment:C=0.4,balanced=true"], n_players=3)
+    report = compare_with_theory(env, theory.honest_profile(theory.Setting.from_env(env), 2), episodes=100)
+    assert report.diverged == 100 and not any(r.estimated for r in report.rows) and not report.all_agree
+    verdict = report.verdict()
+    assert verdict.startswith("no verdict: 100 of 100 episodes diverged") and "nan" not in verdict.lower()
+    assert (
+        report.notes[1] == "no estimate of payment, reward, sq_error: fewer than 2 of the 100 episodes did not diverge"
+    )
+    markdown = report.to_markdown()
+    assert "nan" not in markdown.lower() and "| n/a | n/a | n/a | n/a |" in markdown
+    data = strict_json(report.to_json())
+    assert data["diverged"] == 100 and all(r["observed"] is None and r["agrees"] is False for r in data["rows"])
+    assert data["non_finite"]
