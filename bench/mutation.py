@@ -102,7 +102,11 @@ MODULES: dict[str, list[str]] = {
         SLOW_PARTICIPATION,
     ],
     "envs/participation/metric_theory.py": ["tests/test_participation_metric.py", "-k", "not reproduce and not cli"],
-    "mechanisms/aggregators.py": ["tests/test_aggregators.py"],
+    "mechanisms/aggregators.py": [
+        "tests/test_aggregators.py",
+        "tests/test_aggregators_torch.py",
+        "tests/test_aggregator_parameters.py",
+    ],
     "mechanisms/audit.py": [
         "tests/test_participation_env.py",
         "tests/test_participation_detection.py",
