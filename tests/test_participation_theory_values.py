@@ -107,6 +107,11 @@ def test_risk_audit_probability_against_a_bivariate_normal(mixing, pi):
     assert t.audit_probability(s, 3, 0.0, others=0.5) == pytest.approx(lead_probabilities(-1.0)[1], rel=1e-9)
 
 
+def test_audit_probability_needs_a_round():
+    with pytest.raises(ValueError, match="rounds"):
+        t.audit_probability(replace(RISK, audit_policy="test"), 3, 0.5, rounds=0)
+
+
 def test_a_certain_audit_is_at_most_one():
     for n in (3, 5, 40):
         assert t.audit_probability(replace(RISK, score_noise=0.01, challenge_noise=0.01), n, 1.0) <= 1.0
@@ -277,6 +282,9 @@ def test_a_path_without_rejoining_follows_its_lowest_point():
     for x0 in (-0.5, 1.5):
         with pytest.raises(ValueError, match="x0"):
             t.iterate_retention(x0, DOMINO)
+    assert t.iterate_retention(0.3, DOMINO, rounds=0).tolist() == [0.3]
+    with pytest.raises(ValueError, match="rounds"):
+        t.iterate_retention(0.3, DOMINO, rounds=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,6 +314,11 @@ def test_the_equilibrium_is_the_last_round_of_a_settled_path():
     assert t.mean_field_equilibrium(s, rounds=2) == (path.x[2], 1.0)
     with pytest.raises(ValueError, match="do not settle"):
         t.mean_field_equilibrium(FREE, rounds=1)
+    # costs more spread: participation still moves by 4e-9 in round 7, and settles later
+    slow = replace(s, c_std=0.5)
+    path = t.mean_field_path(slow)
+    assert abs(path.x[7] - path.x[6]) > 1e-9
+    assert t.mean_field_equilibrium(slow) == (path.x[-1], path.u[-1])
     with pytest.raises(ValueError, match="rounds"):
         t.mean_field_path(s, rounds=0)
 
