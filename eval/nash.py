@@ -148,7 +148,7 @@ def caveats(
             "the reply played exactly as the candidate on every episode: its interval is [0, 0] whatever "
             "the number of episodes, and says nothing of what the search missed"
         )
-    if upper_bound is not None and high < tolerance <= upper_bound:
+    if upper_bound is not None and np.isfinite(upper_bound) and high < tolerance <= upper_bound:
         notes.append(
             f"no reply found gains {tolerance:g}, but the grid's upper bound {upper_bound:.5f} does not "
             "exclude one: more grid points or episodes per point"
@@ -473,7 +473,9 @@ def nash_check(
                     for r in replies
                     if r is not best
                 ],
-                notes=caveats(best.diffs, high, upper, found.plateau, tolerance) + divergence_notes(diverged, episodes),
+                notes=caveats(best.diffs, high, upper, found.plateau, tolerance)
+                + divergence_notes(diverged, episodes)
+                + [note for r in replies for note in r.found.notes],  # the oracles' own (the grid's diverged points)
                 diverged=diverged,
             )
         )

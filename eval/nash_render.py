@@ -34,7 +34,7 @@ def render_markdown(report: NashReport) -> str:
         "| --- | --- | ---: | --- | ---: | --- | :---: |",
     ]
     for p in report.players:
-        upper = "-" if p.upper_bound is None else f"{p.upper_bound:.5f}"
+        upper = "-" if p.upper_bound is None else _bound_text(p.upper_bound)
         plateau = "-" if p.plateau is None else ("yes" if p.plateau else "NO")
         lines.append(
             f"| {p.agent} | **{p.verdict}** | {'n/a' if np.isnan(p.regret) else f'{p.regret:+.5f}'} | "
@@ -58,7 +58,7 @@ def render_markdown(report: NashReport) -> str:
             lines.append(
                 f"- {p.agent}, also {other['oracle']} ({other['proves']}): regret {other['regret']:+.5f} "
                 f"[{other['ci'][0]:+.5f}, {other['ci'][1]:+.5f}]"
-                + ("" if other["upper_bound"] is None else f", upper bound {other['upper_bound']:.5f}")
+                + ("" if other["upper_bound"] is None else f", upper bound {_bound_text(other['upper_bound'])}")
             )
     notes = [f"- {p.agent}: {note}" for p in report.players for note in p.notes]
     lines += ["", "Caveats:", "", *notes] if notes else []
@@ -77,15 +77,24 @@ def _nash_conv_text(value: float) -> str:
     return "n/a (a player's paired episodes diverged: see the caveats)" if np.isnan(value) else f"{value:.5f}"
 
 
+def _bound_text(value: float) -> str:
+    """An upper bound; ``inf`` (a grid cell without an estimate: its paired episodes diverged) as ``none``."""
+    return f"{value:.5f}" if np.isfinite(value) else "none (diverged cells)"
+
+
 def _search_text(search: Mapping[str, Any]) -> str:
     """A grid search's account: points, rounds, why it stopped, and the largest cell bound left and where."""
     cell = search["largest_cell"]
     box = ", ".join(f"{c} in [{lo:.4g}, {hi:.4g}]" for c, (lo, hi) in cell["box"].items())
     point = ", ".join(f"{c}={v:.4g}" for c, v in cell["point"].items())
+    if np.isfinite(cell["gain"]):
+        gain = f"gain {cell['gain']:+.5f}, se {cell['se']:.2g}"
+    else:
+        gain = f"no estimate: {cell.get('diverged', 0)} of its paired episodes diverged"
     return (
         f"{search['points_evaluated']} points in {search['rounds']} round(s), stopped: {search['stopped']}; largest "
-        f"cell bound {cell['bound']:.5f} on {box} (point {point}: gain {cell['gain']:+.5f}, se {cell['se']:.2g}, "
-        f"slope term {cell['slope_term']:.2g})"
+        f"cell bound {_bound_text(cell['bound'])} on {box} (point {point}: {gain}, slope term "
+        f"{cell['slope_term']:.2g})"
     )
 
 

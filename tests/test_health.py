@@ -268,3 +268,80 @@ def test_agreement_report_without_healthy_episodes_gives_no_verdict(monkeypatch)
     data = strict_json(report.to_json())
     assert data["diverged"] == 100 and all(r["observed"] is None and r["agrees"] is False for r in data["rows"])
     assert data["non_finite"]
+
+
+PARTLY_DIVERGING = {"objective": "quadratic", "lr_value": 1e3, "rounds": 5}
+"""FedSGD on the quadratic where honest play stays finite and a player's noise of alpha >= 5e4 makes most
+episodes' rewards overflow (at 1.5e5 and above, all of 200)."""
+
+
+def test_grid_oracle_leaves_diverged_pairs_out_per_point_and_never_replies_from_nan():
+    """Grid over alpha in {0, 5e4, 1e5} against honest play: each point's gain is the paired mean over the episodes
+    that did not diverge (exactly, recomputed here), its diverged pairs are counted (the same count simulate gives),
+    the reply is the best estimated point, and the result notes what was left out."""
+    from fedgames.agents import ConstantPolicy
+    from fedgames.eval.montecarlo import simulate
+    from fedgames.train.oracles import GridOracle
+
+    env = fedgames.make("fedsgd_v0", alpha_max=1e5, **PARTLY_DIVERGING)
+    honest = {a: ConstantPolicy([0.0]) for a in env.possible_agents}
+    oracle = GridOracle(components=("alpha",), points=3, episodes=200, refine=False, lipschitz=None)
+    result = oracle.best_response(env, "player_0", honest, seed=3)
+    candidate = simulate(env, honest, 200, seed=3)
+    gains, counts = [], []
+    for alpha in (0.0, 5e4, 1e5):
+        played = simulate(env, honest | {"player_0": ConstantPolicy([alpha])}, 200, seed=3)
+        kept = candidate.kept & played.kept
+        counts.append(int((~kept).sum()))
+        gains.append((played.rewards[kept, 0] - candidate.rewards[kept, 0]).mean())
+    assert counts[0] == 0 and 100 < counts[1] < 200 and 100 < counts[2] < 200  # partly diverged, still estimated
+    diverged = result.diverged
+    assert (
+        diverged["points"] == 3 and diverged["points_with_diverged"] == 2 and diverged["points_without_estimate"] == 0
+    )
+    assert diverged["pairs_left_out"] == sum(counts)
+    assert [p["diverged"] for p in diverged["per_point"]] == counts[1:]
+    assert [p["point"]["alpha"] for p in diverged["per_point"]] == [5e4, 1e5]
+    best = int(np.argmax(gains))
+    assert result.policy.action[0] == (0.0, 5e4, 1e5)[best]
+    assert len(result.notes) == 1 and f"({sum(counts)} pairs in all" in result.notes[0]
+    assert "at 2 of 3 points" in result.notes[0]
+
+
+def test_grid_oracle_with_unestimated_points_gives_no_bound_and_the_check_says_why(tmp_path):
+    """alpha in {0, 1.5e5, 3e5}: only alpha = 0 keeps an estimate, so it is the reply (gain exactly 0, the
+    candidate's own play); with a slope bound the cells of the diverged points are unbounded (no certificate:
+    upper bound inf, the search says why); the Nash check through the CLI replies alpha = 0 (regret 0), notes the
+    grid's diverged points in the JSON and Markdown reports, and prints no NaN."""
+    from fedgames.agents import ConstantPolicy
+    from fedgames.cli import main
+    from fedgames.eval.nash import nash_check
+    from fedgames.train.oracles import GridOracle
+
+    env = fedgames.make("fedsgd_v0", alpha_max=3e5, **PARTLY_DIVERGING)
+    honest = {a: ConstantPolicy([0.0]) for a in env.possible_agents}
+    bounded = GridOracle(components=("alpha",), points=3, episodes=200, lipschitz={"alpha": 1.0}, max_points=5)
+    result = bounded.best_response(env, "player_0", honest, seed=0)
+    assert result.policy.action.tolist() == [0.0]
+    assert result.diverged["points_without_estimate"] == 2 and result.upper_bound == np.inf
+    assert result.search["stopped"] == "cells without an estimate left (their paired episodes diverged): no bound"
+    assert "2 point(s) have no estimate" in result.notes[1]
+    assert all(np.isfinite(c.gain) or not c.estimated for c in result.cells)
+    report = nash_check(env, honest, bounded, players=["player_0"], episodes=200)
+    (check,) = report.players
+    assert check.verdict == "inconclusive" and check.upper_bound == np.inf  # no certificate over the class
+    text = report.to_markdown()
+    assert "| none (diverged cells) |" in text and "no estimate: 200 of its paired episodes diverged" in text
+    assert "nan" not in text.lower()
+    args = ["check", "fedsgd_v0", "-e", "objective=quadratic", "-e", "lr_value=1000", "-e", "rounds=5"]
+    args += ["-e", "alpha_max=3e5", "--oracle", "grid", "--grid-points", "3", "--grid-episodes", "200"]
+    args += ["--episodes", "200", "--players", "symmetric", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = tmp_path
+    data = strict_json((out / "report.json").read_text())
+    markdown = (out / "report.md").read_text()
+    (player,) = data["players"]
+    assert player["regret"] == 0.0 and player["learned"]["alpha"] == 0.0  # the only estimated points: alpha = 0
+    assert player["upper_bound"] is None  # fedsgd_v0 has no closed form: the CLI's grid has no slope bound
+    assert any("grid: 2 point(s) have no estimate" in note for note in player["notes"])
+    assert "grid: 2 point(s) have no estimate" in markdown and "nan" not in markdown.lower()

@@ -53,8 +53,10 @@ def initial_cells(box_low: np.ndarray, box_high: np.ndarray, points: int) -> lis
 @dataclass
 class Cell:
     """A box ``[lower, upper]`` of the searched components with its evaluated ``point``: the paired mean gain
-    ``gain`` over the candidate and its standard error ``se`` (from the episodes of search round ``round``), and
-    the slope range over the box (``None``: no slope bound; a finite strategy class has cells of zero width)."""
+    ``gain`` over the candidate and its standard error ``se`` (from the episodes of search round ``round``), the
+    slope range over the box (``None``: no slope bound; a finite strategy class has cells of zero width), and how
+    many of the point's paired episodes ``diverged`` (:mod:`~fedgames.envs.health`: left out of the gain; with
+    fewer than 2 pairs left the gain and its standard error are NaN, and the cell is not :attr:`estimated`)."""
 
     lower: np.ndarray
     upper: np.ndarray
@@ -63,6 +65,12 @@ class Cell:
     se: float
     round: int
     slopes: tuple[np.ndarray, np.ndarray] | None
+    diverged: int = 0
+
+    @property
+    def estimated(self) -> bool:
+        """Whether the point's gain has an estimate: a finite gain and standard error."""
+        return bool(np.isfinite(self.gain) and np.isfinite(self.se))
 
     def slope_terms(self) -> np.ndarray:
         """Per component, the most the payoff can rise from the point within the cell along it (module doc)."""
@@ -75,7 +83,9 @@ class Cell:
 
     def bound(self, quantile: float) -> float:
         """Upper bound on the gain of every strategy in the cell, when the point's gain is below
-        ``gain + quantile * se``."""
+        ``gain + quantile * se``; ``inf`` for a cell without an estimate (nothing bounds it)."""
+        if not self.estimated:
+            return float("inf")
         return float(self.gain + quantile * self.se + self.slope_terms().sum())
 
     def halves(self, box_low: np.ndarray, box_high: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,4 +117,5 @@ class Cell:
             "se": self.se,
             "slope_term": float(self.slope_terms().sum()),
             "round": self.round,
+            "diverged": self.diverged,
         }

@@ -123,6 +123,10 @@ class OracleResult:
             at, why it stopped and the largest cell bound left (box, point, gain, standard error, slope term).
         cells: for the grid with a bound, the final cells (the bound is the largest of their bounds).
         quantile: the per-point Student quantile of those bounds.
+        diverged: for the grid, its diverged episodes (:mod:`~fedgames.envs.health`): per grid point how many of
+            its paired episodes (the point's or the candidate's) diverged and were left out of its gain, and how
+            many points that left without an estimate (``None``: the oracle does not say).
+        notes: what a report must say about the search (diverged episodes left out, points without an estimate).
     """
 
     policy: Policy
@@ -135,6 +139,8 @@ class OracleResult:
     search: dict[str, Any] | None = None
     cells: list[Cell] = field(default_factory=list)
     quantile: float | None = None
+    diverged: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -408,22 +414,28 @@ class GridOracle:
         low, high = protocol.action_low[columns], protocol.action_high[columns]
         target = 0.0 if tolerance is None else float(tolerance)
 
-        def play(points: list[np.ndarray], round_: int) -> list[tuple[float, float]]:
-            """Paired mean gain and standard error of each point over round ``round_``'s episodes."""
+        def play(points: list[np.ndarray], round_: int) -> list[tuple[float, float, int]]:
+            """Paired mean gain, its standard error and the diverged pairs of each point over round ``round_``'s
+            episodes: a pair where either episode diverged is left out; with fewer than 2 pairs left, NaN."""
             candidate = simulate(env, policies, self.episodes, seed=seed + round_, batch_size=batch_size)
             found = []
             for point in points:
                 action = base.copy()
                 action[columns] = point
-                rewards = simulate(
+                played = simulate(
                     env,
                     {**policies, player: ConstantPolicy(action)},
                     self.episodes,
                     seed=seed + round_,
                     batch_size=batch_size,
-                ).rewards
-                diff = rewards[:, index] - candidate.rewards[:, index]
-                found.append((float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))))
+                )
+                kept = candidate.kept & played.kept
+                diff = played.rewards[kept, index] - candidate.rewards[kept, index]
+                diverged = int(self.episodes - kept.sum())
+                if diff.size < 2:
+                    found.append((float("nan"), float("nan"), diverged))
+                else:
+                    found.append((float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size)), diverged))
             return found
 
         slope_range: SlopeRange | None
@@ -438,8 +450,17 @@ class GridOracle:
         def cells_of(boxes: list[tuple[np.ndarray, np.ndarray]], round_: int, box: tuple | None) -> list[Cell]:
             points = [b[0] if box is None else anchored_point(*b, *box) for b in boxes]
             return [
-                Cell(lower, upper, point, gain, se, round_, None if slope_range is None else slope_range(lower, upper))
-                for (lower, upper), point, (gain, se) in zip(boxes, points, play(points, round_))
+                Cell(
+                    lower,
+                    upper,
+                    point,
+                    gain,
+                    se,
+                    round_,
+                    None if slope_range is None else slope_range(lower, upper),
+                    diverged,
+                )
+                for (lower, upper), point, (gain, se, diverged) in zip(boxes, points, play(points, round_))
             ]
 
         if self.levels:
@@ -451,39 +472,54 @@ class GridOracle:
             budget_points = self.max_points if self.refine and slope_range is not None else len(leaves)
         quantile = float(student_t.ppf(1 - (1 - self.level) / budget_points, self.episodes - 1))
         evaluated, rounds, stopped = list(leaves), 1, "first grid only"
-        if self.refine and not self.levels and slope_range is None:  # no bound to aim at: one zoom round
-            best = max(leaves, key=lambda c: c.gain)
+        estimated = [c for c in leaves if c.estimated]  # never a reply, or a zoom, from a NaN gain
+        if self.refine and not self.levels and slope_range is None and estimated:  # no bound to aim at: one zoom
+            best = max(estimated, key=lambda c: c.gain)
             evaluated += cells_of(initial_cells(best.lower, best.upper, self.points), 1, None)
             rounds = 2
         elif self.refine and not self.levels:
             while True:
-                bounds = [c.bound(quantile) for c in leaves]
+                bounds = [c.bound(quantile) for c in leaves]  # inf for a cell without an estimate
                 if max(bounds) < target:
                     stopped = "bound below the tolerance"
                     break
-                if max(c.gain - quantile * c.se for c in leaves) > target:
+                lowest = [c.gain - quantile * c.se for c in leaves if c.estimated]
+                if lowest and max(lowest) > target:
                     stopped = "a point's lower confidence bound exceeds the tolerance"
                     break
-                chosen, children = set(), []
+                chosen, children, unbounded = set(), [], False
                 for k in sorted(range(len(leaves)), key=lambda k: -bounds[k]):
                     if bounds[k] < target:
                         break
+                    if not leaves[k].estimated:  # its episodes diverged: halving it would not bound it
+                        unbounded = True
+                        continue
                     halves = leaves[k].halves(low, high)
                     if halves and len(evaluated) + len(children) + len(halves) <= budget_points:
                         chosen.add(k)
                         children += halves
                 if not children:
-                    stopped = "point budget spent"
+                    stopped = (
+                        "cells without an estimate left (their paired episodes diverged): no bound"
+                        if unbounded
+                        else "point budget spent"
+                    )
                     break
                 new = cells_of(children, rounds, (low, high))
                 leaves = [c for k, c in enumerate(leaves) if k not in chosen] + new
                 evaluated += new
                 rounds += 1
-        winner = max(evaluated, key=lambda c: c.gain)
-        action = base.copy()
-        action[columns] = winner.point
+        replies = [c for c in evaluated if c.estimated]
+        if replies:
+            winner = max(replies, key=lambda c: c.gain)
+            action = base.copy()
+            action[columns] = winner.point
+            reply: Policy = ConstantPolicy(action)
+        else:  # no point has an estimate: no reply found, the candidate's own policy stands in
+            reply = policies[player]
+        diverged = _grid_divergence(evaluated, list(self.components), self.episodes)
         result = OracleResult(
-            policy=ConstantPolicy(action),
+            policy=reply,
             oracle=self.name,
             proves=self.proves,
             budget={
@@ -497,6 +533,8 @@ class GridOracle:
                 "max_points": budget_points,
                 "per_point_level": 1 - (1 - self.level) / budget_points,
             },
+            diverged=diverged,
+            notes=_grid_notes(diverged, len(evaluated)),
         )
         if slope_range is not None:
             largest = max(leaves, key=lambda c: c.bound(quantile))
@@ -543,6 +581,51 @@ class GridOracle:
                 "constants as a mapping, or lipschitz=None for a lower bound only"
             )
         return theory.slope_ranges(constant, index, base, columns)
+
+
+def _grid_divergence(cells: Sequence[Cell], components: list[str], episodes: int) -> dict[str, Any]:
+    """The grid's diverged episodes: in all, per point where some diverged (its point, count and whether it kept an
+    estimate), and how many points had none."""
+    struck = [c for c in cells if c.diverged]
+    return {
+        "episodes_per_point": episodes,
+        "points": len(cells),
+        "points_with_diverged": len(struck),
+        "points_without_estimate": sum(not c.estimated for c in cells),
+        "pairs_left_out": sum(c.diverged for c in cells),
+        "per_point": [
+            {
+                "point": {n: float(v) for n, v in zip(components, c.point)},
+                "diverged": c.diverged,
+                "estimated": c.estimated,
+            }
+            for c in struck
+        ],
+    }
+
+
+def _grid_notes(diverged: Mapping[str, Any], points: int) -> list[str]:
+    """The report's notes on the grid's diverged episodes (none when none diverged)."""
+    if not diverged["pairs_left_out"]:
+        return []
+    episodes = diverged["episodes_per_point"]
+    notes = [
+        f"grid: at {diverged['points_with_diverged']} of {points} points some of the {episodes} paired episodes "
+        f"diverged ({diverged['pairs_left_out']} pairs in all, a non-finite parameter, loss, payment or reward in "
+        "the point's or the candidate's episode) and are left out of the gains"
+    ]
+    missing = diverged["points_without_estimate"]
+    if missing == points:
+        notes.append(
+            "grid: no point has an estimate (fewer than 2 pairs left at each): no reply found, the candidate's own "
+            "policy stands in, and no upper bound"
+        )
+    elif missing:
+        notes.append(
+            f"grid: {missing} point(s) have no estimate (fewer than 2 pairs left): never picked as the reply, and "
+            "their cells are not bounded"
+        )
+    return notes
 
 
 def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy]) -> np.ndarray | None:
