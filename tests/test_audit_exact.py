@@ -157,6 +157,8 @@ def test_the_audited_are_caught_with_probability_p_detect_u():
     audited, caught = rule.outcome(m)
     assert audited.tolist() == [[True, True, True, False]] and caught.tolist() == [[True, False, False, False]]
     assert rule(m, np.zeros(1)).tolist() == [[2.0, 0.0, 0.0, 0.0]]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.S = 0.0  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------------------------------

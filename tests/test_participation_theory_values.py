@@ -137,6 +137,8 @@ def test_gls_audit_probability_by_hand(mixing, pi, share, score_noise):
     J = 3 * (0.25 / score_noise**2 + share * 0.25 / 0.0625)
     expected = norm.cdf(0.4 * math.sqrt(J) / math.sqrt(2))
     assert t.audit_probability(s, 2, 0.6, others=0.2, rounds=3) == pytest.approx(expected, rel=1e-9)
+    first = norm.cdf(0.4 * math.sqrt(J / 3) / math.sqrt(2))  # by default the first round's
+    assert t.audit_probability(s, 2, 0.6, others=0.2) == pytest.approx(first, rel=1e-9)
 
 
 def test_noiseless_scores_rank_exactly():
@@ -205,6 +207,8 @@ def test_the_symmetric_manipulation_is_iterated_from_honesty():
     assert t.symmetric_manipulation(FREE, rounds=2) == 1.0
     with pytest.raises(ValueError, match="do not settle"):
         t.symmetric_manipulation(FREE, rounds=1)
+    with pytest.raises(ValueError, match="participants must be a finite number > 0"):
+        t.symmetric_manipulation(FREE, participants=0)
 
 
 def test_the_symmetric_manipulation_counts_the_others_manipulation_in_z():
