@@ -270,9 +270,9 @@ def test_agreement_report_without_healthy_episodes_gives_no_verdict(monkeypatch)
     assert data["non_finite"]
 
 
-PARTLY_DIVERGING = {"objective": "quadratic", "lr_value": 1e3, "rounds": 5}
-"""FedSGD on the quadratic where honest play stays finite and a player's noise of alpha >= 5e4 makes most
-episodes' rewards overflow (at 1.5e5 and above, all of 200)."""
+PARTLY_DIVERGING = {"objective": "quadratic", "lr_value": 1e3, "rounds": 5, "lam": 0.5}
+"""FedSGD on the quadratic where honest play stays finite (rewards near 1e32: the step size is far too large) and a
+player's noise of alpha >= 5e4 makes most episodes' rewards overflow (at 1.5e5 and above, all of 200)."""
 
 
 def test_grid_oracle_leaves_diverged_pairs_out_per_point_and_never_replies_from_nan():
@@ -309,10 +309,10 @@ def test_grid_oracle_leaves_diverged_pairs_out_per_point_and_never_replies_from_
 
 
 def test_grid_oracle_with_unestimated_points_gives_no_bound_and_the_check_says_why(tmp_path):
-    """alpha in {0, 1.5e5, 3e5}: only alpha = 0 keeps an estimate, so it is the reply (gain exactly 0, the
-    candidate's own play); with a slope bound the cells of the diverged points are unbounded (no certificate:
-    upper bound inf, the search says why); the Nash check through the CLI replies alpha = 0 (regret 0), notes the
-    grid's diverged points in the JSON and Markdown reports, and prints no NaN."""
+    """alpha in {0, 1.5e5, 3e5}: only alpha = 0 keeps an estimate, so it is the reply (the candidate's own play),
+    and with a slope bound the cells of the diverged points are unbounded (no certificate: upper bound inf; a
+    refining search says why it stopped). The Nash check is then inconclusive, and through the CLI it notes the
+    grid's diverged points in the JSON and Markdown reports; neither prints a NaN."""
     from fedgames.agents import ConstantPolicy
     from fedgames.cli import main
     from fedgames.eval.nash import nash_check
@@ -320,14 +320,23 @@ def test_grid_oracle_with_unestimated_points_gives_no_bound_and_the_check_says_w
 
     env = fedgames.make("fedsgd_v0", alpha_max=3e5, **PARTLY_DIVERGING)
     honest = {a: ConstantPolicy([0.0]) for a in env.possible_agents}
-    bounded = GridOracle(components=("alpha",), points=3, episodes=200, lipschitz={"alpha": 1.0}, max_points=5)
-    result = bounded.best_response(env, "player_0", honest, seed=0)
+    first = GridOracle(components=("alpha",), points=3, episodes=200, lipschitz={"alpha": 1.0}, refine=False)
+    result = first.best_response(env, "player_0", honest, seed=0)
     assert result.policy.action.tolist() == [0.0]
     assert result.diverged["points_without_estimate"] == 2 and result.upper_bound == np.inf
-    assert result.search["stopped"] == "cells without an estimate left (their paired episodes diverged): no bound"
+    assert [c.estimated for c in result.cells] == [True, False, False]
     assert "2 point(s) have no estimate" in result.notes[1]
-    assert all(np.isfinite(c.gain) or not c.estimated for c in result.cells)
-    report = nash_check(env, honest, bounded, players=["player_0"], episodes=200)
+    bounded = GridOracle(components=("alpha",), points=3, episodes=200, lipschitz={"alpha": 1.0}, max_points=5)
+    # with lam = 1 every gain is exactly 0 (one shared model): no point refutes, and the search halves alpha = 0's
+    # cell, never the unestimated ones, until its budget is spent
+    level = fedgames.make("fedsgd_v0", alpha_max=3e5, **(PARTLY_DIVERGING | {"lam": 1.0}))
+    result = bounded.best_response(level, "player_0", honest, seed=0)
+    assert result.search["stopped"] == "cells without an estimate left (their paired episodes diverged): no bound"
+    assert result.upper_bound == np.inf and result.search["points_evaluated"] == 5
+    reply = float(result.policy.action[0])
+    assert all(p["estimated"] for p in result.diverged["per_point"] if p["point"]["alpha"] == reply)
+    assert sum(not c.estimated for c in result.cells) == 2
+    report = nash_check(level, honest, bounded, players=["player_0"], episodes=200)
     (check,) = report.players
     assert check.verdict == "inconclusive" and check.upper_bound == np.inf  # no certificate over the class
     text = report.to_markdown()
@@ -341,7 +350,26 @@ def test_grid_oracle_with_unestimated_points_gives_no_bound_and_the_check_says_w
     data = strict_json((out / "report.json").read_text())
     markdown = (out / "report.md").read_text()
     (player,) = data["players"]
-    assert player["regret"] == 0.0 and player["learned"]["alpha"] == 0.0  # the only estimated points: alpha = 0
+    assert player["regret"] == 0.0 and player["learned"]["alpha"] == 0.0  # all gains 0 (lam = 1): the first point
     assert player["upper_bound"] is None  # fedsgd_v0 has no closed form: the CLI's grid has no slope bound
     assert any("grid: 2 point(s) have no estimate" in note for note in player["notes"])
     assert "grid: 2 point(s) have no estimate" in markdown and "nan" not in markdown.lower()
+
+
+def test_learned_oracle_values_its_seeds_on_the_healthy_episodes():
+    """A seed's validation value is its mean return over the episodes that did not diverge (not a mean with the
+    silenced zeros), and ``-inf`` when none is left, so a diverging seed is never kept over one with a value."""
+    from fedgames.agents import ConstantPolicy
+    from fedgames.eval.montecarlo import simulate
+    from fedgames.train.oracles import _player_value
+
+    env = fedgames.make("fedsgd_v0", alpha_max=1e5, **PARTLY_DIVERGING)
+    policies = {a: ConstantPolicy([0.0]) for a in env.possible_agents} | {"player_1": ConstantPolicy([5e4])}
+    played = simulate(env, policies, 200, seed=1, batch_size=64)
+    assert 0 < played.diverged < 198
+    value = _player_value(env, policies, "player_1", 200, seed=1, batch_size=64)
+    assert value == pytest.approx(played.rewards[played.kept, 1].mean(), rel=1e-12)
+    assert value != pytest.approx(played.rewards[:, 1].mean(), rel=1e-6)
+    everything = fedgames.make("fedsgd_v0", objective="quadratic", lr_value=1e6, rounds=5)
+    constant = {a: ConstantPolicy([10.0]) for a in everything.possible_agents}
+    assert _player_value(everything, constant, "player_0", 4, seed=0, batch_size=4) == -np.inf

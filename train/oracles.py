@@ -187,8 +187,11 @@ def plateaued(curve: Sequence[Sequence[float]], share: float = 0.05) -> bool:
 def _player_value(
     env: ParallelEnv, policies: Mapping[str, Policy], player: str, episodes: int, seed: int, batch_size: int
 ) -> float:
+    """``player``'s mean return over the episodes that did not diverge; ``-inf`` when fewer than 2 did not (so a
+    seed whose reply diverges is never kept over one with a value)."""
     results = simulate(env, policies, episodes, seed=seed, batch_size=batch_size)
-    return float(results.rewards[:, env.possible_agents.index(player)].mean())
+    value = float(results.mean_and_se("rewards")[0][env.possible_agents.index(player)])
+    return value if np.isfinite(value) else -np.inf
 
 
 class LearnedOracle:
