@@ -108,6 +108,7 @@ def test_risk_audit_probability_against_a_bivariate_normal(mixing, pi):
 
 
 def test_audit_probability_needs_a_round():
+    assert t.audit_probability(RISK, 4) == 0.25  # by default an honest participant among honest ones: k / |P|
     with pytest.raises(ValueError, match="rounds"):
         t.audit_probability(replace(RISK, audit_policy="test"), 3, 0.5, rounds=0)
 
@@ -223,7 +224,8 @@ def test_the_symmetric_manipulation_counts_the_others_manipulation_in_z():
     assert path.u.tolist() == [1.0, 0.0] * 3 and np.all(path.x == 1.0)
     with pytest.raises(ValueError, match=re.escape("within 500 rounds (last participation levels [1.0, 1.0")):
         t.mean_field_equilibrium(replace(s, c_mean=-5.0))
-    with pytest.raises(ValueError, match=re.escape("manipulation [0.0, 1.0, 0.0, 1.0, 0.0]")):
+    levels = "last participation levels [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], manipulation [0.0, 1.0, 0.0, 1.0, 0.0])"
+    with pytest.raises(ValueError, match=re.escape(levels)):
         t.mean_field_equilibrium(replace(s, c_mean=-5.0), rounds=6)
 
 
