@@ -397,6 +397,33 @@ def _reproduce_hysteresis(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(value: float | None, spec: str = ".3f") -> str:
+    """A number for the console, ``n/a`` where it has none (``None`` or NaN: e.g. every run behind it diverged)."""
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def b3_summary(results: dict[str, Any], scale: str) -> list[str]:
+    """The console summary of ``reproduce honesty-b3``: the clean accuracy, the diverged runs and their notes, and
+    group A's curves at alpha_B = 0 with the best alpha_A among the points that have a mean (never a NaN)."""
+    accuracy = results["clean_accuracy"]
+    lines = [
+        f"honesty-b3 ({scale}): clean test accuracy {_shown(accuracy['mean'])} ± {_shown(accuracy['se'])} "
+        f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs",
+        *(f"  note: {note}" for note in results.get("notes", [])),
+    ]
+    for c in results["curves"]:
+        if c["group"] == "A" and c["alpha_B"] == 0.0:
+            means = np.array([np.nan if m is None else m for m in c["reward_mean"]], dtype=float)
+            finite = np.flatnonzero(np.isfinite(means))
+            best = f"{c['alpha'][finite[np.argmax(means[finite])]]:g}" if finite.size else "n/a"
+            lines.append(
+                f"  group A, alpha_B=0, C={c['C']:g}: reward "
+                + " ".join(_shown(m) for m in means)
+                + f"  (best alpha_A = {best})"
+            )
+    return lines
+
+
 REPRODUCTIONS = {
     "domino": _reproduce_domino,
     "gaming-design": _reproduce_gaming_design,
@@ -428,19 +455,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         compile=args.compile,
         checkpoint_minutes=args.checkpoint_minutes,
     )
-    accuracy = results["clean_accuracy"]
-    print(
-        f"honesty-b3 ({args.scale}): clean test accuracy {accuracy['mean']:.3f} ± {accuracy['se']:.3f} "
-        f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs"
-    )
-    for c in results["curves"]:
-        if c["group"] == "A" and c["alpha_B"] == 0.0:
-            best = c["alpha"][int(np.nanargmax(c["reward_mean"]))]
-            print(
-                f"  group A, alpha_B=0, C={c['C']:g}: reward "
-                + " ".join(f"{m:.3f}" for m in c["reward_mean"])
-                + f"  (best alpha_A = {best:g})"
-            )
+    print("\n".join(b3_summary(results, args.scale)))
     print(
         f"wrote {args.out}/results.json, curves.csv, runs.csv, reward_vs_alpha_A.png, reward_vs_alpha_B.png, "
         "honest_penalties.png (rerun to resume)"

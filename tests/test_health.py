@@ -100,7 +100,7 @@ def test_fedsgd_reproductions_are_flagged(config, quantity):
     assert not any(info["diverged"] for step in steps[:-1] for info in step[4].values())
 
 
-DIVERGING = {"objective": "quadratic", "lr_value": 1e6, "rounds": 5, "n_clients": 3}
+DIVERGING = {"objective": "quadratic", "lr_value": 1e6, "rounds": 5, "n_players": 3}
 
 
 def test_monte_carlo_counts_diverged_episodes_and_leaves_them_out():
@@ -116,7 +116,7 @@ def test_monte_carlo_counts_diverged_episodes_and_leaves_them_out():
     assert np.all(np.isfinite(results.rewards))
     assert np.all(np.isnan(results.mean_and_se("rewards")[0]))
     healthy = simulate(
-        fedgames.make("fedsgd_v0", rounds=2, n_clients=3),
+        fedgames.make("fedsgd_v0", rounds=2, n_players=3),
         {a: ConstantPolicy([0.0]) for a in env.possible_agents},
         4,
         seed=0,
@@ -373,3 +373,23 @@ def test_learned_oracle_values_its_seeds_on_the_healthy_episodes():
     everything = fedgames.make("fedsgd_v0", objective="quadratic", lr_value=1e6, rounds=5)
     constant = {a: ConstantPolicy([10.0]) for a in everything.possible_agents}
     assert _player_value(everything, constant, "player_0", 4, seed=0, batch_size=4) == -np.inf
+
+
+def test_b3_console_summary_prints_no_nan():
+    """``fedgames reproduce honesty-b3``'s console lines where every honest run and a curve's point diverged: n/a
+    instead of NaN, the best alpha_A among the points with a mean, the notes."""
+    from fedgames.cli import b3_summary
+
+    results = {
+        "clean_accuracy": {"mean": np.nan, "se": None, "chance": 1 / 62},
+        "diverged_runs": 4,
+        "notes": ["4 of 10 runs diverged"],
+        "curves": [{"group": "A", "alpha_B": 0.0, "C": 0.5, "alpha": [0.0, 1.0, 2.0], "reward_mean": [0.1, None, 0.3]}],
+    }
+    assert b3_summary(results, "tiny") == [
+        "honesty-b3 (tiny): clean test accuracy n/a ± n/a (chance 0.016); 4 diverged runs",
+        "  note: 4 of 10 runs diverged",
+        "  group A, alpha_B=0, C=0.5: reward 0.100 n/a 0.300  (best alpha_A = 2)",
+    ]
+    results["curves"][0]["reward_mean"] = [np.nan] * 3
+    assert b3_summary(results, "tiny")[-1].endswith("reward n/a n/a n/a  (best alpha_A = n/a)")
