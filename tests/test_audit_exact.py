@@ -140,6 +140,24 @@ def test_the_audited_are_the_first_k_by_risk_then_lottery(policy, k):
     assert np.all(audited.sum(-1) == np.minimum(k, (m[..., 0] > 0).sum(-1)))
 
 
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_the_audited_among_many_clients_are_the_first_k(k):
+    """50 clients (past the sizes that a partition sorts in full), some absent, risks tied at 0 for the
+    unchallenged: ``audited`` is the brute-force sort's choice."""
+    rng = np.random.default_rng(10 + k)
+    B, N = 40, 50
+    m = messages(
+        present=rng.random((B, N)) < 0.8,
+        score=rng.normal(1.0, 0.3, (B, N)),
+        challenge=rng.normal(1.0, 0.3, (B, N)),
+        challenged=rng.random((B, N)) < 0.3,
+        lottery=rng.random((B, N)),
+    )
+    for policy in ("uniform", "risk"):
+        audited = AuditSanction(k, 0.5, 1.0, policy).audited(m)
+        np.testing.assert_array_equal(audited, brute_force_audited(m, k, policy))
+
+
 def test_one_round_audits_k_clients_and_absent_clients_never():
     """A single round (``B = 1``) audits ``k = 2`` of 3; an absent client is never audited, not even with the
     smallest lottery draw or the largest risk."""

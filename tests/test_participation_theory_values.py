@@ -224,6 +224,8 @@ def test_the_symmetric_manipulation_counts_the_others_manipulation_in_z():
     assert path.u.tolist() == [1.0, 0.0] * 3 and np.all(path.x == 1.0)
     with pytest.raises(ValueError, match=re.escape("within 500 rounds (last participation levels [1.0, 1.0")):
         t.mean_field_equilibrium(replace(s, c_mean=-5.0))
+    # the cycle's welfare: Q(1) in the honest rounds, Q(0) = 0 in the gamed ones, half of the last 100 each
+    assert t.price_of_gaming(replace(s, c_mean=-5.0)) == pytest.approx(0.5, rel=1e-12)
     levels = "last participation levels [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], manipulation [0.0, 1.0, 0.0, 1.0, 0.0])"
     with pytest.raises(ValueError, match=re.escape(levels)):
         t.mean_field_equilibrium(replace(s, c_mean=-5.0), rounds=6)
