@@ -490,7 +490,9 @@ class GridOracle:
                 if lowest and max(lowest) > target:
                     stopped = "a point's lower confidence bound exceeds the tolerance"
                     break
-                chosen, children, unbounded = set(), [], False
+                chosen: set[int] = set()
+                children: list[tuple[np.ndarray, np.ndarray]] = []
+                unbounded = False
                 for k in sorted(range(len(leaves)), key=lambda k: -bounds[k]):
                     if bounds[k] < target:
                         break
