@@ -150,7 +150,7 @@ def fastest(candidates: Mapping[Any, Callable[[], object]], synchronize: Callabl
             run()
         synchronize()
         seconds[key] = time.perf_counter() - start
-    return min(seconds, key=seconds.get)
+    return min(seconds, key=seconds.__getitem__)
 
 
 def _tuning_key(params: Params, weight: torch.Tensor) -> tuple[Any, ...]:
@@ -248,6 +248,7 @@ def femnist_cnn_client_gradients(
         del a2, i2, dm2
         dp1, grads["conv2.weight"], grads["conv2.bias"] = _conv_backward(da2, p1, w2, groups, input_grad=True)
         del da2
+        assert dp1 is not None  # asked for: input_grad=True
         da1 = _unpool(dp1 * (p1 > 0), a1, i1)
         del a1, i1, dp1
         grads["conv1.weight"], grads["conv1.bias"] = first.weight_grads(da1, w1)

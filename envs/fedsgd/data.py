@@ -451,7 +451,7 @@ def _glyph_table() -> np.ndarray:
     table = np.empty((N_FEMNIST_CLASSES, _GRID, _GRID), dtype=np.float32)
     for c, ch in enumerate(FEMNIST_CLASSES):
         tp = TextPath((0, 0), ch, size=_PATH_SIZE, prop=prop)
-        polys = [np.asarray(p, dtype=np.float64) for p in tp.to_polygons(closed_only=True) if len(p) >= 3]
+        polys = [q for q in (np.asarray(p, dtype=np.float64) for p in tp.to_polygons(closed_only=True)) if len(q) >= 3]
         allpts = np.concatenate(polys)
         centre = (allpts.min(axis=0) + allpts.max(axis=0)) / 2
         a_list, b_list = [], []
