@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from fedgames.envs.fedsgd.cnn_kernels import CONV1_STRATEGIES  # noqa: E402
 from fedgames.envs.fedsgd.engine import (  # noqa: E402
     COMPILE_MODES,
+    PRECISIONS,
     ClientBatch,
     client_gradients,
     compiled,
@@ -44,7 +45,6 @@ from fedgames.envs.fedsgd.engine import (  # noqa: E402
     model_gradients,
     naive_client_gradients,
 )
-from fedgames.envs.fedsgd.game import PRECISIONS  # noqa: E402
 from fedgames.envs.fedsgd.models import FemnistCNN  # noqa: E402
 from fedgames.files import write_atomic  # noqa: E402
 

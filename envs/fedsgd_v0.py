@@ -8,15 +8,13 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from fedgames.envs.base import rounds_from_max_cycles
 from fedgames.envs.fedsgd.fedsgd import FedSGDEnv
-from fedgames.validation import check_call
 
 
 def parallel_env(max_cycles: int | None = None, **config: Any) -> FedSGDEnv:
     """The native parallel environment (one step = one FedSGD round; ``max_cycles``, PettingZoo's name for the
-    episode's steps, sets ``rounds``). An unknown config key is a ``ValueError`` naming the close matches."""
-    config = rounds_from_max_cycles("fedsgd_v0", config, max_cycles)
-    check_call("fedsgd_v0", FedSGDEnv.__init__, config)
-    return FedSGDEnv(**config)
+    episode's steps, sets ``rounds``). An unknown config key is a ``ValueError`` naming the close matches
+    (:meth:`~fedgames.envs.config.GameConfig.from_kwargs`)."""
+    return FedSGDEnv(**rounds_from_max_cycles("fedsgd_v0", config, max_cycles))
 
 
 def raw_env(max_cycles: int | None = None, **config: Any):

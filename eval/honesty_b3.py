@@ -234,7 +234,7 @@ def _simulate(
             "diverged": bool(state.diverged[k]),
             "test_loss": float(metrics["loss"][k]),
             "test_accuracy": float(metrics["accuracy"][k]),
-            "payment": state.payments[k].tolist(),  # type: ignore[index]
+            "payment": state.payments[k].tolist(),
         }
         write_atomic(out / "runs" / _run_name(a, b, s), json_text(record))
     checkpoint.unlink(missing_ok=True)

@@ -37,7 +37,7 @@ from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult
 N = 4
 FEDSGD = dict(
     objective="quadratic",
-    n_clients=N,
+    n_players=N,
     rounds=3,
     lr="decaying",
     eta=100.0,
@@ -104,7 +104,7 @@ def test_default_batch_size_comes_from_the_env():
     parameters, 3 clients), all 65,536 on the 2-parameter quadratic; a given ``batch_size`` wins."""
     assert resolve_batch_size(mean_estimation(), None) == BATCH_SIZE == 65_536
     assert resolve_batch_size(fedsgd([PENALTY]), None) == BATCH_SIZE  # through the mechanism wrapper
-    cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
+    cnn = fedsgd(objective="cnn", n_players=3, lr="constant", samples_per_client=2, device="cpu")
     parameters = sum(p.numel() for p in cnn.unwrapped.game.like.values())
     assert resolve_batch_size(cnn, None) == MESSAGE_ENTRIES // (3 * parameters) == 3
     assert resolve_batch_size(cnn, 7) == 7
@@ -113,7 +113,7 @@ def test_default_batch_size_comes_from_the_env():
 def test_cli_learners_default_to_no_more_games_than_the_env_batch():
     """``--n-envs`` unset: 1024 one-round games, 256 multi-round ones, but only 3 FEMNIST CNN games at once."""
     unset = argparse.Namespace(n_envs=None)
-    cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
+    cnn = fedsgd(objective="cnn", n_players=3, lr="constant", samples_per_client=2, device="cpu")
     assert [_n_envs(unset, env) for env in (mean_estimation(), fedsgd(), cnn)] == [1024, 256, 3]
     assert _n_envs(argparse.Namespace(n_envs=64), cnn) == 64
 
@@ -121,7 +121,7 @@ def test_cli_learners_default_to_no_more_games_than_the_env_batch():
 def test_python_learners_default_to_no_more_games_than_the_env_batch():
     """The Python trainers' and the learned oracle's defaults (1024 games, 512 for parameter sharing) are capped the
     same way; given values win; bad ones are errors naming the parameter."""
-    cnn = fedsgd(objective="cnn", n_clients=3, lr="constant", samples_per_client=2, device="cpu")
+    cnn = fedsgd(objective="cnn", n_players=3, lr="constant", samples_per_client=2, device="cpu")
     assert [learner_games(env, None, 1024) for env in (mean_estimation(), fedsgd(), cnn)] == [1024, 1024, 3]
     assert learner_games(cnn, 8, 1024) == 8
     assert [LearnedOracle("ppo").games(env) for env in (fedsgd(), cnn)] == [1024, 3]
@@ -307,7 +307,7 @@ def test_cli_check_batch_size(tmp_path, monkeypatch):
         "check",
         "fedsgd_v0",
         "-e",
-        "n_clients=4",
+        "n_players=4",
         "-e",
         "rounds=3",
         "-e",

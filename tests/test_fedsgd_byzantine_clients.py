@@ -112,7 +112,7 @@ def test_robust_aggregation_limits_the_damage_of_a_sign_flip_attacker():
     attacker minus without it, paired by seed (identical batches); the mean's damage exceeds the median's by more
     than 4 standard errors of the paired difference over 300 runs."""
     runs, rounds = 300, 30
-    config = dict(n_clients=5, rounds=rounds, lr_value=0.1)
+    config = dict(n_players=5, rounds=rounds, lr_value=0.1)
     damage = {}
     for rule in ("mean", "median"):
         losses = []
@@ -137,7 +137,7 @@ def test_attackers_are_environment_not_agents():
     env = fedgames.make(
         "fedsgd_v0",
         mechanisms=["side_payment:C=0.5,balanced=true"],
-        n_clients=4,
+        n_players=4,
         rounds=3,
         byzantine={"player_2": "sign_flip:scale=5"},
         lam=[1.0, 2.0, 0.5],
@@ -151,12 +151,12 @@ def test_attackers_are_environment_not_agents():
         # balanced payments: the attacker, far from the aggregate, pays; the players together receive
         assert sum(info["payment"] for info in infos.values()) < 0
     parallel_api_test(
-        fedgames.make("fedsgd_v0", n_clients=3, rounds=4, byzantine={"player_0": "ipm:tau=1"}), num_cycles=8
+        fedgames.make("fedsgd_v0", n_players=3, rounds=4, byzantine={"player_0": "ipm:tau=1"}), num_cycles=8
     )
 
 
 def test_episode_batch_plays_the_players_only():
-    env = fedgames.make("fedsgd_v0", n_clients=5, active=3, rounds=2, byzantine={"player_4": "gaussian:sigma=0.5"})
+    env = fedgames.make("fedsgd_v0", n_players=5, active=3, rounds=2, byzantine={"player_4": "gaussian:sigma=0.5"})
     batch = env.unwrapped.episode_batch(env.protocol, 6, np.random.default_rng(0))
     assert batch.reset().shape == (6, 4, OBSERVATION_SIZE)
     for _ in range(2):
@@ -169,10 +169,10 @@ def test_robust_aggregation_is_checked_against_the_messages_per_round():
     """Krum with f=1 needs more than 4 messages: 5 clients with one attacker send 5 (4 players), while 6 clients
     with 4 active per round send 4."""
     fedgames.make(
-        "fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_clients=5, byzantine={"player_0": "sign_flip"}
+        "fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_players=5, byzantine={"player_0": "sign_flip"}
     )
     with pytest.raises(ValueError, match=r"krum: f=1 needs n_players > 2\*f \+ 2 = 4, got n_players=4"):
-        fedgames.make("fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_clients=6, active=4)
+        fedgames.make("fedsgd_v0", mechanisms=["robust_aggregation:rule=krum,f=1"], n_players=6, active=4)
 
 
 BAD = [
@@ -211,7 +211,7 @@ BAD = [
 @pytest.mark.parametrize("byzantine, pattern", BAD)
 def test_bad_byzantine_config(byzantine, pattern):
     with pytest.raises(ValueError, match=pattern):
-        fedgames.make("fedsgd_v0", n_clients=4, byzantine=byzantine)
+        fedgames.make("fedsgd_v0", n_players=4, byzantine=byzantine)
 
 
 def test_bad_byzantine_config_depending_on_participation():
@@ -220,12 +220,12 @@ def test_bad_byzantine_config_depending_on_participation():
         match=r"little_is_enough needs an honest client in every round, so fewer than "
         r"active=3 clients may be Byzantine, got 3",
     ):
-        fedgames.make("fedsgd_v0", n_clients=6, active=3, byzantine={f"player_{i}": "alie:tau=-1" for i in range(3)})
+        fedgames.make("fedsgd_v0", n_players=6, active=3, byzantine={f"player_{i}": "alie:tau=-1" for i in range(3)})
     with pytest.raises(ValueError, match=r"little_is_enough has no default tau .* give tau"):
         fedgames.make(
-            "fedsgd_v0", n_clients=3, utility="shared_damage", byzantine={"player_0": "alie", "player_1": "alie"}
+            "fedsgd_v0", n_players=3, utility="shared_damage", byzantine={"player_0": "alie", "player_1": "alie"}
         )  # f = 2 of 3: no supporters
     with pytest.raises(ValueError, match=r"lam must be one number or one per player \(3\)"):
-        fedgames.make("fedsgd_v0", n_clients=4, lam=[1.0] * 4, byzantine={"player_0": "sign_flip"})
+        fedgames.make("fedsgd_v0", n_players=4, lam=[1.0] * 4, byzantine={"player_0": "sign_flip"})
     with pytest.raises(ValueError, match=r"byzantine: client must be an integer in \[0, 3\]"):
         quadratic_game(4, byzantine={4: "sign_flip"})

@@ -54,7 +54,7 @@ from fedgames.train.oracles import GridOracle, LearnedOracle, OracleResult, defa
 N, T, ETA, RADIUS, LAM, ALPHA_MAX, C = 4, 10, 100.0, 3.0, 0.5, 10.0, 4.0
 CONFIG = dict(
     objective="quadratic",
-    n_clients=N,
+    n_players=N,
     rounds=T,
     lr="decaying",
     eta=ETA,
@@ -262,7 +262,7 @@ def test_with_large_penalty_honesty_is_consistent(penalised):
     assert check.verdict == "consistent"
     assert check.ci[1] < TOL
     assert report.mechanisms == [f"side_payment:C={C},balanced=true"]
-    assert report.config["rounds"] == T and report.config["lam"] == LAM
+    assert report.config["rounds"] == T and report.config["lam"] == [LAM] * N  # one lambda_i per player
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_simulate_returns_episode_returns():
 
 ENV_ARGS = [
     "-e",
-    "n_clients=4",
+    "n_players=4",
     "-e",
     "rounds=5",
     "-e",

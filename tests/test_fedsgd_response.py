@@ -17,7 +17,7 @@ from fedgames.envs.fedsgd.models import Quadratic
 
 def noisy_protocol(C: float):
     """The ``noisy_response`` mechanism's protocol (its stages do not depend on the env it wraps)."""
-    return fedgames.make("fedsgd_v0", mechanisms=[f"noisy_response:C={C}"], n_clients=2).protocol
+    return fedgames.make("fedsgd_v0", mechanisms=[f"noisy_response:C={C}"], n_players=2).protocol
 
 
 def play(game: FedSGDGame, protocol, alpha: torch.Tensor, rounds: int, seed: int):
@@ -33,7 +33,7 @@ def test_received_model_is_off_by_sqrt_C_times_the_deviation_in_expectation():
     """Per run and player, ``||theta^i(noisy) - theta^i(plain)||^2 - C ||m_T^i - mbar_T||^2`` has mean 0 (within 4
     standard errors over 4000 runs); the server's model is identical with and without the response noise."""
     C, runs, n = 0.7, 4000, 3
-    game = fedgames.make("fedsgd_v0", n_clients=n).unwrapped.game
+    game = fedgames.make("fedsgd_v0", n_players=n).unwrapped.game
     alpha = torch.tensor([[2.0, 0.0, 0.5]]).repeat(runs, 1)
     plain = play(game, None, alpha, rounds=2, seed=0)
     noisy = play(game, noisy_protocol(C), alpha, rounds=2, seed=0)
@@ -64,7 +64,7 @@ def test_a_client_on_the_aggregate_receives_the_exact_model():
 
 def test_only_players_active_in_the_last_round_receive_noise():
     C, runs = 2.0, 50
-    game = fedgames.make("fedsgd_v0", n_clients=5, active=2).unwrapped.game
+    game = fedgames.make("fedsgd_v0", n_players=5, active=2).unwrapped.game
     alpha = torch.ones(runs, 5)
     state = play(game, noisy_protocol(C), alpha, rounds=3, seed=4)
     plain = play(game, None, alpha, rounds=3, seed=4)
@@ -75,7 +75,7 @@ def test_only_players_active_in_the_last_round_receive_noise():
 
 
 def episode(mechanisms, utility, seed=5, alphas=(1.0, 0.0, 3.0)):
-    env = fedgames.make("fedsgd_v0", mechanisms=mechanisms, n_clients=3, rounds=4, utility=utility)
+    env = fedgames.make("fedsgd_v0", mechanisms=mechanisms, n_players=3, rounds=4, utility=utility)
     env.reset(seed=seed)
     while env.agents:
         _, rewards, _, _, _ = env.step({a: np.array([alphas[i]], dtype=np.float32) for i, a in enumerate(env.agents)})
@@ -114,7 +114,7 @@ def test_batch_of_one_replays_the_env_with_noisy_response_and_attackers():
     env = fedgames.make(
         "fedsgd_v0",
         mechanisms=["noisy_response:C=2", "side_payment:C=0.2,balanced=true"],
-        n_clients=4,
+        n_players=4,
         active=3,
         rounds=3,
         byzantine={"player_1": "gaussian:sigma=0.5"},

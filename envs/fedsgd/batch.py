@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fedgames.envs.batch import BatchStep, EpisodeBatch
+from fedgames.envs.fedsgd.config import FedSGDConfig
 from fedgames.envs.fedsgd.game import FedSGDGame, RunState, response_seed
 from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
@@ -27,20 +28,35 @@ class FedSGDRules:
 
     Attributes:
         game: the batched simulator (data, model, server, step sizes).
-        rounds: ``T``, the horizon.
-        players: ``(N,)`` the client indices of the players (the clients that are not scripted attackers).
-        lam: ``(N,)`` each player's ``lambda_i`` of the default utility.
-        utility: ``"default"`` or ``"shared_damage"`` ([H] B.3).
+        config: the env's configuration (:class:`~fedgames.envs.fedsgd.config.FedSGDConfig`): the horizon, the
+            players and their ``lambda_i``, the utility.
         test: the held-out data ``(x, y)`` that ``f`` is measured on; ``None`` for the quadratic, whose ``f - f*``
             is known.
     """
 
     game: FedSGDGame
-    rounds: int
-    players: np.ndarray
-    lam: np.ndarray
-    utility: str
+    config: FedSGDConfig
     test: tuple[torch.Tensor, torch.Tensor] | None
+
+    @property
+    def rounds(self) -> int:
+        """``T``, the horizon."""
+        return self.config.rounds
+
+    @property
+    def players(self) -> np.ndarray:
+        """``(N,)`` the client indices of the players (the client slots that are not scripted attackers)."""
+        return self.config.players
+
+    @property
+    def lam(self) -> np.ndarray:
+        """``(N,)`` each player's ``lambda_i`` of the default utility."""
+        return self.config.lam
+
+    @property
+    def utility(self) -> str:
+        """``"default"`` or ``"shared_damage"`` ([H] B.3)."""
+        return self.config.utility
 
     @property
     def device(self) -> torch.device:
@@ -111,9 +127,9 @@ def play_round(
 ) -> np.ndarray:
     """Advance every run of ``state`` one round of the game under ``protocol``, the players playing ``alpha``
     ``(R, players)``; return what the payment stage charged each player this round, ``(R, players)``."""
-    before = state.payments.clone()  # type: ignore[union-attr]
+    before = state.payments.clone()
     rules.game.play_round(state, rules.client_alpha(alpha), generator, protocol, response_generator)
-    return (state.payments - before)[:, rules.players].cpu().numpy()  # type: ignore[operator]
+    return (state.payments - before)[:, rules.players].cpu().numpy()
 
 
 def round_rewards(rules: FedSGDRules, state: RunState, paid: np.ndarray) -> np.ndarray:
@@ -121,7 +137,7 @@ def round_rewards(rules: FedSGDRules, state: RunState, paid: np.ndarray) -> np.n
     the last round for the runs that did not diverge (a diverged run's model is unusable: no utility)."""
     rewards = 0.0 - paid  # not -0.0 for a player who paid nothing
     if state.round >= rules.rounds:
-        diverged = state.diverged.cpu().numpy()  # type: ignore[union-attr]
+        diverged = state.diverged.cpu().numpy()
         rewards = rewards + np.where(diverged[:, None], 0.0, utilities(rules, state))
     return rewards
 
@@ -141,14 +157,17 @@ def checked_round(
     utility, and its rewards and payments are 0 from this round on. Returns the payments and the rewards,
     ``(R, players)`` each."""
     paid = play_round(rules, state, alpha, protocol, generator, response_generator)
-    t = state.round
-    health.flag(t, "parameters", state.diverged.cpu().numpy())  # type: ignore[union-attr]
-    health.check(t, loss=state.last.loss, payment=paid)  # type: ignore[union-attr]
-    state.diverged = state.diverged | torch.as_tensor(health.diverged, device=state.theta.device)  # type: ignore[operator]
+    t, last = state.round, state.last
+    assert last is not None  # a round was just played
+    health.flag(t, "parameters", state.diverged.cpu().numpy())
+    health.check(t, loss=last.loss, payment=paid)
+    state.diverged = state.diverged | torch.as_tensor(health.diverged, device=state.theta.device)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's utility: flagged, then silenced
         rewards = round_rewards(rules, state, paid)
     health.check(t, reward=rewards)
-    return health.silence(paid), health.silence(rewards)  # type: ignore[return-value]
+    silenced_paid, silenced_rewards = health.silence(paid), health.silence(rewards)
+    assert silenced_paid is not None and silenced_rewards is not None  # silence keeps an array an array
+    return silenced_paid, silenced_rewards
 
 
 class FedSGDBatch(EpisodeBatch):

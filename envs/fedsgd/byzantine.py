@@ -348,7 +348,7 @@ class ByzantineClients:
             noise), ``little_is_enough`` ``tau`` (default ``-alie_default_z(m, f)``, the ALIE paper's ``z_max``
             for ``m`` active clients and ``f = min(len(config), m)``), ``inner_product_manipulation`` ``tau``
             (required).
-        n_clients: ``N``.
+        n_clients: ``N``, every client (``fedsgd_v0``'s ``n_players`` slots, the attackers among them).
         active: clients per round ``m``. ALIE and IPM need an honest client in every round, so then fewer than
             ``m`` clients may be Byzantine.
     """

@@ -103,6 +103,43 @@ def cuda_kernel_flags(device: torch.device, tf32: bool) -> Iterator[None]:
                 setattr(owner, name, old)
 
 
+@dataclass(frozen=True)
+class Precision:
+    """How the per-client gradients are computed: under ``autocast`` to that dtype (``None``: in the state's dtype)
+    and with TensorFloat-32 tensor cores for float32 products on CUDA (``tf32``; see :func:`cuda_kernel_flags`)."""
+
+    autocast: torch.dtype | None
+    tf32: bool
+
+    def autocast_on(self, device: torch.device | str) -> torch.autocast:
+        """The ``torch.autocast`` context of this precision on ``device`` (disabled without an autocast dtype)."""
+        device_type = torch.device(device).type
+        return torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
+
+
+PRECISIONS = {
+    "float32": Precision(None, tf32=False),
+    "tf32": Precision(None, tf32=True),
+    "bfloat16": Precision(torch.bfloat16, tf32=True),
+}
+"""``float32``: IEEE float32 throughout; ``tf32``: float32 storage, TF32 products on CUDA (as float32 on a CPU);
+``bfloat16``: bf16 autocast, the GPU's fastest."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; otherwise ``device`` checked (``cpu``, ``cuda``, ``cuda:1``,
+    ...) with an error naming the parameter."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    return resolved
+
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -385,6 +422,7 @@ def fedsgd_round(
         complete: :func:`complete_round`, or its compiled form (:func:`compiled_completion`).
     """
     params = unflatten(theta, {k: v[None] for k, v in like.items()}, 1)
+    grads: Params | torch.Tensor
     grads, losses = gradients(loss, params, batch)
     if complete is complete_round:  # eager: the per-tensor gradients are freed before the noise is drawn
         grads = flatten(grads, 2, dtype=theta.dtype)  # (one (R, m, P) array less at the round's peak)
@@ -415,6 +453,8 @@ __all__ = [
     "ClientBatch",
     "Gradients",
     "NoiseSegments",
+    "PRECISIONS",
+    "Precision",
     "RoundResult",
     "client_gradients",
     "compile_mode",
@@ -431,6 +471,7 @@ __all__ = [
     "noise_segments",
     "noisy_messages",
     "project",
+    "resolve_device",
     "scale_segments_",
     "unflatten",
 ]

@@ -12,12 +12,12 @@ being finite ends the episode at once with ``infos[agent]["diverged"] = True``, 
 naming the first quantity and round that went bad (:mod:`~fedgames.envs.health`), rewards of 0 and no terminal
 utility (the model is unusable; its loss is not a number a learner should chase).
 
-Byzantine baselines (``byzantine={"player_1": "sign_flip", "player_3": "alie:tau=-1"}``): the named clients are
-scripted, non-strategic attackers (:class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`: sign flip, Gaussian,
-ALIE, IPM), part of the environment rather than players. They keep their client index (and name) but leave
-``possible_agents``; when active, their attack message replaces ``g + alpha xi`` and the server aggregates, charges
-and measures deviations as for anyone. The utilities' "others" are the other players, so ``N`` in ``U_i`` counts
-players, not attackers.
+Byzantine baselines (``byzantine={"player_1": "sign_flip", "player_3": "alie:tau=-1"}``): the named client slots
+are scripted, non-strategic attackers (:class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`: sign flip,
+Gaussian, ALIE, IPM), part of the environment rather than players. ``n_players`` counts every slot
+(``player_0 .. player_{N-1}``); an attacker keeps its slot's index (and name) but leaves ``possible_agents``; when
+active, its attack message replaces ``g + alpha xi`` and the server aggregates, charges and measures deviations as
+for anyone. The utilities' "others" are the other players, so ``N`` in ``U_i`` counts players, not attackers.
 
 A response-stage mechanism (``noisy_response:C=...``) perturbs the final model a player receives:
 ``theta^i = theta_{T+1} + sqrt(C) ||m_T^i - mbar_T|| eps_i`` for the players active in the last round (then
@@ -27,8 +27,6 @@ from a generator of its own so the server's trajectory is the same with and with
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,20 +44,16 @@ from fedgames.envs.fedsgd.batch import (
     held_out_loss,
     observations,
 )
-from fedgames.envs.fedsgd.byzantine import AttackSpec
 from fedgames.envs.fedsgd.config import FedSGDConfig
-from fedgames.envs.fedsgd.data import digits_federated, load_leaf_femnist, synthetic_femnist
+from fedgames.envs.fedsgd.data import FederatedDataset, digits_federated, load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device, response_seed
 from fedgames.envs.fedsgd.models import FemnistCNN, Logistic, Quadratic
 from fedgames.envs.health import Health
 from fedgames.envs.policy import Policy, constant_policies
 from fedgames.envs.protocol import Protocol
 from fedgames.envs.spaces import action_box
-from fedgames.errors import did_you_mean
-from fedgames.validation import integer, per_player, real
+from fedgames.validation import integer
 
-OBJECTIVES = ("quadratic", "logistic", "cnn")
-UTILITIES = ("default", "shared_damage")
 MESSAGE_ENTRIES = 2**26
 """The default episode batch keeps one round's messages, ``(runs, active clients, parameters)``, within this many
 values (256 MiB in float32). A round holds several tensors of that shape: a FEMNIST CNN run with 3 clients of
@@ -67,138 +61,73 @@ values (256 MiB in float32). A round holds several tensors of that shape: a FEMN
 
 
 def build_objective(
-    objective: str, n_clients: int, samples_per_client: int, data_dir: str | None, data_seed: int, device: torch.device
-) -> tuple[Any, ClientData, tuple[torch.Tensor, torch.Tensor] | None]:
-    """The model, the clients' training data and the held-out data (``None`` for the quadratic, whose ``f`` is
-    known): quadratic noise samples; scikit-learn's digits for ``logistic``; synthetic FEMNIST-like writers, or
-    LEAF FEMNIST from ``data_dir``, for ``cnn``."""
-    if objective == "quadratic":
-        model = Quadratic()
-        generator = torch.Generator().manual_seed(data_seed)
-        z, y = model.sample(n_clients * samples_per_client, generator)
-        writer = torch.arange(n_clients).repeat_interleave(samples_per_client)
-        return model, ClientData.from_arrays(z, y, writer, n_clients, device=device), None
-    if objective == "logistic":
-        dataset = digits_federated(n_writers=n_clients, partition="dirichlet", alpha=1.0, seed=data_seed)
-        model: Any = Logistic(64, 10)
-    elif data_dir is not None:
-        dataset = load_leaf_femnist(data_dir, max_writers=n_clients)
+    config: FedSGDConfig, device: torch.device
+) -> tuple[Quadratic | Logistic | FemnistCNN, ClientData, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The model, the clients' training data (one client per slot of ``config.n_players``) and the held-out data
+    (``None`` for the quadratic, whose ``f`` is known): quadratic noise samples; scikit-learn's digits for
+    ``logistic``; synthetic FEMNIST-like writers, or LEAF FEMNIST from ``data_dir``, for ``cnn``."""
+    n, seed = config.n_players, config.data_seed
+    if config.objective == "quadratic":
+        quadratic = Quadratic()
+        z, y = quadratic.sample(n * config.samples_per_client, torch.Generator().manual_seed(seed))
+        writer = torch.arange(n).repeat_interleave(config.samples_per_client)
+        return quadratic, ClientData.from_arrays(z, y, writer, n, device=device), None
+    model: Logistic | FemnistCNN
+    dataset: FederatedDataset
+    if config.objective == "logistic":
+        dataset = digits_federated(n_writers=n, partition="dirichlet", alpha=1.0, seed=seed)
+        model = Logistic(64, 10)
+    elif config.data_dir is not None:
+        dataset = load_leaf_femnist(config.data_dir, max_writers=n)
         model = FemnistCNN()
+        if dataset.n_writers < n:
+            raise ValueError(
+                f"data_dir: {config.data_dir!r} holds {dataset.n_writers} writers, fewer than n_players={n}"
+            )
     else:
-        dataset = synthetic_femnist(n_writers=n_clients, seed=data_seed, mean_samples=samples_per_client)
+        dataset = synthetic_femnist(n_writers=n, seed=seed, mean_samples=config.samples_per_client)
         model = FemnistCNN()
-    train, test = dataset.split(0.1, seed=data_seed)
+    train, test = dataset.split(0.1, seed=seed)
     clients = ClientData.from_arrays(train.x, train.y, train.writer, train.n_writers, device=device)
     return model, clients, (torch.as_tensor(test.x, device=device), torch.as_tensor(test.y, device=device))
 
 
 class FedSGDEnv(GameEnv):
-    """PettingZoo parallel env of the FedSGD game.
+    """PettingZoo parallel env of the FedSGD game; config as :class:`~fedgames.envs.fedsgd.config.FedSGDConfig`
+    (``n_players`` client slots, of which the ``byzantine`` ones are scripted attackers, not agents).
 
-    Args:
-        objective: ``quadratic``, ``logistic`` or ``cnn``.
-        n_clients: players ``N >= 2`` (writers).
-        active: clients per round (``None``: all).
-        rounds: ``T``.
-        lr, lr_value, strong_convexity, eta: constant steps or ``4/(m_sc (eta + t))``.
-        radius: projection radius around the initial model (``inf``: none).
-        noise_norm: ``global`` or ``per_tensor``.
-        weighting: ``size`` (dataset-size-weighted mean) or ``uniform``.
-        batch_fraction: share of a client's data in its batch each round.
-        alpha_max: top of the aggressiveness range.
-        lam: ``lambda_i`` (one value or one per player, attackers excluded) of the default utility.
-        utility: ``default`` or ``shared_damage``.
-        samples_per_client: quadratic samples per client / mean synthetic samples per writer.
-        data_dir: a LEAF FEMNIST folder for ``cnn`` (default: the synthetic writers).
-        data_seed: seeds the data (fixed across episodes).
-        device: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``.
-        byzantine: ``{"player_i": attack}``: clients that are scripted Byzantine attackers instead of players
-            (``sign_flip``, ``gaussian:sigma=...``, ``alie`` / ``little_is_enough``, ``ipm:tau=...`` /
-            ``inner_product_manipulation``, or ``(name, params)``; see
-            :class:`~fedgames.envs.fedsgd.byzantine.ByzantineClients`). At least one client stays a player, two
-            under the default utility.
-        precision: ``tf32`` (the default: TF32 tensor cores on CUDA, float32 on a CPU), ``float32`` (IEEE) or
-            ``bfloat16`` (the client gradients under bf16 autocast: a GPU's fast path); see
-            :data:`~fedgames.envs.fedsgd.game.PRECISIONS`.
-        compile: ``torch.compile`` the client gradients and the rest of the round (``True`` or a mode such as
-            ``"max-autotune"``): fused GPU kernels after a one-off compilation, the same result to rounding.
+    The simulator, the players, the horizon and the utility are the rules' (:attr:`rules`, a
+    :class:`~fedgames.envs.fedsgd.batch.FedSGDRules` that the batched episodes share), read here as properties.
     """
 
     metadata = {"name": "fedsgd_v0", "render_modes": GameEnv.RENDER_MODES, "is_parallelizable": True}
+    config: FedSGDConfig
 
-    def __init__(
-        self,
-        objective: str = "quadratic",
-        n_clients: int = 4,
-        active: int | None = None,
-        rounds: int = 20,
-        lr: str = "constant",
-        lr_value: float = 0.1,
-        strong_convexity: float | None = None,
-        eta: float = 1.0,
-        radius: float = math.inf,
-        noise_norm: str = "global",
-        weighting: str = "size",
-        batch_fraction: float = 0.9,
-        alpha_max: float = 10.0,
-        lam: float | list[float] = 1.0,
-        utility: str = "default",
-        samples_per_client: int = 20,
-        data_dir: str | None = None,
-        data_seed: int = 0,
-        device: str = "auto",
-        render_mode: str | None = None,
-        byzantine: Mapping[str, AttackSpec] | None = None,
-        precision: str = "tf32",
-        compile: bool | str = False,
-    ) -> None:
-        self.config = FedSGDConfig(**{k: v for k, v in locals().items() if k in FedSGDConfig.names()})
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        if utility not in UTILITIES:
-            raise ValueError(f"utility must be one of {UTILITIES}, got {utility!r}")
+    def __init__(self, render_mode: str | None = None, **config: Any) -> None:
         self.set_render_mode(render_mode)
-        n_clients = integer("n_clients", n_clients, 2)
-        self.rounds = integer("rounds", rounds, 1)
-        self.utility = utility
-        attackers = byzantine_clients(byzantine, n_clients)
-        self.players = np.array([i for i in range(n_clients) if i not in attackers])
-        fewest = 2 if utility == "default" else 1  # the default utility compares a player with the others
-        if len(self.players) < fewest:
-            raise ValueError(
-                f"byzantine: at most {n_clients - fewest} of the {n_clients} clients may be attackers "
-                f"under utility={utility!r}, got {len(attackers)}"
-            )
-        self.lam = per_player("lam", lam, len(self.players))
-        self.device = resolve_device(device)
-        model, clients, self.test = build_objective(
-            objective,
-            n_clients,
-            integer("samples_per_client", samples_per_client, 1),
-            data_dir,
-            integer("data_seed", data_seed, 0),
-            self.device,
-        )
-        self.game = FedSGDGame(
+        self.config = FedSGDConfig.from_kwargs(**config)
+        c = self.config
+        model, clients, test = build_objective(c, resolve_device(c.device))
+        game = FedSGDGame(
             model,
             clients,
-            active=active,
-            lr=lr,
-            lr_value=lr_value,
-            strong_convexity=strong_convexity,
-            eta=eta,
-            radius=radius,
-            noise_norm=noise_norm,
-            weighting=weighting,
-            batch_fraction=batch_fraction,
-            alpha_max=real("alpha_max", alpha_max, strict=True),
-            byzantine=attackers,
-            precision=precision,
-            compile=compile,
+            active=c.active,
+            lr=c.lr,
+            lr_value=c.lr_value,
+            strong_convexity=c.strong_convexity,
+            eta=c.eta,
+            radius=c.radius,
+            noise_norm=c.noise_norm,
+            weighting=c.weighting,
+            batch_fraction=c.batch_fraction,
+            alpha_max=c.alpha_max,
+            byzantine=c.attackers,
+            precision=c.precision,
+            compile=c.compile,
         )
-        self.rules = FedSGDRules(self.game, self.rounds, self.players, self.lam, self.utility, self.test)
-        self.protocol: Protocol = self.game.protocol()
-        self.possible_agents = [f"player_{i}" for i in self.players]
+        self.rules = FedSGDRules(game, c, test)
+        self.protocol: Protocol = game.protocol()
+        self.possible_agents = [f"player_{i}" for i in c.players]
         self.agents: list[str] = []
         self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
         low = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
@@ -209,6 +138,41 @@ class FedSGDEnv(GameEnv):
         self._seed(None)
         self._state: RunState | None = None
         self._health = Health.start(1)
+
+    @property
+    def game(self) -> FedSGDGame:
+        """The batched simulator (:class:`~fedgames.envs.fedsgd.game.FedSGDGame`) this env plays one run of."""
+        return self.rules.game
+
+    @property
+    def rounds(self) -> int:  # type: ignore[override]  # GameEnv's class default; here the config's, read-only
+        """``T``, the horizon (``config.rounds``)."""
+        return self.rules.rounds
+
+    @property
+    def players(self) -> np.ndarray:
+        """The client indices of the agents (the slots that are not attackers)."""
+        return self.rules.players
+
+    @property
+    def lam(self) -> np.ndarray:
+        """Each agent's ``lambda_i``."""
+        return self.rules.lam
+
+    @property
+    def utility(self) -> str:
+        """``default`` or ``shared_damage``."""
+        return self.rules.utility
+
+    @property
+    def test(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The held-out data ``f`` is measured on (``None`` for the quadratic)."""
+        return self.rules.test
+
+    @property
+    def device(self) -> torch.device:
+        """Where the simulator's tensors live (``config.device`` resolved)."""
+        return self.rules.device
 
     @property
     def messages_per_round(self) -> int:
@@ -225,10 +189,6 @@ class FedSGDEnv(GameEnv):
                 "honest, FILE.json or 'alpha=A'"
             )
         return super().named_policies(name, protocol)
-
-    def player_traits(self) -> np.ndarray:
-        """Each player's ``lambda_i`` (attackers are not players)."""
-        return self.lam[:, None]
 
     @property
     def default_batch_size(self) -> int:
@@ -270,17 +230,20 @@ class FedSGDEnv(GameEnv):
         return float(held_out_loss(self.game, self.test, theta)[0])
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        self.check_running(self._state is not None)
+        state = self._state
+        self.check_running(state is not None)
+        assert state is not None  # check_running raised otherwise
         protocol = self.active_protocol
         alpha = protocol.check_actions(stack_actions(actions, self.agents, 1))[0, :, 0]
         paid, rewards = checked_round(
-            self.rules, self._state, self._health, alpha[None], protocol, self._generator, self._response_generator
+            self.rules, state, self._health, alpha[None], protocol, self._generator, self._response_generator
         )
         rewards = rewards[0]
-        done = self._health.count > 0 or self._state.round >= self.rounds
-        active = set(self._state.last.active[0].tolist())  # type: ignore[union-attr]
+        done = self._health.count > 0 or state.round >= self.rounds
+        assert state.last is not None  # set by the round just played
+        active = set(state.last.active[0].tolist())
         infos = {
-            a: {"round": self._state.round, "active": int(client) in active} | self._health.infos(0)
+            a: {"round": state.round, "active": int(client) in active} | self._health.infos(0)
             for a, client in zip(self.agents, self.players)
         }
         if protocol.charges_payments:
@@ -304,19 +267,3 @@ class FedSGDEnv(GameEnv):
 
     def close(self) -> None:
         pass
-
-
-def byzantine_clients(byzantine: Mapping[str, AttackSpec] | None, n_clients: int) -> dict[int, AttackSpec]:
-    """``{"player_i": attack}`` -> ``{i: attack}``; names that are not clients raise ``ValueError``."""
-    if byzantine is None:
-        return {}
-    if not isinstance(byzantine, Mapping):
-        raise ValueError(f"byzantine must be a mapping {{'player_i': attack}}, got {byzantine!r}")
-    names = {f"player_{i}": i for i in range(n_clients)}
-    for name in byzantine:
-        if name not in names:
-            raise ValueError(
-                f"byzantine: unknown client {name!r}{did_you_mean(str(name), names)} "
-                f"(clients: player_0 .. player_{n_clients - 1})"
-            )
-    return {names[name]: attack for name, attack in byzantine.items()}

@@ -25,7 +25,9 @@ import torch
 from torch.func import vmap
 
 from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
+from fedgames.envs.fedsgd.config import simulator_settings
 from fedgames.envs.fedsgd.engine import (
+    PRECISIONS,
     ClientBatch,
     Gradients,
     NoiseSegments,
@@ -38,11 +40,12 @@ from fedgames.envs.fedsgd.engine import (
     flatten,
     model_gradients,
     project,
+    resolve_device,
     scale_segments_,
     unflatten,
 )
 from fedgames.envs.protocol import Protocol, broadcast
-from fedgames.validation import integer, real
+from fedgames.validation import integer
 
 
 @dataclass(frozen=True)
@@ -123,10 +126,10 @@ class RunState:
 
     theta: torch.Tensor
     center: torch.Tensor
+    diverged: torch.Tensor
+    payments: torch.Tensor
     common: bool = False
     round: int = 0
-    diverged: torch.Tensor | None = None
-    payments: torch.Tensor | None = None
     last: LastRound | None = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -137,51 +140,20 @@ class RunState:
     @classmethod
     def from_state_dict(cls, data: Mapping[str, Any], device: str | torch.device) -> RunState:
         """The runs of a :meth:`state_dict`, their tensors on ``device``."""
-        return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.items()})
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the per-client gradients are computed: under ``autocast`` to that dtype (``None``: in the state's dtype)
-    and with TensorFloat-32 tensor cores for float32 products on CUDA (``tf32``; see
-    :func:`~fedgames.envs.fedsgd.engine.cuda_kernel_flags`)."""
-
-    autocast: torch.dtype | None
-    tf32: bool
-
-    def autocast_on(self, device: torch.device | str) -> torch.autocast:
-        """The ``torch.autocast`` context of this precision on ``device`` (disabled without an autocast dtype)."""
-        device_type = torch.device(device).type
-        return torch.autocast(device_type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
-
-
-PRECISIONS = {
-    "float32": Precision(None, tf32=False),
-    "tf32": Precision(None, tf32=True),
-    "bfloat16": Precision(torch.bfloat16, tf32=True),
-}
-"""``float32``: IEEE float32 throughout; ``tf32``: float32 storage, TF32 products on CUDA (as float32 on a CPU);
-``bfloat16``: bf16 autocast, the GPU's fastest."""
+        return cls(
+            theta=data["theta"].to(device),
+            center=data["center"].to(device),
+            diverged=data["diverged"].to(device),
+            payments=data["payments"].to(device),
+            common=bool(data["common"]),
+            round=int(data["round"]),
+        )
 
 
 def padded_width(needed: int, full: int, widths: int = 6) -> int:
     """The smallest of ``ceil(full / sqrt(2)^k)``, ``k < widths``, that holds ``needed <= full`` samples: the batch
     widths of a compiled game (a handful of shapes to compile for, at most 41% padding above the smallest)."""
     return min(w for w in (math.ceil(full / 2 ** (k / 2)) for k in range(widths)) if w >= needed)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; otherwise ``device`` checked (``cpu``, ``cuda``, ``cuda:1``,
-    ...) with an error naming the parameter."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
-    return resolved
 
 
 def response_seed(seed: int) -> int:
@@ -204,10 +176,10 @@ class FedSGDGame:
         weighting: ``"size"`` (dataset-size-weighted mean) or ``"uniform"``.
         batch_fraction: share of a client's data in its batch each round (``0.9`` in [H] B.3).
         alpha_max: top of each player's aggressiveness range.
-        precision: a key of :data:`PRECISIONS`: ``"tf32"`` (the default: float32 with TF32 tensor cores on CUDA,
-            PyTorch's own default for convolutions; exactly float32 on a CPU), ``"float32"`` (IEEE float32 on CUDA
-            too) or ``"bfloat16"`` (the per-client gradients under bf16 autocast; GPU speed). The model, messages
-            and payments stay in the state's dtype.
+        precision: a key of :data:`~fedgames.envs.fedsgd.engine.PRECISIONS`: ``"tf32"`` (the default: float32
+            with TF32 tensor cores on CUDA, PyTorch's own default for convolutions; exactly float32 on a CPU),
+            ``"float32"`` (IEEE float32 on CUDA too) or ``"bfloat16"`` (the per-client gradients under bf16
+            autocast; GPU speed). The model, messages and payments stay in the state's dtype.
         compile: ``torch.compile`` the per-client gradients and the rest of each round (``True`` or a mode such
             as ``"max-autotune"``; see :func:`~fedgames.envs.fedsgd.engine.compiled` and
             :func:`~fedgames.envs.fedsgd.engine.compiled_completion`): fused kernels after a one-off compilation
@@ -241,30 +213,36 @@ class FedSGDGame:
         self.model, self.clients = model, clients
         n = clients.n_clients
         self.active = n if active is None else integer("active", active, 2, n)
-        if lr not in ("constant", "decaying"):
-            raise ValueError(f"lr must be 'constant' or 'decaying', got {lr!r}")
-        if lr == "decaying" and strong_convexity is None:
-            strong_convexity = getattr(model, "strong_convexity", None)
-            if strong_convexity is None:
+        settings = simulator_settings(  # the checks of fedsgd_v0's config fields of the same names
+            lr=lr,
+            lr_value=lr_value,
+            strong_convexity=strong_convexity,
+            eta=eta,
+            radius=radius,
+            noise_norm=noise_norm,
+            weighting=weighting,
+            batch_fraction=batch_fraction,
+            alpha_max=alpha_max,
+            precision=precision,
+            compile=compile,
+        )
+        self.lr: str = settings["lr"]
+        self.lr_value: float = settings["lr_value"]
+        self.eta: float = settings["eta"]
+        self.strong_convexity: float | None = settings["strong_convexity"]
+        if self.lr == "decaying" and self.strong_convexity is None:
+            self.strong_convexity = getattr(model, "strong_convexity", None)
+            if self.strong_convexity is None:
                 raise ValueError("lr='decaying' needs strong_convexity (m_sc) for this objective")
-        self.lr, self.lr_value, self.eta = lr, real("lr_value", lr_value, strict=True), real("eta", eta, strict=True)
-        if strong_convexity is not None:  # m_sc divides the decaying step: 0 or negative gives no valid step
-            strong_convexity = real("strong_convexity", strong_convexity, strict=True)
-        self.strong_convexity = strong_convexity
-        self.radius = math.inf if radius == math.inf else real("radius", radius, strict=True)  # +inf: no projection
-        if noise_norm not in ("global", "per_tensor"):
-            raise ValueError(f"noise_norm must be 'global' or 'per_tensor', got {noise_norm!r}")
-        if weighting not in ("size", "uniform"):
-            raise ValueError(f"weighting must be 'size' or 'uniform', got {weighting!r}")
-        self.noise_norm, self.weighting = noise_norm, weighting
-        self.batch_fraction = real("batch_fraction", batch_fraction, strict=True, maximum=1.0)
+        self.radius: float = settings["radius"]  # +inf: no projection
+        self.noise_norm: str = settings["noise_norm"]
+        self.weighting: str = settings["weighting"]
+        self.batch_fraction: float = settings["batch_fraction"]
         self._largest_batch = int(self._batch_size(clients.count).max())
-        self.alpha_max = real("alpha_max", alpha_max, strict=True)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-        self.precision = precision
+        self.alpha_max: float = settings["alpha_max"]
+        self.precision: str = settings["precision"]
         self._kernel = model_gradients(model)
-        self.compile = compile
+        self.compile: bool | str = settings["compile"]
         self._gradients = compiled(self._precise_gradients, compile)
         self._complete = compiled_completion(compile)
         self.byzantine = None if not byzantine else ByzantineClients(byzantine, n, self.active)
@@ -327,7 +305,8 @@ class FedSGDGame:
         """``gamma_t`` for round ``t`` (from 1)."""
         if self.lr == "constant":
             return self.lr_value
-        return decaying_lr(self.strong_convexity, self.eta, t)  # type: ignore[arg-type]
+        assert self.strong_convexity is not None  # lr="decaying" always has one (__init__)
+        return decaying_lr(self.strong_convexity, self.eta, t)
 
     def draw_batches(
         self, active: torch.Tensor, generator: torch.Generator, draws: int
@@ -397,11 +376,12 @@ class FedSGDGame:
         t = state.round + 1
         lr = torch.full((runs,), self.step_size(t), device=device, dtype=state.theta.dtype)
         corrupt = None
-        if self.byzantine is not None:
-            alpha = alpha.masked_fill(self.byzantine.mask.to(alpha.device), 0.0)  # no noise for scripted clients
+        byzantine = self.byzantine
+        if byzantine is not None:
+            alpha = alpha.masked_fill(byzantine.mask.to(alpha.device), 0.0)  # no noise for scripted clients
 
             def corrupt(honest: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
-                return self.byzantine.corrupt(honest, messages, active, generator)  # type: ignore[union-attr]
+                return byzantine.corrupt(honest, messages, active, generator)
 
         result = fedsgd_round(
             self.model.loss,
@@ -422,8 +402,8 @@ class FedSGDGame:
             complete=self._complete if corrupt is None else complete_round,
         )  # Byzantine hooks: a new closure a round
         usable = torch.isfinite(result.theta.sum(-1))  # one pass: any NaN / inf (or an overflowing model) shows
-        finite = usable & ~state.diverged  # type: ignore[operator]
-        state.diverged = state.diverged | ~usable  # type: ignore[operator]
+        finite = usable & ~state.diverged
+        state.diverged = state.diverged | ~usable
         state.theta = (
             result.theta
             if bool(finite.all())  # the usual case: no (R, P) select
@@ -433,7 +413,7 @@ class FedSGDGame:
         charged = protocol.payments(result.messages, result.aggregate, result.sq_deviation)
         if charged is not None:
             charged = torch.where(finite[:, None], charged, torch.zeros_like(charged))
-            state.payments.scatter_add_(1, active, charged.to(state.payments.dtype))  # type: ignore[union-attr]
+            state.payments.scatter_add_(1, active, charged.to(state.payments.dtype))
         response = None
         if protocol.respond is not broadcast:
             responses = protocol.respond(result.messages, result.aggregate, response_generator or generator)
@@ -493,3 +473,15 @@ class FedSGDGame:
         if logits is not None:
             result["accuracy"] = correct / len(y)
         return result
+
+
+__all__ = [
+    "PRECISIONS",
+    "ClientData",
+    "FedSGDGame",
+    "LastRound",
+    "RunState",
+    "padded_width",
+    "resolve_device",
+    "response_seed",
+]
