@@ -20,14 +20,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pettingzoo import ParallelEnv
 
 from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
 from fedgames.validation import integer
+
+if TYPE_CHECKING:  # annotations only: the batched games run without PettingZoo
+    from pettingzoo import ParallelEnv
 
 BATCH_SIZE = 65_536
 """Episodes played at once when neither the caller nor the env says otherwise (a one-round game's episode is a few

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pettingzoo
 import pytest
@@ -189,6 +192,37 @@ def test_the_env_reads_its_rules_without_copies():
     assert env.rules.config is env.config and env.rules.game is env.game
     assert env.rounds == 4 and env.utility == "shared_damage" and env.lam is env.config.lam
     np.testing.assert_array_equal(env.player_traits(), [[1.0], [0.5], [2.0]])
+
+
+def test_the_batched_game_plays_without_pettingzoo():
+    """The config, rules and batched episodes of ``fedsgd_v0`` import and play with numpy and torch alone
+    (PettingZoo, Gymnasium and SB3 blocked): what a bare GPU machine runs."""
+    blocked = ("pettingzoo", "gymnasium", "stable_baselines3")
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}: raise ModuleNotFoundError(name=name.split('.')[0])\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import numpy as np\n"
+        "from fedgames.envs.fedsgd.batch import FedSGDBatch, FedSGDRules\n"
+        "from fedgames.envs.fedsgd.config import FedSGDConfig\n"
+        "from fedgames.envs.fedsgd.game import ClientData, FedSGDGame\n"
+        "from fedgames.envs.fedsgd.models import Quadratic\n"
+        "import torch\n"
+        "config = FedSGDConfig.from_kwargs(n_players=3, rounds=2, device='cpu')\n"
+        "model = Quadratic()\n"
+        "z, y = model.sample(30, torch.Generator().manual_seed(0))\n"
+        "clients = ClientData.from_arrays(z, y, torch.arange(3).repeat_interleave(10), 3)\n"
+        "game = FedSGDGame(model, clients)\n"
+        "batch = FedSGDBatch(FedSGDRules(game, config, None), game.protocol(), 2, np.random.default_rng(0))\n"
+        "batch.reset()\n"
+        "steps = [batch.step(np.zeros((2, 3, 1))) for _ in range(2)]\n"
+        "loaded = sorted(k for k in ('pettingzoo', 'gymnasium') if k in sys.modules)\n"
+        "print(steps[-1].done, steps[-1].rewards.shape, loaded)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True (2, 3) []"
 
 
 def test_bad_actions_and_action_bounds():
