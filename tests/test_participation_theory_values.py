@@ -236,6 +236,10 @@ def test_the_first_round_sees_honest_contributions():
     first round counted a gamed ``z = 1.5``, ``2 e^-3 < 0.25`` would not): honesty from the first round on."""
     s = t.Setting(**{PLAYERS: 2}, phi=2.0, gamma=1.0, delta=1.5, sanction=0.0)
     assert t.mean_field_path(replace(s, c_mean=-5.0), rounds=3).u.tolist() == [0.0, 0.0, 0.0]
+    # q0 = 2, gamma = 0.5 (gamma q0 = 1): the first round's honest z = x0 q0 = 2 leaves the welfare term at
+    # phi e^-4 = 0.04 < w b = 0.25, so gaming pays from the first round; gamed, z = 1 + 1/2 and 2 e^-3 = 0.1 < 0.25
+    s = t.Setting(**{PLAYERS: 2}, phi=2.0, q0=2.0, gamma=0.5, delta=1.5, sanction=0.0, c_mean=-5.0)
+    assert t.mean_field_path(s, rounds=3).u.tolist() == [1.0, 1.0, 1.0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
