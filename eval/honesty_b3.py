@@ -279,6 +279,13 @@ def _unit_payments(record: dict[str, Any]) -> np.ndarray:
     return np.asarray(record["paid"]) - np.asarray(record["received"])
 
 
+def _healthy(record: dict[str, Any]) -> bool:
+    """Whether a run did not diverge: not flagged by the game's numerical health (:mod:`~fedgames.envs.health`),
+    and its held-out loss and payments finite (a record with NaN there is left out like a flagged one)."""
+    numbers = np.concatenate([[record["test_loss"], record["test_accuracy"]], _unit_payments(record)])
+    return not record["diverged"] and bool(np.isfinite(numbers).all())
+
+
 def _group_rewards(record: dict[str, Any], members: np.ndarray, C: float) -> float:
     """Mean over a group's players of ``R_p^i(C) = f(theta_T) - C p^i`` in one run."""
     return float(np.mean(record["test_loss"] - C * _unit_payments(record)[members]))
@@ -307,7 +314,7 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
         for i, alpha in enumerate(scale.alphas):
             key = (alpha, fixed) if group == "A" else (fixed, alpha)
             for s in range(scale.runs):
-                if not records[key + (s,)]["diverged"]:
+                if _healthy(records[key + (s,)]):
                     rewards[i, s] = _group_rewards(records[key + (s,)], members, C)
         means, errors = _mean_se(rewards)
         diff_means, diff_errors = _mean_se(rewards - rewards[:1])  # paired by seed (common random numbers)
@@ -322,13 +329,15 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
             "diff_mean": diff_means,
             "diff_se": diff_errors,
             "runs": np.isfinite(rewards).sum(1).tolist(),
+            "diverged": (~np.isfinite(rewards)).sum(1).tolist(),
         }  # per point: diverged runs left out
 
     curves = [curve(group, fixed, C) for group in ("A", "B") for fixed in (0.0, 1.0) for C in scale.penalties]
-    honest = [records[(0.0, 0.0, s)] for s in range(scale.runs)]
+    honest = [records[(0.0, 0.0, s)] for s in range(scale.runs) if _healthy(records[(0.0, 0.0, s)])]
     accuracy = [r["test_accuracy"] for r in honest]
     reference_C = scale.penalties[len(scale.penalties) // 2]
     honest_penalties = [reference_C * float(p) for r in honest for p in _unit_payments(r)]
+    diverged = sum(not _healthy(r) for r in records.values())
     results = {
         "experiment": "honesty-b3",
         "scale": asdict(scale),
@@ -336,15 +345,22 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
         "data": data_dir or "synthetic FEMNIST-like writers",
         "machine": platform.platform(),
         "clean_accuracy": {
-            "mean": float(np.mean(accuracy)),
+            "mean": float(np.mean(accuracy)) if accuracy else math.nan,
             "se": float(np.std(accuracy, ddof=1) / np.sqrt(len(accuracy))) if len(accuracy) > 1 else math.nan,
             "chance": 1 / 62,
+            "runs": len(accuracy),
         },
         "honest_penalty": {
             "C": reference_C,
-            "quantiles": dict(zip(("50%", "90%", "98%"), np.quantile(honest_penalties, [0.5, 0.9, 0.98]).tolist())),
+            "quantiles": dict(
+                zip(
+                    ("50%", "90%", "98%"),
+                    np.quantile(honest_penalties, [0.5, 0.9, 0.98]).tolist() if honest_penalties else [math.nan] * 3,
+                )
+            ),
         },
-        "diverged_runs": sum(r["diverged"] for r in records.values()),
+        "diverged_runs": diverged,
+        "notes": _divergence_notes(diverged, len(records), scale.runs - len(honest), curves),
         "curves": curves,
     }
     write_atomic(out / "results.json", json_text(results))
@@ -354,7 +370,29 @@ def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: st
     return results
 
 
-_PER_ALPHA = ("alpha", "reward_mean", "reward_se", "diff_mean", "diff_se", "runs")
+def _divergence_notes(diverged: int, runs: int, honest_diverged: int, curves: list[dict[str, Any]]) -> list[str]:
+    """The report's notes on diverged runs (none when none diverged): how many, what they are left out of, and the
+    points of the curves that they leave without a mean."""
+    if not diverged:
+        return []
+    notes = [
+        f"{diverged} of {runs} runs diverged (a non-finite parameter, loss or payment) and are left out of the "
+        "curves' means (each point's runs and diverged give the counts)"
+        + (f", the clean accuracy and the honest penalties ({honest_diverged} honest runs)" if honest_diverged else "")
+    ]
+    empty = [
+        f"group {c['group']}, {'alpha_B' if c['group'] == 'A' else 'alpha_A'}="
+        f"{c.get('alpha_B', c.get('alpha_A')):g}, C={c['C']:g}: alpha={alpha:g}"
+        for c in curves
+        for alpha, kept in zip(c["alpha"], c["runs"])
+        if kept == 0
+    ]
+    if empty:
+        notes.append("no run left, no mean (null): " + "; ".join(empty))
+    return notes
+
+
+_PER_ALPHA = ("alpha", "reward_mean", "reward_se", "diff_mean", "diff_se", "runs", "diverged")
 
 
 def _curves_csv(curves: list[dict[str, Any]]) -> str:

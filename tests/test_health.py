@@ -393,3 +393,66 @@ def test_b3_console_summary_prints_no_nan():
     ]
     results["curves"][0]["reward_mean"] = [np.nan] * 3
     assert b3_summary(results, "tiny")[-1].endswith("reward n/a n/a n/a  (best alpha_A = n/a)")
+
+
+def b3_records(out, scale, n_clients, diverged):
+    """Run records of the B.3 reproduction for every setting and seed of ``scale`` in ``out / "runs"`` (made-up
+    numbers: test loss ``1 + alpha_A / 10 + alpha_B / 100 + seed / 1000``, payments by client), those in
+    ``diverged`` marked as the game marks a diverged run (non-finite loss and payments written as null)."""
+    from fedgames.eval.honesty_b3 import _run_name, settings
+    from fedgames.files import json_text
+
+    (out / "runs").mkdir(parents=True)
+    for a, b in settings(scale):
+        for s in range(scale.runs):
+            bad = (a, b, s) in diverged
+            record = {
+                "alpha_A": a,
+                "alpha_B": b,
+                "seed": s,
+                "diverged": bad,
+                "test_loss": np.nan if bad else 1 + a / 10 + b / 100 + s / 1000,
+                "test_accuracy": np.nan if bad else 0.5 + s / 100,
+                "payment": [np.nan if bad else (k - 2.5) * (a + b + 1) / 100 for k in range(n_clients)],
+            }
+            (out / "runs" / _run_name(a, b, s)).write_text(json_text(record))
+
+
+def test_b3_reproduction_leaves_diverged_runs_out_with_a_note(tmp_path):
+    """[H] B.3's summary over run records of which some diverged: each point's mean is over its other runs (by
+    hand), its runs and diverged count them, a point with no run left has no mean (null in strict JSON) and is
+    named in a note, the clean accuracy and honest penalties leave the diverged honest run out, and the console
+    summary prints no NaN and picks the best alpha_A among the points with a mean."""
+    from fedgames.cli import b3_summary
+    from fedgames.eval.honesty_b3 import Scale, summarize
+
+    scale = Scale(
+        writers=6, mean_samples=4, sample_sigma=0.35, rounds=3, runs=3, alphas=(0.0, 2.0, 4.0), penalties=(0.0, 1e-3)
+    )
+    in_a = np.array([True, True, False, False, False, False])
+    diverged = {(0.0, 0.0, 1), (2.0, 0.0, 0), (4.0, 0.0, 0), (4.0, 0.0, 1), (4.0, 0.0, 2)}
+    b3_records(tmp_path, scale, len(in_a), diverged)
+    results = summarize(tmp_path, scale, in_a, seed=0, data_dir=None)
+    assert results["diverged_runs"] == 5
+    (curve,) = [c for c in results["curves"] if c["group"] == "A" and c["alpha_B"] == 0.0 and c["C"] == 1e-3]
+    assert curve["runs"] == [2, 2, 0] and curve["diverged"] == [1, 1, 3]
+
+    def reward(a, s):  # group A's mean of f(theta_T) - C p^i, by hand
+        return np.mean([1 + a / 10 + s / 1000 - 1e-3 * (k - 2.5) * (a + 1) / 100 for k in (0, 1)])
+
+    assert curve["reward_mean"][0] == pytest.approx(np.mean([reward(0.0, 0), reward(0.0, 2)]), rel=1e-12)
+    assert curve["reward_mean"][1] == pytest.approx(np.mean([reward(2.0, 1), reward(2.0, 2)]), rel=1e-12)
+    assert np.isnan(curve["reward_mean"][2])
+    assert results["clean_accuracy"]["runs"] == 2
+    assert results["clean_accuracy"]["mean"] == pytest.approx(np.mean([0.5, 0.52]), rel=1e-12)
+    notes = results["notes"]
+    assert notes[0].startswith("5 of ") and "the clean accuracy and the honest penalties (1 honest runs)" in notes[0]
+    assert "group A, alpha_B=0, C=0.001: alpha=4" in notes[1] and "group A, alpha_B=0, C=0: alpha=4" in notes[1]
+    data = strict_json((tmp_path / "results.json").read_text())
+    assert data["notes"] == notes and data["curves"][0]["reward_mean"][2] is None
+    assert "diverged" in (tmp_path / "curves.csv").read_text().splitlines()[0]
+    lines = b3_summary(data, "micro")
+    assert not any("nan" in line.lower() for line in lines)
+    assert lines[1] == f"  note: {notes[0]}"
+    (shown,) = [line for line in lines if line.startswith("  group A, alpha_B=0, C=0.001")]
+    assert shown.endswith(" n/a  (best alpha_A = 2)")  # alpha_A = 4 has no mean; 2 gains over 0
