@@ -28,11 +28,8 @@ CASES = {
 
 
 def make(n: int, rounds: int, mechanisms: list[str]):  # noqa: ANN201
-    """``participation_v0`` with ``n`` players (``n_players``, or ``n_clients`` where the env still calls it so)."""
-    try:
-        return fedgames.make("participation_v0", mechanisms=mechanisms, n_players=n, rounds=rounds)
-    except ValueError:
-        return fedgames.make("participation_v0", mechanisms=mechanisms, n_clients=n, rounds=rounds)
+    """``participation_v0`` with ``n`` players."""
+    return fedgames.make("participation_v0", mechanisms=mechanisms, n_players=n, rounds=rounds)
 
 
 def best_time(run: Callable[[], None], repeats: int = 3) -> float:

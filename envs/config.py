@@ -90,6 +90,7 @@ SYNONYMS = {
     "T": "rounds",
     "lambda_": "lam",
     "lmbda": "lam",
+    "outside": "outside_option",
 }
 """Other spellings of the shared vocabulary (the config convention of :mod:`fedgames.envs.contract`): an unknown
 parameter spelt one of these ways gets a did-you-mean naming the game's own name."""

@@ -28,7 +28,7 @@ from fedgames.envs.participation import metric_theory, theory
 from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
-FRONTIER_CONFIG: dict[str, Any] = {"n_clients": 1001}
+FRONTIER_CONFIG: dict[str, Any] = {"n_players": 1001}
 """Full gaming adds ``b = delta - gamma q0 = 0.5`` to a paid score, five times its noise ``tau = 0.1`` (the
 defaults). Many clients, as in cross-device learning, where the large-``n`` standard deviation holds: with 101 it
 misses by up to 40% where a trimming quantile or the median falls between the honest and the gaming scores."""
@@ -96,7 +96,7 @@ def reproduce(
         setting = theory.Setting.from_env(fedgames.make("participation_v0", rounds=1, **config))
         b = (1 - setting.pi) * setting.delta - setting.gamma * setting.q0
         tau = metric_theory.paid_score_spread(setting.score_noise, setting.challenge_noise, setting.pi)
-        n = setting.n_clients
+        n = setting.n_players
         for eps in contamination:
             bias = _metrics(env, float(eps), episodes, seed) - setting.q0
             sd = float(bias.std(ddof=1))

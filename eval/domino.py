@@ -24,7 +24,7 @@ import fedgames
 from fedgames.agents import MyopicParticipant
 from fedgames.envs.batch import episode_batch
 from fedgames.envs.participation import theory
-from fedgames.envs.participation.monitor import Monitor, game_monitor
+from fedgames.envs.participation.monitor import Monitor, env_monitor
 from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
@@ -44,7 +44,7 @@ class MyopicRun:
 
 def myopic_paths(
     config: dict[str, Any],
-    n_clients: int,
+    n_players: int,
     rounds: int,
     start: float,
     rng: np.random.Generator,
@@ -52,10 +52,10 @@ def myopic_paths(
 ) -> MyopicRun:
     """``episodes`` runs of ``participation_v0`` (``config``) with honest myopic clients
     (:class:`~fedgames.agents.MyopicParticipant`) started at participation ``start``, watched by the server's
-    monitor (:func:`~fedgames.envs.participation.monitor.game_monitor`)."""
-    env = fedgames.make("participation_v0", n_clients=n_clients, rounds=rounds, initial_participation=start, **config)
+    monitor (:func:`~fedgames.envs.participation.monitor.env_monitor`)."""
+    env = fedgames.make("participation_v0", n_players=n_players, rounds=rounds, initial_participation=start, **config)
     batch = episode_batch(env, episodes, rng)
-    monitor = game_monitor(env.unwrapped.game, env.protocol, batch=episodes)
+    monitor = env_monitor(env, batch=episodes)
     observations, policy, path = batch.reset(), MyopicParticipant(env), [np.full(episodes, start)]
     for _ in range(rounds):
         step = batch.step(policy.act(observations, np.random.default_rng(0)))
@@ -73,7 +73,7 @@ def myopic_paths(
 
 def reproduce(
     out: str | Path,
-    n_clients: int = 2000,
+    n_players: int = 2000,
     rounds: int = 30,
     seed: int = 0,
     rejoin: bool = True,
@@ -83,7 +83,7 @@ def reproduce(
 
     Args:
         out: the results folder.
-        n_clients: clients per run (the mean field is the limit of many).
+        n_players: clients per run (the mean field is the limit of many).
         rounds: rounds per run.
         seed: seeds the costs and the scores' noise.
         rejoin: clients decide afresh every round (participation can recover above the threshold); ``False``: an
@@ -92,13 +92,13 @@ def reproduce(
         config: other ``participation_v0`` settings (default :data:`DOMINO_CONFIG`); ``ValueError`` if its
             retention map has no domino threshold.
     """
-    n_clients, rounds = integer("n_clients", n_clients, 2), integer("rounds", rounds, 1)
+    n_players, rounds = integer("n_players", n_players, 2), integer("rounds", rounds, 1)
     config = dict(DOMINO_CONFIG if config is None else config)
-    fixed = sorted({"n_clients", "rounds", "rejoin", "initial_participation"} & set(config))
+    fixed = sorted({"n_players", "rounds", "rejoin", "initial_participation"} & set(config))
     if fixed:
         raise ValueError(f"config: {fixed} are the experiment's own arguments (or its starting points)")
     config["rejoin"] = bool(rejoin)
-    probe = fedgames.make("participation_v0", n_clients=n_clients, **config)
+    probe = fedgames.make("participation_v0", n_players=n_players, **config)
     setting = theory.Setting.from_env(probe)
     states = theory.steady_states(setting)
     threshold = theory.domino_threshold(setting)
@@ -112,7 +112,7 @@ def reproduce(
     )
     runs = []
     for k, start in enumerate(starts):
-        run = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, k]))
+        run = myopic_paths(config, n_players, rounds, start, np.random.default_rng([seed, k]))
         path = run.paths[:, 0].tolist()
         predicted = theory.iterate_retention(start, setting, rounds=rounds, rejoin=rejoin)[-1]
         runs.append(
@@ -126,7 +126,7 @@ def reproduce(
         )
     results = {
         "experiment": "domino",
-        "config": config | {"n_clients": n_clients, "rounds": rounds},
+        "config": config | {"n_players": n_players, "rounds": rounds},
         "seed": seed,
         "steady_states": [{"x": s.x, "slope": s.slope, "stable": s.stable} for s in states],
         "threshold": threshold,

@@ -44,7 +44,7 @@ from fedgames.envs.participation import theory
 from fedgames.files import csv_text, json_text, write_atomic
 from fedgames.validation import integer
 
-DESIGN_CONFIG: dict[str, Any] = {"n_clients": 2000, "c_mean": 0.9, "c_std": 0.3}
+DESIGN_CONFIG: dict[str, Any] = {"n_players": 2000, "c_mean": 0.9, "c_std": 0.3}
 """``participation_v0``'s defaults otherwise (``w = 0.5``, ``gamma = 0.5``, ``delta = 1``, exponential welfare):
 gaming pays without mechanisms (``w(delta - gamma q0) = 0.25`` a round), and costs that some clients cannot cover,
 so participation reacts to the welfare gaming destroys."""
@@ -140,7 +140,7 @@ def reproduce(
     for pi, S in tqdm(grid, desc="(pi, S)", disable=not progress):
         env = _env(config, pi, S, rounds)
         setting = theory.Setting.from_env(env)
-        n, z = setting.n_clients, setting.q0
+        n, z = setting.n_players, setting.q0
         gain, gain_se = _mean_se(_gain_from_gaming(env, gain_episodes, seed))
         if honest is None:
             honest = _late_welfare(env, 0.0, welfare_episodes, window, seed)

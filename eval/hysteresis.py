@@ -42,7 +42,7 @@ STARTS = (0.2, 0.45, 0.55, 0.6, 0.7, 1.0)
 
 def reproduce(
     out: str | Path,
-    n_clients: int = 2000,
+    n_players: int = 2000,
     rounds: int = 15,
     costs: Sequence[float] = COSTS,
     starts: Sequence[float] = STARTS,
@@ -53,7 +53,7 @@ def reproduce(
 
     Args:
         out: the results folder.
-        n_clients: clients per episode.
+        n_players: clients per episode.
         rounds: rounds per path and per step of the sweep (``>= 1``).
         costs: the ``c_mean`` values of the sweep, swept in this order and back (at least two); the paths run at
             the configuration's own ``c_mean``.
@@ -61,20 +61,20 @@ def reproduce(
         seed: seeds every episode (one stream per path and per step).
         config: ``participation_v0`` settings (default :data:`~fedgames.eval.domino.DOMINO_CONFIG`).
     """
-    n_clients, rounds = integer("n_clients", n_clients, 2), integer("rounds", rounds, 1)
+    n_players, rounds = integer("n_players", n_players, 2), integer("rounds", rounds, 1)
     config = dict(DOMINO_CONFIG if config is None else config)
-    fixed = sorted({"n_clients", "rounds", "initial_participation"} & set(config))
+    fixed = sorted({"n_players", "rounds", "initial_participation"} & set(config))
     if fixed:
         raise ValueError(f"config: {fixed} are the experiment's own arguments (or its starting points)")
     costs = [real("costs", c, -np.inf) for c in costs]
     if len(costs) < 2:
         raise ValueError(f"costs must hold at least two values, got {costs}")
-    base = theory.Setting.from_env(fedgames.make("participation_v0", n_clients=n_clients, **config))
+    base = theory.Setting.from_env(fedgames.make("participation_v0", n_players=n_players, **config))
     config["c_mean"] = base.c_mean  # the paths' cost; the sweep replaces it
     paths = []
     for k, start in enumerate(starts):
         start = real("starts", start, 0.0, 1.0)
-        simulated = myopic_paths(config, n_clients, rounds, start, np.random.default_rng([seed, 0, k])).paths
+        simulated = myopic_paths(config, n_players, rounds, start, np.random.default_rng([seed, 0, k])).paths
         predicted = theory.iterate_retention(start, base, rounds=rounds)
         paths.append({"start": start, "path": simulated[:, 0].tolist(), "mean_field": predicted.tolist()})
     sweep = []
@@ -82,7 +82,7 @@ def reproduce(
     for step, (direction, cost) in enumerate([("up", c) for c in costs] + [("down", c) for c in reversed(costs)]):
         setting = replace(base, c_mean=cost)
         rng = np.random.default_rng([seed, 1, step])
-        x_sim = float(myopic_paths(config | {"c_mean": cost}, n_clients, rounds, x_sim, rng).paths[-1, 0])
+        x_sim = float(myopic_paths(config | {"c_mean": cost}, n_players, rounds, x_sim, rng).paths[-1, 0])
         x_theory = float(theory.iterate_retention(x_theory, setting, rounds=rounds)[-1])
         stable = [s.x for s in theory.steady_states(setting) if s.stable]
         sweep.append(
@@ -98,7 +98,7 @@ def reproduce(
         )
     results = {
         "experiment": "hysteresis",
-        "config": config | {"n_clients": n_clients, "rounds": rounds},
+        "config": config | {"n_players": n_players, "rounds": rounds},
         "seed": seed,
         "paths": paths,
         "sweep": sweep,

@@ -37,7 +37,7 @@ def _steady_states(states: list[theory.SteadyState]) -> list[dict[str, Any]]:
 
 def reproduce(
     out: str | Path,
-    n_clients: int = 2000,
+    n_players: int = 2000,
     episodes: int = 20,
     grid: int = 21,
     seed: int = 0,
@@ -48,24 +48,24 @@ def reproduce(
 
     Args:
         out: the results folder.
-        n_clients: clients per episode.
+        n_players: clients per episode.
         episodes: independent one-round episodes per participation level (``>= 2``).
         grid: participation levels, evenly spaced on ``[0, 1]`` (``>= 2``).
         seed: seeds the costs (one stream per level).
         config: ``participation_v0`` settings (default :data:`~fedgames.eval.domino.DOMINO_CONFIG`).
         cost_shifts: changes of ``c_mean`` for the family of maps (0 is the configuration's).
     """
-    n_clients, episodes = integer("n_clients", n_clients, 2), integer("episodes", episodes, 2)
+    n_players, episodes = integer("n_players", n_players, 2), integer("episodes", episodes, 2)
     grid = integer("grid", grid, 2)
     config = dict(DOMINO_CONFIG if config is None else config)
-    fixed = sorted({"n_clients", "rounds", "initial_participation"} & set(config))
+    fixed = sorted({"n_players", "rounds", "initial_participation"} & set(config))
     if fixed:
         raise ValueError(f"config: {fixed} are the experiment's own arguments (or its starting points)")
-    setting = theory.Setting.from_env(fedgames.make("participation_v0", n_clients=n_clients, **config))
+    setting = theory.Setting.from_env(fedgames.make("participation_v0", n_players=n_players, **config))
     states = theory.steady_states(setting)
     points = []
     for k, x in enumerate(np.linspace(0.0, 1.0, grid)):
-        after = myopic_paths(config, n_clients, 1, float(x), np.random.default_rng([seed, k]), episodes).paths[1]
+        after = myopic_paths(config, n_players, 1, float(x), np.random.default_rng([seed, k]), episodes).paths[1]
         predicted = theory.retention_map(float(x), setting)
         points.append(
             {
@@ -73,7 +73,7 @@ def reproduce(
                 "G": predicted,
                 "simulated": float(after.mean()),
                 "se": float(after.std(ddof=1) / math.sqrt(episodes)),
-                "se_theory": math.sqrt(predicted * (1 - predicted) / (n_clients * episodes)),
+                "se_theory": math.sqrt(predicted * (1 - predicted) / (n_players * episodes)),
             }
         )
     family = []
@@ -89,7 +89,7 @@ def reproduce(
         )
     results = {
         "experiment": "retention-map",
-        "config": config | {"n_clients": n_clients},
+        "config": config | {"n_players": n_players},
         "episodes": episodes,
         "seed": seed,
         "steady_states": _steady_states(states),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pettingzoo import ParallelEnv
 
+from fedgames.envs.contract import game_of
 from fedgames.envs.protocol import Protocol
 from fedgames.errors import did_you_mean
 from fedgames.mechanisms.base import Mechanism
@@ -132,6 +133,7 @@ class AuditSanction:
         return _smallest(np.where(present, priority, np.inf), lottery, min(self.k, present.shape[-1])) & present
 
     def _within_budget(self, present: np.ndarray, lottery: np.ndarray, risk: np.ndarray) -> np.ndarray:
+        assert self.budget is not None  # audited() calls this with a budget only
         costs = np.broadcast_to(np.asarray(self.costs or (1.0,), dtype=float), present.shape)
         by_risk = self.policy != "uniform"
         eligible = present & (risk > 0) if by_risk else present
@@ -266,7 +268,7 @@ class Audit(Mechanism):
         except ValueError as error:
             raise ValueError(f"audit: {error}") from None
         if self.policy == "test":  # the game's GLS record needs both scores noisy
-            score_test(getattr(env.unwrapped, "game", None), "audit: policy='test'")
+            score_test(game_of(env).config, "audit: policy='test'")
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:
@@ -276,10 +278,10 @@ class Audit(Mechanism):
         return protocol.with_stage(self, payment_rules=protocol.payment_rules + (rule,))
 
 
-def _cost_values(costs: float | str | Sequence[float]) -> float | list[float]:
+def _cost_values(costs: float | str | Sequence[float]) -> float | Sequence[float]:
     """Audit costs as numbers: ``"c1;c2;..."`` split."""
     if not isinstance(costs, str):
-        return costs  # type: ignore[return-value]
+        return costs
     try:
         return [float(c) for c in costs.split(";")]
     except ValueError:

@@ -155,6 +155,15 @@ def test_another_spelling_of_the_shared_vocabulary_is_named():
         fedgames.make("participation_v0", horizon=4)
 
 
+def test_the_participation_game_speaks_the_shared_vocabulary():
+    env = fedgames.make("participation_v0", n_players=4, outside_option=0.1)
+    assert len(env.possible_agents) == 4 and np.all(game_of(env).config.outside_option == 0.1)
+    with pytest.raises(ValueError, match=r"unknown parameter 'n_clients'; did you mean 'n_players'\?"):
+        fedgames.make("participation_v0", n_clients=4)
+    with pytest.raises(ValueError, match=r"unknown parameter 'outside'; did you mean 'outside_option'\?"):
+        fedgames.make("participation_v0", outside=0.1)
+
+
 def test_game_of_refuses_an_env_outside_the_contract():
     class Plain:
         unwrapped = object()

@@ -51,7 +51,7 @@ def test_random_challenges_pay_the_challenge_score_on_challenge_rounds_only():
     score is ``(1 - pi) E s + pi E h`` within 4 standard errors, and its variance is ``(1 - pi) sigma_s^2 + pi
     sigma_h^2 + pi (1 - pi) delta^2 u^2`` (4 of its standard errors, ``sqrt(2 / n)`` relative for Gaussian-like
     samples, here a two-point mixture: the sample's own fourth moment)."""
-    env = make(["challenge_mixing:pi=0.3"], n_clients=4, rounds=2, **MODEL)
+    env = make(["challenge_mixing:pi=0.3"], n_players=4, rounds=2, **MODEL)
     episodes, u = 50_000, np.array([0.0, 0.4, 1.0, 0.0])
     for messages in play(env, episodes, u):
         challenged = messages[..., COLUMN["challenged"]] > 0
@@ -73,7 +73,7 @@ def test_random_challenges_pay_the_challenge_score_on_challenge_rounds_only():
 def test_expected_mixing_pays_the_weighted_score_and_sees_every_challenge():
     """``mixing=expected``: every participant is challenged every round and paid ``(1 - pi) s + pi h``; its paid
     score's variance is ``(1 - pi)^2 sigma_s^2 + pi^2 sigma_h^2``, whatever its ``u`` (4 standard errors)."""
-    env = make(["challenge_mixing:pi=0.3,mixing=expected"], n_clients=3, rounds=1, **MODEL)
+    env = make(["challenge_mixing:pi=0.3,mixing=expected"], n_players=3, rounds=1, **MODEL)
     episodes = 40_000
     (messages,) = play(env, episodes, np.array([0.0, 1.0, 0.5]))
     assert np.all(messages[..., COLUMN["challenged"]] == 1.0)
@@ -90,7 +90,7 @@ def test_the_servers_record_is_the_gls_statistic_of_the_rounds_so_far():
     challenges, clients sitting rounds out at random): the information is ``J`` of the rounds it took part and was
     challenged in, and for a client that took part in every round so far the record is exactly
     :func:`detection.gls_statistic` of its scores, challenge scores and challenge rounds."""
-    env = make(["challenge_mixing:pi=0.4"], n_clients=3, rounds=4, **MODEL)
+    env = make(["challenge_mixing:pi=0.4"], n_players=3, rounds=4, **MODEL)
     batch = episode_batch(env, 500, np.random.default_rng(1))
     batch.reset()
     rng = np.random.default_rng(2)
@@ -124,7 +124,7 @@ def test_test_audits_rank_by_the_statistic_accumulated_over_the_rounds(u):
     ``u`` every round, is audited in round ``t`` as often as :func:`theory.audit_probability` with ``rounds=t``
     says (4 binomial standard errors), ``k / |P|`` when honest; for a gamer the chance grows with ``t`` (one
     round's statistic would leave it flat)."""
-    env = make(["audit:k=2,p_detect=1,S=1,policy=test"], n_clients=6, rounds=3, **MODEL)
+    env = make(["audit:k=2,p_detect=1,S=1,policy=test"], n_players=6, rounds=3, **MODEL)
     episodes = 30_000
     manipulation = np.zeros(6)
     manipulation[0] = u
@@ -143,11 +143,11 @@ def test_test_audits_rank_by_the_statistic_accumulated_over_the_rounds(u):
 
 
 def test_targeted_audits_under_random_challenges_have_no_closed_form():
-    setting = theory.Setting.from_env(make(["challenge_mixing:pi=0.3", "audit:k=2,policy=risk"], n_clients=6))
+    setting = theory.Setting.from_env(make(["challenge_mixing:pi=0.3", "audit:k=2,policy=risk"], n_players=6))
     with pytest.raises(ValueError, match="not random challenges with pi = 0.3"):
         theory.audit_probability(setting, 6, 0.5)
     assert theory.audit_probability(setting, 6, 0.0) == pytest.approx(2 / 6)  # honest like the others: k / |P|
-    none_seen = theory.Setting.from_env(make(["challenge_mixing:pi=0", "audit:k=2,policy=risk"], n_clients=6))
+    none_seen = theory.Setting.from_env(make(["challenge_mixing:pi=0", "audit:k=2,policy=risk"], n_players=6))
     assert theory.audit_probability(none_seen, 6, 1.0) == pytest.approx(2 / 6)  # no gap seen: the lottery
 
 
@@ -156,7 +156,7 @@ def test_risk_audits_see_the_gaps_of_the_challenged_only():
     seven times the gaps' noise) is audited whenever it is challenged, but when it is not its risk is 0 and only
     the lottery finds it, where no challenged client shows a positive gap (``(3/4)^4 / 5`` of the time, about
     0.06, within 4 binomial standard errors)."""
-    env = make(["challenge_mixing:pi=0.5", "audit:k=1,p_detect=1,S=1,policy=risk"], n_clients=5, rounds=1)
+    env = make(["challenge_mixing:pi=0.5", "audit:k=1,p_detect=1,S=1,policy=risk"], n_players=5, rounds=1)
     (messages,) = play(env, 4000, np.array([1.0, 0, 0, 0, 0]), seed=4)
     rule = env.protocol.payment_rules[-1]
     risk, audited = rule.risk(messages), rule.audited(messages)
@@ -173,7 +173,7 @@ def test_observations_and_infos_say_who_was_audited_challenged_and_caught():
     """A full gamer under certain detection (``p_detect = 1``) audited every round (``k = N``) is caught and pays
     ``S`` beside its score payment; its next observation says so, and ``infos`` carry the audit, the catch, the
     sanction and the challenge (``pi = 1``: every participant challenged)."""
-    env = make(["challenge_mixing:pi=1", "audit:k=3,p_detect=1,S=2"], n_clients=3, rounds=2)
+    env = make(["challenge_mixing:pi=1", "audit:k=3,p_detect=1,S=2"], n_players=3, rounds=2)
     obs, _ = env.reset(seed=0)
     fields = {name: i for i, name in enumerate(OBSERVATION_FIELDS)}
     assert obs["player_0"][fields["audited"]] == 0.0
@@ -198,12 +198,12 @@ def test_observations_and_infos_say_who_was_audited_challenged_and_caught():
         ([], {"c_std": -0.1}, "c_std must be .*>= 0"),
         ([], {"score_noise": -1.0}, "score_noise must be .*>= 0"),
         ([], {"challenge_noise": float("nan")}, "challenge_noise must be"),
-        ([], {"n_clients": 3, "q0": [1.0, 2.0]}, r"q0 must be one number or one per player \(3\)"),
-        ([], {"n_clients": 3, "outside": "a;b"}, "outside must be"),
-        (["audit:k=0"], {"n_clients": 3}, r"k must be an integer in \[1, 3\], got 0"),
-        (["audit:budget=0.2,costs=0.5;1;2"], {"n_clients": 3}, "budget must be at least the smallest audit cost"),
-        (["audit:budget=2,costs=1;-1;2"], {"n_clients": 3}, "costs"),
-        (["audit:budget=2,costs=1;;2"], {"n_clients": 3}, "costs must be a number or 'c1;c2;...'"),
+        ([], {"n_players": 3, "q0": [1.0, 2.0]}, r"q0 must be one number or one per player \(3\)"),
+        ([], {"n_players": 3, "outside_option": "a;b"}, "outside_option must be"),
+        (["audit:k=0"], {"n_players": 3}, r"k must be an integer in \[1, 3\], got 0"),
+        (["audit:budget=0.2,costs=0.5;1;2"], {"n_players": 3}, "budget must be at least the smallest audit cost"),
+        (["audit:budget=2,costs=1;-1;2"], {"n_players": 3}, "costs"),
+        (["audit:budget=2,costs=1;;2"], {"n_players": 3}, "costs must be a number or 'c1;c2;...'"),
     ],
 )
 def test_bad_input_names_the_parameter_and_its_range(mechanisms, config, pattern):
@@ -217,7 +217,7 @@ def test_the_monitor_under_random_challenges_keeps_its_false_alarm_level():
     rounds, ``pi = 0.3``) each statistical signal fires in at most ``alpha`` of them within 3 binomial standard
     errors, and it fires in every run where everybody games with ``u = 0.3``."""
     episodes, alpha = 400, 0.05
-    env = make(["challenge_mixing:pi=0.3"], n_clients=100, rounds=20)
+    env = make(["challenge_mixing:pi=0.3"], n_players=100, rounds=20)
     for u, bound in ((0.0, alpha + 3 * math.sqrt(alpha * (1 - alpha) / episodes)), (0.3, None)):
         monitor = game_monitor(env.unwrapped.game, env.protocol, batch=episodes)
         assert monitor.mixing == "random" and monitor.alpha == alpha
@@ -240,7 +240,7 @@ def test_the_best_response_view_passes_the_env_checkers(mechanisms):
     Gymnasium's and SB3's ``check_env``; the only warnings are the observation box's infinite bounds (the cost and
     the scores are unbounded) and the missing registry spec."""
 
-    env = make(mechanisms, n_clients=4, rounds=3)
+    env = make(mechanisms, n_players=4, rounds=3)
     for others in ("honest", "random"):
         policies = {
             a: ConstantPolicy(np.array([1.0, 0.0])) if others == "honest" else RandomPolicy(env.action_space(a))

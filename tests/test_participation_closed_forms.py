@@ -68,7 +68,7 @@ def test_small_pieces_of_the_mean_field_dynamics():
     assert all(u == 0.5 for u in fixed.u)
     with pytest.raises(ValueError, match="u"):
         t.mean_field_path(costly, u=1.5)
-    assert t.symmetric_manipulation(costly) == t.symmetric_manipulation(costly, costly.n_clients)
+    assert t.symmetric_manipulation(costly) == t.symmetric_manipulation(costly, costly.n_players)
     assert t.steady_states(costly, grid=3) == t.steady_states(costly, grid=3)
     with pytest.raises(ValueError, match="grid"):
         t.steady_states(costly, grid=2)

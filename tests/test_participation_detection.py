@@ -113,7 +113,7 @@ def test_audits_by_the_test_statistic_find_a_lone_gamer_as_the_closed_form_says(
     env = fedgames.make(
         "participation_v0",
         mechanisms=["audit:k=2,p_detect=1,S=1,policy=test"],
-        n_clients=6,
+        n_players=6,
         rounds=1,
         score_noise=1.0,
         challenge_noise=0.5,
@@ -158,9 +158,9 @@ def test_bad_input_names_the_parameter(call, name):
 
 def test_bad_audit_test_settings():
     with pytest.raises(ValueError, match="score_noise > 0"):
-        fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=test"], n_clients=3, score_noise=0.0)
+        fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=test"], n_players=3, score_noise=0.0)
     with pytest.raises(ValueError, match="did you mean 'test'"):
-        fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=tset"], n_clients=3)
+        fedgames.make("participation_v0", mechanisms=["audit:k=1,policy=tset"], n_players=3)
 
 
 def test_the_audit_choice_is_the_lexicographic_smallest():
@@ -192,7 +192,7 @@ def test_the_audit_choice_is_the_lexicographic_smallest():
 )
 def test_bad_audits_name_the_parameter_and_its_range(spec, pattern):
     with pytest.raises(ValueError, match=pattern):
-        fedgames.make("participation_v0", mechanisms=[spec], n_clients=4)
+        fedgames.make("participation_v0", mechanisms=[spec], n_players=4)
 
 
 def test_test_audits_within_a_budget_stay_within_it_and_find_the_gamers():
@@ -203,7 +203,7 @@ def test_test_audits_within_a_budget_stay_within_it_and_find_the_gamers():
     env = fedgames.make(
         "participation_v0",
         mechanisms=["audit:budget=3,policy=test,costs=" + ";".join(map(str, costs))],
-        n_clients=8,
+        n_players=8,
         rounds=1,
         score_noise=1.0,
         challenge_noise=0.5,
@@ -232,7 +232,7 @@ def test_the_test_on_the_envs_scores_has_the_exact_power(mechanisms, pi):
     the rate :func:`detection.power` gives, within 4.5 standard errors, and at ``alpha`` for an honest client; the
     server's own record in the messages is the same statistic."""
     env = fedgames.make(
-        "participation_v0", mechanisms=mechanisms, n_clients=3, rounds=6, score_noise=1.0, challenge_noise=0.5
+        "participation_v0", mechanisms=mechanisms, n_players=3, rounds=6, score_noise=1.0, challenge_noise=0.5
     )
     episodes, u = 4000, 0.3
     batch = episode_batch(env, episodes, np.random.default_rng(9))

@@ -30,6 +30,10 @@ STACKS = [
     ["audit:k=2,p_detect=0.8,S=1"],
     ["bounded_attack:A=0.5,component=u", "challenge_mixing:pi=0.3", "audit:k=1,S=2"],
     ["robust_aggregation:rule=median", "side_payment:C=0.5,balanced=true", "audit:k=2,policy=risk"],
+    ["audit:k=2,p_detect=0.8,S=1,policy=test"],
+    ["audit:budget=2,costs=1;0.5;1;2,p_detect=0.8,S=1"],
+    ["challenge_mixing:pi=0.3", "audit:budget=2.5,costs=1;0.5;1;2,p_detect=0.8,S=1,policy=risk"],
+    ["challenge_mixing:pi=0.3,mixing=expected", "audit:budget=1.5,costs=0.5,S=1,policy=test"],
 ]
 
 
@@ -39,13 +43,56 @@ def make(mechanisms=(), **config):
 
 @pytest.mark.parametrize("stack", STACKS, ids=lambda s: "+".join(s) or "plain")
 def test_pettingzoo_api(stack):
-    parallel_api_test(make(stack, n_clients=4, rounds=5), num_cycles=12)
-    api_test(parallel_to_aec(make(stack, n_clients=4, rounds=5)), num_cycles=12)
-    parallel_seed_test(lambda: make(stack, n_clients=4, rounds=5))
+    parallel_api_test(make(stack, n_players=4, rounds=5), num_cycles=12)
+    api_test(parallel_to_aec(make(stack, n_players=4, rounds=5)), num_cycles=12)
+    parallel_seed_test(lambda: make(stack, n_players=4, rounds=5))
+
+
+def _same(a, b):
+    """Equal, NaN equal to NaN (a metric with nobody taking part), for numbers, arrays and nested infos."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (float, np.floating, np.ndarray)):
+        return np.array_equal(a, b, equal_nan=True)
+    return a == b
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=lambda s: "+".join(s) or "plain")
+def test_a_seed_fixes_every_round_of_an_episode(stack):
+    """Same seed, same actions: every round's observations, rewards, terminations and infos (audits, catches,
+    sanctions, challenges, the monitor) are identical, in the PettingZoo env and in batched episodes; another
+    seed changes them."""
+    actions = np.random.default_rng(11).random((6, 4, 2)).astype(np.float32)
+    actions[:, :, 1] *= make(stack, n_players=4).protocol.action_high[1]  # within a bounded_attack's cap
+
+    def episode(seed):
+        env = make(stack, n_players=4, rounds=6)
+        played = [env.reset(seed=seed)]
+        for t in range(6):
+            played.append(env.step({a: actions[t, i] for i, a in enumerate(env.possible_agents)}))
+        return played
+
+    first, again = episode(3), episode(3)
+    assert _same(first, again)
+    assert not _same([step[1] for step in first[1:]], [step[1] for step in episode(4)[1:]])  # the rewards
+
+    def batched(seed):
+        env = make(stack, n_players=4, rounds=6)
+        batch = episode_batch(env, 5, np.random.default_rng(seed))
+        played = [batch.reset()]
+        for t in range(6):
+            step = batch.step(np.broadcast_to(actions[t], (5, 4, 2)))
+            played.append([step.observations, step.rewards, step.payments, *vars(step.outcome).values()])
+        return played
+
+    assert _same(batched(3), batched(3))
+    assert not _same(batched(3)[1][1], batched(4)[1][1])
 
 
 def test_an_episode_lasts_the_rounds_and_reports_what_happened():
-    env = make(["audit:k=1,S=1"], n_clients=3, rounds=4)
+    env = make(["audit:k=1,S=1"], n_players=3, rounds=4)
     env.reset(seed=0)
     steps = 0
     while env.agents:
@@ -62,7 +109,7 @@ def test_an_episode_lasts_the_rounds_and_reports_what_happened():
 
 
 def test_without_rejoin_an_exit_is_for_good():
-    env = make(n_clients=3, rounds=3, rejoin=False)
+    env = make(n_players=3, rounds=3, rejoin=False)
     obs, _ = env.reset(seed=1)
     env.step({a: np.array([0.0 if a == "player_0" else 1.0, 0.0], dtype=np.float32) for a in env.agents})
     obs, _, _, _, infos = env.step({a: np.array([1.0, 0.0], dtype=np.float32) for a in env.agents})
@@ -91,7 +138,7 @@ def test_participation_mechanisms_need_a_score_payment():
 
 
 def test_bounded_attack_caps_the_manipulation():
-    env = make(["bounded_attack:A=0.5,component=u"], n_clients=2)
+    env = make(["bounded_attack:A=0.5,component=u"], n_players=2)
     env.reset(seed=0)
     assert env.action_space("player_0").high[1] == 0.5
     with pytest.raises(ValueError, match=r"u=0\.8 is outside"):
@@ -102,7 +149,7 @@ def test_one_round_of_myopic_clients_follows_the_retention_map():
     """``E x_1 = G(x_0)``: each of N clients with a cost drawn from ``max(0, N(c_mean, c_std))`` takes part when the
     value at the observed ``x_0`` covers it; 4 standard errors over 300 episodes, at several ``x_0``."""
     for x0 in (0.3, 0.6, 0.9):
-        env = make(n_clients=50, rounds=1, initial_participation=x0, **DOMINO_CONFIG)
+        env = make(n_players=50, rounds=1, initial_participation=x0, **DOMINO_CONFIG)
         setting = env.unwrapped.game.setting(env.protocol)
         batch = episode_batch(env, 300, np.random.default_rng(int(10 * x0)))
         observations = batch.reset()
@@ -118,7 +165,7 @@ def test_the_retention_map_averages_over_clients_who_differ():
     (the mean ``q0`` and ``o``) misses by many."""
     rng = np.random.default_rng(3)
     q0, outside = rng.uniform(0.5, 2.5, 40).round(3), rng.uniform(-0.3, 0.6, 40).round(3)
-    env = make(n_clients=40, rounds=1, initial_participation=0.5, q0=q0.tolist(), outside=outside.tolist())
+    env = make(n_players=40, rounds=1, initial_participation=0.5, q0=q0.tolist(), outside_option=outside.tolist())
     setting = env.unwrapped.game.setting(env.protocol)
     batch = episode_batch(env, 2000, np.random.default_rng(4))
     observations = batch.reset()
@@ -127,7 +174,7 @@ def test_the_retention_map_averages_over_clients_who_differ():
     x1 = batch.step(actions).outcome.present.mean(1)
     se = x1.std(ddof=1) / math.sqrt(x1.size)
     assert abs(x1.mean() - theory.retention_map(0.5, setting)) < 4 * se
-    representative = replace(setting, client_q0=(), client_outside=())
+    representative = replace(setting, client_q0=(), client_outside_option=())
     assert abs(x1.mean() - theory.retention_map(0.5, representative)) > 10 * se
 
 
@@ -136,12 +183,12 @@ def test_the_gain_from_gaming_is_the_closed_form(sanction_factor):
     """Player 0 games (``u = 1``) or not, everyone else honest and present, on common random numbers: the mean
     paired difference of its round reward is :func:`theory.gaming_gain` within 4 standard errors (to rounding
     without a sanction: the scores' noise cancels in the pairs), and its sign flips at the minimum sanction."""
-    base = make(["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.6,S=1"], n_clients=6, rounds=1)
+    base = make(["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.6,S=1"], n_players=6, rounds=1)
     setting = base.unwrapped.game.setting(base.protocol)
     s_min = theory.minimum_sanction(setting, 6, setting.q0)
     assert s_min > 0
     S = sanction_factor * s_min
-    env = make(["challenge_mixing:pi=0.3", f"audit:k=2,p_detect=0.6,S={S}"], n_clients=6, rounds=1)
+    env = make(["challenge_mixing:pi=0.3", f"audit:k=2,p_detect=0.6,S={S}"], n_players=6, rounds=1)
     honest = {a: ConstantPolicy(np.array([1.0, 0.0])) for a in env.possible_agents}
     gaming = {**honest, "player_0": ConstantPolicy(np.array([1.0, 1.0]))}
     rewards = [simulate(env, policies, 200_000, seed=3).rewards[:, 0] for policies in (gaming, honest)]
@@ -189,11 +236,11 @@ def test_cli_check_under_audits_follows_the_minimum_sanction(tmp_path, profile, 
     is consistent (the grid's reply is honest too). ``--profile theory`` is the manipulation that is a best reply to
     itself (:func:`theory.symmetric_manipulation`: full gaming without a sanction, honesty at twice the minimum,
     where it is the honest profile), and the check finds it consistent."""
-    plain = make(["audit:k=1,p_detect=0.5,S=0"], n_clients=4, rounds=3)
+    plain = make(["audit:k=1,p_detect=0.5,S=0"], n_players=4, rounds=3)
     setting = theory.Setting.from_env(plain)
     S = factor * theory.minimum_sanction(setting, 4, setting.q0)
     spec = f"audit:k=1,p_detect=0.5,S={S}"
-    args = ["check", "participation_v0", "-m", spec, "-e", "n_clients=4", "-e", "rounds=3", "--profile", profile]
+    args = ["check", "participation_v0", "-m", spec, "-e", "n_players=4", "-e", "rounds=3", "--profile", profile]
     args += ["--oracle", "grid", "--grid-points", "5", "--grid-episodes", "4000", "--episodes", "20000"]
     assert main(args + ["--quiet", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
@@ -226,7 +273,7 @@ def test_the_grid_finds_the_interior_reply_a_side_payment_leaves(tmp_path):
                 "-e",
                 "rounds=1",
                 "-e",
-                "n_clients=6",
+                "n_players=6",
                 "--profile",
                 "honest",
                 "--oracle",
@@ -245,7 +292,7 @@ def test_the_grid_finds_the_interior_reply_a_side_payment_leaves(tmp_path):
         == 0
     )
     player = json.loads((tmp_path / "report.json").read_text())["players"][0]
-    env = make(["side_payment:C=1.0"], n_clients=6, rounds=1)
+    env = make(["side_payment:C=1.0"], n_players=6, rounds=1)
     setting = env.unwrapped.game.setting(env.protocol)
     u = theory.best_manipulation(setting, 6, setting.q0)
     assert 0.5 < u < 0.8 and abs(player["learned"]["u"] - u) <= 1 / 40
@@ -269,7 +316,7 @@ def test_the_theory_profile_under_a_side_payment_is_full_gaming_and_no_reply_bea
                 "-e",
                 "rounds=1",
                 "-e",
-                "n_clients=6",
+                "n_players=6",
                 "--profile",
                 "theory",
                 "--oracle",
@@ -300,10 +347,10 @@ def test_a_learned_reply_games_exactly_when_the_slope_says_so(factor):
     half of it) it learns to game every round (u = 1), and its regret is the best reply's, 3 x ``gaming_gain``:
     no more beyond sampling and at least 90% of it (half as large at half the minimum sanction, where the
     slope is halved); at twice the minimum sanction it stays honest and the check does not refute honesty."""
-    plain = make(["audit:k=1,p_detect=0.5,S=0"], n_clients=4, rounds=3)
+    plain = make(["audit:k=1,p_detect=0.5,S=0"], n_players=4, rounds=3)
     setting = theory.Setting.from_env(plain)
     s_min = theory.minimum_sanction(setting, 4, setting.q0)
-    env = make([f"audit:k=1,p_detect=0.5,S={factor * s_min}"], n_clients=4, rounds=3)
+    env = make([f"audit:k=1,p_detect=0.5,S={factor * s_min}"], n_players=4, rounds=3)
     honest = {a: ConstantPolicy(np.array([1.0, 0.0])) for a in env.possible_agents}
     oracle = LearnedOracle("ppo", timesteps=20_000, seeds=1, n_envs=256, validation_episodes=2000)
     check = nash_check(env, honest, oracle, players=["player_0"], episodes=2000).players[0]
@@ -326,7 +373,7 @@ def test_reproduce_domino(tmp_path, permanent):
     results = json.loads((tmp_path / "results.json").read_text())
     assert [s["stable"] for s in results["steady_states"]] == [True, False, True]
     high = results["steady_states"][-1]["x"]
-    n = results["config"]["n_clients"]
+    n = results["config"]["n_players"]
     for run in results["runs"]:
         target = run["predicted"]
         assert abs(run["final"] - target) <= 5 * math.sqrt(max(target * (1 - target), 1 / n) / n)
@@ -343,7 +390,7 @@ def test_the_value_of_taking_part_is_the_closed_form():
     """``participation_value(x, u)`` against the env: 6 of 10 clients take part with ``u = 0.5`` under audits and
     challenge mixing; a participant's reward plus its cost averages ``phi Q(x qbar) + w ybar - E[sanction]``
     (4 standard errors over 40,000 episodes; the sanction's expectation ``(k/|P|) p_detect u S`` included)."""
-    env = make(["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.6,S=1.5"], n_clients=10, rounds=1)
+    env = make(["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.6,S=1.5"], n_players=10, rounds=1)
     setting = env.unwrapped.game.setting(env.protocol)
     batch = episode_batch(env, 40_000, np.random.default_rng(8))
     observations = batch.reset()
@@ -357,8 +404,8 @@ def test_the_value_of_taking_part_is_the_closed_form():
 
 
 def test_myopic_clients_use_their_own_quality_and_outside_option():
-    env = make(n_clients=3, q0=[1.0, 2.0, 1.0], outside=[0.0, 0.0, 0.5])
-    with pytest.raises(ValueError, match="differ in q0 or outside"):
+    env = make(n_players=3, q0=[1.0, 2.0, 1.0], outside_option=[0.0, 0.0, 0.5])
+    with pytest.raises(ValueError, match="differ in q0 or outside_option"):
         MyopicParticipant(env)
     game = env.unwrapped.game
     observations = episode_batch(env, 500, np.random.default_rng(1)).reset()
@@ -366,13 +413,13 @@ def test_myopic_clients_use_their_own_quality_and_outside_option():
     for i, agent in enumerate(env.possible_agents):
         decided = MyopicParticipant(env, player=agent).act(observations[:, i], None)[:, 0]
         value = game.phi * theory.welfare(1.0 * mean_quality, game.curve) + game.w * game.q0[i]
-        np.testing.assert_array_equal(decided, (value - observations[:, i, 1] >= game.outside[i]).astype(float))
+        np.testing.assert_array_equal(decided, (value - observations[:, i, 1] >= game.outside_option[i]).astype(float))
 
 
 def test_independent_learners_all_game_where_the_slope_is_positive():
     """Every player learning at once (2 rounds of 3000 episodes each): without audits the slope is positive at any
     participation, and every learner ends up gaming (``u`` near 1) while taking part."""
-    env = make(n_clients=3, rounds=3)
+    env = make(n_players=3, rounds=3)
     setting = env.unwrapped.game.setting(env.protocol)
     assert theory.gaming_slope(setting, 3, setting.q0 * (1 - setting.gamma)) > 0
     result = train_independent(env, rounds=2, steps_per_round=3000, n_envs=64, eval_episodes=256, seed=0)
@@ -382,7 +429,7 @@ def test_independent_learners_all_game_where_the_slope_is_positive():
 
 
 def test_global_state_holds_every_clients_cost_and_the_round():
-    env = make(["audit:k=1,S=1"], n_clients=3, rounds=2)
+    env = make(["audit:k=1,S=1"], n_players=3, rounds=2)
     obs, _ = env.reset(seed=2)
     state = env.state()
     assert env.state_space.contains(state) and state.shape == (3 + 3 * 3,)
@@ -405,7 +452,7 @@ def test_the_metric_aggregates_the_participants_paid_scores_alone(spec):
     """The reported metric is the rule over the participants' paid scores ([G] Prop. 9.3), however many take part:
     episodes are grouped by their number of participants, and each group's result is the rule on that episode's
     participants."""
-    env = make([spec] if spec else [], n_clients=7, rounds=1)
+    env = make([spec] if spec else [], n_players=7, rounds=1)
     rule = env.protocol.aggregate
     rng = np.random.default_rng(5)
     present = rng.random((400, 7)) < rng.uniform(0.1, 1.0, (400, 1))
@@ -424,8 +471,8 @@ def test_the_metric_aggregates_the_participants_paid_scores_alone(spec):
 def test_balanced_side_payments_on_scores_sum_to_zero_among_the_participants():
     """Only participants pay, and the balanced rule redistributes among them: the side payments sum to zero in
     every round, and the absent neither pay nor receive."""
-    with_side = make(["side_payment:C=0.7,balanced=true"], n_clients=6, rounds=1)
-    without = make(n_clients=6, rounds=1)
+    with_side = make(["side_payment:C=0.7,balanced=true"], n_players=6, rounds=1)
+    without = make(n_players=6, rounds=1)
     rng = np.random.default_rng(1)
     actions = np.stack([rng.random((500, 6)) < 0.6, rng.random((500, 6))], axis=-1).astype(float)
     steps = [episode_batch(env, 500, np.random.default_rng(4)) for env in (with_side, without)]
@@ -454,7 +501,7 @@ def test_the_gain_from_gaming_under_nonlinear_mechanisms_is_the_closed_form(mech
     plays ``u``, everyone else is honest and present, on common random numbers, and the mean paired difference of
     its round reward is :func:`theory.gaming_gain` at that ``u`` within 4 standard errors (under random challenges
     the paid score's variance grows with ``u``, by ``pi (1 - pi) delta^2 u^2``, and so does the charge)."""
-    env = make(mechanisms, n_clients=6, rounds=1)
+    env = make(mechanisms, n_players=6, rounds=1)
     setting = env.unwrapped.game.setting(env.protocol)
     honest = {a: ConstantPolicy(np.array([1.0, 0.0])) for a in env.possible_agents}
     gaming = {**honest, "player_0": ConstantPolicy(np.array([1.0, u]))}
@@ -469,7 +516,7 @@ def test_risk_targeted_audits_find_a_lone_gamer_as_the_closed_form_says(u):
     """Risk-targeted audits pick the largest gaps between public and challenge scores: a lone gamer among 6 is
     audited as often as :func:`theory.audit_probability` says (``k / |P|`` when it is honest), within 4 standard
     errors."""
-    env = make(["audit:k=2,p_detect=1,S=1,policy=risk"], n_clients=6, rounds=1)
+    env = make(["audit:k=2,p_detect=1,S=1,policy=risk"], n_players=6, rounds=1)
     batch = episode_batch(env, 100_000, np.random.default_rng(6))
     batch.reset()
     actions = np.zeros((100_000, 6, 2))
@@ -512,7 +559,7 @@ def test_myopic_best_repliers_follow_the_mean_field_path():
     for pi, S, rounds in ((0.0, 0.0, 4), (0.0, 8.0, 4), (0.2, 2.0, 8)):
         env = make(
             [f"challenge_mixing:pi={pi}", f"audit:k=200,p_detect=0.5,S={S}"],
-            n_clients=2000,
+            n_players=2000,
             rounds=rounds,
             c_mean=0.9,
             c_std=0.3,
@@ -535,7 +582,7 @@ def test_a_best_replier_remembers_the_round_before_however_it_is_called():
     ``g / (2 kappa C b^2)`` a round). One policy acting for every client at once, one per client, or one shared
     policy called for each client in turn (twice, as ``predict`` after ``act`` would) choose the same ``u``, the
     mean-field path's."""
-    env = make(["side_payment:C=10.0"], n_clients=6, rounds=3, c_mean=0.2)
+    env = make(["side_payment:C=10.0"], n_players=6, rounds=3, c_mean=0.2)
     path = theory.mean_field_path(env.unwrapped.game.setting(env.protocol), 1.0, 3).u
     assert np.all(np.diff(path) > 0) and path[0] > 0
     for mode in ("joint", "own", "shared"):
@@ -561,7 +608,7 @@ def test_risk_audits_break_ties_at_random_whatever_the_qualities():
     gap, each client is audited with chance ``k / |P|`` (4 standard errors over 20,000 episodes)."""
     env = make(
         ["audit:k=1,p_detect=1,S=1,policy=risk"],
-        n_clients=6,
+        n_players=6,
         rounds=1,
         score_noise=0.0,
         challenge_noise=0.0,
@@ -576,7 +623,7 @@ def test_risk_audits_break_ties_at_random_whatever_the_qualities():
 
 def _budget_round(mechanism, n=8, episodes=300, seed=0):
     """One round of ``n`` clients, a random half gaming at random intensities: the messages and the audit rule."""
-    env = make([mechanism], n_clients=n, rounds=1)
+    env = make([mechanism], n_players=n, rounds=1)
     batch = episode_batch(env, episodes, np.random.default_rng(seed))
     batch.reset()
     rng = np.random.default_rng(seed + 1)
@@ -615,7 +662,7 @@ def test_budgeted_audits_stay_within_the_budget_and_cover_at_least_half_the_most
     top3 = np.sort(risk, axis=1)[:, -3:].sum(1)
     np.testing.assert_allclose((risk * rule.audited(messages)).sum(1), top3)
     messages, rule = _budget_round("audit:budget=3")
-    k_audits = make(["audit:k=3"], n_clients=8).protocol.payment_rules[-1]
+    k_audits = make(["audit:k=3"], n_players=8).protocol.payment_rules[-1]
     np.testing.assert_array_equal(rule.audited(messages), k_audits.audited(messages))
 
 

@@ -75,7 +75,7 @@ def test_the_cli_reproduces_and_reports_every_point(tmp_path, monkeypatch, capsy
             "sanctions": (0.0,),
             "gain_episodes": 50,
             "welfare_episodes": 2,
-            "config": {"n_clients": 200, "c_mean": 0.9, "c_std": 0.3},
+            "config": {"n_players": 200, "c_mean": 0.9, "c_std": 0.3},
         },
     }
     for module, grid in small.items():

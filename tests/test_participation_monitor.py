@@ -22,7 +22,7 @@ below it takes several rounds."""
 def monitored_runs(config: dict, start: float, u: float | str, episodes: int, n: int = 1000, rounds: int = 20):
     """``episodes`` runs of myopic clients from ``start``: the monitor (fed the server's view only) and the
     participation paths ``(rounds, episodes)``."""
-    env = fedgames.make("participation_v0", n_clients=n, rounds=rounds, initial_participation=start, **config)
+    env = fedgames.make("participation_v0", n_players=n, rounds=rounds, initial_participation=start, **config)
     batch = episode_batch(env, episodes, np.random.default_rng(int(1000 * start)))
     observations, policy = batch.reset(), MyopicParticipant(env, u)
     monitor = game_monitor(env.unwrapped.game, env.protocol, batch=episodes)
@@ -81,7 +81,7 @@ def test_stable_honest_runs_raise_false_alarms_at_most_at_the_stated_level():
 def test_the_env_reports_the_signals_in_infos():
     """``infos[agent]["monitor"]``: every signal, ``None`` while silent, else the round it fired and its value; a
     lone full gamer among honest clients is caught by the GLS test in the first round."""
-    env = fedgames.make("participation_v0", n_clients=8, rounds=3)
+    env = fedgames.make("participation_v0", n_players=8, rounds=3)
     env.reset(seed=1)
     for _ in range(3):
         actions = {a: np.array([1.0, 1.0 if a == "player_0" else 0.0], dtype=np.float32) for a in env.agents}
@@ -116,7 +116,7 @@ def test_the_domino_report_carries_the_warnings(tmp_path):
     recover to the high steady state raised no warning."""
     from fedgames.eval.domino import reproduce
 
-    results = reproduce(tmp_path, n_clients=1000, rounds=15)
+    results = reproduce(tmp_path, n_players=1000, rounds=15)
     threshold = results["threshold"]
     for run in results["runs"]:
         fired = [w["round"] for w in run["warnings"].values() if w is not None]

@@ -38,7 +38,7 @@ def test_retention_map(tmp_path):
     """[G] Fig. 3: one simulated round of 1000 myopic clients from each level is ``G(x)`` within 4.5 of its
     standard errors (``sqrt(G (1 - G) / (N episodes))``); three steady states, the middle one unstable and the
     threshold; higher costs raise the threshold."""
-    results = retention_map.reproduce(tmp_path, n_clients=1000, episodes=5, grid=6)
+    results = retention_map.reproduce(tmp_path, n_players=1000, episodes=5, grid=6)
     for p in results["points"]:
         assert abs(p["simulated"] - p["G"]) < 4.5 * p["se_theory"] + 1e-12
     assert [s["stable"] for s in results["steady_states"]] == [True, False, True]
@@ -54,7 +54,7 @@ def test_hysteresis_sweeps_end_on_different_branches_where_theory_says(tmp_path)
     theory has two stable states; where it has one, both sweeps end at it. Paths from either side of the threshold
     end on its own side."""
     costs = (0.3, 0.5, 0.7, 0.85, 1.05)
-    results = hysteresis.reproduce(tmp_path, n_clients=1000, rounds=10, costs=costs, starts=(0.45, 0.7))
+    results = hysteresis.reproduce(tmp_path, n_players=1000, rounds=10, costs=costs, starts=(0.45, 0.7))
     up = {p["c_mean"]: p for p in results["sweep"] if p["direction"] == "up"}
     down = {p["c_mean"]: p for p in results["sweep"] if p["direction"] == "down"}
     bistable = [c for c in costs if up[c]["threshold"] is not None]

@@ -20,7 +20,7 @@ def random_settings(count: int, seed: int) -> list[t.Setting]:
     rng = np.random.default_rng(seed)
     return [
         t.Setting(
-            n_clients=int(rng.integers(2, 50)),
+            n_players=int(rng.integers(2, 50)),
             phi=rng.uniform(0, 2),
             w=rng.uniform(0.1, 1),
             gamma=rng.uniform(0, 1),
@@ -38,7 +38,7 @@ def random_settings(count: int, seed: int) -> list[t.Setting]:
 @pytest.mark.parametrize("setting", random_settings(12, 0))
 def test_minimum_sanction_makes_honesty_the_best_reply(setting):
     """At ``S = S_min`` the slope is 0; a smaller sanction leaves gaming profitable, a larger one deters it."""
-    participants, z = 0.8 * setting.n_clients, 0.8 * setting.q0
+    participants, z = 0.8 * setting.n_players, 0.8 * setting.q0
     s_min = t.minimum_sanction(setting, participants, z)
     if s_min == 0:  # aligned: gaming does not pay even unsanctioned
         assert t.gaming_slope(setting, participants, z) <= 0
@@ -66,7 +66,7 @@ def test_slope_is_the_exact_gain_up_to_the_welfare_curvature(welfare):
     like ``1/N^2``."""
     gaps = []
     for n in (5, 50, 500):
-        setting = t.Setting(n_clients=n, welfare=welfare, phi=1.5, sanction=0.3)
+        setting = t.Setting(n_players=n, welfare=welfare, phi=1.5, sanction=0.3)
         z = 0.7 * setting.q0
         step = setting.gamma * setting.q0 / n
         zs = np.linspace(z - step, z, 2001)
@@ -84,12 +84,12 @@ def test_retention_map_is_the_share_of_clients_whose_cost_is_covered():
     costs = np.maximum(0.0, rng.normal(DOMINO.c_mean, DOMINO.c_std, 200_000))
     for x in (0.0, 0.3, 0.6, 0.9):
         value = x**4 / (x**4 + 0.5**4) + 0.2  # phi Q(x q0) + w q0: S-shaped, h = 4, z0 = 0.5; w = 0.2, honest
-        share = np.mean(costs <= value - DOMINO.outside)
+        share = np.mean(costs <= value - DOMINO.outside_option)
         predicted = t.retention_map(x, DOMINO)
         se = math.sqrt(max(predicted * (1 - predicted), 1e-12) / costs.size)
         assert abs(share - predicted) < 4 * se + 1e-12
     # an outside option that no participation value reaches: nobody takes part, whatever x
-    assert all(t.retention_map(x, replace(DOMINO, outside=10.0)) == 0.0 for x in (0.0, 0.5, 1.0))
+    assert all(t.retention_map(x, replace(DOMINO, outside_option=10.0)) == 0.0 for x in (0.0, 0.5, 1.0))
 
 
 def test_steady_states_and_the_domino_threshold():
@@ -127,7 +127,7 @@ def test_price_of_gaming_by_hand():
     setting = t.Setting(sanction=0.0, c_mean=-5.0)
     assert t.mean_field_equilibrium(setting) == (1.0, 1.0)
     assert t.price_of_gaming(setting) == pytest.approx(1 / (1 + math.e), rel=1e-9)
-    deterred = replace(setting, sanction=2 * t.minimum_sanction(setting, setting.n_clients, setting.q0) + 1)
+    deterred = replace(setting, sanction=2 * t.minimum_sanction(setting, setting.n_players, setting.q0) + 1)
     assert t.mean_field_equilibrium(deterred) == (1.0, 0.0) and t.price_of_gaming(deterred) == 0.0
     costly = t.Setting(sanction=0.0)  # costly participation: some leave, and the loss is still positive
     assert t.mean_field_equilibrium(costly)[1] == 1.0 and t.price_of_gaming(costly) > 0
@@ -151,7 +151,7 @@ def test_a_path_without_rejoining_never_recovers():
     "changes, name",
     [
         ({"pi": 1.5}, "pi"),
-        ({"n_clients": 1}, "n_clients"),
+        ({"n_players": 1}, "n_players"),
         ({"c_std": 0.0}, "c_std"),
         ({"welfare": "linear"}, "welfare"),
         ({"audits": -1}, "audits"),
@@ -160,7 +160,7 @@ def test_a_path_without_rejoining_never_recovers():
         ({"C": -0.1}, "C"),
         ({"balanced": "yes"}, "balanced"),
         ({"client_q0": (1.0, 2.0)}, "client_q0 must hold one value per client"),
-        ({"n_clients": 2, "client_outside": (0.0, math.nan)}, r"client_outside\[1\]"),
+        ({"n_players": 2, "client_outside_option": (0.0, math.nan)}, r"client_outside_option\[1\]"),
     ],
 )
 def test_bad_settings_name_the_parameter(changes, name):
@@ -174,7 +174,7 @@ def test_a_side_payment_caps_the_gain_from_gaming_but_cannot_remove_it(setting):
     best reply to honest others stays interior and positive, falls as ``C`` grows, and its gain is at most
     ``g^2 / (4 kappa_n C b^2)`` (exact for a linear welfare; concave welfare loses more). Where everybody games
     alike nobody deviates, so the mean-field equilibrium still games fully."""
-    n, z = setting.n_clients, setting.q0
+    n, z = setting.n_players, setting.q0
     b = (1 - setting.pi) * setting.delta - setting.gamma * setting.q0
     g = t.gaming_slope(setting, n, z)
     replies = []
@@ -201,7 +201,7 @@ def test_a_side_payment_caps_the_gain_from_gaming_but_cannot_remove_it(setting):
 def test_risk_targeted_audits_deter_large_manipulation_more_than_uniform_ones():
     """At ``u = 0`` a participant is audited with probability ``k / |P|`` either way; under risk targeting the
     probability rises with ``u`` towards 1, the faster the less noisy the scores, and exactly 1 without noise."""
-    uniform = t.Setting(n_clients=10, audits=2, sanction=1.0)
+    uniform = t.Setting(n_players=10, audits=2, sanction=1.0)
     risk = replace(uniform, audit_policy="risk")
     assert t.audit_probability(risk, 10, 0.0) == pytest.approx(0.2, abs=1e-9)
     assert t.audit_probability(uniform, 10, 0.7) == 0.2
@@ -220,7 +220,7 @@ def test_with_a_fixed_number_of_audits_the_mean_field_dynamics_can_cycle():
     """As gamers leave, each remaining participant's audit risk ``k / |P|`` grows until gaming stops paying;
     participation then recovers and gaming resumes. ``mean_field_equilibrium`` says the dynamics do not settle,
     and ``price_of_gaming`` averages the welfare over the cycle."""
-    setting = t.Setting(n_clients=2000, c_mean=0.9, c_std=0.3, pi=0.2, audits=200, p_detect=0.5, sanction=2.0)
+    setting = t.Setting(n_players=2000, c_mean=0.9, c_std=0.3, pi=0.2, audits=200, p_detect=0.5, sanction=2.0)
     path = t.mean_field_path(setting, 1.0, 200)
     assert set(path.u[-40:]) == {0.0, 1.0}
     with pytest.raises(ValueError, match="do not settle"):
@@ -237,7 +237,7 @@ def test_the_symmetric_manipulation_is_a_best_reply_to_itself():
     risk = t.Setting(audits=2, audit_policy="risk", sanction=1.0)
     for setting in (t.Setting(), t.Setting(sanction=10.0), t.Setting(C=2.0), t.Setting(C=2.0, balanced=True), risk):
         u = t.symmetric_manipulation(setting)
-        z = (setting.n_clients * setting.q0 * (1 - setting.gamma * u) + setting.gamma * setting.q0 * u) / 10
+        z = (setting.n_players * setting.q0 * (1 - setting.gamma * u) + setting.gamma * setting.q0 * u) / 10
         assert t.best_manipulation(setting, 10, z, others=u) == u
         if setting is risk:
             assert t.gaming_slope(setting, 10, setting.q0) > 0 and 0 < u < 0.5
@@ -245,7 +245,7 @@ def test_the_symmetric_manipulation_is_a_best_reply_to_itself():
             assert u == (1.0 if t.gaming_slope(setting, 10, setting.q0) > 0 else 0.0)
 
 
-COALITION = t.Setting(n_clients=10, phi=3.0, audits=2, p_detect=0.5, sanction=0.3)
+COALITION = t.Setting(n_players=10, phi=3.0, audits=2, p_detect=0.5, sanction=0.3)
 """A valuable model (``phi = 3``): a coalition of 6 or more internalises enough welfare loss to stop gaming."""
 
 
@@ -257,7 +257,7 @@ def _coalition_gains(k: int, episodes: int = 100_000) -> np.ndarray:
     from fedgames.envs.batch import episode_batch
 
     env = fedgames.make(
-        "participation_v0", mechanisms=["audit:k=2,p_detect=0.5,S=0.3"], n_clients=10, rounds=1, phi=3.0
+        "participation_v0", mechanisms=["audit:k=2,p_detect=0.5,S=0.3"], n_players=10, rounds=1, phi=3.0
     )
     assert t.Setting.from_env(env) == replace(COALITION, c_std=env.unwrapped.game.c_std)
     rewards = []
@@ -283,7 +283,7 @@ def test_a_coalition_internalises_its_welfare_loss(k):
     assert abs(diffs.mean() - expected) < 4 * diffs.std(ddof=1) / math.sqrt(diffs.size)
     # by hand: 0.5 * 0.5 - 3 (e^{-2 (1 - k/20)} - e^-2) - 0.2 * 0.5 * 0.3
     assert expected == pytest.approx(0.25 - 3 * (math.exp(-2 * (1 - k / 20)) - math.exp(-2)) - 0.03, rel=1e-12)
-    step = s.gamma * s.q0 / s.n_clients
+    step = s.gamma * s.q0 / s.n_players
     assert t.gaming_slope(s, 10, z, k) == pytest.approx(
         t.gaming_slope(s, 10, z) - (k - 1) * s.phi * 2 * math.exp(-2) * step
     )
@@ -311,14 +311,14 @@ def test_setting_from_env_reads_the_config_and_the_mechanisms():
     env = fedgames.make(
         "participation_v0",
         mechanisms=["challenge_mixing:pi=0.3", "audit:k=2,p_detect=0.6,S=1.5,policy=risk"],
-        n_clients=6,
+        n_players=6,
         c_mean=0.7,
         welfare="s_shaped",
     )
     s = t.Setting.from_env(env)
-    assert (s.n_clients, s.pi, s.audits, s.p_detect, s.sanction, s.audit_policy) == (6, 0.3, 2, 0.6, 1.5, "risk")
+    assert (s.n_players, s.pi, s.audits, s.p_detect, s.sanction, s.audit_policy) == (6, 0.3, 2, 0.6, 1.5, "risk")
     assert (s.c_mean, s.welfare) == (0.7, "s_shaped")
     with pytest.raises(ValueError, match="participation_v0 env"):
         t.Setting.from_env(fedgames.make("mean_estimation_v0"))
     with pytest.raises(ValueError, match="budget"):
-        t.Setting.from_env(fedgames.make("participation_v0", mechanisms=["audit:budget=2"], n_clients=4))
+        t.Setting.from_env(fedgames.make("participation_v0", mechanisms=["audit:budget=2"], n_players=4))

@@ -96,7 +96,7 @@ def test_a_billion_players_is_refused_at_once_with_the_estimate():
     if memory_budget() is None:
         pytest.skip("the machine's memory is unknown")
     start = time.perf_counter()
-    for env_id, name in (("mean_estimation_v0", "n_players"), ("participation_v0", "n_clients")):
+    for env_id, name in (("mean_estimation_v0", "n_players"), ("participation_v0", "n_players")):
         with pytest.raises(ValueError, match=f"{env_id} with {name}=1000000000 needs about .* TiB"):
             fedgames.make(env_id, **{name: 10**9})
     assert time.perf_counter() - start < 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from fedgames.envs.participation.game import OBSERVATION_FIELDS
+from fedgames.envs.participation.game import OBSERVATION_FIELDS, participation_config, theory_setting
 from fedgames.envs.participation.theory import (
     best_manipulation,
     participation_value,
@@ -36,7 +36,7 @@ class MyopicParticipant(Policy):
     Args:
         env: a ``participation_v0`` env (mechanisms included: the payment's ``pi`` and the audits count).
         u: the manipulation intensity it plays and expects of the others, in ``[0, 1]``, or ``"best"``.
-        player: the client it plays (its own ``q0`` and ``outside``). ``None``: any client, which needs clients
+        player: the client it plays (its own ``q0`` and ``outside_option``). ``None``: any client, which needs clients
             that do not differ in them (then one policy can act for all at once).
     """
 
@@ -46,17 +46,17 @@ class MyopicParticipant(Policy):
         self.u = u if u == "best" else real("u", u, 0.0, 1.0)
         # "best": (round it last acted in, per episode the u chosen the round before, and the u chosen then)
         self._memory: tuple[float, np.ndarray, np.ndarray | None] | None = None
-        game = env.unwrapped.game  # type: ignore[attr-defined]
+        config = participation_config(env)
         try:
-            self.setting = game.setting(env.protocol)  # type: ignore[attr-defined]
+            self.setting = theory_setting(config, env.protocol)
         except ValueError as error:
             raise ValueError(
                 f"MyopicParticipant decides by the mean-field theory, which does not cover this game: {error}"
             ) from None
         if player is None:
-            if np.ptp(game.q0) > 0 or np.ptp(game.outside) > 0:
+            if np.ptp(config.q0) > 0 or np.ptp(config.outside_option) > 0:
                 raise ValueError(
-                    "MyopicParticipant: the clients differ in q0 or outside; give each its own policy "
+                    "MyopicParticipant: the clients differ in q0 or outside_option; give each its own policy "
                     "(player='player_i')"
                 )
             index = 0
@@ -64,9 +64,9 @@ class MyopicParticipant(Policy):
             index = env.possible_agents.index(player)
         else:
             raise ValueError(f"MyopicParticipant: player must be one of {env.possible_agents}, got {player!r}")
-        self.outside = float(game.outside[index])
+        self.outside_option = float(config.outside_option[index])
         # its own expected paid score against the mean client's: (q0_i - qbar)(1 - gamma u) more
-        self.quality_edge = self.setting.w * (float(game.q0[index]) - self.setting.q0)
+        self.quality_edge = self.setting.w * (float(config.q0[index]) - self.setting.q0)
 
     def _manipulation(self, observations: np.ndarray) -> np.ndarray:
         """``u`` for each observation (shape ``observations.shape[:-1]``): the fixed one, or the myopic best
@@ -84,7 +84,7 @@ class MyopicParticipant(Policy):
             np.stack([field["participation"], z, others], -1).reshape(-1, 3), axis=0, return_inverse=True
         )  # one per episode and round
         best = [
-            best_manipulation(self.setting, x * self.setting.n_clients, total, others=other)
+            best_manipulation(self.setting, x * self.setting.n_players, total, others=other)
             for x, total, other in cases
         ]
         played = np.array(best)[where.ravel()].reshape(shape)
@@ -111,5 +111,5 @@ class MyopicParticipant(Policy):
         value = np.array([participation_value(level, self.setting, manipulation) for level, manipulation in cases])
         value = value[where.ravel()].reshape(x.shape)
         edge = self.quality_edge * (1 - self.setting.gamma * u)
-        participate = (value + edge - cost >= self.outside).astype(float)
+        participate = (value + edge - cost >= self.outside_option).astype(float)
         return np.stack([participate, u], axis=-1)

@@ -88,7 +88,7 @@ def fisher_information(
     """``I(pi) = (delta - gamma q0)^2 / sigma_s^2 + pi (gamma q0)^2 / sigma_h^2``: the expected Fisher information
     about ``u`` per round (SPEC §8)."""
     test = _model(pi, delta, gamma, q0, score_noise, challenge_noise).test
-    return test.plain_information + pi * test.challenge_information
+    return float(test.plain_information + pi * test.challenge_information)
 
 
 def identifiable(pi: float = 0.0, delta: float = 1.0, gamma: float = 0.5, q0: float = 1.0) -> bool:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param, players
+from fedgames.envs.contract import game_of
 from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
 from fedgames.mechanisms.audit import (  # the audit stage's rule and the mixing options, a mechanism's (SPEC §4)
@@ -35,6 +36,7 @@ from fedgames.mechanisms.audit import (  # the audit stage's rule and the mixing
     score_payment,
     score_test,
 )
+from fedgames.mechanisms.side_payment import DeviationPayment
 
 MESSAGE_FIELDS = (
     "present",
@@ -164,14 +166,14 @@ class ParticipationConfig(GameConfig):
     """The participation game's configuration (SPEC §3; the convention of :mod:`fedgames.envs.contract`).
 
     Attributes:
-        n_clients: ``N >= 2``.
+        n_players: ``N >= 2``.
         rounds: ``T >= 1`` rounds per episode.
         phi: value of the shared model to a participant (``>= 0``).
         w: contribution payment rate (``>= 0``).
         gamma: share of a contribution that full manipulation destroys, in ``[0, 1]``.
         delta: how much full manipulation inflates the public score (``>= 0``).
         q0: data quality (one value, or one per client; ``>= 0``).
-        outside: outside option ``o`` (one value or one per client).
+        outside_option: outside option ``o`` (one value or one per client).
         c_mean, c_std: participation costs ``max(0, N(c_mean, c_std))``, drawn per client and episode.
         score_noise, challenge_noise: standard deviations of the two scores' noise (``>= 0``).
         welfare: ``"exponential"`` (``Q(z) = 1 - exp(-kappa z)``) or ``"s_shaped"`` (``z^h / (z^h + z0^h)``).
@@ -184,14 +186,14 @@ class ParticipationConfig(GameConfig):
 
     game: ClassVar[str] = "participation_v0"
 
-    n_clients: int = param(10, players(2))
+    n_players: int = param(10, players(2))
     rounds: int = param(10, at_least(1))
     phi: float = param(1.0, number())
     w: float = param(0.5, number())
     gamma: float = param(0.5, number(0.0, 1.0))
     delta: float = param(1.0, number())
-    q0: Any = param(1.0, each_player(players="n_clients"), per_player=True)
-    outside: Any = param(0.0, each_player(-np.inf, players="n_clients"), per_player=True)
+    q0: Any = param(1.0, each_player(players="n_players"), per_player=True)
+    outside_option: Any = param(0.0, each_player(-np.inf, players="n_players"), per_player=True)
     c_mean: float = param(0.5, number(-np.inf))
     c_std: float = param(0.2, number())
     score_noise: float = param(0.1, number())
@@ -204,8 +206,67 @@ class ParticipationConfig(GameConfig):
     initial_participation: float = param(1.0, number(0.0, 1.0))
 
 
+def theory_setting(config: ParticipationConfig, protocol: Protocol) -> Setting:
+    """The mean-field theory's parameters (:mod:`~fedgames.envs.participation.theory`) for the game of ``config``
+    under ``protocol`` (its score payment's ``pi`` and mixing, its audit rule's ``k``, ``p_detect``, ``S`` and
+    policy, its side payment's ``C`` and balance), with the clients' mean ``q0`` and ``outside_option``, and each
+    client's own where they differ."""
+    score = score_payment(protocol)
+    audits = [r for r in protocol.payment_rules if isinstance(r, AuditSanction)]
+    side = [r for r in protocol.payment_rules if hasattr(r, "from_deviation")]
+    if len(audits) > 1 or len(side) > 1:
+        raise ValueError("the mean-field theory knows one audit rule and one side payment; this protocol has several")
+    if side and protocol.aggregate is not mean_aggregate:
+        raise ValueError("the mean-field theory prices side payments on the mean metric, not on a robust aggregate")
+    if audits and audits[0].budget is not None:
+        raise ValueError("the mean-field theory knows k audits a round, not audits within a budget")
+    if side and not isinstance(side[0], DeviationPayment):
+        raise ValueError(f"the mean-field theory prices the side payment C (y_i - M)^2, not {side[0]!r}")
+    audit = audits[0] if audits else AuditSanction(0, 0.0, 0.0)
+    C, balanced = (side[0].C, side[0].balanced) if side and isinstance(side[0], DeviationPayment) else (0.0, False)
+    return Setting(
+        n_players=config.n_players,
+        phi=config.phi,
+        w=score.w,
+        gamma=config.gamma,
+        delta=config.delta,
+        pi=score.pi,
+        mixing=score.mixing,
+        audits=audit.k,
+        p_detect=audit.p_detect,
+        sanction=audit.S,
+        audit_policy=audit.policy,
+        score_noise=config.score_noise,
+        challenge_noise=config.challenge_noise,
+        C=C,
+        balanced=balanced,
+        q0=float(np.mean(config.q0)),
+        outside_option=float(np.mean(config.outside_option)),
+        client_q0=_differing(config.q0),
+        client_outside_option=_differing(config.outside_option),
+        c_mean=config.c_mean,
+        c_std=max(config.c_std, 1e-12),
+        welfare=config.welfare,
+        kappa=config.kappa,
+        h=config.h,
+        z0=config.z0,
+    )
+
+
+def participation_config(env: Any) -> ParticipationConfig:
+    """The configuration of ``env``, a ``participation_v0`` env with any mechanisms around it, read through the game
+    contract (:func:`~fedgames.envs.contract.game_of`); a ``ValueError`` for another env."""
+    try:
+        config = game_of(env).config
+    except (AttributeError, ValueError):
+        config = None
+    if not isinstance(config, ParticipationConfig):
+        raise ValueError(f"a participation_v0 env is needed, got {env!r}")
+    return config
+
+
 class ParticipationGame:
-    """The participation game's batched stages; its configuration's fields (``n_clients``, ``rounds``, ``q0`` ...)
+    """The participation game's batched stages; its configuration's fields (``n_players``, ``rounds``, ``q0`` ...)
     read as its attributes.
 
     Args:
@@ -214,72 +275,50 @@ class ParticipationGame:
 
     action_names = ("participate", "u")
 
+    # the configuration's fields, copied onto the game (ParticipationConfig documents them)
+    n_players: int
+    rounds: int
+    phi: float
+    w: float
+    gamma: float
+    delta: float
+    q0: np.ndarray
+    outside_option: np.ndarray
+    c_mean: float
+    c_std: float
+    score_noise: float
+    challenge_noise: float
+    welfare: str
+    kappa: float
+    h: float
+    z0: float
+    rejoin: bool
+    initial_participation: float
+
     def __init__(self, config: ParticipationConfig | None = None, **fields: Any) -> None:
         self.config = config if config is not None else ParticipationConfig.from_kwargs(**fields)
         for name in self.config.names():
             setattr(self, name, getattr(self.config, name))
         self.curve = Setting(welfare=self.welfare, kappa=self.kappa, h=self.h, z0=self.z0)  # what Q(z) reads
         noisy = min(self.score_noise, self.challenge_noise) > 0
-        self.gls_terms = score_test(self, "participation_v0") if noisy else None  # the server's record (SPEC §8)
+        self.gls_terms = score_test(self.config, "participation_v0") if noisy else None  # the record (SPEC §8)
 
     def protocol(self) -> Protocol:
         """Mean aggregation of the participants' messages, the score payment with ``pi = 0``, no audits."""
         return Protocol(self.action_names, np.zeros(2), np.ones(2), payment_rules=(ScorePayment(self.w),))
 
     def setting(self, protocol: Protocol) -> Setting:
-        """The mean-field theory's parameters (:mod:`~fedgames.envs.participation.theory`) for this game under
-        ``protocol`` (its score payment's ``pi`` and mixing, its audit rule's ``k``, ``p_detect``, ``S`` and
-        policy, its side payment's ``C`` and balance), with the clients' mean ``q0`` and ``outside``, and each
-        client's own where they differ."""
-        score = score_payment(protocol)
-        audits = [r for r in protocol.payment_rules if isinstance(r, AuditSanction)]
-        side = [r for r in protocol.payment_rules if hasattr(r, "from_deviation")]
-        if len(audits) > 1 or len(side) > 1:
-            raise ValueError(
-                "the mean-field theory knows one audit rule and one side payment; this protocol has several"
-            )
-        if side and protocol.aggregate is not mean_aggregate:
-            raise ValueError("the mean-field theory prices side payments on the mean metric, not on a robust aggregate")
-        if audits and audits[0].budget is not None:
-            raise ValueError("the mean-field theory knows k audits a round, not audits within a budget")
-        audit = audits[0] if audits else AuditSanction(0, 0.0, 0.0)
-        C, balanced = (side[0].C, side[0].balanced) if side else (0.0, False)
-        return Setting(
-            n_clients=self.n_clients,
-            phi=self.phi,
-            w=score.w,
-            gamma=self.gamma,
-            delta=self.delta,
-            pi=score.pi,
-            mixing=score.mixing,
-            audits=audit.k,
-            p_detect=audit.p_detect,
-            sanction=audit.S,
-            audit_policy=audit.policy,
-            score_noise=self.score_noise,
-            challenge_noise=self.challenge_noise,
-            C=C,
-            balanced=balanced,
-            q0=float(np.mean(self.q0)),
-            outside=float(np.mean(self.outside)),
-            client_q0=_differing(self.q0),
-            client_outside=_differing(self.outside),
-            c_mean=self.c_mean,
-            c_std=max(self.c_std, 1e-12),
-            welfare=self.welfare,
-            kappa=self.kappa,
-            h=self.h,
-            z0=self.z0,
-        )
+        """The mean-field theory's parameters for this game under ``protocol`` (:func:`theory_setting`)."""
+        return theory_setting(self.config, protocol)
 
     def sample_world(self, rng: np.random.Generator, batch: int) -> World:
         """Each client's participation cost for ``batch`` episodes."""
-        return World(np.maximum(0.0, self.c_mean + self.c_std * rng.standard_normal((batch, self.n_clients))))
+        return World(np.maximum(0.0, self.c_mean + self.c_std * rng.standard_normal((batch, self.n_players))))
 
     def start(self, batch: int) -> RoundState:
         """Before the first round: nobody has taken part or exited yet; the participation level is
         ``initial_participation``, with the welfare honest contributions at that level give."""
-        zeros = np.zeros((batch, self.n_clients))
+        zeros = np.zeros((batch, self.n_players))
         level = self.initial_participation
         first_welfare = float(welfare(level * float(np.mean(self.q0)), self.curve))
         never = zeros.astype(bool)
@@ -294,30 +333,29 @@ class ParticipationGame:
             never,
             never,
             never,
-            np.zeros((batch, self.n_clients, 2)),
+            np.moveaxis(np.zeros((2, batch, self.n_players)), 0, -1),  # each sum contiguous in memory
         )
 
     def observe(self, world: World, state: RoundState) -> np.ndarray:
         """``(B, N, 11)`` observations, laid out :data:`OBSERVATION_FIELDS`."""
         batch, n = world.cost.shape
-
-        def common(values: np.ndarray) -> np.ndarray:  # one value per episode, seen by every player
-            return np.broadcast_to(values[:, None], (batch, n))
-
-        columns = [
-            np.full((batch, n), state.round / self.rounds),
+        fields = np.empty((len(OBSERVATION_FIELDS), batch, n))  # one field after the other: contiguous writes
+        columns: tuple[float | np.ndarray, ...] = (
+            state.round / self.rounds,
             world.cost,
-            state.participated.astype(float),
-            state.exited.astype(float),
-            common(state.participation),
-            common(state.welfare),
+            state.participated,
+            state.exited,
+            state.participation[:, None],  # one value per episode, seen by every player
+            state.welfare[:, None],
             state.paid_score,
             state.payment,
-            state.audited.astype(float),
-            state.challenged.astype(float),
-            state.caught.astype(float),
-        ]
-        return np.stack(columns, axis=-1)
+            state.audited,
+            state.challenged,
+            state.caught,
+        )
+        for k, column in enumerate(columns):
+            fields[k] = column
+        return np.moveaxis(fields, 0, -1)
 
     def play_round(
         self, protocol: Protocol, world: World, state: RoundState, actions: np.ndarray, rng: np.random.Generator
@@ -341,20 +379,24 @@ class ParticipationGame:
         if self.gls_terms is not None:  # the server's record of each participant (SPEC §8)
             state.evidence[..., 0] += np.where(present, self.gls_terms.numerator(score, challenge, challenged), 0.0)
             state.evidence[..., 1] += np.where(present, self.gls_terms.information(challenged), 0.0)
-        messages = np.concatenate(
-            [
-                np.stack([present, score * present, challenge * challenged, u, lottery, detection, challenged], -1),
-                state.evidence,
-            ],
-            axis=-1,
-        )
+        # the columns of the messages (B, N, 9) lie one after the other in memory, so reading one is contiguous
+        columns = np.empty((len(MESSAGE_FIELDS), batch, n))
+        for k, column in enumerate(
+            (present, score * present, challenge * challenged, u, lottery, detection, challenged)
+        ):
+            columns[k] = column
+        columns[7:] = np.moveaxis(state.evidence, -1, 0)
+        messages = np.moveaxis(columns, 0, -1)
         paid = payment.paid_score(messages)
         aggregate = participants_aggregate(protocol.aggregate, paid[..., None], present)
         with np.errstate(invalid="ignore"):  # nobody present: a NaN metric, and nobody's deviation counts
             sq_deviation = np.where(present, (paid - aggregate) ** 2, 0.0)
-        payments = protocol.payments(messages, aggregate, sq_deviation, present)
-        audited, caught, sanction = self._audits(protocol, messages)
-        rewards = np.where(present, self.phi * welfare_now[:, None] - world.cost - payments, self.outside)
+        audits = {
+            id(rule): rule.outcome(messages) for rule in protocol.payment_rules if isinstance(rule, AuditSanction)
+        }
+        payments = self._payments(protocol, messages, aggregate, sq_deviation, present, (payment, paid), audits)
+        audited, caught, sanction = self._audits(protocol, messages, audits)
+        rewards = np.where(present, self.phi * welfare_now[:, None] - world.cost - payments, self.outside_option)
         if not self.rejoin:
             state.exited = state.exited | ~present
         state.round += 1
@@ -369,13 +411,44 @@ class ParticipationGame:
         )
 
     @staticmethod
-    def _audits(protocol: Protocol, messages: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(B, N)`` whom the protocol's audit rules audited and caught this round, and the sanctions charged."""
+    def _payments(
+        protocol: Protocol,
+        messages: np.ndarray,
+        aggregate: np.ndarray,
+        sq_deviation: np.ndarray,
+        present: np.ndarray,
+        paid: tuple[ScorePayment, np.ndarray],
+        audits: dict[int, tuple[np.ndarray, np.ndarray]],
+    ) -> np.ndarray:
+        """``(B, N)`` the sum of the protocol's payment rules, as :meth:`Protocol.payments` adds them (in their
+        order, the deviation rules from ``sq_deviation``), with what this round already knows: the score payment's
+        paid scores (``paid``: the rule and its ``y_i``) and each audit rule's outcome (``audits``, by ``id``)."""
+        score_rule, scores = paid
+        total: Any = 0
+        for rule in protocol.payment_rules:
+            if rule is score_rule:
+                charge = -score_rule.w * scores
+            elif isinstance(rule, AuditSanction) and id(rule) in audits:
+                charge = rule.S * audits[id(rule)][1]
+            elif hasattr(rule, "from_deviation"):
+                charge = rule.from_deviation(sq_deviation, present)
+            else:
+                charge = rule(messages, aggregate)
+            total = total + charge
+        return np.asarray(total)
+
+    @staticmethod
+    def _audits(
+        protocol: Protocol, messages: np.ndarray, outcomes: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(B, N)`` whom the protocol's audit rules audited and caught this round, and the sanctions charged
+        (``outcomes``: each audit rule's :meth:`~fedgames.mechanisms.audit.AuditSanction.outcome`, by ``id``, where
+        known)."""
         audited = np.zeros(messages.shape[:-1], dtype=bool)
         caught, sanction = audited.copy(), np.zeros(messages.shape[:-1])
         for rule in protocol.payment_rules:
             if isinstance(rule, AuditSanction):
-                chosen, hit = rule.outcome(messages)
+                chosen, hit = outcomes[id(rule)] if outcomes is not None else rule.outcome(messages)
                 audited, caught, sanction = audited | chosen, caught | hit, sanction + rule.S * hit
         return audited, caught, sanction
 
@@ -384,14 +457,14 @@ class ParticipationGame:
         participants (1 to ``N``), the broadcast response, and payment rules that read the score or audit fields
         (the score payment, audits) or the score's deviation (side payments)."""
         if protocol.aggregate is not mean_aggregate:
-            probe = np.random.default_rng(0).standard_normal((1, self.n_clients, 1))
-            for count in range(1, self.n_clients + 1):
+            probe = np.random.default_rng(0).standard_normal((1, self.n_players, 1))
+            for count in range(1, self.n_players + 1):
                 try:
                     protocol.aggregate(probe[:, :count], None)
                 except ValueError as error:
                     raise ValueError(
                         f"participation_v0: the aggregation rule must work for any number of "
-                        f"participants, 1 to {self.n_clients}; with {count}: {error}"
+                        f"participants, 1 to {self.n_players}; with {count}: {error}"
                     ) from error
         if protocol.respond is not broadcast:
             raise ValueError(

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
+from fedgames.envs.participation.game import ParticipationConfig, participation_config, theory_setting
 from fedgames.envs.participation.theory import Setting, domino_threshold
 from fedgames.envs.protocol import Protocol
 from fedgames.mechanisms.audit import MIXINGS, ScoreTest, score_payment, score_test
@@ -229,20 +230,28 @@ def _threshold(setting: Setting) -> float | None:
     return domino_threshold(setting)
 
 
-def game_monitor(game: Any, protocol: Protocol, batch: int = 1, **options: Any) -> Monitor:
-    """A :class:`Monitor` for a participation game (``game``: its players, rounds and score rules) under
+def game_monitor(config: ParticipationConfig, protocol: Protocol, batch: int = 1, **options: Any) -> Monitor:
+    """A :class:`Monitor` for the participation game of ``config`` (its players, rounds and score rules) under
     ``protocol``: the paid score's ``pi``, the GLS terms of the game's rules (none where a score is noiseless)
-    and the domino threshold of its mean-field theory where the theory covers the protocol (``game.setting``);
-    ``options`` as :class:`Monitor`'s."""
+    and the domino threshold of its mean-field theory where the theory covers the protocol
+    (:func:`~fedgames.envs.participation.game.theory_setting`); ``options`` as :class:`Monitor`'s."""
     try:
-        threshold = _threshold(game.setting(protocol))
+        threshold = _threshold(theory_setting(config, protocol))
     except ValueError:  # the mean-field theory does not cover this protocol (e.g. audits within a budget)
         threshold = None
-    noiseless = min(game.score_noise, game.challenge_noise) == 0
-    test = None if noiseless else score_test(game, "monitor")
+    noiseless = min(config.score_noise, config.challenge_noise) == 0
+    test = None if noiseless else score_test(config, "monitor")
     payment = score_payment(protocol, "monitor")
-    n = int(getattr(game, "n_players", getattr(game, "n_clients", 0)))  # n_clients: before the rename
-    return Monitor(n, int(game.rounds), test, float(payment.pi), payment.mixing, threshold, batch=batch, **options)
+    return Monitor(
+        config.n_players, config.rounds, test, float(payment.pi), payment.mixing, threshold, batch=batch, **options
+    )
 
 
-__all__ = ["SIGNALS", "Monitor", "Signal", "game_monitor"]
+def env_monitor(env: Any, batch: int = 1, **options: Any) -> Monitor:
+    """:func:`game_monitor` for ``env``, a ``participation_v0`` env with any mechanisms around it (its config read
+    through the game contract, :func:`~fedgames.envs.participation.game.participation_config`, under
+    ``env.protocol``)."""
+    return game_monitor(participation_config(env), env.protocol, batch, **options)
+
+
+__all__ = ["SIGNALS", "Monitor", "Signal", "env_monitor", "game_monitor"]

@@ -61,14 +61,14 @@ class ParticipationEnv(GameEnv):
         self.game = ParticipationGame(self.config)
         self.rounds = self.game.rounds
         self.protocol: Protocol = self.game.protocol()
-        self.possible_agents = [f"player_{i}" for i in range(self.game.n_clients)]
+        self.possible_agents = [f"player_{i}" for i in range(self.game.n_players)]
         self.agents: list[str] = []
         low = np.array([0, 0, 0, 0, 0, 0, -np.inf, -np.inf, 0, 0, 0], dtype=np.float32)
         high = np.array([1, np.inf, 1, 1, 1, 1, np.inf, np.inf, 1, 1, 1], dtype=np.float32)
         assert len(low) == len(OBSERVATION_FIELDS)
         self.observation_spaces = {a: spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self.action_spaces = {a: action_box(self.protocol) for a in self.possible_agents}
-        n = self.game.n_clients
+        n = self.game.n_players
         state_high = np.concatenate([[1.0], np.full(n, np.inf), np.ones(2 * n + 2)]).astype(np.float32)
         self.state_space = spaces.Box(np.zeros(3 + 3 * n, dtype=np.float32), state_high, dtype=np.float32)
         self._rng = np.random.default_rng()
@@ -125,7 +125,7 @@ class ParticipationEnv(GameEnv):
         outcome = screened(outcome, self._health, self._state.round)
         self._last = outcome
         if self._monitor is None:
-            self._monitor = game_monitor(self.game, protocol)
+            self._monitor = game_monitor(self.game.config, protocol)
         self._monitor.update(
             outcome.present,
             outcome.messages[..., 1],
@@ -234,7 +234,9 @@ def screened(outcome: Outcome, health: Health, round_played: int) -> Outcome:
     health.check(round_played, payment=outcome.payments, reward=outcome.rewards)
     if not health.count:
         return outcome
-    return replace(outcome, rewards=health.silence(outcome.rewards), payments=health.silence(outcome.payments))
+    rewards, payments = health.silence(outcome.rewards), health.silence(outcome.payments)
+    assert rewards is not None and payments is not None  # silence keeps an array an array
+    return replace(outcome, rewards=rewards, payments=payments)
 
 
 __all__ = ["ParticipationBatch", "ParticipationEnv", "screened"]

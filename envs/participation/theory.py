@@ -12,7 +12,7 @@ of the participants; balanced: less the mean of the other participants' charges)
 
 Everything here is for a representative client (the mean ``q0`` and ``o``) with Gaussian participation costs
 ``c ~ max(0, N(c_mean, c_std))``, as SPEC §3's "Theory (mean-field, to reproduce)", except the retention map,
-which averages over the clients' own ``q0_i`` and ``o_i`` where they differ (``client_q0``, ``client_outside``):
+which averages over the clients' own ``q0_i`` and ``o_i`` where they differ (``client_q0``, ``client_outside_option``):
 
 - :func:`gaming_slope`: the round reward is linear in ``u`` up to the welfare's curvature, with slope
   ``g = w((1 - pi) delta - gamma q0) - phi Q'(z) gamma q0 / N - (k / |P|) p_detect S``; the best reply is
@@ -62,7 +62,7 @@ class Setting:
     """The participation game's parameters (SPEC §3); defaults as there where it gives them.
 
     Attributes:
-        n_clients: ``N >= 2``.
+        n_players: ``N >= 2``.
         phi: value of the shared model to a participant.
         w: contribution payment rate.
         gamma: how much manipulation destroys of a contribution (``q = q0 (1 - gamma u)``), in ``[0, 1]``.
@@ -81,15 +81,15 @@ class Setting:
         C: side payment on the paid score's deviation from the participants' mean, ``C (y_i - M)^2``.
         balanced: the side payment is budget-balanced among the participants.
         q0: data quality of a client (the mean client's where they differ).
-        outside: ``o``, a non-participant's round reward (the mean client's where they differ).
-        client_q0, client_outside: each client's own ``q0_i`` and ``o_i`` where they differ (``()``: all alike);
+        outside_option: ``o``, a non-participant's round reward (the mean client's where they differ).
+        client_q0, client_outside_option: each client's own ``q0_i`` and ``o_i`` where they differ (``()``: all alike);
             the retention map averages over them.
         c_mean, c_std: the participation cost ``max(0, N(c_mean, c_std))``.
         welfare: ``"exponential"`` (``Q(z) = 1 - exp(-kappa z)``) or ``"s_shaped"`` (``z^h / (z^h + z0^h)``).
         kappa, h, z0: the welfare curves' parameters.
     """
 
-    n_clients: int = 10
+    n_players: int = 10
     phi: float = 1.0
     w: float = 0.5
     gamma: float = 0.5
@@ -105,9 +105,9 @@ class Setting:
     C: float = 0.0
     balanced: bool = False
     q0: float = 1.0
-    outside: float = 0.0
+    outside_option: float = 0.0
     client_q0: tuple[float, ...] = ()
-    client_outside: tuple[float, ...] = ()
+    client_outside_option: tuple[float, ...] = ()
     c_mean: float = 0.5
     c_std: float = 0.2
     welfare: str = "exponential"
@@ -115,35 +115,31 @@ class Setting:
     h: float = 4.0
     z0: float = 0.5
 
-    @property
-    def n_players(self) -> int:
-        """``N``, by the name every game shares for it (``n_clients`` here)."""
-        return self.n_clients
-
     @classmethod
     def from_env(cls, env: Any) -> Setting:
-        """The parameters of ``env``, a ``participation_v0`` env with any mechanisms around it: its own config and
-        the mechanisms in force (``env.protocol``: the challenge-mixing ``pi``, the audits, the side payment), as
-        its game reads them (``game.setting``). A ``ValueError`` for another env, or where the mechanisms leave
-        the mean-field theory (audits within a budget, several audit rules, side payments on a robust metric)."""
-        game = getattr(getattr(env, "unwrapped", None), "game", None)
-        if game is None or not callable(getattr(game, "setting", None)):
-            raise ValueError(f"Setting.from_env needs a participation_v0 env, got {env!r}")
-        return game.setting(env.protocol)
+        """The parameters of ``env``, a ``participation_v0`` env with any mechanisms around it: its own config
+        (through the game contract, :func:`~fedgames.envs.participation.game.participation_config`) and the
+        mechanisms in force (``env.protocol``: the challenge-mixing ``pi``, the audits, the side payment), as
+        :func:`~fedgames.envs.participation.game.theory_setting` reads them. A ``ValueError`` for another env, or
+        where the mechanisms leave the mean-field theory (audits within a budget, several audit rules, side payments
+        on a robust metric)."""
+        from fedgames.envs.participation.game import participation_config, theory_setting  # game.py imports this
+
+        return theory_setting(participation_config(env), env.protocol)
 
     def __post_init__(self) -> None:
-        integer("n_clients", self.n_clients, 2)
+        integer("n_players", self.n_players, 2)
         integer("audits", self.audits, 0)
         for name in ("phi", "w", "delta", "sanction", "q0", "kappa", "score_noise", "challenge_noise", "C"):
             real(name, getattr(self, name))
         real("z0", self.z0, strict=True)
         for name in ("gamma", "pi", "p_detect"):
             real(name, getattr(self, name), 0.0, 1.0)
-        real("outside", self.outside, -math.inf)
-        for name, minimum in (("client_q0", 0.0), ("client_outside", -math.inf)):
+        real("outside_option", self.outside_option, -math.inf)
+        for name, minimum in (("client_q0", 0.0), ("client_outside_option", -math.inf)):
             values = getattr(self, name)
-            if values and len(values) != self.n_clients:
-                raise ValueError(f"{name} must hold one value per client ({self.n_clients}), got {len(values)}")
+            if values and len(values) != self.n_players:
+                raise ValueError(f"{name} must hold one value per client ({self.n_players}), got {len(values)}")
             for i, value in enumerate(values):
                 real(f"{name}[{i}]", value, minimum)
         real("c_mean", self.c_mean, -math.inf)
@@ -321,11 +317,11 @@ def _unsanctioned_slope(setting: Setting, z: float, coalition: int = 1) -> float
     """``w((1 - pi) delta - gamma q0) - k phi Q'(z) gamma q0 / N``: the gaming slope before any sanction of a
     member of a coalition of ``k = coalition`` (1: a lone participant)."""
     s = setting
-    return _paid_incentive(s) - coalition * s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_clients
+    return _paid_incentive(s) - coalition * s.phi * float(welfare_slope(z, s)) * s.gamma * s.q0 / s.n_players
 
 
 def _coalition_size(setting: Setting, coalition: int) -> int:
-    return integer("coalition", coalition, 1, setting.n_clients)
+    return integer("coalition", coalition, 1, setting.n_players)
 
 
 def gaming_slope(setting: Setting, participants: float, z: float, coalition: int = 1) -> float:
@@ -344,7 +340,7 @@ def _welfare_lost(setting: Setting, z: float, manipulation: float | np.ndarray) 
     """``phi (Q(z) - Q(z - gamma q0 m / N))``: the welfare a participant loses when the participants' total
     manipulation is ``m`` (``z`` counting it honest)."""
     s = setting
-    return s.phi * (welfare(z, s) - welfare(z - s.gamma * s.q0 * manipulation / s.n_clients, s))
+    return np.asarray(s.phi * (welfare(z, s) - welfare(z - s.gamma * s.q0 * manipulation / s.n_players, s)))
 
 
 def coalition_gain(
@@ -403,14 +399,14 @@ def _grid_reply(setting: Setting, participants: float, z: float, others: float, 
     """:func:`best_manipulation`'s grid search (remembered: a settled mean-field path asks the same again, and a
     risk-targeted audit's integral takes about 0.3 s at 2000 clients)."""
     us = np.linspace(0.0, 1.0, grid)
-    gains = gaming_gain(setting, participants, z, us, others)
+    gains = np.asarray(gaming_gain(setting, participants, z, us, others))
     return float(us[int(np.argmax(gains))]) if gains.max() > 0 else 0.0
 
 
 def with_own_honesty(z: float | np.ndarray, setting: Setting, played: float | np.ndarray) -> float | np.ndarray:
     """The participants' total contribution ``z`` (everyone playing ``played``) with one participant's own counted
     honest, ``z + gamma q0 played / N``: the ``z`` that :func:`gaming_gain` and :func:`best_manipulation` take."""
-    return z + setting.gamma * setting.q0 * np.asarray(played) / setting.n_clients
+    return z + setting.gamma * setting.q0 * np.asarray(played) / setting.n_players
 
 
 def symmetric_manipulation(setting: Setting, participants: float | None = None, rounds: int = 200) -> float:
@@ -419,10 +415,11 @@ def symmetric_manipulation(setting: Setting, participants: float | None = None, 
     §3's linear case the one-shot reply; under a side payment the replies creep up to full gaming where ``g > 0``
     (the charge bites only on deviations from the others). A ``ValueError`` if the replies do not settle."""
     s = setting
-    n = float(s.n_clients if participants is None else real("participants", participants, strict=True))
+    n = float(s.n_players if participants is None else real("participants", participants, strict=True))
     u = 0.0
     for _ in range(integer("rounds", rounds, 1)):
-        reply = best_manipulation(s, n, with_own_honesty(n * s.q0 * (1 - s.gamma * u) / s.n_clients, s, u), others=u)
+        total = float(with_own_honesty(n * s.q0 * (1 - s.gamma * u) / s.n_players, s, u))
+        reply = best_manipulation(s, n, total, others=u)
         if reply == u:
             return u
         u = reply
@@ -452,20 +449,20 @@ def participation_value(x: float, setting: Setting, u: float = 0.0) -> float:
     s = setting
     quality = s.q0 * (1 - s.gamma * u)
     score = quality + (1 - s.pi) * s.delta * u
-    sanction = _deterrence(s, x * s.n_clients) * u * s.sanction
-    charged = deviation_payment(s, x * s.n_clients, u, u)
-    return s.phi * float(welfare(x * quality, s)) + s.w * score - sanction - charged
+    sanction = _deterrence(s, x * s.n_players) * u * s.sanction
+    charged = deviation_payment(s, x * s.n_players, u, u)
+    return float(s.phi * float(welfare(x * quality, s)) + s.w * score - sanction - charged)
 
 
 def retention_map(x: float, setting: Setting, u: float = 0.0) -> float:
     """``G(x) = P_i[c_i <= value_i(x) - o_i]``, the fraction that participates next round when ``x`` does now
     (myopic clients, costs ``max(0, N(c_mean, c_std))``): the mean over the clients (``client_q0``,
-    ``client_outside``; all alike where not given) of the chance that the value of taking part covers the cost.
+    ``client_outside_option``; all alike where not given) of the chance that the value of taking part covers the cost.
     A client's value is :func:`participation_value` with its own expected paid score, ``w (q0_i - q0)(1 - gamma
     u)`` more than the mean client's."""
     s = setting
     edge = s.w * (np.asarray(s.client_q0 or (s.q0,)) - s.q0) * (1 - s.gamma * u)
-    margin = participation_value(x, s, u) + edge - np.asarray(s.client_outside or (s.outside,))
+    margin = participation_value(x, s, u) + edge - np.asarray(s.client_outside_option or (s.outside_option,))
     covered = np.where(margin < 0, 0.0, norm.cdf((margin - s.c_mean) / s.c_std))
     return float(covered.mean())
 
@@ -566,7 +563,7 @@ def mean_field_path(setting: Setting, x0: float = 1.0, rounds: int = 500, u: flo
     for _ in range(integer("rounds", rounds, 1)):
         if u is None:
             played = best_manipulation(
-                setting, x[-1] * setting.n_clients, float(with_own_honesty(z, setting, played)), others=played
+                setting, x[-1] * setting.n_players, float(with_own_honesty(z, setting, played)), others=played
             )
         else:
             played = u
