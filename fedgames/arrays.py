@@ -9,15 +9,23 @@ result; a torch input gives a torch result of the same dtype on the same device,
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
 Array = np.ndarray | torch.Tensor
+"""A numpy array or a torch tensor (the union, for code that takes either)."""
+
+A = TypeVar("A", np.ndarray, torch.Tensor, Array)
+"""A numpy array, a torch tensor, or either (:data:`Array`), the same throughout a signature: a helper returns the
+kind it was given."""
 
 
-def is_torch(x: Any) -> bool:
+def is_torch(x: object) -> TypeIs[torch.Tensor]:
     """Whether ``x`` is a torch tensor (anything else is treated as a numpy array)."""
     return isinstance(x, torch.Tensor)
 
@@ -28,30 +36,32 @@ def namespace(x: Array) -> ModuleType:
     return torch if is_torch(x) else np
 
 
-def sort(x: Array, axis: int) -> Array:
+def sort(x: A, axis: int) -> A:
     """The values of ``x`` sorted ascending along ``axis``."""
     return torch.sort(x, dim=axis).values if is_torch(x) else np.sort(x, axis=axis)
 
 
-def argsort(x: Array, axis: int) -> Array:
+def argsort(x: A, axis: int) -> A:
     """Stable ascending argsort along ``axis`` (equal values keep their index order)."""
     return torch.argsort(x, dim=axis, stable=True) if is_torch(x) else np.argsort(x, axis=axis, kind="stable")
 
 
-def zeros(shape: tuple[int, ...], like: Array) -> Array:
+def zeros(shape: tuple[int, ...], like: A) -> A:
     """Zeros of ``like``'s kind, dtype and device."""
     return torch.zeros(shape, dtype=like.dtype, device=like.device) if is_torch(like) else np.zeros(shape, like.dtype)
 
 
-def arange(n: int, like: Array) -> Array:
+def arange(n: int, like: A) -> A:
     """``0, ..., n - 1`` as integer indices of ``like``'s kind and device."""
     return torch.arange(n, device=like.device) if is_torch(like) else np.arange(n)
 
 
-def put_along_last(target: Array, index: Array, value: float) -> Array:
+def put_along_last(target: A, index: A, value: float) -> A:
     """Set ``target[..., index[..., j]] = value`` in place along the last axis; return ``target``."""
     if is_torch(target):
+        assert is_torch(index), "index must be of target's kind"
         return target.scatter_(-1, index, value)
+    assert not is_torch(index), "index must be of target's kind"
     np.put_along_axis(target, index, value, axis=-1)
     return target
 
@@ -59,7 +69,7 @@ def put_along_last(target: Array, index: Array, value: float) -> Array:
 _CPU_SLICE = 1 << 20  # entries per slice of a CPU reduction (a few MB: stays in cache)
 
 
-def squared_distance(x: Array, y: Array | None = None, axis: int = -1) -> Array:
+def squared_distance(x: A, y: A | None = None, axis: int = -1) -> A:
     """``||x - y||^2`` along ``axis`` (the axis is dropped; ``y`` broadcasts against ``x``; ``None``: 0).
 
     Torch tensors on a CPU are reduced in slices of ``axis``, each ``torch.linalg.vector_norm``-ed: PyTorch's CPU
@@ -86,7 +96,7 @@ def squared_distance(x: Array, y: Array | None = None, axis: int = -1) -> Array:
     return total
 
 
-def vector_norm(x: Array, axis: int = -1) -> Array:
+def vector_norm(x: A, axis: int = -1) -> A:
     """Euclidean norms along ``axis`` (the axis is dropped), accurate on a CPU too (:func:`squared_distance`)."""
     if not is_torch(x):
         return np.linalg.norm(x, axis=axis)
@@ -95,11 +105,15 @@ def vector_norm(x: Array, axis: int = -1) -> Array:
     return torch.sqrt(squared_distance(x, axis=axis))
 
 
-def standard_normal(rng: np.random.Generator | torch.Generator, shape: tuple[int, ...], like: Array) -> Array:
+def standard_normal(rng: np.random.Generator | torch.Generator, shape: tuple[int, ...], like: A) -> A:
     """Standard normal draws of ``shape`` from ``rng``: a numpy ``Generator`` for numpy inputs, a
     ``torch.Generator`` on ``like``'s device for tensors (then in ``like``'s dtype)."""
     if is_torch(like):
+        if not isinstance(rng, torch.Generator):
+            raise TypeError(f"rng must be a torch.Generator for a tensor like, got {rng!r}")
         return torch.randn(shape, generator=rng, dtype=like.dtype, device=like.device)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator for an array like, got {rng!r}")
     return rng.standard_normal(shape)
 
 
