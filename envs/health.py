@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -86,6 +86,13 @@ class Health:
             if values is not None:
                 new |= self.flag(round, name, nonfinite_rows(values))
         return new
+
+    @overload
+    def silence(self, values: np.ndarray) -> np.ndarray: ...
+    @overload
+    def silence(self, values: None) -> None: ...
+    @overload
+    def silence(self, values: np.ndarray | None) -> np.ndarray | None: ...
 
     def silence(self, values: np.ndarray | None) -> np.ndarray | None:
         """``values`` ``(B, ...)`` (rewards or payments) with the diverged episodes' entries set to 0."""

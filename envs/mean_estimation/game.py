@@ -143,6 +143,18 @@ class MeanEstimationGame:
         config: a :class:`MeanEstimationConfig` (default: the defaults), or its fields as keywords.
     """
 
+    # the configuration's fields, copied onto the game (MeanEstimationConfig documents them)
+    n_players: int
+    n_samples: int
+    dim: int
+    sigma: np.ndarray
+    sigma_star: float
+    lam: np.ndarray
+    alpha_max: float
+    bias_max: float
+    prior_std: float
+    sigma_cv: float
+
     def __init__(self, config: MeanEstimationConfig | None = None, **fields: Any) -> None:
         self.config = config if config is not None else MeanEstimationConfig.from_kwargs(**fields)
         for name in self.config.names():
