@@ -4,8 +4,33 @@ from fedgames.memory import use_huge_pages
 
 use_huge_pages()  # before torch is imported (see its docstring)
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+WITHOUT = ("pettingzoo", "gymnasium", "stable_baselines3")
+"""What a bare GPU machine lacks (it has torch and numpy alone)."""
+
+
+@pytest.fixture
+def run_without_packages():
+    """``run(code)``: the stripped stdout of ``code`` run in a fresh interpreter where importing any of
+    :data:`WITHOUT` fails, as on a machine without them."""
+
+    def run(code: str) -> str:
+        block = (
+            "import sys, importlib.abc\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {WITHOUT!r}: raise ModuleNotFoundError(name=name.split('.')[0])\n"
+            "sys.meta_path.insert(0, Block())\n"
+        )
+        out = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    return run
 
 
 @pytest.fixture(autouse=True, scope="session")
