@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, SupportsFloat, SupportsIndex, cast
 
 import numpy as np
 
@@ -13,11 +13,12 @@ from fedgames.errors import did_you_mean
 
 def integer(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     """``value`` as an ``int`` in ``[minimum, maximum]`` (booleans and non-integral floats are refused)."""
-    valid = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if not valid or value < minimum or (maximum is not None and value > maximum):  # type: ignore[operator]
-        allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        number = int(value)
+        if number >= minimum and (maximum is None or number <= maximum):
+            return number
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def real(
@@ -30,9 +31,9 @@ def real(
 ) -> float:
     """``value`` as a finite ``float`` in ``[minimum, maximum]``; ``strict`` / ``strict_maximum`` open an end."""
     try:
-        if isinstance(value, (bool, np.bool_, str)):
+        if isinstance(value, (bool, np.bool_, str)) or not isinstance(value, (SupportsFloat, SupportsIndex)):
             raise TypeError
-        x = float(value)  # type: ignore[arg-type]
+        x = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if (
@@ -52,9 +53,9 @@ def real(
 
 def per_player(name: str, value: object, n_players: int, minimum: float = 0.0, strict: bool = False) -> np.ndarray:
     """One number for everybody or one per player, each checked by :func:`real`, as an array ``(n_players,)``."""
-    if np.ndim(value) == 0:
+    if np.ndim(value) == 0:  # type: ignore[arg-type]  # numpy's stubs want an ArrayLike; any object is 0-d or not
         return np.full(n_players, real(name, value, minimum, strict=strict))
-    values = list(value)  # type: ignore[call-overload]
+    values = list(cast(Iterable[object], value))
     if len(values) != n_players:
         raise ValueError(f"{name} must be one number or one per player ({n_players}), got {len(values)} values")
     return np.array([real(f"{name}[{i}]", v, minimum, strict=strict) for i, v in enumerate(values)])
