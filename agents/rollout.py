@@ -115,7 +115,7 @@ def recorded_play(
         for batch in episode_batches(env, episodes, batch_size, rng)
     ]
     return (
-        np.concatenate([p.actions for p in played], axis=1),  # type: ignore[misc]
+        np.concatenate([p.actions for p in played], axis=1),
         np.concatenate([p.returns for p in played]),
     )
 
@@ -151,12 +151,12 @@ def simulate(
             batches, desc="episodes", unit="batch", total=-(-episodes // batch_size), disable=not progress
         )
     ]
-    errors = [getattr(c.outcome, "sq_error", None) for c in chunks]
+    errors: list[np.ndarray | None] = [getattr(c.outcome, "sq_error", None) for c in chunks]
     healths = [c.health if c.health is not None else Health.start(c.returns.shape[0]) for c in chunks]
     return Episodes(
         rewards=np.concatenate([c.returns for c in chunks]),
-        sq_error=None if errors[0] is None else np.concatenate(errors),
-        payments=None if chunks[0].payments is None else np.concatenate([c.payments for c in chunks]),
+        sq_error=_joined(errors),
+        payments=_joined([c.payments for c in chunks]),
         health=Health.concatenate(healths),
     )
 
@@ -190,3 +190,9 @@ def _check_policies(policies: Mapping[str, Policy], agents: list[str]) -> None:
 
 
 __all__ = ["Episodes", "Rollout", "episode_batches", "recorded_play", "rollout", "simulate", "simulate_loop"]
+
+
+def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    """The batches' arrays end to end, or ``None`` where the game records none (then no batch has one)."""
+    present = [p for p in parts if p is not None]
+    return np.concatenate(present) if present else None

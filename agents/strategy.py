@@ -49,11 +49,11 @@ def summarize_policy(
     batch_size = resolve_batch_size(env, batch_size)
     rng = np.random.default_rng(seed)
     index = env.possible_agents.index(player)
-    names = env.protocol.action_names  # type: ignore[attr-defined]
+    names = env.protocol.action_names
     if horizon(env) == 1:
         batches = episode_batches(env, episodes, batch_size, rng)
-        actions = [policy.act(batch.reset()[:, index], rng) for batch in batches]
-        return summarize_actions(names, np.concatenate(actions))
+        chosen = [policy.act(batch.reset()[:, index], rng) for batch in batches]
+        return summarize_actions(names, np.concatenate(chosen))
     if profile is None:
         raise ValueError("summarize_policy: a multi-round game needs the others' policies (profile)")
     actions, _ = recorded_play(env, {**profile, player: policy}, episodes, batch_size, rng, rng)

@@ -110,7 +110,7 @@ def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> Epis
     """A batch of ``size`` episodes of ``env`` (mechanism wrappers included: the outermost protocol is played)."""
     from fedgames.envs.contract import game_of
 
-    return game_of(env).episode_batch(env.protocol, size, rng)  # type: ignore[attr-defined]
+    return game_of(env).episode_batch(env.protocol, size, rng)
 
 
 def resolve_batch_size(env: ParallelEnv, batch_size: int | None) -> int:
@@ -129,11 +129,13 @@ def resolve_batch_size(env: ParallelEnv, batch_size: int | None) -> int:
     per_episode = game.episode_bytes
     check_fits(f"one episode of {game.metadata['name']}", per_episode)
     budget = memory_budget()
-    fitting = None if budget is None else max(1, budget // per_episode)  # None: memory unknown, nothing refused
+    if budget is None:  # memory unknown: nothing refused
+        return int(game.default_batch_size) if batch_size is None else integer("batch_size", batch_size, 1)
+    fitting = max(1, budget // per_episode)
     if batch_size is None:
-        return int(game.default_batch_size if fitting is None else min(game.default_batch_size, fitting))
+        return int(min(game.default_batch_size, fitting))
     batch_size = integer("batch_size", batch_size, 1)
-    if fitting is not None and batch_size > fitting:
+    if batch_size > fitting:
         raise ValueError(
             f"batch_size={batch_size} needs about {size_text(batch_size * per_episode)} "
             f"({size_text(per_episode)} an episode), more than the memory budget of {size_text(budget)}: "

@@ -41,6 +41,7 @@ checkpoints keep (compare configs by it: array fields make ``==`` on the datacla
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, runtime_checkable
@@ -114,12 +115,12 @@ class TheoryAdapter(ABC):
             trial = trial_actions.copy()
             trial[i, columns] = point
             values[g] = self.payoff(trial, i)
-        values = values.reshape([points] * len(columns))
+        table = values.reshape([points] * len(columns))
         bound = np.zeros(len(columns))
         for k, c in enumerate(columns):
             if self.high[c] > self.low[c]:
                 h = axes[k][1] - axes[k][0]
-                bound[k] = (np.max(np.abs(np.diff(values, axis=k))) + np.max(np.abs(np.diff(values, n=2, axis=k)))) / h
+                bound[k] = (np.max(np.abs(np.diff(table, axis=k))) + np.max(np.abs(np.diff(table, n=2, axis=k)))) / h
         return lambda lower, upper: (-bound, bound)
 
     def describe(self, actions: np.ndarray) -> dict[str, list]:
@@ -173,7 +174,7 @@ class GameEnv(ProtocolEnv, ABC):
         :data:`STAGE_COPIES` float64 copies of every player's observation and action (the stages' messages,
         responses, estimates and temporaries are of that size)."""
         width = sum(
-            int(np.prod(space.shape))
+            math.prod(space.shape or ())
             for agent in self.possible_agents[:1]
             for space in (self.observation_space(agent), self.action_space(agent))
         )
@@ -246,7 +247,7 @@ def as_actions(profile: ActionProfile | np.ndarray) -> np.ndarray:
 
 def closed_form(env: ParallelEnv) -> TheoryAdapter | None:
     """The closed forms of ``env`` with its mechanisms (:meth:`GameEnv.theory`), or ``None`` where there are none."""
-    return game_of(env).theory(env.protocol)  # type: ignore[attr-defined]
+    return game_of(env).theory(env.protocol)
 
 
 def game_of(env: ParallelEnv) -> GameEnv:

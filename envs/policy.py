@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 class Policy(ABC):
@@ -46,7 +47,7 @@ class Policy(ABC):
 class ConstantPolicy(Policy):
     """Always play the same action vector, whatever the observation (any game)."""
 
-    def __init__(self, action: Sequence[float]) -> None:
+    def __init__(self, action: npt.ArrayLike) -> None:
         self.action = np.asarray(action, dtype=float).reshape(-1)
 
     def act(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:

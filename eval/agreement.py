@@ -208,7 +208,7 @@ def compare_with_theory(
     of the means and counted in the report's ``divergence`` and notes."""
     closed = closed_form(env)
     if closed is None:
-        under = " under these mechanisms" if env.protocol.mechanisms else ""  # type: ignore[attr-defined]
+        under = " under these mechanisms" if env.protocol.mechanisms else ""
         raise ValueError(f"{env.metadata['name']} has no closed form to compare with{under}")
     actions = as_actions(profile)
     agents = env.possible_agents
@@ -218,7 +218,7 @@ def compare_with_theory(
     )
     report = AgreementReport(
         env=env.metadata["name"],
-        mechanisms=[m.spec() for m in env.protocol.mechanisms],  # type: ignore[attr-defined]
+        mechanisms=[m.spec() for m in env.protocol.mechanisms],
         config=game_of(env).config.to_dict(),
         profile=closed.describe(actions),
         episodes=episodes,

@@ -437,9 +437,8 @@ def nash_check(
         best = max(replies, key=lambda r: r.regret)  # the best lower bound, reported as the reply
         found = best.found
         low, high = (max(r.ci[k] for r in replies) for k in (0, 1))  # holds for the largest regret of the replies
-        bounded = [r.found for r in replies if r.found.upper_bound is not None]
-        tightest = min(bounded, key=lambda f: f.upper_bound) if bounded else None  # type: ignore[arg-type,return-value]
-        upper = None if tightest is None else tightest.upper_bound
+        bounded = [(r.found.upper_bound, r.found) for r in replies if r.found.upper_bound is not None]
+        upper, tightest = min(bounded, key=lambda pair: pair[0]) if bounded else (None, None)
         learned = summary(agent, found.policy)
         predicted, distance = _prediction(env, theory, policies, index, learned)
         results.append(
@@ -479,7 +478,7 @@ def nash_check(
                 diverged=diverged,
             )
         )
-    mechanisms = [m.spec() for m in env.protocol.mechanisms]  # type: ignore[attr-defined]
+    mechanisms = [m.spec() for m in env.protocol.mechanisms]
     config = game_of(env).config.to_dict()
     return NashReport(
         env=env.metadata["name"],
@@ -510,7 +509,7 @@ def _prediction(
     actions = constant_actions(env, policies)
     if actions is None:
         return None, None
-    names = env.protocol.action_names  # type: ignore[attr-defined]
+    names = env.protocol.action_names
     best = theory.best_response(actions, index)
     mean_found = np.array([learned[name] for name in names])
     return summarize_actions(names, best), float(np.linalg.norm(mean_found - best))

@@ -95,18 +95,18 @@ def plot_reward_vs_alpha(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     actions = as_actions(profile)
-    component = curves[0][1].protocol.action_names[0]  # type: ignore[attr-defined]
+    component = curves[0][1].protocol.action_names[0]
 
     def deviation(env: ParallelEnv, value: float) -> np.ndarray:
         trial = actions.copy()
-        trial[player, env.protocol.action_index(component)] = value  # type: ignore[attr-defined]
+        trial[player, env.protocol.action_index(component)] = value
         return trial
 
     for label, env in curves:
         closed = closed_form(env)
         if closed is None:
             raise ValueError(f"plot_reward_vs_alpha: {label} has no closed form")
-        protocol = env.protocol  # type: ignore[attr-defined]
+        protocol = env.protocol
         index = protocol.action_index(component)
         low, top = float(protocol.action_low[index]), float(protocol.action_high[index])
         line = np.linspace(low, top, 200)

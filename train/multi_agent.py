@@ -56,9 +56,9 @@ def _run(
     store = CheckpointStore(checkpoint_dir, config, learners.keys) if checkpoint_dir is not None else None
     state = store.load_state() if store is not None else None
     history: list[RoundRecord] = []
-    if state is not None:
+    if store is not None and state is not None:
         learners.check_resume(state["completed_rounds"])
-        learners.load(store.model_files(state))  # type: ignore[union-attr]
+        learners.load(store.model_files(state))
         history = state["history"]
     eval_seed = sub_seed(config["seed"], EVAL_KEY)
     with learners.progress_bar(progress) as bar:

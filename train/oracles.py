@@ -52,7 +52,7 @@ def new_model(algo: str, venv: Any, seed: int, algo_kwargs: Mapping[str, Any], *
             f"algo_kwargs: {reserved} cannot be set there; fedgames gives the model its vectorised env "
             "and its seed (use the seed argument)"
         )
-    accepted = [name for name in inspect.signature(ALGORITHMS[algo].__init__).parameters if name != "self"]
+    accepted = list(inspect.signature(ALGORITHMS[algo]).parameters)
     for name in algo_kwargs:
         if name not in accepted:
             raise ValueError(
@@ -409,7 +409,7 @@ class GridOracle:
         time (``None``: the env's default, :func:`~fedgames.envs.batch.resolve_batch_size`); round ``r`` plays
         episodes seeded ``seed + r``. Refinement aims at a bound below ``tolerance`` (``None``: 0)."""
         batch_size = resolve_batch_size(env, batch_size)
-        protocol = env.protocol  # type: ignore[attr-defined]
+        protocol = env.protocol
         index = env.possible_agents.index(player)
         columns = [protocol.action_index(c) for c in self.components]
         observations = episode_batch(env, 1, np.random.default_rng(seed)).reset()
@@ -549,9 +549,9 @@ class GridOracle:
             result.budget["slopes"] = (
                 "finite class: none"
                 if self.levels
+                else {c: float(self.lipschitz[c]) for c in self.components}
+                if isinstance(self.lipschitz, Mapping)
                 else "closed form, per cell"
-                if self.lipschitz == "theory"
-                else {c: float(self.lipschitz[c]) for c in self.components}  # type: ignore[index]
             )
             result.search = {
                 "points_evaluated": len(evaluated),
@@ -635,9 +635,10 @@ def _grid_notes(diverged: Mapping[str, Any], points: int) -> list[str]:
 
 def constant_actions(env: ParallelEnv, policies: Mapping[str, Policy]) -> np.ndarray | None:
     """``(N, k)`` actions when every policy is a :class:`ConstantPolicy`, else ``None``."""
-    if not all(isinstance(policies[a], ConstantPolicy) for a in env.possible_agents):
+    constants = [policies[a] for a in env.possible_agents]
+    if not all(isinstance(p, ConstantPolicy) for p in constants):
         return None
-    return np.stack([policies[a].action for a in env.possible_agents])  # type: ignore[attr-defined]
+    return np.stack([p.action for p in constants if isinstance(p, ConstantPolicy)])
 
 
 def make_oracle(name: str, **kwargs: Any) -> LearnedOracle | GridOracle:

@@ -39,7 +39,7 @@ def jsonable(value: Any) -> Any:
 def env_description(env: ParallelEnv) -> dict[str, Any]:
     """What identifies the game a run trains on: its name, agents, configuration (the game's public attributes and
     the env's own settings, such as ``fedsgd_v0``'s rounds and utility) and mechanism stack."""
-    mechanisms = env.protocol.mechanisms  # type: ignore[attr-defined]
+    mechanisms = env.protocol.mechanisms
     return {
         "name": env.metadata.get("name"),
         "agents": list(env.possible_agents),

@@ -25,7 +25,7 @@ def sub_seed(seed: int, *keys: int) -> int:
 
 def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
     """The honest profile as policies (the game's :meth:`~fedgames.envs.contract.GameEnv.honest_policies`)."""
-    return game_of(env).honest_policies(env.protocol)  # type: ignore[attr-defined]
+    return game_of(env).honest_policies(env.protocol)
 
 
 def strategy_summary(
@@ -36,7 +36,7 @@ def strategy_summary(
     game has a bias, and the mean ``reward`` (the episode return; same episodes for every call with the same
     seed), played ``batch_size`` at a time (``None``: the env's default,
     :func:`~fedgames.envs.batch.resolve_batch_size`)."""
-    names = env.protocol.action_names  # type: ignore[attr-defined]
+    names = env.protocol.action_names
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     actions, returns = recorded_play(env, policies, episodes, resolve_batch_size(env, batch_size), rng, policy_rng)
     rewards = returns.mean(axis=0)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
+from pettingzoo import ParallelEnv
 
 from fedgames.envs.mean_estimation.theory import Profile, Setting, best_response
 from fedgames.envs.policy import ConstantPolicy
@@ -14,7 +16,7 @@ from fedgames.envs.policy import ConstantPolicy
 class FixedPolicy(ConstantPolicy):
     """Always play ``[alpha, beta, b_1 .. b_d]`` in the mean-estimation game."""
 
-    def __init__(self, alpha: float, beta: float, bias: Sequence[float]) -> None:
+    def __init__(self, alpha: float, beta: float, bias: npt.ArrayLike) -> None:
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.bias = np.asarray(bias, dtype=float).reshape(-1)
@@ -36,7 +38,7 @@ def profile_policies(profile: Profile, agents: Sequence[str]) -> dict[str, Fixed
     return {a: FixedPolicy(profile.alpha[i], profile.beta[i], profile.bias[i]) for i, a in enumerate(agents)}
 
 
-def theory_best_response(env: object, profile: Profile, player: int | str) -> FixedPolicy:
+def theory_best_response(env: ParallelEnv, profile: Profile, player: int | str) -> FixedPolicy:
     """Player ``player``'s (an index or an agent name) exact best response to the others in ``profile`` under
     ``env``'s mechanisms.
 
@@ -44,11 +46,11 @@ def theory_best_response(env: object, profile: Profile, player: int | str) -> Fi
     prescribes (:func:`fedgames.envs.mean_estimation.theory.best_response`), within the env's action bounds.
     """
     if isinstance(player, str):
-        agents = list(env.possible_agents)  # type: ignore[attr-defined]
+        agents = list(env.possible_agents)
         if player not in agents:
             raise ValueError(f"player must be an index or one of {agents}, got {player!r}")
         player = agents.index(player)
-    protocol = env.protocol  # type: ignore[attr-defined]
+    protocol = env.protocol
     alpha_max = float(protocol.action_high[protocol.action_index("alpha")])
     bias_max = float(protocol.action_high[protocol.action_index("b_1")])
     response = best_response(profile, Setting.from_env(env), player, alpha_max, bias_max)

@@ -7,6 +7,7 @@ import numpy as np
 
 from fedgames.envs.contract import SlopeRange, TheoryAdapter
 from fedgames.envs.mean_estimation import theory
+from fedgames.envs.mean_estimation.game import MeanEstimationGame
 from fedgames.envs.protocol import Protocol
 
 
@@ -15,10 +16,10 @@ class MeanEstimationTheory(theory.EnvTheory, TheoryAdapter):
     predicted equilibrium and the expectations theory-vs-simulation compares (raises ``ValueError`` where the
     mechanisms have no closed form)."""
 
-    def __init__(self, game: object, protocol: Protocol) -> None:
+    def __init__(self, game: MeanEstimationGame, protocol: Protocol) -> None:
         self.setting = theory.Setting.of(game, protocol)
         TheoryAdapter.__init__(self, protocol)
-        self.dim = int(game.dim)  # type: ignore[attr-defined]
+        self.dim = game.dim
 
     def predicted_actions(self) -> np.ndarray:
         """Best-response iteration from honesty (:func:`~fedgames.envs.mean_estimation.theory.

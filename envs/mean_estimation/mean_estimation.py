@@ -19,9 +19,10 @@ from gymnasium import spaces
 
 from fedgames.envs.base import stack_actions
 from fedgames.envs.batch import OneRoundBatch
-from fedgames.envs.contract import GameEnv, TheoryAdapter, per_player_values
+from fedgames.envs.contract import GameEnv, per_player_values
 from fedgames.envs.mean_estimation import theory
 from fedgames.envs.mean_estimation.agents import profile_policies
+from fedgames.envs.mean_estimation.closed_form import MeanEstimationTheory
 from fedgames.envs.mean_estimation.game import MeanEstimationConfig, MeanEstimationGame, Outcome, World
 from fedgames.envs.policy import Policy
 from fedgames.envs.protocol import Protocol
@@ -57,10 +58,8 @@ class MeanEstimationEnv(GameEnv):
         """``size`` one-round episodes under ``protocol`` (:class:`~fedgames.envs.batch.OneRoundBatch`)."""
         return OneRoundBatch(self.game, protocol, size, rng)
 
-    def theory(self, protocol: Protocol) -> TheoryAdapter | None:
+    def theory(self, protocol: Protocol) -> MeanEstimationTheory | None:
         """The closed forms under ``protocol`` (``None`` for mechanisms without one, e.g. robust aggregation)."""
-        from fedgames.envs.mean_estimation.closed_form import MeanEstimationTheory
-
         try:
             return MeanEstimationTheory(self.game, protocol)
         except ValueError:
@@ -71,7 +70,7 @@ class MeanEstimationEnv(GameEnv):
         under the noisy response: Lemma C.2, Thm 5.1); ``beta = 0`` where the mechanisms have no closed form."""
         closed = self.theory(protocol)
         profile = (
-            theory.honest_profile(closed.setting, self.game.dim)  # type: ignore[attr-defined]
+            theory.honest_profile(closed.setting, self.game.dim)
             if closed is not None
             else theory.Profile.symmetric(self.game.n_players, self.game.dim)
         )
@@ -90,8 +89,11 @@ class MeanEstimationEnv(GameEnv):
     def policies_from_values(self, values: Mapping[str, Any]) -> dict[str, Policy]:
         """``alpha``, ``beta`` (one value or one per player) and ``bias`` (one vector, or one per player)."""
         n, d = self.game.n_players, self.game.dim
-        columns = [per_player_values(values, key, shape) for key, shape in (("alpha", (n,)), ("beta", (n,)))]
-        profile = theory.Profile(*columns, per_player_values(values, "bias", (n, d)))
+        profile = theory.Profile(
+            per_player_values(values, "alpha", (n,)),
+            per_player_values(values, "beta", (n,)),
+            per_player_values(values, "bias", (n, d)),
+        )
         return dict(profile_policies(profile, self.possible_agents))
 
     def policies_from_actions(self, actions: np.ndarray) -> dict[str, Policy]:
@@ -115,12 +117,14 @@ class MeanEstimationEnv(GameEnv):
         return {a: obs[i] for i, a in enumerate(self.agents)}, {a: {} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        self.check_running(self._world is not None)
+        world = self._world
+        self.check_running(world is not None)
+        assert world is not None  # check_running raised otherwise
         protocol = self.active_protocol
         batch = stack_actions(actions, self.agents, len(protocol.action_names))
-        outcome = self.game.play(protocol, self._world, batch, self._rng)
+        outcome = self.game.play(protocol, world, batch, self._rng)
         self._last = outcome
-        obs = self.game.observe(self._world)[0].astype(np.float32)
+        obs = self.game.observe(world)[0].astype(np.float32)
         agents = self.agents
         observations = {a: obs[i] for i, a in enumerate(agents)}
         rewards = {a: float(outcome.rewards[0, i]) for i, a in enumerate(agents)}

@@ -9,9 +9,15 @@ attack noise and the server's noise, so the functions are exact, not estimates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pettingzoo import ParallelEnv
+
+    from fedgames.envs.mean_estimation.game import MeanEstimationGame
+    from fedgames.envs.protocol import Protocol
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,15 @@ class Setting:
         object.__setattr__(self, "lam", np.broadcast_to(np.asarray(self.lam, dtype=float), self.nu.shape).copy())
 
     @classmethod
-    def from_env(cls, env: object) -> Setting:
+    def from_env(cls, env: ParallelEnv) -> Setting:
         """Read ``nu``, ``lambda`` and the mechanisms off a (wrapped) ``mean_estimation_v0`` env.
 
         Raises ``ValueError`` for a mechanism without a closed form (robust aggregation other than the mean).
         """
-        return cls.of(env.unwrapped.game, env.protocol)  # type: ignore[attr-defined]
+        return cls.of(env.unwrapped.game, env.protocol)
 
     @classmethod
-    def of(cls, game: Any, protocol: Any) -> Setting:
+    def of(cls, game: MeanEstimationGame, protocol: Protocol) -> Setting:
         """:meth:`from_env` from a ``MeanEstimationGame`` and the protocol in force."""
         from fedgames.mechanisms import BoundedAttack, NoisyResponse, RobustAggregation, SidePayment
 
@@ -332,9 +338,9 @@ class EnvTheory:
     mechanisms have no closed form (robust aggregation).
     """
 
-    def __init__(self, env: object) -> None:
+    def __init__(self, env: ParallelEnv) -> None:
         self.setting = Setting.from_env(env)
-        protocol = env.protocol  # type: ignore[attr-defined]
+        protocol = env.protocol
         self.low, self.high = protocol.action_low, protocol.action_high
 
     @staticmethod
