@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import fedgames
 from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
+from fedgames.registry import module_id
 
 
 def _config(assignments: Sequence[str]) -> dict:
@@ -99,12 +101,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("environments (either name works):")
     for env_id in fedgames.list_envs():
-        name, _, version = env_id.split("/", 1)[-1].rpartition("-")
-        print(f"  {name + '_' + version:20s} {env_id}")
+        print(f"  {module_id(env_id):20s} {env_id}")
     print("mechanisms:")
     for name, cls in MECHANISMS.items():
-        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the first paragraph
-        print(f"  {name:20s} {summary}")
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()).replace("``", "")
+        print(textwrap.fill(summary, width=110, initial_indent=f"  {name:20s} ", subsequent_indent=" " * 23))
     return 0
 
 
@@ -636,12 +637,12 @@ def _seed(text: str) -> int:
 
 def _add_env_arguments(parser: argparse.ArgumentParser, closed_form: bool = False) -> None:
     """Arguments shared by the commands that build an env and a profile (``closed_form``: for a command that needs
-    a game with closed-form predictions, which fedsgd_v0 is not)."""
+    a game with closed-form predictions, one whose :meth:`~fedgames.envs.contract.GameEnv.theory` gives them)."""
     if closed_form:
         parser.add_argument(
             "env_id",
-            help="a game with closed-form predictions: mean_estimation_v0 (fedsgd_v0 has "
-            "none; `fedgames check` and `train` take it)",
+            help="a registered game with closed-form predictions, such as mean_estimation_v0 (`fedgames list` "
+            "shows the games; `fedgames check` and `train` take any of them)",
         )
     else:
         parser.add_argument("env_id", help="e.g. mean_estimation_v0, fedsgd_v0 or participation_v0")

@@ -44,6 +44,16 @@ def canonical_id(env_id: str) -> str:
     return normalized
 
 
+def module_id(full_id: str) -> str:
+    """``"fedgames/mean_estimation-v0"`` -> ``"mean_estimation_v0"`` (the PettingZoo module spelling); an id in
+    another namespace stays whole."""
+    namespace, _, name = full_id.rpartition("/")
+    if namespace != NAMESPACE:
+        return full_id
+    base, _, version = name.rpartition("-")
+    return f"{base}_{version}" if base else name
+
+
 def register(
     env_id: str,
     entry_point: str | Callable[..., ParallelEnv],
@@ -111,8 +121,9 @@ def make(env_id: str, mechanisms: Iterable[Any] | None = (), **config: Any) -> P
     try:
         pettingzoo.spec("parallel", full_id)  # also resolves an id without version to the latest one
     except Exception:
-        known = list_envs()
-        by_name = {k.split("/", 1)[-1]: k for k in known}
+        spelled = (lambda k: k) if "/" in env_id else module_id  # answer in the spelling the caller used
+        known = [spelled(k) for k in list_envs()]
+        by_name = {k.split("/", 1)[-1]: spelled(k) for k in list_envs()}
         close = did_you_mean(full_id.split("/", 1)[-1], by_name, shown=by_name)
         raise UnknownEnvError(f"unknown env {env_id!r}{close} (registered: {known})") from None
     env = pettingzoo.make("parallel", full_id, **config)

@@ -320,9 +320,17 @@ def test_bounded_attack_A_respects_custom_alpha_max():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_id", ["mean_estimaton_v0", "fedgames/mean_estimaton-v0", "mean_estimation_v9"])
-def test_unknown_env_id_suggests_close_match(env_id):
-    with pytest.raises(ValueError, match=r"unknown env .*did you mean 'fedgames/mean_estimation-v0'"):
+@pytest.mark.parametrize(
+    "env_id, suggested",
+    [
+        ("mean_estimaton_v0", "mean_estimation_v0"),
+        ("fedgames/mean_estimaton-v0", "fedgames/mean_estimation-v0"),
+        ("mean_estimation_v9", "mean_estimation_v0"),
+    ],
+)
+def test_unknown_env_id_suggests_close_match_in_the_callers_spelling(env_id, suggested):
+    listed = rf"registered: \[[^]]*'{suggested}'"
+    with pytest.raises(ValueError, match=rf"unknown env .*did you mean '{suggested}'.*{listed}"):
         fedgames.make(env_id)
     with pytest.raises(NameNotFound):  # what pettingzoo.make raises, for code written against it
         fedgames.make(env_id)

@@ -302,4 +302,5 @@ def test_cli_list_shows_both_env_names_and_whole_mechanism_summaries(capsys):
     out = capsys.readouterr().out
     for short, full in [("mean_estimation_v0", "fedgames/mean_estimation-v0"), ("fedsgd_v0", "fedgames/fedsgd-v0")]:
         assert any(line.split() == [short, full] for line in out.splitlines())
-    assert "``geometric_median``)." in out  # the first paragraph, not its first line
+    assert "geometric_median)." in out  # the first paragraph, not its first line
+    assert "``" not in out and max(len(line) for line in out.splitlines()) <= 110  # console text, wrapped
