@@ -35,4 +35,7 @@ def parse_assignment(text: str, what: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"{what}: expected key=value, got {text!r}")
-    return key.strip(), parse_value(value)
+    try:
+        return key.strip(), parse_value(value)
+    except ValueError as error:
+        raise ValueError(f"{what}: {key.strip()}: {error}") from None

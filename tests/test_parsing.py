@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import fedgames
 from fedgames.parsing import parse_assignment, parse_value
 
 
@@ -32,3 +33,12 @@ def test_json_values_reach_the_env_config():
 def test_broken_json_is_an_error_saying_so():
     with pytest.raises(ValueError, match="not valid JSON"):
         parse_value('{"player_1":')
+
+
+def test_broken_json_in_an_assignment_names_the_key_and_the_option():
+    with pytest.raises(ValueError, match=r"^-e: byzantine: .*not valid JSON"):
+        parse_assignment('byzantine={"player_1":', "-e")
+    with pytest.raises(
+        ValueError, match=r"mechanism spec 'robust_aggregation:rule=\[median\]': rule: .*not valid JSON"
+    ):
+        fedgames.make("mean_estimation_v0", mechanisms=["robust_aggregation:rule=[median]"])
