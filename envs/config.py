@@ -48,14 +48,46 @@ def players(minimum: int = 2) -> Check:
     return check
 
 
+SCALE_MAX = 1e15
+"""The largest magnitude a game's scale parameter may take (a noise level, a payment rate, a bound, a value or
+cost, a prior spread): the games observe in float32 (largest finite value about ``3.4e38``) and square the errors
+and score deviations they pay on, so a quantity a few times ``SCALE_MAX`` stays finite squared (``1e30``) and
+multiplied by another such parameter (a rate times a score, ``1e30``), in float32 as in float64. Larger values
+overflowed the float32 observations to ``inf`` (a ``RuntimeWarning`` and an observation outside its space)
+instead of being refused; no game's meaningful range comes near it."""
+
+
+SCALE_MIN = 1e-15
+"""The smallest non-zero noise level or spread a game takes: squared, ``1e-30``, a normal float, and a quantity up to
+``SCALE_MAX`` squared divided by it (a likelihood ratio's ``(delta - gamma q0)(s - q0) / sigma^2``, a squared
+error's spread) stays far within float64 (``1e60``). Below it such ratios overflowed (``1e-300`` squared is 0)."""
+
+
+def noise_level() -> Check:
+    """A noise level: 0 (noiseless) or a finite number in ``[SCALE_MIN, SCALE_MAX]``."""
+
+    def check(name: str, value: Any, config: Any) -> float:
+        x = real(name, value, 0.0, SCALE_MAX)
+        if 0 < x < SCALE_MIN:
+            raise ValueError(f"{name} must be 0 (noiseless) or in [{SCALE_MIN:g}, {SCALE_MAX:g}], got {value!r}")
+        return x
+
+    return check
+
+
 def number(minimum: float = 0.0, maximum: float = float("inf"), strict: bool = False) -> Check:
     """A finite float in ``[minimum, maximum]``, open at ``minimum`` with ``strict``."""
     return lambda name, value, config: real(name, value, minimum, maximum, strict=strict)
 
 
-def each_player(minimum: float = 0.0, strict: bool = False, players: str = "n_players") -> Check:
-    """One number for everybody or one per player (the config's ``players`` field counts them), as an array."""
-    return lambda name, value, config: per_player(name, value, getattr(config, players), minimum, strict=strict)
+def each_player(
+    minimum: float = 0.0, strict: bool = False, players: str = "n_players", maximum: float = float("inf")
+) -> Check:
+    """One number for everybody or one per player (the config's ``players`` field counts them), each in
+    ``[minimum, maximum]`` (open at ``minimum`` with ``strict``), as an array."""
+    return lambda name, value, config: per_player(
+        name, value, getattr(config, players), minimum, strict=strict, maximum=maximum
+    )
 
 
 def one_of(choices: Sequence[Any]) -> Check:
@@ -154,12 +186,15 @@ def _plain(value: Any) -> Any:
 
 __all__ = [
     "PLAYER_BYTES",
+    "SCALE_MAX",
+    "SCALE_MIN",
     "Check",
     "GameConfig",
     "at_least",
     "each_player",
     "flag",
     "number",
+    "noise_level",
     "one_of",
     "param",
     "players",

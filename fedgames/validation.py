@@ -51,14 +51,23 @@ def real(
     return x
 
 
-def per_player(name: str, value: object, n_players: int, minimum: float = 0.0, strict: bool = False) -> np.ndarray:
-    """One number for everybody or one per player, each checked by :func:`real`, as an array ``(n_players,)``."""
+def per_player(
+    name: str,
+    value: object,
+    n_players: int,
+    minimum: float = 0.0,
+    strict: bool = False,
+    maximum: float = float("inf"),
+) -> np.ndarray:
+    """One number for everybody or one per player, each a finite number in ``[minimum, maximum]`` (open at
+    ``minimum`` with ``strict``) checked by :func:`real` (its error names the parameter, the player's index where
+    one per player is given, and the allowed range), as an array ``(n_players,)``."""
     if np.ndim(value) == 0:  # type: ignore[arg-type]  # numpy's stubs want an ArrayLike; any object is 0-d or not
-        return np.full(n_players, real(name, value, minimum, strict=strict))
+        return np.full(n_players, real(name, value, minimum, maximum, strict=strict))
     values = list(cast(Iterable[object], value))
     if len(values) != n_players:
         raise ValueError(f"{name} must be one number or one per player ({n_players}), got {len(values)} values")
-    return np.array([real(f"{name}[{i}]", v, minimum, strict=strict) for i, v in enumerate(values)])
+    return np.array([real(f"{name}[{i}]", v, minimum, maximum, strict=strict) for i, v in enumerate(values)])
 
 
 def check_call(

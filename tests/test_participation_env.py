@@ -681,3 +681,54 @@ def test_bad_budgeted_audits_are_refused(spec, pattern):
     assert make([env.spec()]).spec() == env.spec() == "audit:budget=2.0,costs=1;2;1;2;1;2;1;2;1;2"
     with pytest.raises(ValueError, match="not audits within a budget"):
         env.unwrapped.game.setting(env.protocol)
+
+
+SCALE_FIELDS = ("phi", "w", "delta", "q0", "c_std", "score_noise", "challenge_noise", "kappa", "z0")
+"""The participation game's scale parameters bounded above by SCALE_MAX (``c_mean`` and ``outside_option`` on
+both sides): larger values overflowed its float32 observations (issue 17)."""
+
+
+@pytest.mark.parametrize("field", SCALE_FIELDS + ("c_mean", "outside_option"))
+def test_scale_parameters_beyond_scale_max_are_refused_by_name(field):
+    from fedgames.envs.config import SCALE_MAX
+
+    low = "-1e\\+15" if field in ("c_mean", "outside_option") else "0"
+    for value in (1e300, 2 * SCALE_MAX) + ((-1e300,) if low != "0" else ()):
+        with pytest.raises(ValueError, match=rf"^{field} must be a finite number in [\[(]{low}, 1e\+15\], got"):
+            fedgames.make("participation_v0", rounds=3, **{field: value})
+
+
+@pytest.mark.parametrize("field", ["score_noise", "challenge_noise"])
+def test_noise_levels_below_scale_min_are_refused_by_name(field):
+    with pytest.raises(ValueError, match=rf"^{field} must be 0 \(noiseless\) or in \[1e-15, 1e\+15\], got 1e-300"):
+        fedgames.make("participation_v0", rounds=3, **{field: 1e-300})
+
+
+@pytest.mark.parametrize("welfare", ["exponential", "s_shaped"])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_every_scale_parameter_at_scale_max_plays_finite_without_a_warning(welfare, sign):
+    """At the bound itself, every scale parameter at once (costs and outside options at either sign, the S-shaped
+    curve with a step-like ``h``), under audits, challenge mixing and a side payment: observations inside their
+    float32 space and rewards finite, with no RuntimeWarning (warnings are errors here) and no divergence."""
+    import warnings
+
+    from fedgames.envs.config import SCALE_MAX as M
+
+    config = dict(rounds=3, phi=M, w=M, delta=M, q0=M, c_std=M, score_noise=M, challenge_noise=M, kappa=M, z0=M)
+    config |= dict(c_mean=sign * M, outside_option=-sign * M, welfare=welfare, h=1e300)
+    mechanisms = [("audit", {"k": 2, "S": 10.0}), ("challenge_mixing", {"pi": 0.5}), ("side_payment", {"C": 2.0})]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = fedgames.make("participation_v0", mechanisms=mechanisms, **config)
+        observations, _ = env.reset(seed=0)
+        env.action_space("player_0").seed(0)
+        played = 0
+        while env.agents:
+            for agent, obs in observations.items():
+                assert env.observation_space(agent).contains(obs), (agent, obs)
+            actions = {a: env.action_space(a).sample() for a in env.agents}
+            observations, rewards, _, _, infos = env.step(actions)
+            played += 1
+            assert all(np.isfinite(r) for r in rewards.values()), rewards
+            assert not any(info["diverged"] for info in infos.values())
+    assert played == 3

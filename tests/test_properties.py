@@ -90,14 +90,7 @@ def sample_action(env, agent):
     return env.action_space(agent).sample()
 
 
-OPEN = pytest.mark.xfail(
-    reason="participation_v0 w=1e300: RuntimeWarning 'overflow encountered in cast' at envs/participation/"
-    "participation.py:102 in step (w is not refused and the overflow is not flagged as a divergence)",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=OPEN) if n == "participation_v0" else n for n in ENVS])
+@pytest.mark.parametrize("name", ENVS)
 @PROPERTY
 @given(data=st.data())
 def test_random_configs_refused_by_name_or_play_finite(name, data):

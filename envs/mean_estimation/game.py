@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedgames.envs.config import GameConfig, at_least, each_player, number, param, players
+from fedgames.envs.config import SCALE_MAX, SCALE_MIN, GameConfig, at_least, each_player, number, param, players
 from fedgames.envs.health import Health
 from fedgames.envs.protocol import Protocol
 from fedgames.memory import check_fits
@@ -50,13 +50,6 @@ class Outcome:
     rewards: np.ndarray
     health: Health
 
-
-SCALE_MAX = 1e15
-"""The largest noise scale, bound or prior spread (``sigma``, ``sigma_star``, ``alpha_max``, ``bias_max``,
-``prior_std``): squared, it stays within float32 (the observed sample variance, the action bounds)."""
-
-SCALE_MIN = 1e-15
-"""The smallest spread of the sample means ``sqrt(sigma_i^2 / n + sigma_*^2)``: squared errors stay normal floats."""
 
 PRIOR_RATIO = 1e8
 """How many times the spread of the sample means the prior's ``prior_std`` may be: float64 then resolves the
@@ -107,11 +100,13 @@ class MeanEstimationConfig(GameConfig):
 
     def validate(self) -> None:
         """The ranges in which the game's float64 stages (and its float32 observations and action bounds) stay
-        finite and resolve the estimation errors: every ``sigma_i <=`` :data:`SCALE_MAX`; the spread of the
-        sample means ``sqrt(nu_i) >=`` :data:`SCALE_MIN`; ``prior_std`` at most :data:`PRIOR_RATIO` times it (a
-        hidden mean that much larger drowns the errors in rounding; the game is translation invariant, so a
-        smaller ``prior_std`` plays the same game); ``sigma_cv`` 0 or at least :data:`SIGMA_CV_MIN` (its Gamma
-        shape ``1 / sigma_cv^2`` overflows below); the episode of ``n_players * dim`` values fits in memory."""
+        finite and resolve the estimation errors: every ``sigma_i <=`` :data:`~fedgames.envs.config.SCALE_MAX`
+        (squared, the observed sample variance and the action bounds stay within float32); the spread of the
+        sample means ``sqrt(nu_i) >=`` :data:`~fedgames.envs.config.SCALE_MIN` (squared errors stay normal
+        floats); ``prior_std`` at most :data:`PRIOR_RATIO` times it (a hidden mean that much larger drowns the
+        errors in rounding; the game is translation invariant, so a smaller ``prior_std`` plays the same game);
+        ``sigma_cv`` 0 or at least :data:`SIGMA_CV_MIN` (its Gamma shape ``1 / sigma_cv^2`` overflows below); the
+        episode of ``n_players * dim`` values fits in memory."""
         sigma = np.asarray(self.sigma)
         if sigma.max() > SCALE_MAX:
             raise ValueError(f"sigma must be at most {SCALE_MAX:g}, got {float(sigma.max()):g}")

@@ -26,7 +26,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedgames.envs.config import GameConfig, at_least, each_player, flag, number, one_of, param, players
+from fedgames.envs.config import (
+    SCALE_MAX,
+    GameConfig,
+    at_least,
+    each_player,
+    flag,
+    noise_level,
+    number,
+    one_of,
+    param,
+    players,
+)
 from fedgames.envs.contract import game_of
 from fedgames.envs.participation.theory import WELFARE_CURVES, Setting, welfare
 from fedgames.envs.protocol import Aggregator, Protocol, broadcast, mean_aggregate
@@ -168,40 +179,47 @@ class ParticipationConfig(GameConfig):
     Attributes:
         n_players: ``N >= 2``.
         rounds: ``T >= 1`` rounds per episode.
-        phi: value of the shared model to a participant (``>= 0``).
-        w: contribution payment rate (``>= 0``).
+        phi: value of the shared model to a participant, in ``[0, 1e15]``.
+        w: contribution payment rate, in ``[0, 1e15]``.
         gamma: share of a contribution that full manipulation destroys, in ``[0, 1]``.
-        delta: how much full manipulation inflates the public score (``>= 0``).
-        q0: data quality (one value, or one per client; ``>= 0``).
-        outside_option: outside option ``o`` (one value or one per client).
-        c_mean, c_std: participation costs ``max(0, N(c_mean, c_std))``, drawn per client and episode.
-        score_noise, challenge_noise: standard deviations of the two scores' noise (``>= 0``).
+        delta: how much full manipulation inflates the public score, in ``[0, 1e15]``.
+        q0: data quality (one value, or one per client), in ``[0, 1e15]``.
+        outside_option: outside option ``o`` (one value or one per client), in ``[-1e15, 1e15]``.
+        c_mean, c_std: participation costs ``max(0, N(c_mean, c_std))``, drawn per client and episode;
+            ``c_mean`` in ``[-1e15, 1e15]``, ``c_std`` in ``[0, 1e15]``.
+        score_noise, challenge_noise: standard deviations of the two scores' noise: 0 (noiseless) or in
+            ``[1e-15, 1e15]`` (:data:`~fedgames.envs.config.SCALE_MIN`: the server's GLS record divides by their
+            squares).
         welfare: ``"exponential"`` (``Q(z) = 1 - exp(-kappa z)``) or ``"s_shaped"`` (``z^h / (z^h + z0^h)``).
-        kappa, h, z0: the welfare curves' parameters.
+        kappa, h, z0: the welfare curves' parameters (``kappa`` in ``[0, 1e15]``, ``h >= 1``, ``z0`` in
+            ``(0, 1e15]``).
         rejoin: an exited client may come back (default); ``False``: not taking part once is exiting for good
             (the domino setting).
         initial_participation: the participating fraction the first observation reports (with the welfare honest
             contributions at that level give), in ``[0, 1]``: where myopic clients start from.
+
+    The scale parameters are bounded by :data:`~fedgames.envs.config.SCALE_MAX` (``1e15``) so that the float32
+    observations (costs, paid scores, payments) and the squared score deviations side payments charge stay finite.
     """
 
     game: ClassVar[str] = "participation_v0"
 
     n_players: int = param(10, players(2))
     rounds: int = param(10, at_least(1))
-    phi: float = param(1.0, number())
-    w: float = param(0.5, number())
+    phi: float = param(1.0, number(0.0, SCALE_MAX))
+    w: float = param(0.5, number(0.0, SCALE_MAX))
     gamma: float = param(0.5, number(0.0, 1.0))
-    delta: float = param(1.0, number())
-    q0: Any = param(1.0, each_player(players="n_players"), per_player=True)
-    outside_option: Any = param(0.0, each_player(-np.inf, players="n_players"), per_player=True)
-    c_mean: float = param(0.5, number(-np.inf))
-    c_std: float = param(0.2, number())
-    score_noise: float = param(0.1, number())
-    challenge_noise: float = param(0.1, number())
+    delta: float = param(1.0, number(0.0, SCALE_MAX))
+    q0: Any = param(1.0, each_player(maximum=SCALE_MAX), per_player=True)
+    outside_option: Any = param(0.0, each_player(-SCALE_MAX, maximum=SCALE_MAX), per_player=True)
+    c_mean: float = param(0.5, number(-SCALE_MAX, SCALE_MAX))
+    c_std: float = param(0.2, number(0.0, SCALE_MAX))
+    score_noise: float = param(0.1, noise_level())
+    challenge_noise: float = param(0.1, noise_level())
     welfare: str = param("exponential", one_of(WELFARE_CURVES))
-    kappa: float = param(2.0, number())
+    kappa: float = param(2.0, number(0.0, SCALE_MAX))
     h: float = param(4.0, number(1.0))
-    z0: float = param(0.5, number(strict=True))
+    z0: float = param(0.5, number(0.0, SCALE_MAX, strict=True))
     rejoin: bool = param(True, flag())
     initial_participation: float = param(1.0, number(0.0, 1.0))
 

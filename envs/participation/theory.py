@@ -155,20 +155,34 @@ class Setting:
 
 
 def welfare(z: float | np.ndarray, setting: Setting) -> float | np.ndarray:
-    """``Q(z)``: increasing, ``Q(0) = 0``."""
+    """``Q(z)``: increasing, ``Q(0) = 0``. The S-shaped curve ``z^h / (z^h + z0^h)`` is computed as written; where
+    the powers overflow or both underflow (a large ``h``, a ``z0`` or ``z`` near 0 or far above 1) it is computed
+    as ``1 / (1 + (z0 / z)^h)``, equal in exact arithmetic, whose ratio saturates to the right limit (0 or 1)."""
     z = np.asarray(z, dtype=float)
     if setting.welfare == "exponential":
         return 1.0 - np.exp(-setting.kappa * z)
-    return z**setting.h / (z**setting.h + setting.z0**setting.h)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        a, b = z**setting.h, np.float64(setting.z0) ** setting.h  # numpy: an overflow is inf, not an error
+        q = a / (a + b)
+        saturated = 1.0 / (1.0 + (setting.z0 / z) ** setting.h)
+    return np.where(np.isfinite(q) | np.isnan(z), q, saturated)[()]
 
 
 def welfare_slope(z: float | np.ndarray, setting: Setting) -> float | np.ndarray:
-    """``Q'(z)``."""
+    """``Q'(z)``. The S-shaped curve's ``h z^(h-1) z0^h / (z^h + z0^h)^2``, where its powers overflow or
+    underflow, as ``(h / z) Q (1 - Q)`` (equal in exact arithmetic; 0 where ``Q`` is 0 or 1 in float64), and at
+    ``z = 0`` its limit (``1 / z0`` for ``h = 1``, else 0)."""
     z = np.asarray(z, dtype=float)
     if setting.welfare == "exponential":
         return setting.kappa * np.exp(-setting.kappa * z)
-    a, b = z**setting.h, setting.z0**setting.h
-    return setting.h * z ** (setting.h - 1) * b / (a + b) ** 2
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        a, b = z**setting.h, np.float64(setting.z0) ** setting.h  # numpy: an overflow is inf, not an error
+        slope = setting.h * z ** (setting.h - 1) * b / (a + b) ** 2
+        q = np.asarray(welfare(z, setting))
+        spread = q * (1.0 - q)  # 0 where Q saturated: a flat curve, whatever h / z is
+        inner = np.where(spread > 0, setting.h / z * spread, 0.0)
+        saturated = np.where(z > 0, inner, 1.0 / setting.z0 if setting.h == 1 else 0.0)
+    return np.where(np.isfinite(slope) | np.isnan(z), slope, saturated)[()]
 
 
 def audit_rate(setting: Setting, participants: float) -> float:
