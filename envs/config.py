@@ -128,6 +128,13 @@ SYNONYMS = {
 parameter spelt one of these ways gets a did-you-mean naming the game's own name."""
 
 
+def name_hint(name: str, names: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for an unknown parameter ``name``: the shared vocabulary's own spelling where
+    ``name`` is one of its :data:`SYNONYMS` and ``names`` has it, else the close matches among ``names`` (or ``""``)."""
+    ours = SYNONYMS.get(name)
+    return f"; did you mean {ours!r}?" if ours in names else did_you_mean(name, names)
+
+
 @dataclasses.dataclass(frozen=True)
 class GameConfig:
     """Base of every game's configuration (the convention in this module's docstring).
@@ -160,9 +167,9 @@ class GameConfig:
         names = cls.names()
         for name in kwargs:
             if name not in names:
-                ours = SYNONYMS.get(name)
-                hint = f"; did you mean {ours!r}?" if ours in names else did_you_mean(name, names)
-                raise ValueError(f"{cls.game}: unknown parameter {name!r}{hint} (parameters: {list(names)})")
+                raise ValueError(
+                    f"{cls.game}: unknown parameter {name!r}{name_hint(name, names)} (parameters: {list(names)})"
+                )
         return cls(**kwargs)
 
     def per_player_names(self) -> tuple[str, ...]:
@@ -193,6 +200,7 @@ __all__ = [
     "at_least",
     "each_player",
     "flag",
+    "name_hint",
     "number",
     "noise_level",
     "one_of",

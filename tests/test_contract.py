@@ -164,6 +164,19 @@ def test_the_participation_game_speaks_the_shared_vocabulary():
         fedgames.make("participation_v0", outside=0.1)
 
 
+def test_the_participation_theory_speaks_the_shared_vocabulary():
+    """Its ``Setting``, built by hand, names the game's spelling too (not Python's plain unexpected keyword)."""
+    from fedgames.envs.participation.theory import Setting
+
+    assert Setting(n_players=4, outside_option=0.1).n_players == 4
+    with pytest.raises(TypeError, match=r"^Setting: unknown parameter 'n_clients'; did you mean 'n_players'\?"):
+        Setting(n_clients=4)
+    with pytest.raises(TypeError, match=r"^Setting: unknown parameter 'outside'; did you mean 'outside_option'\?"):
+        Setting(outside=0.1)
+    with pytest.raises(TypeError, match=r"^Setting: unknown parameter 'kapa'; did you mean 'kappa'\?"):
+        Setting(kapa=1.0)
+
+
 def test_game_of_refuses_an_env_outside_the_contract():
     class Plain:
         unwrapped = object()

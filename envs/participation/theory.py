@@ -43,14 +43,15 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Self
 
 import numpy as np
 from scipy.integrate import trapezoid
 from scipy.optimize import brentq
 from scipy.stats import binom, norm
 
+from fedgames.envs.config import name_hint
 from fedgames.mechanisms.audit import AUDIT_POLICIES, MIXINGS, ScoreTest, check_audit_policy
 from fedgames.validation import integer, real
 
@@ -114,6 +115,16 @@ class Setting:
     kappa: float = 2.0
     h: float = 4.0
     z0: float = 0.5
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Refuse an unknown keyword with its did-you-mean (``n_clients``: ``'n_players'``, the game's spelling,
+        :data:`~fedgames.envs.config.SYNONYMS`) before the dataclass's ``__init__`` gives Python's plain
+        ``TypeError``."""
+        names = [f.name for f in fields(cls)]
+        for name in kwargs:
+            if name not in names:
+                raise TypeError(f"Setting: unknown parameter {name!r}{name_hint(name, names)} (parameters: {names})")
+        return super().__new__(cls)
 
     @classmethod
     def from_env(cls, env: Any) -> Setting:
