@@ -9,5 +9,7 @@ from fedgames.envs.protocol import Protocol
 
 
 def action_box(protocol: Protocol) -> spaces.Box:
-    """The float32 action ``Box`` of one player under ``protocol``'s bounds."""
-    return spaces.Box(protocol.action_low.astype(np.float32), protocol.action_high.astype(np.float32), dtype=np.float32)
+    """The float32 action ``Box`` of one player under ``protocol``'s bounds (a bound of ``-0.0`` as ``0.0``:
+    Gymnasium's sampler refuses a ``[0, -0.0]`` range as ``high - low < 0``)."""
+    low, high = (bound.astype(np.float32) + np.float32(0.0) for bound in (protocol.action_low, protocol.action_high))
+    return spaces.Box(low, high, dtype=np.float32)

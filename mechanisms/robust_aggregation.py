@@ -15,7 +15,7 @@ from fedgames.envs.protocol import Protocol
 from fedgames.errors import did_you_mean
 from fedgames.mechanisms import aggregators
 from fedgames.mechanisms.base import Mechanism
-from fedgames.validation import check_call
+from fedgames.validation import check_call, integer, real
 
 
 class RobustAggregation(Mechanism):
@@ -53,8 +53,10 @@ class RobustAggregation(Mechanism):
             also_allowed=("rule", "clip_norm", "mixing_f"),
         )
         self.rule = rule
-        self.clip_norm = clip_norm
-        self.mixing_f = mixing_f
+        self.clip_norm = (
+            clip_norm if clip_norm is None else real("robust_aggregation: clip_norm", clip_norm, strict=True)
+        )
+        self.mixing_f = mixing_f if mixing_f is None else integer("robust_aggregation: mixing_f", mixing_f, 0)
         self.rule_params = rule_params
         super().__init__(env)
 
@@ -81,6 +83,11 @@ class RobustAggregation(Mechanism):
 
     def apply(self, protocol: Protocol) -> Protocol:
         n_messages = self.game.messages_per_round
+        if self.mixing_f is not None and self.mixing_f >= n_messages:
+            raise ValueError(
+                f"robust_aggregation: mixing_f must be in [0, {n_messages - 1}] (fewer than the {n_messages} "
+                f"messages of a round), got {self.mixing_f}"
+            )
         probe = np.random.default_rng(0).standard_normal((1, n_messages, 2))
         self.aggregate(probe)  # impossible parameters (e.g. Krum with N <= 2f + 2) fail here, not mid-episode
         return protocol.with_stage(self, aggregate=self.aggregate)

@@ -9,6 +9,17 @@ import sys  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+"""The property tests' default (``tests/test_properties.py``): the same examples on every run (about 15 s)."""
+settings.register_profile(
+    "thorough", max_examples=2000, deadline=None, derandomize=False, suppress_health_check=[HealthCheck.too_slow]
+)
+"""``pytest --hypothesis-profile thorough tests/test_properties.py``: new random examples, 20x as many."""
+settings.load_profile("ci")  # Hypothesis's pytest plugin loads the one ``--hypothesis-profile`` names after this
 
 WITHOUT = ("pettingzoo", "gymnasium", "stable_baselines3")
 """What a bare GPU machine lacks (it has torch and numpy alone)."""

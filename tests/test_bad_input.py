@@ -274,10 +274,16 @@ def test_robust_aggregation_own_parameter_near_miss(spec, suggestion):
 
 
 def test_robust_aggregation_pre_aggregation_parameters_validated():
-    with pytest.raises(ValueError, match="clip_norm"):
+    """The pre-aggregation steps' errors name the mechanism's own parameters (``clip_norm``, ``mixing_f``), not the
+    aggregator functions' (``tau``, ``f``)."""
+    with pytest.raises(ValueError, match=r"^robust_aggregation: clip_norm must be a finite number > 0, got -1"):
         make(["robust_aggregation:rule=median,clip_norm=-1"], n_players=6)
-    with pytest.raises(ValueError, match=r"\bf\b"):
+    with pytest.raises(ValueError, match=r"^robust_aggregation: mixing_f must be in \[0, 5\] \(fewer than the 6"):
         make(["robust_aggregation:rule=median,mixing_f=9"], n_players=6)
+    for bad in ("-1", "x", "0.0"):
+        with pytest.raises(ValueError, match=r"^robust_aggregation: mixing_f must be an integer >= 0, got"):
+            make([f"robust_aggregation:rule=median,mixing_f={bad}"], n_players=6)
+    assert make(["robust_aggregation:rule=median,mixing_f=5,clip_norm=0.5"], n_players=6).spec()
     with pytest.raises(ValueError, match=r"\bf\b.*integer"):
         make(["robust_aggregation:rule=krum,f=1.5"], n_players=6)
 
@@ -313,6 +319,14 @@ def test_bounded_attack_A_respects_custom_alpha_max():
     make(["bounded_attack:A=10"], alpha_max=10.0)
     with pytest.raises(ValueError, match=r"A must lie in \[0, 2\]"):
         make(["bounded_attack:A=3"], alpha_max=2.0)
+
+
+def test_bounded_attack_at_negative_zero_is_the_point_zero():
+    """``A = -0.0`` equals the lower bound 0: the space is ``alpha = 0`` (its high ``+0.0``), and it samples (a
+    ``-0.0`` high made Gymnasium's sampler fail with ``high - low < 0``)."""
+    space = make([("bounded_attack", {"A": -0.0})]).action_space("player_0")
+    space.seed(0)
+    assert space.high[0] == 0.0 and not np.signbit(space.high[0]) and space.sample()[0] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

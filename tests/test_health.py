@@ -144,16 +144,22 @@ def test_nash_check_on_diverging_episodes_is_inconclusive_with_a_note():
 
 
 def test_participation_overflowing_payment_is_flagged():
-    """A score payment rate near the float64 maximum overflows the payment: the episode ends at once, diverged
-    through its payment in round 1, with finite rewards of 0; the batch flags the same episodes."""
+    """A side payment ``C (y_i - M)^2`` with ``C = 1e300``: finite in float64 but past float32, the precision the
+    players observe payments in. The episode ends at once, diverged through its payment in round 1, with rewards
+    and observed payments of 0 (the observation inside its space, no overflow warning: warnings are errors here);
+    the batch flags the same episodes."""
     from fedgames.envs.batch import episode_batch
 
-    env = fedgames.make("participation_v0", w=1e308, q0=10.0, rounds=3)
+    env = fedgames.make("participation_v0", rounds=3, mechanisms=[("side_payment", {"C": 1e300})])
     env.reset(seed=0)
-    _, rewards, terminations, _, infos = env.step({a: np.array([1.0, 0.0], np.float32) for a in env.agents})
+    observations, rewards, terminations, _, infos = env.step({a: np.array([1.0, 0.0], np.float32) for a in env.agents})
     assert all(terminations.values()) and not env.agents
     assert all(info["divergence"] == {"quantity": "payment", "round": 1} for info in infos.values())
     assert all(r == 0.0 for r in rewards.values())
+    assert all(
+        env.observation_space(a).contains(o) and info["payment"] == 0.0
+        for (a, o), info in zip(observations.items(), infos.values())
+    )
     batch = episode_batch(env, 3, np.random.default_rng(0))
     batch.reset()
     step = batch.step(np.tile([1.0, 0.0], (3, len(env.possible_agents), 1)))

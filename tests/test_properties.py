@@ -5,21 +5,26 @@ message names the parameter, or plays an episode whose rewards are all finite, o
 and the ``divergence`` named (:mod:`fedgames.envs.health`). Every registered env with a random stack of mechanisms
 passes PettingZoo's ``parallel_api_test``.
 
-The field names come from each game's config dataclass (``dataclasses.fields``), so the suite follows renames.
-Examples are derandomized (``derandomize=True``): CI runs the same examples on every run."""
+The field names come from each game's config dataclass (``dataclasses.fields``) and each mechanism's signature
+(``inspect.signature``), so the suite follows renames. The Hypothesis profiles are in ``tests/conftest.py``: ``ci``
+(the default) runs the same derandomized examples on every run, ``--hypothesis-profile thorough`` new ones, 20x as
+many (docs/testing.md)."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pettingzoo.test import parallel_api_test
 
 import fedgames
+from fedgames.mechanisms import MECHANISMS as REGISTERED
 
 SMALL = {
     "mean_estimation_v0": {},
@@ -29,7 +34,6 @@ SMALL = {
 """A small base configuration of each registered env; the strategies change one or more fields of it."""
 
 ENVS = sorted(SMALL)
-PROPERTY = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 EXTREMES = [0, 1, 2, -1, 0.0, -0.0, 1e-300, -1e-300, 1e300, -1e300, math.inf, -math.inf, math.nan, 0.5, 1e6, 3]
 WRONG_TYPES = ["x", "", [1], [], None, {"a": 1}, True]
@@ -66,8 +70,9 @@ def configs(draw, name: str) -> dict:
 
 
 def names_a_parameter(error: Exception, names) -> bool:
+    """The message names one of ``names`` as a word (``n`` is not named by ``n_samples``, nor ``C`` by ``Call``)."""
     message = str(error)
-    return any(n in message for n in names)
+    return any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])", message) for n in names)
 
 
 def play(env, draw_action, seed: int = 0) -> None:
@@ -82,8 +87,15 @@ def play(env, draw_action, seed: int = 0) -> None:
             info = infos.get(agent, {})
             if info.get("diverged"):
                 assert info.get("divergence"), f"{agent} diverged without the divergence named: {info}"
+                event("played: diverged, flagged")
                 return
             assert np.all(np.isfinite(reward)), f"{agent}'s reward {reward} is not finite and not flagged"
+    event("played: finite rewards")
+
+
+def same(a, b) -> bool:
+    """``a`` is ``b``'s value and type (``1.0`` is not ``1``, nor ``True``: a changed type may be refused)."""
+    return type(a) is type(b) and a == b
 
 
 def sample_action(env, agent):
@@ -91,15 +103,15 @@ def sample_action(env, agent):
 
 
 @pytest.mark.parametrize("name", ENVS)
-@PROPERTY
 @given(data=st.data())
 def test_random_configs_refused_by_name_or_play_finite(name, data):
     config = data.draw(configs(name))
-    changed = [k for k in config if k not in SMALL[name] or config[k] != SMALL[name].get(k)] or list(config)
+    changed = [k for k in config if k not in SMALL[name] or not same(config[k], SMALL[name][k])]
     try:
         env = fedgames.make(name, **config)
     except (ValueError, TypeError) as error:
-        assert names_a_parameter(error, list(config)), f"{config}: {error!r} names no parameter {changed}"
+        assert changed and names_a_parameter(error, changed), f"{config}: {error!r} names none of {changed}"
+        event("refused by name")
         return
     env.action_space(env.possible_agents[0]).seed(0)
     play(env, sample_action)
@@ -124,7 +136,6 @@ def action_strategy(space) -> st.SearchStrategy:
 
 
 @pytest.mark.parametrize("name", ENVS)
-@PROPERTY
 @given(data=st.data())
 def test_random_actions_refused_by_name_or_play_finite(name, data):
     env = fedgames.make(name, **SMALL[name])
@@ -139,31 +150,115 @@ def test_random_actions_refused_by_name_or_play_finite(name, data):
     except (ValueError, TypeError) as error:
         names = ["action", *env.possible_agents]
         assert names_a_parameter(error, names), f"{error!r} names neither the actions nor an agent"
+        event("refused by name")
 
 
-MECHANISMS = {
+RULES = {
+    "mean": st.just({}),
+    "median": st.just({}),
+    "trimmed_mean": st.one_of(
+        st.fixed_dictionaries({"f": st.integers(0, 2)}), st.fixed_dictionaries({"fraction": st.floats(0, 0.45)})
+    ),
+    "krum": st.fixed_dictionaries({"f": st.integers(0, 2)}),
+    "multi_krum": st.fixed_dictionaries({"f": st.integers(0, 2), "m": st.integers(1, 3)}),
+    "geometric_median": st.fixed_dictionaries({}, optional={"tol": st.floats(1e-10, 1e-4)}),
+}
+"""Each aggregation rule's parameters, in range (a game with too few players for ``f`` refuses it by name)."""
+
+IN_RANGE = {
     "side_payment": st.fixed_dictionaries({"C": st.floats(0, 2)}, optional={"balanced": st.booleans()}),
     "noisy_response": st.fixed_dictionaries({"C": st.floats(0, 2)}),
-    "bounded_attack": st.fixed_dictionaries({"A": st.floats(0, 1)}),
-    "robust_aggregation": st.fixed_dictionaries({"rule": st.sampled_from(["mean", "median"])}),
+    "bounded_attack": st.fixed_dictionaries(
+        {"A": st.floats(0, 1)}, optional={"component": st.sampled_from(["alpha", "u"])}
+    ),
+    "robust_aggregation": st.tuples(
+        st.sampled_from(sorted(RULES)).flatmap(lambda rule: RULES[rule].map(lambda p: {"rule": rule} | p)),
+        st.fixed_dictionaries({}, optional={"clip_norm": st.floats(0.1, 10), "mixing_f": st.integers(0, 1)}),
+    ).map(lambda pair: pair[0] | pair[1]),
+    "audit": st.one_of(
+        st.fixed_dictionaries(
+            {"k": st.integers(1, 3)},
+            optional={
+                "p_detect": st.floats(0, 1),
+                "S": st.floats(0, 5),
+                "policy": st.sampled_from(["uniform", "risk", "test"]),
+            },
+        ),
+        st.fixed_dictionaries(
+            {"budget": st.floats(1, 3)}, optional={"costs": st.floats(0.5, 1), "policy": st.sampled_from(["risk"])}
+        ),
+    ),
+    "challenge_mixing": st.fixed_dictionaries(
+        {"pi": st.floats(0, 1)}, optional={"mixing": st.sampled_from(["random", "expected"])}
+    ),
 }
+"""In-range parameters of every registered mechanism (:data:`fedgames.mechanisms.MECHANISMS`, ``REGISTERED`` here)."""
+
+
+def mechanism_stacks(parameters) -> st.SearchStrategy:
+    """Stacks of up to three mechanisms, each ``(id, params)`` with params drawn by ``parameters(id)``."""
+    return st.lists(st.sampled_from(sorted(REGISTERED)), max_size=3).flatmap(
+        lambda ids: st.tuples(*[st.tuples(st.just(i), parameters(i)) for i in ids])
+    )
+
+
+def in_range(mechanism: str) -> st.SearchStrategy:
+    return IN_RANGE[mechanism]
+
+
+def mechanism_parameters(mechanism: str) -> list[str]:
+    """The keyword parameters of a mechanism's wrapper (its spec's keys), ``env`` aside."""
+    signature = inspect.signature(REGISTERED[mechanism].__init__)
+    return [p.name for p in signature.parameters.values() if p.name not in ("self", "env") and p.kind != p.VAR_KEYWORD]
+
+
+@st.composite
+def extreme(draw, mechanism: str) -> dict:
+    """In-range parameters with one to three of them (or the rule's) replaced by an extreme or a wrong type."""
+    params = dict(draw(in_range(mechanism)))
+    names = mechanism_parameters(mechanism) + [k for k in params if k not in mechanism_parameters(mechanism)]
+    for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True)):
+        params[name] = draw(st.one_of(st.sampled_from(EXTREMES), st.sampled_from(WRONG_TYPES)))
+    return params
+
+
+def test_every_registered_mechanism_has_parameters_here():
+    assert set(IN_RANGE) == set(REGISTERED)
+
+
+def refused_by_name(error: Exception, stack) -> bool:
+    """A refused stack's error names one of its mechanisms, one of their parameters, or an action component."""
+    names = ["component"] + [n for n, _ in stack] + [k for _, p in stack for k in p]
+    return names_a_parameter(error, names)
 
 
 @pytest.mark.parametrize("name", ENVS)
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=max(1, settings.default.max_examples // 3))
 @given(data=st.data())
 def test_random_mechanism_stacks_pass_the_parallel_api_test(name, data):
-    stack = data.draw(
-        st.lists(st.sampled_from(sorted(MECHANISMS)), max_size=3).flatmap(
-            lambda names: st.tuples(*[st.tuples(st.just(n), MECHANISMS[n]) for n in names])
-        )
-    )
+    stack = data.draw(mechanism_stacks(in_range))
     try:
         env = fedgames.make(name, mechanisms=list(stack), **SMALL[name])
     except (ValueError, TypeError) as error:
-        # a mechanism that does not apply to the game is refused by name
-        assert names_a_parameter(error, ["component"] + [n for n, _ in stack] + [k for _, p in stack for k in p]), repr(
-            error
-        )
+        # a mechanism that does not apply to the game, or a rule with too few players for its f, is refused by name
+        assert refused_by_name(error, stack), repr(error)
+        event("refused by name")
         return
     parallel_api_test(env, num_cycles=4)
+    event("passed the API test")
+
+
+@pytest.mark.parametrize("name", ENVS)
+@given(data=st.data())
+def test_random_mechanism_parameters_refused_by_name_or_play_finite(name, data):
+    """Mechanism stacks with extreme or wrongly typed parameters: refused naming the mechanism or the parameter,
+    or an episode of finite rewards (or a flagged divergence)."""
+    stack = data.draw(mechanism_stacks(extreme))
+    try:
+        env = fedgames.make(name, mechanisms=list(stack), **SMALL[name])
+    except (ValueError, TypeError) as error:
+        assert refused_by_name(error, stack), f"{stack}: {error!r}"
+        event("refused by name")
+        return
+    env.action_space(env.possible_agents[0]).seed(0)
+    play(env, sample_action)

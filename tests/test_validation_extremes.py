@@ -17,8 +17,10 @@ from fedgames.memory import memory_budget
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"lr": "decaying", "strong_convexity": 0}, "strong_convexity must be a finite number > 0"),
-        ({"lr": "decaying", "strong_convexity": -1.0}, "strong_convexity must be a finite number > 0"),
+        ({"lr": "decaying", "strong_convexity": 0}, r"strong_convexity must be a finite number in \[1e-15, 1e\+15\]"),
+        ({"lr": "decaying", "strong_convexity": -1.0}, r"strong_convexity must be a finite number in \[1e-15, 1e"),
+        ({"lr": "decaying", "strong_convexity": 1e-300}, r"strong_convexity must be a finite number in \[1e-15, 1e"),
+        ({"lr_value": 3.4e38}, r"lr_value must be a finite number in \(0, 1e\+15\], got 3.4e\+38"),
         ({"lr": "decaying", "strong_convexity": "big"}, "strong_convexity must be a number"),
         ({"radius": "a"}, "radius must be a number"),
         ({"radius": None}, "radius must be a number"),
@@ -29,6 +31,18 @@ from fedgames.memory import memory_budget
 def test_fedsgd_step_size_and_radius_are_checked(config, message):
     with pytest.raises(ValueError, match=message):
         fedgames.make("fedsgd_v0", **config)
+
+
+@pytest.mark.parametrize("config", [{"lr_value": 1e15}, {"lr": "decaying", "strong_convexity": 1e-15, "eta": 1e-300}])
+def test_fedsgd_step_sizes_at_their_bounds_diverge_flagged(config):
+    """The largest steps the config takes (``lr_value = 1e15``; ``4 / (m_sc (eta + 1))`` with the smallest
+    ``m_sc``) overflow the quadratic model in a few rounds: the episode ends with the divergence named, not with a
+    float32 overflow of the step itself."""
+    env = fedgames.make("fedsgd_v0", objective="quadratic", rounds=5, **config)
+    env.reset(seed=0)
+    while env.agents:
+        *_, infos = env.step({a: np.ones(1, dtype=np.float32) for a in env.agents})
+    assert all(info["diverged"] and info["divergence"] for info in infos.values()), infos
 
 
 def test_fedsgd_infinite_radius_is_no_projection():

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedgames.envs.config import Check, GameConfig, at_least, each_player, number, one_of, param
+from fedgames.envs.config import SCALE_MAX, SCALE_MIN, Check, GameConfig, at_least, each_player, number, one_of, param
 from fedgames.envs.config import players as player_slots
 from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
 from fedgames.envs.fedsgd.engine import PRECISIONS, compile_mode, resolve_device
@@ -97,9 +97,12 @@ class FedSGDConfig(GameConfig):
         active: clients per round, an integer in ``[2, n_players]`` (``None``: all; attackers included).
         rounds: ``T >= 1``.
         lr: ``constant`` (``lr_value``) or ``decaying`` (``4 / (m_sc (eta + t))``, Thm 6.1's schedule).
-        lr_value: the constant step ``> 0``.
-        strong_convexity: ``m_sc > 0`` of the decaying step (``None``: the model's own, which only the quadratic
-            knows).
+        lr_value: the constant step, in ``(0, 1e15]`` (:data:`~fedgames.envs.config.SCALE_MAX`: the step is
+            held in the model's float32, largest about ``3.4e38``; a step that large makes the run diverge, which
+            is flagged).
+        strong_convexity: ``m_sc`` of the decaying step, in ``[1e-15, 1e15]`` (``None``: the model's own, which
+            only the quadratic knows; below :data:`~fedgames.envs.config.SCALE_MIN` the first step
+            ``4 / (m_sc (eta + 1))`` leaves float32).
         eta: ``> 0``, the offset of the decaying step.
         radius: projection radius ``> 0`` around the initial model (``inf``: none).
         noise_norm: ``global`` or ``per_tensor``: what the noise ``xi`` is normalised over.
@@ -132,8 +135,8 @@ class FedSGDConfig(GameConfig):
     active: int | None = param(None, active_check)
     rounds: int = param(20, at_least(1))
     lr: str = param("constant", one_of(LR_SCHEDULES))
-    lr_value: float = param(0.1, number(strict=True))
-    strong_convexity: float | None = param(None, optional(number(strict=True)))
+    lr_value: float = param(0.1, number(0.0, SCALE_MAX, strict=True))
+    strong_convexity: float | None = param(None, optional(number(SCALE_MIN, SCALE_MAX)))
     eta: float = param(1.0, number(strict=True))
     radius: float = param(math.inf, radius_check)
     noise_norm: str = param("global", one_of(NOISE_NORMS))

@@ -122,7 +122,7 @@ class ParticipationEnv(GameEnv):
         checked = protocol.check_actions(stack_actions(actions, self.agents, 2), self.agents)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is flagged by the health check
             outcome = self.game.play_round(protocol, self._world, self._state, checked, self._rng)
-        outcome = screened(outcome, self._health, self._state.round)
+        outcome = screened(outcome, self._state, self._health)
         self._last = outcome
         if self._monitor is None:
             self._monitor = game_monitor(self.game.config, protocol)
@@ -216,7 +216,7 @@ class ParticipationBatch(EpisodeBatch):
             outcome = self.game.play_round(
                 self.protocol, self._world, self._state, self.protocol.check_actions(actions), self.rng
             )
-        outcome = screened(outcome, self._health, self._state.round)
+        outcome = screened(outcome, self._state, self._health)
         return BatchStep(
             self.game.observe(self._world, self._state),
             outcome.rewards,
@@ -227,15 +227,25 @@ class ParticipationBatch(EpisodeBatch):
         )
 
 
-def screened(outcome: Outcome, health: Health, round_played: int) -> Outcome:
-    """``outcome`` of round ``round_played`` checked for numerical health (:mod:`~fedgames.envs.health`):
-    ``health`` records the episodes whose payments or rewards are not finite; their rewards and payments are 0
-    from that round on."""
-    health.check(round_played, payment=outcome.payments, reward=outcome.rewards)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest payment the float32 observations hold (``state.payment`` is observed): beyond it, a payment that
+float64 still holds (a side payment's ``C`` times a squared score deviation, both large) has left the precision
+the players see it in."""
+
+
+def screened(outcome: Outcome, state: RoundState, health: Health) -> Outcome:
+    """``outcome`` of the round ``state`` has just played, checked for numerical health
+    (:mod:`~fedgames.envs.health`): ``health`` records the episodes whose rewards are not finite or whose payments
+    are not finite in the float32 observations (beyond :data:`FLOAT32_MAX`); their rewards and payments (the
+    outcome's and the observed ``state.payment``) are 0 from that round on."""
+    with np.errstate(invalid="ignore"):  # a NaN payment compares False: flagged like an infinite one
+        observed = np.where(np.abs(outcome.payments) <= FLOAT32_MAX, outcome.payments, np.inf)
+    health.check(state.round, payment=observed, reward=outcome.rewards)
     if not health.count:
         return outcome
     rewards, payments = health.silence(outcome.rewards), health.silence(outcome.payments)
     assert rewards is not None and payments is not None  # silence keeps an array an array
+    state.payment = health.silence(state.payment)
     return replace(outcome, rewards=rewards, payments=payments)
 
 

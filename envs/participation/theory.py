@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -116,7 +116,7 @@ class Setting:
     h: float = 4.0
     z0: float = 0.5
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Setting:
         """Refuse an unknown keyword with its did-you-mean (``n_clients``: ``'n_players'``, the game's spelling,
         :data:`~fedgames.envs.config.SYNONYMS`) before the dataclass's ``__init__`` gives Python's plain
         ``TypeError``."""
