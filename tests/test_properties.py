@@ -59,13 +59,29 @@ def value_for(field: dataclasses.Field) -> st.SearchStrategy:
     return st.one_of(*options)
 
 
+def plausible_value_for(field: dataclasses.Field) -> st.SearchStrategy:
+    """Values of the default's type near it (numbers from 0 to a few times the default): mostly in range, so the
+    episode is played with the field changed (a choice field keeps its default)."""
+    default = field.default if field.default is not dataclasses.MISSING else None
+    if isinstance(default, bool):
+        return st.booleans()
+    if isinstance(default, int):
+        return st.integers(default // 2, max(2, 2 * default))
+    if isinstance(default, float) and math.isfinite(default):
+        return st.floats(0.0, max(1.0, 4 * abs(default)))
+    return st.just(default)
+
+
 @st.composite
 def configs(draw, name: str) -> dict:
+    """One to three fields of the small config changed: half the examples to plausible values (mostly played),
+    half to any value (mostly refused)."""
     fields = config_fields(name)
     chosen = draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique_by=lambda f: f.name))
+    values = plausible_value_for if draw(st.booleans(), label="plausible") else value_for
     config = dict(SMALL[name])
     for field in chosen:
-        config[field.name] = draw(value_for(field))
+        config[field.name] = draw(values(field))
     return config
 
 
@@ -117,16 +133,25 @@ def test_random_configs_refused_by_name_or_play_finite(name, data):
     play(env, sample_action)
 
 
-def action_strategy(space) -> st.SearchStrategy:
+def valid_actions(space) -> st.SearchStrategy:
+    """Actions in ``space``: its corners (each component at its low or its high bound), the middle, or uniform."""
     shape = space.shape
-    low = np.broadcast_to(space.low, shape).astype(np.float64)
-    high = np.broadcast_to(space.high, shape).astype(np.float64)
+    low = np.broadcast_to(space.low, shape).astype(np.float32)
+    high = np.broadcast_to(space.high, shape).astype(np.float32)
+    corner = st.lists(st.booleans(), min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))
+    return st.one_of(
+        corner.map(lambda top: np.where(np.reshape(top, shape), high, low)),
+        st.just((low + high) / 2),
+        st.floats(0, 1).map(lambda t: (low + np.float32(t) * (high - low)).astype(np.float32)),
+    )
+
+
+def any_actions(space) -> st.SearchStrategy:
+    """Valid actions, or out of range, NaN, infinite, of the wrong shape, dtype or type."""
+    shape = space.shape
     fill = st.sampled_from([0.0, 1e-300, 1e300, -1e300, math.inf, -math.inf, math.nan, -1.0, 1.0])
     return st.one_of(
-        st.just(low),
-        st.just(high),
-        st.just((low + high) / 2),
-        st.floats(0, 1).map(lambda t: low + t * (high - low)),
+        valid_actions(space),
         fill.map(lambda v: np.full(shape, v)),
         fill.map(lambda v: np.full(shape, v, dtype=np.float32) if math.isfinite(v) and abs(v) < 1e30 else v),
         st.just(np.zeros(shape + (2,))),
@@ -138,9 +163,11 @@ def action_strategy(space) -> st.SearchStrategy:
 @pytest.mark.parametrize("name", ENVS)
 @given(data=st.data())
 def test_random_actions_refused_by_name_or_play_finite(name, data):
+    """Half the episodes play valid actions only (every round at the space's corners, its middle or uniform: the
+    extremes a learner can reach), the other half any action each round."""
     env = fedgames.make(name, **SMALL[name])
-    agent0 = env.possible_agents[0]
-    strategy = action_strategy(env.action_space(agent0))
+    space = env.action_space(env.possible_agents[0])
+    strategy = valid_actions(space) if data.draw(st.booleans(), label="valid only") else any_actions(space)
 
     def draw_action(env, agent):
         return data.draw(strategy)
