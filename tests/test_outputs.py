@@ -95,6 +95,13 @@ def test_an_unwritable_output_folder_is_refused(tmp_path, capsys):
         locked.chmod(0o700)
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's sysfs")
+def test_a_folder_unwritable_even_for_root_is_refused(capsys):
+    """sysfs refuses new entries to every user, root included (CI runs as root, where the test above is skipped)."""
+    assert main([*SIMULATE, "--out", "/sys/kernel/fedgames-results"]) == 2
+    assert "fedgames: error: --out /sys/kernel/fedgames-results: cannot write in /sys/kernel" in one_line_error(capsys)
+
+
 def test_check_output_folder_creates_nothing(tmp_path):
     target = tmp_path / "a" / "b"
     assert check_output_folder(target) == target
