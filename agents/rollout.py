@@ -106,10 +106,10 @@ def recorded_play(
     batch_size: int,
     rng: np.random.Generator,
     policy_rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every step's actions ``(steps, episodes, N, k)`` and the returns ``(episodes, N)`` of ``episodes`` episodes
-    played ``batch_size`` at a time (:func:`episode_batches` from ``rng``, the policies acting with
-    ``policy_rng``)."""
+) -> tuple[np.ndarray, np.ndarray, Health]:
+    """Every step's actions ``(steps, episodes, N, k)``, the returns ``(episodes, N)`` and which episodes diverged
+    (:class:`~fedgames.envs.health.Health`) of ``episodes`` episodes played ``batch_size`` at a time
+    (:func:`episode_batches` from ``rng``, the policies acting with ``policy_rng``)."""
     played = [
         rollout(batch, policies, list(env.possible_agents), policy_rng, record_actions=True)
         for batch in episode_batches(env, episodes, batch_size, rng)
@@ -117,6 +117,7 @@ def recorded_play(
     return (
         np.concatenate([p.actions for p in played], axis=1),
         np.concatenate([p.returns for p in played]),
+        _joined_health(played),
     )
 
 
@@ -152,12 +153,11 @@ def simulate(
         )
     ]
     errors: list[np.ndarray | None] = [getattr(c.outcome, "sq_error", None) for c in chunks]
-    healths = [c.health if c.health is not None else Health.start(c.returns.shape[0]) for c in chunks]
     return Episodes(
         rewards=np.concatenate([c.returns for c in chunks]),
         sq_error=_joined(errors),
         payments=_joined([c.payments for c in chunks]),
-        health=Health.concatenate(healths),
+        health=_joined_health(chunks),
     )
 
 
@@ -196,3 +196,8 @@ def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
     """The batches' arrays end to end, or ``None`` where the game records none (then no batch has one)."""
     present = [p for p in parts if p is not None]
     return np.concatenate(present) if present else None
+
+
+def _joined_health(parts: list[Rollout]) -> Health:
+    """The batches' :class:`~fedgames.envs.health.Health` end to end (a batch that does not say: all healthy)."""
+    return Health.concatenate([p.health if p.health is not None else Health.start(p.returns.shape[0]) for p in parts])

@@ -15,10 +15,13 @@ from fedgames.validation import integer
 
 def summarize_actions(action_names: tuple[str, ...], actions: np.ndarray) -> dict[str, float]:
     """Mean of each named component of ``actions`` ``(..., k)``, plus ``bias_norm`` (the mean Euclidean norm of
-    the ``b_*`` components) when the game has a bias."""
+    the ``b_*`` components) when the game has a bias; NaN for each when ``actions`` holds none (every episode
+    behind them diverged)."""
     flat = np.asarray(actions, dtype=float).reshape(-1, len(action_names))
-    summary = {name: float(flat[:, k].mean()) for k, name in enumerate(action_names)}
     bias = [k for k, name in enumerate(action_names) if name.startswith("b_")]
+    if not flat.size:
+        return dict.fromkeys(action_names + (("bias_norm",) if bias else ()), float("nan"))
+    summary = {name: float(flat[:, k].mean()) for k, name in enumerate(action_names)}
     if bias:
         summary["bias_norm"] = float(np.linalg.norm(flat[:, bias], axis=1).mean())
     return summary
@@ -38,7 +41,8 @@ def summarize_policy(
     One-round games: on ``episodes`` freshly drawn observations of ``player``. Multi-round games: a player's later
     observations depend on everyone's play, so ``episodes`` episodes are played with the others following
     ``profile`` (``player``'s own entry, if any, is replaced by ``policy``); the summary is the mean over all steps,
-    plus ``<component>_last``, the mean at the last step.
+    plus ``<component>_last``, the mean at the last step, over the episodes that did not diverge
+    (:mod:`~fedgames.envs.health`).
 
     The episodes are drawn ``batch_size`` at a time (``None``: the env's default, see
     :func:`~fedgames.envs.batch.resolve_batch_size`). Reproducible by ``seed`` and ``batch_size``; as for
@@ -56,8 +60,8 @@ def summarize_policy(
         return summarize_actions(names, np.concatenate(chosen))
     if profile is None:
         raise ValueError("summarize_policy: a multi-round game needs the others' policies (profile)")
-    actions, _ = recorded_play(env, {**profile, player: policy}, episodes, batch_size, rng, rng)
-    return summarize_steps(names, actions[:, :, index])
+    actions, _, health = recorded_play(env, {**profile, player: policy}, episodes, batch_size, rng, rng)
+    return summarize_steps(names, actions[:, ~health.diverged, index])
 
 
 def summarize_steps(action_names: tuple[str, ...], actions: np.ndarray) -> dict[str, float]:

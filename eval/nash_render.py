@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedgames.text import strategy_text
+
 if TYPE_CHECKING:
     from fedgames.eval.nash import NashReport
 
@@ -101,4 +103,4 @@ def _search_text(search: Mapping[str, Any]) -> str:
 def _fmt(summary: Mapping[str, float] | None) -> str:
     if summary is None:
         return "-"
-    return ", ".join(f"{k}={v:.3f}" for k, v in summary.items() if not k.startswith("b_"))
+    return strategy_text(summary)

@@ -29,6 +29,7 @@ import fedgames
 from fedgames.errors import did_you_mean
 from fedgames.parsing import parse_assignment
 from fedgames.registry import module_id
+from fedgames.text import shown, strategy_text
 
 
 def _config(assignments: Sequence[str]) -> dict:
@@ -291,7 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = result.history[-1]
     print(f"{args.mode} {args.algo}, {len(result.history)} checkpoints; final strategies:")
     for agent, summary in last.players.items():
-        print(f"  {agent}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if not k.startswith("b_")))
+        print(f"  {agent}: {strategy_text(summary, '.4f')}")
+    for note in result.notes:
+        print(f"note: {note}")
     if out:
         write_atomic(out / "training.json", result.to_json())
         result.plot(out / "training.png")
@@ -398,17 +401,12 @@ def _reproduce_hysteresis(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shown(value: float | None, spec: str = ".3f") -> str:
-    """A number for the console, ``n/a`` where it has none (``None`` or NaN: e.g. every run behind it diverged)."""
-    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
-
-
 def b3_summary(results: dict[str, Any], scale: str) -> list[str]:
     """The console summary of ``reproduce honesty-b3``: the clean accuracy, the diverged runs and their notes, and
     group A's curves at alpha_B = 0 with the best alpha_A among the points that have a mean (never a NaN)."""
     accuracy = results["clean_accuracy"]
     lines = [
-        f"honesty-b3 ({scale}): clean test accuracy {_shown(accuracy['mean'])} ± {_shown(accuracy['se'])} "
+        f"honesty-b3 ({scale}): clean test accuracy {shown(accuracy['mean'])} ± {shown(accuracy['se'])} "
         f"(chance {accuracy['chance']:.3f}); {results['diverged_runs']} diverged runs",
         *(f"  note: {note}" for note in results.get("notes", [])),
     ]
@@ -419,7 +417,7 @@ def b3_summary(results: dict[str, Any], scale: str) -> list[str]:
             best = f"{c['alpha'][finite[np.argmax(means[finite])]]:g}" if finite.size else "n/a"
             lines.append(
                 f"  group A, alpha_B=0, C={c['C']:g}: reward "
-                + " ".join(_shown(m) for m in means)
+                + " ".join(shown(m) for m in means)
                 + f"  (best alpha_A = {best})"
             )
     return lines

@@ -192,7 +192,7 @@ def test_training_strategy_summary_plays_in_batches(monkeypatch):
     policies = {agent: RandomPolicy(env.action_space(agent)) for agent in env.possible_agents}
     sizes = spy_batch_sizes(monkeypatch, env.unwrapped)
     chunked = strategy_summary(env, policies, episodes=10, seed=2, batch_size=4)
-    assert sizes == [4, 4, 2] and set(chunked) == set(env.possible_agents)
+    assert sizes == [4, 4, 2] and set(chunked[0]) == set(env.possible_agents) and chunked[1] is None
     assert chunked == strategy_summary(env, policies, episodes=10, seed=2, batch_size=4)
     assert strategy_summary(env, policies, episodes=10, seed=2, batch_size=64) == strategy_summary(
         env, policies, episodes=10, seed=2

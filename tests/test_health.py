@@ -183,6 +183,45 @@ def test_training_view_counts_diverged_games():
     assert dones.all() and vec.games_played == 3 and vec.games_diverged == 3
 
 
+def test_training_summary_leaves_diverged_episodes_out_and_says_so(tmp_path, monkeypatch, capsys):
+    """What training records after each round, where half the evaluation episodes diverge: the strategy and reward
+    means are exactly those of the other episodes (before, the diverged ones were averaged in as reward 0), each
+    round records how many diverged and through what, and the console and training.json carry the note. Where all
+    diverge (the FedSGD run above), every mean is NaN (``null`` in the JSON), never 0."""
+    from fedgames.agents import ConstantPolicy, FixedPolicy
+    from fedgames.cli import main
+    from fedgames.eval.montecarlo import simulate
+    from fedgames.train.summary import strategy_summary
+
+    blow_up_sample_means(monkeypatch, every=2)
+    env = fedgames.make("mean_estimation_v0", n_players=2, dim=1)
+    policies = {"player_0": FixedPolicy(0.5, 0.2, [0.3]), "player_1": FixedPolicy(0.0, 0.0, [0.0])}
+    players, divergence = strategy_summary(env, policies, episodes=64, seed=3)
+    assert divergence == {"episodes": 64, "diverged": 32, "first_quantity": {"loss": 32}, "earliest_round": 1}
+    episodes = simulate(env, policies, episodes=64, seed=3)  # the same episodes
+    kept_means = episodes.mean_and_se("rewards")[0]
+    assert [players[a]["reward"] for a in env.possible_agents] == kept_means.tolist()
+    assert not np.allclose(kept_means, episodes.rewards.mean(axis=0))  # the silenced episodes are not averaged in
+    assert players["player_0"]["alpha"] == 0.5 and players["player_0"]["bias_norm"] == pytest.approx(0.3)
+
+    monkeypatch.undo()  # sample means of 1e200 are observed too: past float32, which no learner takes
+    fedsgd = fedgames.make("fedsgd_v0", **DIVERGING)
+    players, divergence = strategy_summary(fedsgd, {a: ConstantPolicy([10.0]) for a in fedsgd.possible_agents}, 4)
+    assert divergence["diverged"] == 4 and all(np.isnan(list(p.values())).all() for p in players.values())
+
+    config = [f"-e{k}={v}" for k, v in DIVERGING.items()]
+    budget = ["--rounds", "1", "--steps", "16", "--n-envs", "4", "--eval-episodes", "8", "--quiet"]
+    assert main(["train", "fedsgd_v0", *config, "--profile", "alpha=10", *budget, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    data = strict_json((tmp_path / "training.json").read_text())
+    (record,) = data["history"]
+    assert record["divergence"] == {"episodes": 8, "diverged": 8, "first_quantity": {"loss": 8}, "earliest_round": 4}
+    assert all(p["reward"] is None and p["alpha"] is None for p in record["players"].values())
+    note = "round 1: 8 of 8 episodes diverged (a non-finite value first: loss in 8; earliest in round 4)"
+    assert data["notes"][0].startswith(note) and f"note: {note}" in printed
+    assert "reward=n/a" in printed and "nan" not in printed
+
+
 def blow_up_sample_means(monkeypatch, every: int) -> None:
     """Make every ``every``-th episode of each mean-estimation batch hold sample means of 1e200: finite, but their
     squared errors overflow (the loss diverges, the estimates stay finite), while the other episodes are untouched."""

@@ -21,7 +21,10 @@ GAMES = ("mean_estimation", "fedsgd", "participation")
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "core helpers",
-        tuple(f"fedgames.{m}" for m in ("errors", "validation", "arrays", "files", "memory", "parsing", "run_folder")),
+        tuple(
+            f"fedgames.{m}"
+            for m in ("errors", "validation", "arrays", "files", "memory", "parsing", "run_folder", "text")
+        ),
     ),
     ("envs: protocol, batches, contract, policy interface", ("fedgames.envs",)),
     ("mechanisms", ("fedgames.mechanisms",)),

@@ -404,9 +404,10 @@ def test_result_json_plot_and_summary(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the summary: exact for fixed policies, the same batch for the same seed
     policies = {"player_0": FixedPolicy(1.0, 0.25, [0.3, -0.4, 0.0]), "player_1": HonestPolicy(3)}
-    fixed = strategy_summary(env, policies, episodes=64, seed=5)
+    fixed, divergence = strategy_summary(env, policies, episodes=64, seed=5)
+    assert divergence is None and data["history"][0]["divergence"] is None and data["notes"] == []
     assert fixed["player_0"]["alpha"] == 1.0 and fixed["player_0"]["bias_norm"] == pytest.approx(0.5)
-    assert fixed == strategy_summary(env, policies, episodes=64, seed=5)
+    assert (fixed, None) == strategy_summary(env, policies, episodes=64, seed=5)
     assert fixed["player_1"]["reward"] != fixed["player_0"]["reward"]
 
 

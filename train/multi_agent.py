@@ -65,8 +65,8 @@ def _run(
         bar.update(learners.progress(len(history)))
         while not learners.finished(len(history)):
             learners.train_round(len(history))
-            players = strategy_summary(learners.env, learners.policies(), eval_episodes, eval_seed)
-            history.append(RoundRecord(len(history) + 1, learners.timesteps, players))
+            players, divergence = strategy_summary(learners.env, learners.policies(), eval_episodes, eval_seed)
+            history.append(RoundRecord(len(history) + 1, learners.timesteps, players, divergence))
             if store is not None:
                 store.save(learners.models, len(history), learners.timesteps, history)
             bar.update(learners.progress(len(history)) - bar.n)

@@ -12,6 +12,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from fedgames.agents.learned import SB3Policy
+from fedgames.envs.health import summary_note
 from fedgames.files import json_text
 
 
@@ -24,29 +25,50 @@ class RoundRecord:
         timesteps: the episodes (rounds, in a multi-round game) all learners have trained on so far.
         players: per agent, the means over a fixed evaluation batch of every action component (``alpha``,
             ``beta``, ``b_1`` ...; ``participate``, ``u`` in the participation game; ``*_last`` at the last round of
-            a multi-round game), ``bias_norm`` when the game has a bias, and the mean ``reward``.
+            a multi-round game), ``bias_norm`` when the game has a bias, and the mean ``reward``, all over the
+            evaluation episodes that did not diverge.
+        divergence: where some evaluation episodes diverged (:mod:`~fedgames.envs.health`), how many, through which
+            quantity first and from which round (:meth:`~fedgames.envs.health.Health.summary`); ``None`` where none
+            did.
     """
 
     round: int
     timesteps: int
     players: dict[str, dict[str, float]]
+    divergence: dict[str, Any] | None = None
+
+    @property
+    def note(self) -> str | None:
+        """The one-line note on the diverged evaluation episodes (:func:`~fedgames.envs.health.summary_note`)."""
+        return None if self.divergence is None else summary_note(self.divergence)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "timesteps": self.timesteps, "players": self.players}
+        return {
+            "round": self.round,
+            "timesteps": self.timesteps,
+            "players": self.players,
+            "divergence": self.divergence,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoundRecord:
         """The record :meth:`to_dict` wrote (``ValueError`` naming what is missing or of the wrong type)."""
-        if not isinstance(data, Mapping) or set(data) != {"round", "timesteps", "players"}:
-            raise ValueError(f"a round record needs exactly the keys round, timesteps, players; got {data!r:.200}")
-        players = data["players"]
+        keys = {"round", "timesteps", "players"}
+        if not isinstance(data, Mapping) or not keys <= set(data) <= keys | {"divergence"}:
+            raise ValueError(
+                f"a round record needs the keys round, timesteps, players (and divergence); got {data!r:.200}"
+            )
+        players, divergence = data["players"], data.get("divergence")
         if not isinstance(players, Mapping) or not all(isinstance(p, Mapping) for p in players.values()):
             raise ValueError(f"a round record's players must map agents to summaries; got {players!r:.200}")
+        if divergence is not None and not isinstance(divergence, Mapping):
+            raise ValueError(f"a round record's divergence must be null or a summary; got {divergence!r:.200}")
         try:
             return cls(
                 int(data["round"]),
                 int(data["timesteps"]),
                 {str(a): {str(k): _number(v) for k, v in p.items()} for a, p in players.items()},
+                None if divergence is None else dict(divergence),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"a round record holds a value that is not a number: {error}") from None
@@ -82,12 +104,18 @@ class TrainingResult:
         """One summary value (``"alpha"``, ``"reward"`` ...) of ``agent`` across the history."""
         return np.array([record.players[agent][key] for record in self.history])
 
+    @property
+    def notes(self) -> list[str]:
+        """What a report must say: per round whose evaluation episodes diverged, :attr:`RoundRecord.note`."""
+        return [f"round {r.round}: {r.note}" for r in self.history if r.note is not None]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
             "config": self.config,
             "checkpoint_dir": self.checkpoint_dir,
             "history": [record.to_dict() for record in self.history],
+            "notes": self.notes,
         }
 
     def to_json(self) -> str:

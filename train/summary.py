@@ -4,6 +4,7 @@ evaluation batch, and the seeds that keep rounds, players and that batch apart."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from pettingzoo import ParallelEnv
@@ -30,20 +31,29 @@ def honest_policies(env: ParallelEnv) -> dict[str, Policy]:
 
 def strategy_summary(
     env: ParallelEnv, policies: Mapping[str, Policy], episodes: int = 4096, seed: int = 0, batch_size: int | None = None
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
     """Per agent: the mean of every action component over ``episodes`` seeded episodes (all their steps, and the
     last step apart in multi-round games, :func:`~fedgames.agents.strategy.summarize_steps`), ``bias_norm`` when the
     game has a bias, and the mean ``reward`` (the episode return; same episodes for every call with the same
     seed), played ``batch_size`` at a time (``None``: the env's default,
-    :func:`~fedgames.envs.batch.resolve_batch_size`)."""
+    :func:`~fedgames.envs.batch.resolve_batch_size`); and the batch's divergence.
+
+    Episodes that diverged (:mod:`~fedgames.envs.health`) are left out of every mean (NaN when all did); the
+    second value is then their :meth:`~fedgames.envs.health.Health.summary` (how many, through which quantity
+    first, from which round), ``None`` when none did.
+    """
     names = env.protocol.action_names
     rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    actions, returns = recorded_play(env, policies, episodes, resolve_batch_size(env, batch_size), rng, policy_rng)
-    rewards = returns.mean(axis=0)
-    return {
-        agent: summarize_steps(names, actions[:, :, i]) | {"reward": float(rewards[i])}
+    actions, returns, health = recorded_play(
+        env, policies, episodes, resolve_batch_size(env, batch_size), rng, policy_rng
+    )
+    kept = ~health.diverged
+    rewards = returns[kept].mean(axis=0) if kept.any() else np.full(returns.shape[1], np.nan)
+    players = {
+        agent: summarize_steps(names, actions[:, kept, i]) | {"reward": float(rewards[i])}
         for i, agent in enumerate(env.possible_agents)
     }
+    return players, health.summary() if health.count else None
 
 
 def mean_over_players(players: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
