@@ -113,44 +113,54 @@ def episode_batch(env: ParallelEnv, size: int, rng: np.random.Generator) -> Epis
     return game_of(env).episode_batch(env.protocol, size, rng)
 
 
-def resolve_batch_size(env: ParallelEnv, batch_size: int | None) -> int:
-    """Episodes to play at once: ``batch_size`` checked (an integer >= 1, else ``ValueError``), or for ``None`` the
-    game's ``default_batch_size`` (:class:`~fedgames.envs.contract.GameEnv`: :data:`BATCH_SIZE` unless the game
-    says otherwise).
+class BatchSize(int):
+    """A batch size that :func:`resolve_batch_size` has checked against the memory budget. Passed on (to
+    :func:`~fedgames.agents.rollout.simulate`, an oracle ...), it is used as it is, not checked again: a second
+    reading of the free memory, a little lower, could refuse the default that the first reading allowed."""
+
+
+def resolve_batch_size(env: ParallelEnv, batch_size: int | None, name: str = "batch_size") -> BatchSize:
+    """Episodes to play at once: ``batch_size`` checked (an integer >= 1, else a ``ValueError`` naming ``name``),
+    or for ``None`` the game's ``default_batch_size`` (:class:`~fedgames.envs.contract.GameEnv`: :data:`BATCH_SIZE`
+    unless the game says otherwise).
 
     Either is checked against the machine's memory (:func:`fedgames.memory.memory_budget`, from the game's
     ``episode_bytes``) before anything is allocated: the default is lowered to what fits (the episodes are then
     played in more batches), a given ``batch_size`` that does not fit is a ``ValueError`` with the estimate and the
-    largest batch that fits, and so is a game of which not even one episode fits."""
+    largest batch that fits, and so is a game of which not even one episode fits. A :class:`BatchSize` (what this
+    returns) is returned unchanged."""
     from fedgames.envs.contract import game_of
     from fedgames.memory import check_fits, memory_budget, size_text
 
+    if isinstance(batch_size, BatchSize):
+        return batch_size
     game = game_of(env)
     per_episode = game.episode_bytes
     check_fits(f"one episode of {game.metadata['name']}", per_episode)
     budget = memory_budget()
     if budget is None:  # memory unknown: nothing refused
-        return int(game.default_batch_size) if batch_size is None else integer("batch_size", batch_size, 1)
+        return BatchSize(game.default_batch_size if batch_size is None else integer(name, batch_size, 1))
     fitting = max(1, budget // per_episode)
     if batch_size is None:
-        return int(min(game.default_batch_size, fitting))
-    batch_size = integer("batch_size", batch_size, 1)
+        return BatchSize(min(game.default_batch_size, fitting))
+    batch_size = integer(name, batch_size, 1)
     if batch_size > fitting:
         raise ValueError(
-            f"batch_size={batch_size} needs about {size_text(batch_size * per_episode)} "
+            f"{name}={batch_size} needs about {size_text(batch_size * per_episode)} "
             f"({size_text(per_episode)} an episode), more than the memory budget of {size_text(budget)}: "
-            f"use batch_size <= {fitting}"
+            f"use {name} <= {fitting}"
         )
-    return batch_size
+    return BatchSize(batch_size)
 
 
 def learner_games(env: ParallelEnv, n_envs: int | None, default: int, name: str = "n_envs") -> int:
-    """Games per vectorised learning step: ``n_envs`` checked (an integer >= 1, else a ``ValueError`` naming
-    ``name``), or for ``None`` the trainer's ``default`` capped at the env's default batch
-    (:func:`resolve_batch_size`: unchanged for the quadratic and mean estimation, 3 for the FEMNIST CNN)."""
+    """Games per vectorised learning step: ``n_envs`` checked (an integer >= 1 whose games fit in memory, else a
+    ``ValueError`` naming ``name`` with the estimate, :func:`resolve_batch_size`), or for ``None`` the trainer's
+    ``default`` capped at the env's default batch (unchanged for the quadratic and mean estimation, 3 for the
+    FEMNIST CNN)."""
     if n_envs is None:
         return min(default, resolve_batch_size(env, None))
-    return integer(name, n_envs, 1)
+    return int(resolve_batch_size(env, n_envs, name))
 
 
 def horizon(env: ParallelEnv) -> int:
@@ -162,6 +172,7 @@ def horizon(env: ParallelEnv) -> int:
 
 __all__ = [
     "BATCH_SIZE",
+    "BatchSize",
     "BatchStep",
     "EpisodeBatch",
     "OneRoundBatch",

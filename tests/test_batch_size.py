@@ -427,6 +427,43 @@ def test_cli_simulate_default_batch_is_lowered_to_the_memory_budget(tmp_path, mo
     assert report["batch_size"] == 100 and sizes == [100] * 20
 
 
+def test_the_default_batch_is_checked_once_against_a_shrinking_memory_budget(tmp_path, monkeypatch):
+    """Free memory read again a little lower (another process allocating) must not refuse the default batch that
+    the first reading set: the resolved default (a ``BatchSize``) is passed on unchecked, here through the CLI's
+    early check, the agreement report and ``simulate``; the report records the batch actually played."""
+    budgets = iter(range(1000, 0, -1))
+    monkeypatch.setattr("fedgames.memory.memory_budget", lambda: next(budgets) * EPISODE_BYTES)
+    sizes = spy_episode_batches(monkeypatch)
+    report = simulated(tmp_path, "shrinking", "--no-plot")
+    assert sizes and set(sizes[:-1]) == {report["batch_size"]} and sum(sizes) == report["episodes"]
+    env = mean_estimation()
+    resolved = resolve_batch_size(env, None)
+    assert resolve_batch_size(env, resolved) is resolved  # not read again
+    with pytest.raises(ValueError, match="batch_size="):
+        resolve_batch_size(env, int(resolved))  # a plain integer is checked: the budget has shrunk since
+
+
+def test_learner_games_beyond_the_memory_budget_are_refused_before_any_work(capsys, monkeypatch):
+    """``fedgames train --n-envs 1000000000`` was OOM-killed after 54 s: games per learning step are checked against
+    the memory budget as a batch is, the message naming ``n_envs`` (``n_games`` for parameter sharing) with the
+    estimate and the largest value that fits, one line with exit code 2, before any model is built."""
+    from fedgames.train.multi_agent import train_shared
+
+    monkeypatch.setattr("fedgames.memory.memory_budget", lambda: 100 * EPISODE_BYTES)
+    env = mean_estimation()
+    assert learner_games(env, 100, 1024) == 100 and learner_games(env, None, 1024) == 100
+    with pytest.raises(ValueError, match=r"n_games=101 needs about .* use n_games <= 100"):
+        train_shared(env, total_steps=8, n_games=101)
+    monkeypatch.setattr(
+        "fedgames.train.multi_agent.IndependentLearners", lambda *a, **k: pytest.fail("training started")
+    )
+    assert main(["train", "mean_estimation_v0", "--n-envs", "1000000000", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        r"fedgames: error: n_envs=1000000000 needs about .* use n_envs <= 100", err[0]
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
