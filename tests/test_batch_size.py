@@ -25,7 +25,7 @@ from fedgames.envs.batch import BATCH_SIZE, learner_games, resolve_batch_size
 from fedgames.envs.contract import game_of
 from fedgames.envs.fedsgd.fedsgd import MESSAGE_ENTRIES, FedSGDEnv
 from fedgames.envs.mean_estimation import theory
-from fedgames.eval.agreement import Row, compare_with_theory
+from fedgames.eval.agreement import Row, compare_with_theory, rounding_floors
 from fedgames.eval.montecarlo import simulate
 from fedgames.eval.nash import nash_check
 from fedgames.eval.strategy import summarize_policy
@@ -251,6 +251,28 @@ def test_agreement_at_a_zero_prediction_is_stated_in_absolute_terms():
     assert f"one predicting 0 (payment, reward) off by less than {report.absolute_resolution:.2g}" in verdict
     assert f"less than {report.resolution:.2%} of its value" in verdict
     assert json.loads(report.to_json())["absolute_resolution"] == report.absolute_resolution
+
+
+def test_a_prediction_that_is_zero_up_to_rounding_agrees_within_the_rounding():
+    """Issue 17: ``fedgames simulate mean_estimation_v0 -e n_players=1000`` said "SOME closed forms disagree": the
+    honest rewards are predicted -5.4e-20 (terms of 3.5e-4 that cancel) and observed within a few 1e-22 of 0, z
+    about 200 because the episodes' rewards cancel as exactly. A prediction that is 0 up to rounding (1e-9 of the
+    largest prediction) agrees within that much; a real gap beyond it, or any gap at a nonzero prediction, is still
+    judged by z."""
+    env = fedgames.make("mean_estimation_v0", n_players=1000, dim=1)
+    profile = theory.honest_profile(theory.Setting.from_env(env), 1)
+    report = compare_with_theory(env, profile, episodes=2_000, seed=0)
+    rewards = [r for r in report.rows if r.quantity == "reward"]
+    largest = max(abs(r.predicted) for r in report.rows)
+    assert all(r.rounding == 1e-9 * largest and abs(r.predicted) < 1e-18 for r in rewards)
+    assert any(abs(r.z) >= 4 for r in rewards) and all(r.agrees and r.within_rounding for r in rewards)
+    assert report.all_agree and "one predicting 0 (reward) off by less than" in report.verdict()
+    assert "yes (0 up to rounding)" in report.to_markdown()
+    assert all(r.rounding == 0 for r in report.rows if r.quantity == "sq_error")
+    off = replace(rewards[0], observed=rewards[0].predicted + 2 * rewards[0].rounding)
+    assert not off.agrees and not replace(report, rows=[*report.rows, off]).all_agree
+    tiny = Row("player_0", "sq_error", 1e-3, 1e-3 + 1e-15, 1e-17)  # a nonzero prediction: no rounding floor
+    assert rounding_floors([tiny]) == [tiny] and not tiny.agrees
 
 
 # ---------------------------------------------------------------------------------------------------------------
