@@ -258,6 +258,33 @@ def test_geometric_median_max_iter_returns_iterate_and_is_batch_independent():
     np.testing.assert_allclose(full, alone, rtol=1e-13, atol=1e-13)
 
 
+def ref_weiszfeld(ep: np.ndarray, tol: float, max_iter: int = 1000, eps: float = 1e-12) -> tuple[np.ndarray, int]:
+    """One episode's smoothed Weiszfeld iterate, stopped by the documented rule ``||z_{t+1} - z_t|| <= tol (1 +
+    max_i ||x_i - z_0||)``, and the number of steps it took."""
+    z = ep.mean(axis=0)
+    threshold = tol * (1.0 + max(math.sqrt(sq_dist(p, z)) for p in ep))
+    for step in range(1, max_iter + 1):
+        w = [1.0 / max(math.sqrt(sq_dist(z, p)), eps) for p in ep]
+        new = sum(wi * p for wi, p in zip(w, ep)) / sum(w)
+        moved = math.sqrt(sq_dist(new, z))
+        z = new
+        if moved <= threshold:
+            return z, step
+    return z, max_iter
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-4])
+def test_geometric_median_stops_by_the_documented_rule(tol):
+    """At a loose ``tol`` the iterate depends on the step it stops at: each episode's result is the reference
+    loop's, stopped at the same step (a threshold off by any factor, or measured from another centre, stops some of
+    the 300 episodes a step earlier or later, changing them by about ``tol``)."""
+    x = np.random.default_rng(11).normal(size=(300, 7, 3)) * np.random.default_rng(12).uniform(0.1, 3, (300, 1, 1))
+    z = agg.geometric_median(x, tol=tol)
+    reference = [ref_weiszfeld(ep, tol) for ep in x]
+    np.testing.assert_allclose(z, np.array([r for r, _ in reference]), rtol=1e-12, atol=1e-12)
+    assert len({steps for _, steps in reference}) > 1  # the episodes stop at different steps
+
+
 # ---------------------------------------------------------------------------
 # Generic properties
 # ---------------------------------------------------------------------------
@@ -339,7 +366,20 @@ X5 = np.zeros((2, 5, 3))
         (lambda: agg.krum(X5, f=1, m=0), r"krum: m must satisfy 1 <= m <= n_players = 5, got m=0"),
         (lambda: agg.multi_krum(X5, f=1, m=6), r"multi_krum: m .*got m=6"),
         (lambda: agg.trimmed_mean(X5, f=3), r"trimmed_mean: f .*0 <= f <= 2 .*got f=3"),
-        (lambda: agg.trimmed_mean(np.zeros((1, 4, 1)), f=2), r"trimmed_mean: f.*got f=2"),
+        (lambda: agg.trimmed_mean(np.zeros((1, 4, 1)), f=2), r"trimmed_mean: f .*0 <= f <= 1 for n_players=4, got f=2"),
+        (
+            lambda: agg.trimmed_mean(X5, fraction=False),
+            r"fraction must be a real number in \[0, 0.5\), got fraction=False",
+        ),
+        (
+            lambda: agg.trimmed_mean(X5, fraction="0.1"),
+            r"fraction must be a real number in \[0, 0.5\), got fraction='0.1'",
+        ),
+        (lambda: agg.clip_norm(X5, tau=True), r"clip_norm: tau must be a real number > 0, got tau=True"),
+        (
+            lambda: agg.geometric_median(X5, tol="1e-8"),
+            r"geometric_median: tol must be a real number > 0, got tol='1e-8'",
+        ),
         (lambda: agg.trimmed_mean(X5, f=-1), r"trimmed_mean: f.*got f=-1"),
         (lambda: agg.trimmed_mean(X5, f=1, fraction=0.2), r"f=1 and fraction=0.2"),
         (lambda: agg.trimmed_mean(X5, fraction=0.5), r"fraction.*0 <= fraction < 0.5.*fraction=0.5"),
@@ -367,6 +407,7 @@ def test_parameter_errors(call, pattern):
         (np.zeros((5, 3)), r"messages.*ndim=2"),
         (np.zeros((1, 2, 5, 3)), r"messages.*ndim=4"),
         (np.zeros((2, 0, 3)), r"messages.*n_players >= 1"),
+        (np.zeros((2, 5, 0)), r"messages.*d >= 1"),
         (np.where(np.arange(30).reshape(2, 5, 3) == 7, np.nan, 0.0), r"messages.*NaN or inf"),
         (np.where(np.arange(30).reshape(2, 5, 3) == 7, np.inf, 0.0), r"messages.*NaN or inf"),
     ],
