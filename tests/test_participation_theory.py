@@ -228,6 +228,8 @@ def test_with_a_fixed_number_of_audits_the_mean_field_dynamics_can_cycle():
     assert 0 < t.price_of_gaming(setting) < t.price_of_gaming(replace(setting, sanction=0.0))
     assert t.welfare_inverse(t.welfare(0.37, setting), setting) == pytest.approx(0.37)
     assert t.welfare_inverse(t.welfare(0.37, DOMINO), DOMINO) == pytest.approx(0.37)
+    for curve in (setting, DOMINO):  # observed welfare outside [0, 1) is clipped to it: no negative contribution
+        assert t.welfare_inverse(-0.2, curve) == 0.0 and np.isfinite(t.welfare_inverse(1.0, curve))
 
 
 def test_the_symmetric_manipulation_is_a_best_reply_to_itself():

@@ -200,6 +200,8 @@ def test_the_best_reply_at_a_flat_slope_is_honesty():
 def test_without_audits_no_sanction_deters():
     assert t.minimum_sanction(t.Setting(audits=0), 10, 1.0) == math.inf
     assert t.minimum_sanction(t.Setting(audits=0, delta=0.1), 10, 1.0) == 0.0  # gaming does not pay anyway
+    flat = t.Setting(audits=0, delta=0.0, gamma=0.0)  # gaming changes nothing: a slope of exactly 0
+    assert t.gaming_slope(flat, 10, 1.0) == 0.0 and t.minimum_sanction(flat, 10, 1.0) == 0.0
 
 
 def test_the_symmetric_manipulation_is_iterated_from_honesty():
@@ -295,6 +297,7 @@ def test_a_path_without_rejoining_follows_its_lowest_point():
         with pytest.raises(ValueError, match="x0"):
             t.iterate_retention(x0, DOMINO)
     assert t.iterate_retention(0.3, DOMINO, rounds=0).tolist() == [0.3]
+    assert t.iterate_retention(0.3, DOMINO).shape == (201,)  # 200 rounds by default, and the start
     with pytest.raises(ValueError, match="rounds"):
         t.iterate_retention(0.3, DOMINO, rounds=-1)
 
