@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fedgames
-from fedgames.envs.health import Health, nonfinite_rows
+from fedgames.envs.health import QUANTITIES, Health, nonfinite_rows
 from fedgames.envs.mean_estimation.game import MeanEstimationGame, World
 
 
@@ -349,8 +349,19 @@ def test_grid_oracle_leaves_diverged_pairs_out_per_point_and_never_replies_from_
     assert [p["point"]["alpha"] for p in diverged["per_point"]] == [5e4, 1e5]
     best = int(np.argmax(gains))
     assert result.policy.action[0] == (0.0, 5e4, 1e5)[best]
-    assert len(result.notes) == 1 and f"({sum(counts)} pairs in all" in result.notes[0]
-    assert "at 2 of 3 points" in result.notes[0]
+    quantities: dict[str, int] = {}
+    for alpha in (5e4, 1e5):  # the quantity each left-out pair went bad through first, the point's episode first
+        played = simulate(env, honest | {"player_0": ConstantPolicy([alpha])}, 200, seed=3).health
+        first = np.where(played.diverged, played.quantity, candidate.health.quantity)[
+            ~(candidate.kept & ~played.diverged)
+        ]
+        for q in first:
+            quantities[q] = quantities.get(q, 0) + 1
+    assert diverged["first_quantity"] == quantities and sum(quantities.values()) == sum(counts)
+    through = ", ".join(f"{q} in {quantities[q]}" for q in QUANTITIES if q in quantities)
+    assert len(result.notes) == 1 and f"({sum(counts)} pairs in all; a non-finite value first" in result.notes[0]
+    assert f": {through}; earliest in round {diverged['earliest_round']})" in result.notes[0]
+    assert "at 2 of 3 points" in result.notes[0] and diverged["earliest_round"] >= 1
 
 
 def test_grid_oracle_with_unestimated_points_gives_no_bound_and_the_check_says_why(tmp_path):

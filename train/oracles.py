@@ -33,6 +33,7 @@ from fedgames.agents.policy import Policy
 from fedgames.agents.rollout import simulate
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
+from fedgames.envs.health import Health
 from fedgames.errors import did_you_mean
 from fedgames.train.best_response_env import BestResponseVecEnv
 from fedgames.train.grid_cells import Cell, SlopeRange, anchored_point, initial_cells
@@ -416,10 +417,12 @@ class GridOracle:
         base = policies[player].act(observations[:, index], np.random.default_rng(seed))[0]
         low, high = protocol.action_low[columns], protocol.action_high[columns]
         target = 0.0 if tolerance is None else float(tolerance)
+        pairs: list[Health] = []  # every point's pairs, which diverged and through what first
 
         def play(points: list[np.ndarray], round_: int) -> list[tuple[float, float, int]]:
             """Paired mean gain, its standard error and the diverged pairs of each point over round ``round_``'s
-            episodes: a pair where either episode diverged is left out; with fewer than 2 pairs left, NaN."""
+            episodes: a pair where either episode diverged is left out (recorded in ``pairs``: the point's episode's
+            first bad quantity, else the candidate's); with fewer than 2 pairs left, NaN."""
             candidate = simulate(env, policies, self.episodes, seed=seed + round_, batch_size=batch_size)
             found = []
             for point in points:
@@ -433,6 +436,8 @@ class GridOracle:
                     batch_size=batch_size,
                 )
                 kept = candidate.kept & played.kept
+                assert played.health is not None and candidate.health is not None  # simulate records them
+                pairs.append(paired_health(played.health, candidate.health))
                 diff = played.rewards[kept, index] - candidate.rewards[kept, index]
                 diverged = int(self.episodes - kept.sum())
                 if diff.size < 2:
@@ -522,7 +527,7 @@ class GridOracle:
             reply: Policy = ConstantPolicy(action)
         else:  # no point has an estimate: no reply found, the candidate's own policy stands in
             reply = policies[player]
-        diverged = _grid_divergence(evaluated, list(self.components), self.episodes)
+        diverged = _grid_divergence(evaluated, list(self.components), self.episodes, Health.concatenate(pairs))
         result = OracleResult(
             policy=reply,
             oracle=self.name,
@@ -588,11 +593,26 @@ class GridOracle:
         return theory.slope_ranges(constant, index, base, columns)
 
 
-def _grid_divergence(cells: Sequence[Cell], components: list[str], episodes: int) -> dict[str, Any]:
-    """The grid's diverged episodes: in all, per point where some diverged (its point, count and whether it kept an
-    estimate), and how many points had none."""
+def paired_health(played: Health, candidate: Health) -> Health:
+    """Which pairs of episodes (a point's and the candidate's, on the same seeds) diverged, through the point's
+    episode's first bad quantity and round where it diverged, else the candidate's."""
+    own = played.diverged
+    return Health(
+        own | candidate.diverged,
+        np.where(own, played.quantity, candidate.quantity),
+        np.where(own, played.round, candidate.round),
+    )
+
+
+def _grid_divergence(cells: Sequence[Cell], components: list[str], episodes: int, pairs: Health) -> dict[str, Any]:
+    """The grid's diverged episodes: in all, through which quantity first and from which round (over ``pairs``,
+    :func:`paired_health`), per point where some diverged (its point, count and whether it kept an estimate), and
+    how many points had none."""
     struck = [c for c in cells if c.diverged]
+    summary = pairs.summary()
     return {
+        "first_quantity": summary["first_quantity"],
+        "earliest_round": summary["earliest_round"],
         "episodes_per_point": episodes,
         "points": len(cells),
         "points_with_diverged": len(struck),
@@ -614,10 +634,12 @@ def _grid_notes(diverged: Mapping[str, Any], points: int) -> list[str]:
     if not diverged["pairs_left_out"]:
         return []
     episodes = diverged["episodes_per_point"]
+    through = ", ".join(f"{q} in {n}" for q, n in diverged["first_quantity"].items())
     notes = [
         f"grid: at {diverged['points_with_diverged']} of {points} points some of the {episodes} paired episodes "
-        f"diverged ({diverged['pairs_left_out']} pairs in all, a non-finite parameter, loss, payment or reward in "
-        "the point's or the candidate's episode) and are left out of the gains"
+        f"diverged ({diverged['pairs_left_out']} pairs in all; a non-finite value first, in the point's or else the "
+        f"candidate's episode: {through}; earliest in round {diverged['earliest_round']}) and are left out of the "
+        "gains"
     ]
     missing = diverged["points_without_estimate"]
     if missing == points:
