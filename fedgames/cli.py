@@ -72,11 +72,24 @@ def _policies(text: str, env) -> dict:  # noqa: ANN001
     usage = ", ".join(game.profile_names) + ", FILE.json or '" + ";".join(f"{k}={k[0].upper()}" for k in keys) + "'"
     try:
         if "=" not in text and not text.endswith(".json"):
-            return game.named_policies(text, env.protocol)
-        return game.policies_from_values(_profile_values(text, keys, usage))
+            policies = game.named_policies(text, env.protocol)
+        else:
+            policies = game.policies_from_values(_profile_values(text, keys, usage))
+        _check_constant_actions(policies, env)
+        return policies
     except ValueError as error:
         message = str(error)
         raise ValueError(message if message.startswith("--profile") else f"--profile: {message}") from None
+
+
+def _check_constant_actions(policies: dict, env) -> None:  # noqa: ANN001
+    """Constant actions outside the action space are refused now, before any work (the env would refuse them at
+    its first step, after the progress bar has started)."""
+    from fedgames.agents import ConstantPolicy
+
+    agents = env.possible_agents
+    if all(isinstance(policies[agent], ConstantPolicy) for agent in agents):
+        env.protocol.check_actions(_constant_profile(policies, env)[None], agents)
 
 
 def _constant_profile(policies: dict, env) -> np.ndarray:  # noqa: ANN001

@@ -153,6 +153,24 @@ def test_a_json_profile_is_checked(tmp_path, capsys, content, message):
     assert message in one_line_error(capsys)
 
 
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["simulate", "mean_estimation_v0", "--profile", "alpha=99"], "alpha=99 is outside its allowed range [0, 5]"),
+        (["train", "mean_estimation_v0", "--profile", "alpha=1;beta=-3"], "beta=-3 is outside its allowed range"),
+        (["check", "participation_v0", "--profile", "u=2"], "u=2 is outside its allowed range [0, 1]"),
+    ],
+)
+def test_a_profile_outside_the_action_space_is_refused_before_any_work(tmp_path, capsys, monkeypatch, command, message):
+    """A constant profile outside the action space was refused by the env's first step, after the progress bar had
+    started; now while the command line is read: one line, exit code 2, no episode played."""
+    import fedgames.agents.rollout
+
+    monkeypatch.setattr(fedgames.agents.rollout, "rollout", lambda *a, **k: pytest.fail("episodes were played"))
+    assert main([*command, "--quiet", "--out", str(tmp_path / "out")]) == 2
+    assert f"--profile: action of player_0: {message}" in one_line_error(capsys)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Results folders
 # ---------------------------------------------------------------------------------------------------------------
