@@ -11,7 +11,9 @@ import itertools
 import numpy as np
 import pytest
 
+import fedgames
 from fedgames.envs.mean_estimation.theory import (
+    EnvTheory,
     Profile,
     Setting,
     attack_slope,
@@ -343,3 +345,45 @@ def test_thm_d_1_expected_payment_at_honesty(n, C):
         np.testing.assert_allclose(
             expected_reward(honest, s), (1 - 0.6) * nu / n - C * (n - 1) * nu / n, rtol=1e-12, atol=1e-15
         )
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "payments", "noise_C"),
+    [
+        ([], (), 0.0),
+        (["robust_aggregation:rule=mean"], (), 0.0),  # the plain mean: the game's own aggregate
+        (["bounded_attack:A=1"], (), 0.0),  # bounds the actions only
+        (
+            ["side_payment:C=0.4", "noisy_response:C=0.5", "side_payment:C=0.2,balanced=true"],
+            ((0.4, False), (0.2, True)),
+            0.5,
+        ),
+    ],
+)
+def test_the_setting_of_an_env_reads_its_mechanisms(mechanisms, payments, noise_C):
+    env = fedgames.make("mean_estimation_v0", mechanisms=mechanisms, n_players=4)
+    found = Setting.from_env(env)
+    assert found.payments == payments and found.noise_C == noise_C and np.all(found.nu == env.unwrapped.game.nu)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "robust_aggregation:rule=median",
+        "robust_aggregation:rule=mean,clip_norm=1.0",
+        "robust_aggregation:rule=mean,mixing_f=1",
+    ],
+)
+def test_robust_aggregation_other_than_the_plain_mean_has_no_closed_form(spec):
+    with pytest.raises(ValueError, match="no closed form for mechanism robust_aggregation"):
+        Setting.from_env(fedgames.make("mean_estimation_v0", mechanisms=[spec], n_players=4))
+
+
+def test_the_env_theory_best_response_takes_its_bounds_from_the_action_space():
+    """Without a penalty attacking pays ([H] Cor. 4.2): the best reply attacks at ``alpha_max = 2`` with its bias at
+    ``bias_max = 0.7``, the two bounds read from the env's action space (alpha first, then beta, then the bias)."""
+    env = fedgames.make("mean_estimation_v0", n_players=3, dim=1, alpha_max=2.0, bias_max=0.7)
+    reply = EnvTheory(env).best_response(np.zeros((3, 3)), 0)
+    expected = best_response(Profile(np.zeros(3), np.zeros(3), np.zeros((3, 1))), Setting.from_env(env), 0, 2.0, 0.7)
+    np.testing.assert_array_equal(reply, expected.actions()[0])
+    assert reply[0] == 2.0 and abs(reply[2]) == 0.7

@@ -354,8 +354,8 @@ class EnvTheory:
 
     def best_response(self, actions: np.ndarray, i: int) -> np.ndarray:
         """Player i's best response (:func:`best_response`) as an action vector."""
-        bias_max = float(self.high[2]) if self.high.size > 2 else 0.0
-        response = best_response(self.profile(actions), self.setting, i, float(self.high[0]), bias_max)
+        alpha_max, bias_max = float(self.high[0]), float(self.high[2])  # (alpha, beta, b_1, ...): d >= 1
+        response = best_response(self.profile(actions), self.setting, i, alpha_max, bias_max)
         return response.actions()[i]
 
     def own_payoff(self, actions: np.ndarray, i: int) -> OwnPayoff:
