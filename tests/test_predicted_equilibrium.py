@@ -32,6 +32,19 @@ def test_predicted_equilibrium_converges_to_the_closed_form(mechanisms, alpha_ma
         np.testing.assert_allclose(again.actions(), profile.actions(), atol=1e-12)
 
 
+def test_with_players_who_differ_the_defences_settle_in_a_later_sweep():
+    """Unequal noise and weights: every player attacks at alpha_max = 1/2 in the first sweep, and each defence
+    (Lemma C.2's beta, which depends on the others' attacks) settles only in a later sweep (player 0's beta goes
+    from 0.6 to 0.657); the prediction is the fixed point, where nobody's best response moves."""
+    nu, lam = np.array([0.2, 0.7, 1.5]), np.array([1.0, 0.5, 2.0])
+    differing = theory.Setting(nu=nu, lam=lam, payments=(), noise_C=0.0)
+    profile, converged = theory.predicted_equilibrium(differing, 1, 0.5)
+    assert converged and np.all(profile.alpha == 0.5) and profile.beta[0] == pytest.approx(0.657142857142857)
+    for i in range(3):
+        again = theory.best_response(profile, differing, i, 0.5, 0.0)
+        np.testing.assert_allclose(again.actions(), profile.actions(), rtol=0, atol=1e-12)
+
+
 def test_predicted_equilibrium_reports_no_convergence_within_zero_rounds():
     profile, converged = theory.predicted_equilibrium(setting(), 2, 5.0, max_iter=1)
     assert not converged and np.all(profile.alpha == 5.0)  # one round moved everybody from honesty
