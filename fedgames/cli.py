@@ -731,6 +731,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fedgames: error: {error}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as error:  # what an allocation too large for the machine raises
+        if args.debug or not _out_of_memory(error):
+            raise
+        print(f"fedgames: error: out of memory ({_first_line(error)}): use a smaller configuration", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says an allocation failed: a ``MemoryError``, or torch's ``RuntimeError`` (CPU: "can't
+    allocate memory", CUDA: "out of memory")."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ _plugins_loaded = False
 
 
 def canonical_id(env_id: str) -> str:
-    """``"mean_estimation_v0"`` or ``"fedgames/mean_estimation-v0"`` -> ``"fedgames/mean_estimation-v0"``."""
+    """``"mean_estimation_v0"`` or ``"fedgames/mean_estimation-v0"`` -> ``"fedgames/mean_estimation-v0"``
+    (a ``TypeError`` for an id that is not a string)."""
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be a string such as 'mean_estimation_v0', got {env_id!r}")
     normalized = _normalize_env_id(env_id)
     if "/" not in normalized:
         normalized = f"{NAMESPACE}/{normalized}"

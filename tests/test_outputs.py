@@ -171,6 +171,49 @@ def test_a_profile_outside_the_action_space_is_refused_before_any_work(tmp_path,
     assert f"--profile: action of player_0: {message}" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried"),
+        RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    ],
+)
+def test_an_allocation_the_machine_refuses_is_one_line(capsys, monkeypatch, error):
+    """A configuration past every estimate that torch or numpy cannot allocate (``samples_per_client=10**12``
+    asked torch for 32 TB) is one line and exit code 2, not a traceback; ``--debug`` shows it."""
+    import fedgames.eval.agreement
+
+    def allocate(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(fedgames.eval.agreement, "compare_with_theory", allocate)
+    assert main(SIMULATE) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("fedgames: error: out of memory (") and line.endswith("): use a smaller configuration")
+    with pytest.raises(type(error)):
+        main([*SIMULATE, "--debug"])
+
+
+def test_another_runtime_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    import fedgames.eval.agreement
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(fedgames.eval.agreement, "compare_with_theory", broken)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        main(SIMULATE)
+
+
+def test_an_env_id_that_is_not_a_string_is_a_type_error():
+    import fedgames
+
+    for bad in (3, None):
+        with pytest.raises(TypeError, match=f"env_id must be a string such as 'mean_estimation_v0', got {bad}"):
+            fedgames.make(bad)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Results folders
 # ---------------------------------------------------------------------------------------------------------------
