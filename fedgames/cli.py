@@ -27,13 +27,13 @@ import numpy as np
 
 import fedgames
 from fedgames.errors import did_you_mean
-from fedgames.parsing import parse_assignment
+from fedgames.parsing import parse_assignments, unique_keys
 from fedgames.registry import module_id
 from fedgames.text import shown, strategy_text
 
 
 def _config(assignments: Sequence[str]) -> dict:
-    return dict(parse_assignment(a, "-e/--env-config") for a in assignments)
+    return parse_assignments(assignments, "-e/--env-config")
 
 
 def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
@@ -41,8 +41,8 @@ def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
     accepted forms for the error message)."""
     if text.endswith(".json"):
         try:
-            values = json.loads(Path(text).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            values = json.loads(Path(text).read_text(), object_pairs_hook=unique_keys)
+        except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
             raise ValueError(f"--profile {text}: {error}") from None
         if not isinstance(values, dict):
             raise ValueError(
@@ -50,7 +50,7 @@ def _profile_values(text: str, allowed: tuple[str, ...], usage: str) -> dict:
                 + ("null" if values is None else type(values).__name__)
             )
     else:
-        values = dict(parse_assignment(item, "--profile") for item in text.split(";"))
+        values = parse_assignments(text.split(";"), "--profile")
     for key in values:
         if key not in allowed:
             raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -39,3 +40,24 @@ def parse_assignment(text: str, what: str) -> tuple[str, Any]:
         return key.strip(), parse_value(value)
     except ValueError as error:
         raise ValueError(f"{what}: {key.strip()}: {error}") from None
+
+
+def parse_assignments(texts: Iterable[str], what: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (:func:`parse_assignment`); a key given twice is a
+    ``ValueError`` (the last one would win silently)."""
+    values: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_assignment(text, what)
+        if key in values:
+            raise ValueError(f"{what}: {key} is given twice ({values[key]!r} and {value!r}); give it once")
+        values[key] = value
+    return values
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook`` that refuses an object with a key given twice."""
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"the key(s) {twice} are given twice in one object; give each once")
+    return dict(pairs)

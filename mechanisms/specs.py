@@ -14,7 +14,7 @@ from fedgames.mechanisms.bounded_attack import BoundedAttack
 from fedgames.mechanisms.noisy_response import NoisyResponse
 from fedgames.mechanisms.robust_aggregation import RobustAggregation
 from fedgames.mechanisms.side_payment import SidePayment
-from fedgames.parsing import parse_assignment
+from fedgames.parsing import parse_assignments
 from fedgames.validation import check_call
 
 MECHANISMS: dict[str, type[Mechanism]] = {
@@ -30,11 +30,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``"noisy_response:C=0.5"`` -> ``("noisy_response", {"C": 0.5})``; values are bool, int, float or str."""
     name, _, args = spec.partition(":")
     name = name.strip()
-    params: dict[str, Any] = {}
-    for item in filter(None, (a.strip() for a in args.split(","))):
-        key, value = parse_assignment(item, f"mechanism spec {spec!r}")
-        params[key] = value
-    return name, params
+    items = filter(None, (a.strip() for a in args.split(",")))
+    return name, parse_assignments(items, f"mechanism spec {spec!r}")
 
 
 def resolve(name: str) -> type[Mechanism]:

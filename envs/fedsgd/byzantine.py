@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from fedgames.errors import did_you_mean
-from fedgames.parsing import parse_assignment
+from fedgames.parsing import parse_assignments
 from fedgames.validation import integer
 
 __all__ = [
@@ -306,7 +306,7 @@ def parse_attack(spec: AttackSpec, owner: str) -> tuple[str, dict[str, Any]]:
     missing required ones, raise ``ValueError`` naming ``owner``."""
     if isinstance(spec, str):
         name, _, args = spec.partition(":")
-        params = dict(parse_assignment(a.strip(), f"{owner} {spec!r}") for a in args.split(",") if a.strip())
+        params = parse_assignments((a.strip() for a in args.split(",") if a.strip()), f"{owner} {spec!r}")
     elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
         name, params = spec[0], dict(spec[1])
     else:
