@@ -331,6 +331,41 @@ def test_a_planted_payload_in_a_checkpoint_does_not_run_on_resume(tmp_path):
         train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s | {"variables": []}, "variables must be a mapping of names to tensors"),
+        (lambda s: s | {"counters": dict.fromkeys(s["counters"], [1])}, "counters must be a mapping of names to integ"),
+        (lambda s: s | {"counters": dict.fromkeys(s["counters"], "x")}, "counters must be a mapping of names to integ"),
+        (lambda s: s | {"counters": dict.fromkeys(s["counters"], -(10**30))}, r"integers in \[0, 2\*\*63\)"),
+        (lambda s: s | {"format": torch.tensor([1, 1])}, "unknown model format"),
+        (lambda s: s | {"parameters": {"policy": []}}, "parameters must be a mapping of state dicts"),
+        (
+            lambda s: (
+                s
+                | {
+                    "parameters": {
+                        k: {n: t * np.nan for n, t in v.items()} if k == "policy" else v
+                        for k, v in s["parameters"].items()
+                    }
+                }
+            ),
+            r"parameters\['policy'\]\[.*\] holds NaN or inf",
+        ),
+    ],
+)
+def test_a_model_file_with_parts_of_the_wrong_type_is_refused_by_name(tmp_path, change, message):
+    """Audit of issue 17: a model file whose parts have the wrong types (a list for the variables, lists, strings or
+    -1e30 as counters, a tensor as the format, NaN weights) was a traceback, an error not naming the file or
+    accepted; each is now a ValueError naming the file and the part."""
+    env = make(n_players=2)
+    train_independent(env, rounds=1, seed=0, checkpoint_dir=tmp_path, **TINY)
+    target = tmp_path / "player_0.round_0001.pt"
+    torch.save(change(torch.load(target, weights_only=True)), target)
+    with pytest.raises(ValueError, match=r"player_0\.round_0001\.pt: .*" + message):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
+
+
 def test_resume_errors_name_the_file(tmp_path):
     """A truncated ``state.json`` and a missing model file are ``ValueError`` s naming the file (not a JSON
     traceback, not SB3's ``...zip.zip``)."""
@@ -357,6 +392,10 @@ def test_config_mismatch_names_the_keys(tmp_path):
         train_independent(env, rounds=2, seed=1, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="algo_kwargs.learning_rate"):
         train_independent(env, rounds=2, checkpoint_dir=tmp_path, algo_kwargs={"learning_rate": 1e-3}, **TINY)
+    state_path = tmp_path / "state.json"
+    state_path.write_text(json.dumps(json.loads(state_path.read_text()) | {"config": "x"}))
+    with pytest.raises(ValueError, match=r"state\.json: its config must be a JSON object, got 'x'"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="env.mechanisms"):
         train_independent(make(["bounded_attack:A=1"], n_players=2), rounds=2, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="mode"):

@@ -73,9 +73,47 @@ def read_model_state(path: str | Path) -> dict[str, Any]:
     parts = ("format", "algo", "parameters", "variables", "counters")
     if not isinstance(state, dict) or any(part not in state for part in parts):
         raise ValueError(f"{path}: not a fedgames model file (it needs {', '.join(parts)})")
-    if state["format"] != MODEL_FORMAT:
+    if not isinstance(state["format"], int) or state["format"] != MODEL_FORMAT:
         raise ValueError(f"{path}: unknown model format {state['format']!r} (this fedgames reads {MODEL_FORMAT})")
+    _check_model_state(path, state)
     return state
+
+
+def _check_model_state(path: Path, state: Mapping[str, Any]) -> None:
+    """Each part of a model file of the type :func:`model_state` writes (``parameters``: state dicts; ``variables``:
+    tensors; ``counters``: integers in ``[0, 2**63)``), every floating tensor finite (``ValueError`` naming the file
+    and the part)."""
+
+    def refuse(part: str, expected: str) -> ValueError:
+        return ValueError(f"{path}: not a fedgames model file ({part} must be {expected})")
+
+    def check_finite(part: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{path}: {part} holds NaN or inf (the run diverged before this checkpoint)")
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                check_finite(f"{part}[{key!r}]", item)
+        elif isinstance(value, (list, tuple)):
+            for k, item in enumerate(value):
+                check_finite(f"{part}[{k}]", item)
+
+    if not isinstance(state["algo"], str):
+        raise refuse("algo", "a string")
+    if not isinstance(state["parameters"], Mapping) or not all(
+        isinstance(v, Mapping) for v in state["parameters"].values()
+    ):
+        raise refuse("parameters", "a mapping of state dicts")
+    variables = state["variables"]
+    if not isinstance(variables, Mapping) or not all(isinstance(v, torch.Tensor) for v in variables.values()):
+        raise refuse("variables", "a mapping of names to tensors")
+    counters = state["counters"]
+    if not isinstance(counters, Mapping) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in counters.values()
+    ):
+        raise refuse("counters", "a mapping of names to integers in [0, 2**63)")
+    check_finite("parameters", state["parameters"])
+    check_finite("variables", variables)
 
 
 def restore_model(model: BaseAlgorithm, state: Mapping[str, Any], source: str | Path) -> None:
@@ -151,6 +189,8 @@ class CheckpointStore:
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise ValueError(f"{self.state_path}: incomplete checkpoint state, no {', '.join(missing)}")
+        if not isinstance(state["config"], dict):
+            raise ValueError(f"{self.state_path}: its config must be a JSON object, got {state['config']!r:.100}")
         differing = resumable_differences(state["config"], self.config)
         if differing:
             raise ValueError(
