@@ -392,10 +392,6 @@ def test_config_mismatch_names_the_keys(tmp_path):
         train_independent(env, rounds=2, seed=1, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="algo_kwargs.learning_rate"):
         train_independent(env, rounds=2, checkpoint_dir=tmp_path, algo_kwargs={"learning_rate": 1e-3}, **TINY)
-    state_path = tmp_path / "state.json"
-    state_path.write_text(json.dumps(json.loads(state_path.read_text()) | {"config": "x"}))
-    with pytest.raises(ValueError, match=r"state\.json: its config must be a JSON object, got 'x'"):
-        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="env.mechanisms"):
         train_independent(make(["bounded_attack:A=1"], n_players=2), rounds=2, checkpoint_dir=tmp_path, **TINY)
     with pytest.raises(ValueError, match="mode"):
@@ -403,6 +399,10 @@ def test_config_mismatch_names_the_keys(tmp_path):
     # what only changes the output resumes: more logging is not another run
     resumed = train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, algo_kwargs={"verbose": 0}, **TINY)
     assert len(resumed.history) == 2
+    state_path = tmp_path / "state.json"
+    state_path.write_text(json.dumps(json.loads(state_path.read_text()) | {"config": "x"}))
+    with pytest.raises(ValueError, match=r"state\.json: its config must be a JSON object, got 'x'"):
+        train_independent(env, rounds=2, seed=0, checkpoint_dir=tmp_path, **TINY)
 
 
 def test_a_misspelt_hyperparameter_gets_a_did_you_mean():
