@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device
 from fedgames.envs.fedsgd.models import FemnistCNN
 from fedgames.envs.protocol import Protocol
-from fedgames.files import csv_text, json_text, write_atomic
+from fedgames.files import csv_text, json_text, remove_orphans_in, write_atomic
 from fedgames.mechanisms.side_payment import DeviationPayment
 
 
@@ -143,6 +144,8 @@ def reproduce(
         raise ValueError(f"checkpoint_minutes must be > 0 (inf: never), got {checkpoint_minutes}")
     budget = SCALES[scale] if isinstance(scale, str) else scale
     out = Path(out)
+    for folder in ("checkpoints", "runs"):  # what a save killed mid-write left (its file may never be written again)
+        remove_orphans_in(out / folder)
     device = str(resolve_device(device))
     game, in_a, test_x, test_y = build(budget, data_dir, device, seed, precision, compile)
     for run in range(budget.runs):
@@ -251,14 +254,21 @@ def _resume(
     continues its stream); ``None`` for none, or another job's."""
     if not checkpoint.exists():
         return None
-    record = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if [tuple(job) for job in record["jobs"]] != jobs or record["rounds"] != rounds:
-        return None
-    generator.set_state(record["generator"])
-    state = dict(record["state"])
-    if "paid" in state:  # saved before the payments went through the protocol: the same net payment at C = 1
-        state["payments"] = state.pop("paid") - state.pop("received")
-    return RunState.from_state_dict(state, device)
+    try:  # data only (weights_only: tensors and plain containers), whose shapes the run's own state checks
+        record = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if [tuple(job) for job in record["jobs"]] != jobs or record["rounds"] != rounds:
+            return None
+        state = dict(record["state"])
+        if "paid" in state:  # saved before the payments went through the protocol: the same net payment at C = 1
+            state["payments"] = state.pop("paid") - state.pop("received")
+        resumed = RunState.from_state_dict(state, device)
+        generator.set_state(record["generator"])
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{checkpoint}: not a checkpoint of this reproduction ({reason}); delete it to rerun its runs"
+        ) from None
+    return resumed
 
 
 def _read_run(path: Path) -> dict[str, Any]:
@@ -268,7 +278,32 @@ def _read_run(path: Path) -> dict[str, Any]:
     def number(value: Any) -> Any:
         return math.nan if value is None else [number(v) for v in value] if isinstance(value, list) else value
 
-    return {key: number(value) for key, value in json.loads(path.read_text()).items() if key != "non_finite"}
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: unreadable run record ({error}); delete it to rerun the run") from None
+    record = {key: number(value) for key, value in data.items()} if isinstance(data, dict) else None
+    if record is None or not _well_formed(record):
+        raise ValueError(
+            f"{path}: not a run record (an object with alpha_A, alpha_B, seed, diverged, test_loss, test_accuracy "
+            "and the clients' payment); delete it to rerun the run"
+        )
+    return {key: value for key, value in record.items() if key != "non_finite"}
+
+
+def _well_formed(record: dict[str, Any]) -> bool:
+    """Whether ``record`` has every field of a run record, of its type (numbers, a bool, a list of numbers)."""
+
+    def real(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    payments = [record.get(k) for k in (("payment",) if "payment" in record else ("paid", "received"))]
+    return (
+        all(real(record.get(k)) for k in ("alpha_A", "alpha_B", "test_loss", "test_accuracy"))
+        and isinstance(record.get("seed"), int)
+        and isinstance(record.get("diverged"), bool)
+        and all(isinstance(p, list) and p and all(real(v) for v in p) for p in payments)
+    )
 
 
 def _unit_payments(record: dict[str, Any]) -> np.ndarray:
@@ -303,10 +338,15 @@ def _mean_se(values: np.ndarray) -> tuple[list[float], list[float]]:
 
 def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: str | None) -> dict[str, Any]:
     """Curves with standard errors over runs, written as ``results.json``, CSVs and PNGs."""
-    records = {
-        (r["alpha_A"], r["alpha_B"], r["seed"]): r
-        for r in (_read_run(p) for p in sorted((out / "runs").glob("*.json")))
-    }
+    records = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        record = _read_run(path)
+        if len(_unit_payments(record)) != len(in_a):
+            raise ValueError(
+                f"{path}: a run of {len(_unit_payments(record))} clients, this reproduction has {len(in_a)}; "
+                "delete it to rerun the run"
+            )
+        records[record["alpha_A"], record["alpha_B"], record["seed"]] = record
 
     def curve(group: str, fixed: float, C: float) -> dict[str, Any]:
         members = in_a if group == "A" else ~in_a

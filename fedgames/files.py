@@ -68,6 +68,14 @@ def remove_orphan_temporaries(path: str | Path) -> None:
         orphan.unlink(missing_ok=True)
 
 
+def remove_orphans_in(folder: str | Path) -> None:
+    """Delete every temporary file an interrupted :func:`write_atomic` left in ``folder`` (``.NAME.*.tmp``), for a
+    folder that only its run writes (a file that is never written again would keep its orphan otherwise)."""
+    for orphan in Path(folder).glob(".*.tmp"):
+        if orphan.is_file():
+            orphan.unlink(missing_ok=True)
+
+
 def _finite_or_none(value: Any, path: str, non_finite: list[str]) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         non_finite.append(f"{path}: {value}")

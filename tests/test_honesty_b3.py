@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -165,6 +166,58 @@ def test_interrupted_seed_resumes_from_its_checkpoint_exactly(tmp_path, monkeypa
     assert not any((resumed / "checkpoints").iterdir())
     for run in sorted((reference / "runs").glob("*.json")):
         assert json.loads((resumed / "runs" / run.name).read_text()) == json.loads(run.read_text()), run.name
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"alpha_A": 0.0, "alpha_B"', "unreadable run record"),
+        ("[1, 2]", "not a run record"),
+        ("null", "not a run record"),
+        ("DROP test_loss", "not a run record"),
+        ('SET test_loss "x"', "not a run record"),
+        ("SET payment [1.0]", "a run of 1 clients, this reproduction has 6"),
+    ],
+)
+def test_a_corrupt_run_record_is_refused_by_name(micro, tmp_path, content, message):
+    """Audit of issue 17: a truncated, mistyped or incomplete run file in ``runs/`` was a traceback (AttributeError,
+    KeyError, TypeError, IndexError) or an error not naming the file; now a ValueError naming it."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(micro[0], out)
+    target = sorted((out / "runs").glob("*.json"))[0]
+    record = json.loads(target.read_text())
+    if content.startswith("DROP "):
+        record.pop(content.split()[1])
+        content = json.dumps(record)
+    elif content.startswith("SET "):
+        _, key, value = content.split(" ", 2)
+        content = json.dumps(record | {key: json.loads(value)})
+    target.write_text(content)
+    with pytest.raises(ValueError, match=f"{target.name}: .*{re.escape(message)}"):
+        reproduce(MICRO, out, progress=False)
+
+
+@pytest.mark.parametrize("content", [b"garbage", "LIST"])
+def test_a_corrupt_checkpoint_is_refused_by_name_and_orphans_are_removed(tmp_path, content):
+    """A seed's checkpoint that is not one (bytes that are no torch file, a list) was a traceback; now a ValueError
+    naming it. The temporary files a save killed mid-write left in checkpoints/ and runs/ are removed at the start
+    (a seed whose runs finish before its next save never writes its checkpoint again)."""
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "runs").mkdir()
+    orphans = [out / "checkpoints" / ".seed_0.pt.k3j2.tmp", out / "runs" / ".a0_b0_s0.json.zz.tmp"]
+    for orphan in orphans:
+        orphan.write_text("half")
+    checkpoint = out / "checkpoints" / "seed_0.pt"
+    if content == "LIST":
+        torch.save([1, 2], checkpoint)
+    else:
+        checkpoint.write_bytes(content)
+    with pytest.raises(ValueError, match=r"seed_0\.pt: not a checkpoint of this reproduction"):
+        reproduce(MICRO, out, progress=False)
+    assert not any(orphan.exists() for orphan in orphans)
 
 
 def test_checkpoint_interval_must_be_positive(tmp_path):
