@@ -26,13 +26,22 @@ from fedgames.files import json_text, write_atomic, written_files
 MANIFEST = "manifest.json"
 
 
+RESULT_SUFFIXES = (".json", ".md", ".csv", ".png")
+"""The kinds of file the commands write into an output folder (reports, tables, figures, the manifest)."""
+
+RESULT_FOLDERS = ("checkpoints", "runs")
+"""The folders they write there (training's and the reproductions' checkpoints, B.3's run records)."""
+
+
 def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     """``path`` if a run can write its files there: an existing folder, or one that can be created.
 
     Nothing is created; a probe file is written and removed in the folder, or in its nearest existing parent.
 
     Raises:
-        ValueError: naming ``option``: ``path`` is a file, lies under a file, or is not writable.
+        ValueError: naming ``option``: ``path`` is a file, lies under a file, or is not writable, or holds a
+            folder named like a result file (:data:`RESULT_SUFFIXES`) or a file named like a results folder
+            (:data:`RESULT_FOLDERS`), which the run would fail to write only after its work.
     """
     target = Path(path)
     existing = next(p for p in (target, *target.parents) if p.exists())  # "." or "/" at the latest
@@ -45,6 +54,12 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
         os.remove(probe)
     except OSError as error:
         raise ValueError(f"{option} {path}: cannot write in {existing} ({error.strerror or error})") from None
+    if existing == target:
+        for entry in target.iterdir():
+            if entry.is_dir() and entry.suffix in RESULT_SUFFIXES:
+                raise ValueError(f"{option} {path}: {entry.name} is a folder where a result file is written")
+            if entry.name in RESULT_FOLDERS and not entry.is_dir():
+                raise ValueError(f"{option} {path}: {entry.name} is a file where a folder of results is written")
     return target
 
 

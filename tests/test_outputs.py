@@ -81,6 +81,19 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
         assert line.startswith(f"fedgames: error: --out {out}: ")
         assert re.search(message, line)
     assert existing.read_text() == "not a folder"
+    # a folder where a result file goes, or a file where a folder of results goes (audit of issue 17)
+    for name, kind, message in [
+        ("report.json", "folder", "report.json is a folder where a result file is written"),
+        ("checkpoints", "file", "checkpoints is a file where a folder of results is written"),
+    ]:
+        out = tmp_path / f"blocked_{kind}"
+        out.mkdir()
+        if kind == "folder":
+            (out / name).mkdir()
+        else:
+            (out / name).write_text("x")
+        assert main([*command, "--out", str(out)]) == 2
+        assert one_line_error(capsys) == f"fedgames: error: --out {out}: {message}"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder")
