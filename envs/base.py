@@ -3,7 +3,7 @@ wrappers build on, per-instance spaces, and the rule that the outermost wrapper'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -106,6 +106,10 @@ def rounds_from_max_cycles(name: str, config: dict[str, Any], max_cycles: int | 
 
 def stack_actions(actions: dict[str, Any], agents: list[str], width: int) -> np.ndarray:
     """Turn ``{agent: action}`` into a ``(1, N, width)`` array, with clear errors for missing or malformed ones."""
+    if not isinstance(actions, Mapping):
+        raise ValueError(
+            f"actions must be a dict {{agent: action}} (PettingZoo's parallel API), got {type(actions).__name__}"
+        )
     missing = [a for a in agents if a not in actions]
     extra = [a for a in actions if a not in agents]
     if missing or extra:

@@ -105,6 +105,20 @@ def test_unknown_agent():
     env.step(honest(env))
 
 
+@pytest.mark.parametrize("env_id", ["mean_estimation_v0", "fedsgd_v0", "participation_v0"])
+@pytest.mark.parametrize("bad", [None, "list", "tuple"])
+def test_actions_that_are_not_a_dict_are_refused(env_id, bad):
+    """Audit of issue 17: ``step(None)`` was a TypeError about iterating None, a list of actions an ambiguous
+    truth-value error; PettingZoo's parallel API takes ``{agent: action}``."""
+    env = fedgames.make(env_id, **({"objective": "quadratic"} if env_id == "fedsgd_v0" else {}))
+    env.reset(seed=0)
+    rows = [env.action_space(a).sample() for a in env.possible_agents]
+    actions = {"list": rows, "tuple": tuple(rows), None: None}[bad]
+    with pytest.raises(ValueError, match=f"actions must be a dict {{agent: action}} .*got {type(actions).__name__}"):
+        env.step(actions)
+    env.step(dict(zip(env.possible_agents, rows)))  # still usable
+
+
 @pytest.mark.parametrize("alpha", [1.6, 2.0, 5.0])
 def test_alpha_above_bounded_attack(alpha):
     env = make(["bounded_attack:A=1.5", "side_payment:C=0.5"])
