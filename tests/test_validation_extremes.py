@@ -116,6 +116,20 @@ def test_a_billion_players_is_refused_at_once_with_the_estimate():
     assert time.perf_counter() - start < 1.0
 
 
+@pytest.mark.parametrize(("objective", "features"), [("quadratic", 2), ("cnn", 784)])
+def test_generated_fedsgd_data_beyond_the_memory_budget_is_refused_at_make(monkeypatch, objective, features):
+    """Audit of issue 17: ``samples_per_client=3e8`` (quadratic) was OOM-killed after 60 s and ``1e12`` asked
+    torch for 32 TB; the data's size, about ``2 (4 features + 32)`` bytes a sample, is checked when the env is made,
+    with the estimate in the message. Data that fits is made."""
+    monkeypatch.setattr("fedgames.memory.memory_budget", lambda: 2**20)  # 1 MiB
+    fits = 2**20 // (3 * 2 * (4 * features + 32))
+    fedgames.make("fedsgd_v0", objective=objective, n_players=3, samples_per_client=fits, rounds=1, lr="constant")
+    with pytest.raises(
+        ValueError, match=rf"fedsgd_v0's {objective} data \(n_players=3 x samples_per_client=.*needs about"
+    ):
+        fedgames.make("fedsgd_v0", objective=objective, n_players=3, samples_per_client=fits + 1, lr="constant")
+
+
 def test_batches_beyond_the_memory_budget_are_split_or_refused(monkeypatch):
     """Issue 17.4: ``n_players=1000`` played 65,536 episodes at once (1.95 GiB in one array, more in all). With a
     budget of 1 GiB the default batch is lowered to what fits, and a given batch_size beyond it is refused with the

@@ -18,6 +18,7 @@ from fedgames.envs.config import players as player_slots
 from fedgames.envs.fedsgd.byzantine import AttackSpec, ByzantineClients
 from fedgames.envs.fedsgd.engine import PRECISIONS, compile_mode, resolve_device
 from fedgames.errors import did_you_mean
+from fedgames.memory import check_fits
 from fedgames.validation import integer, real
 
 OBJECTIVES = ("quadratic", "logistic", "cnn")
@@ -164,6 +165,13 @@ class FedSGDConfig(GameConfig):
             )
         if self.attackers:
             ByzantineClients(self.attackers, self.n_players, self.active or self.n_players)
+        features = SAMPLE_FEATURES.get(self.objective) if self.data_dir is None else None
+        if features is not None:  # generated data: its size follows samples_per_client (digits and LEAF are fixed)
+            check_fits(
+                f"fedsgd_v0's {self.objective} data (n_players={self.n_players} x samples_per_client="
+                f"{self.samples_per_client})",
+                self.n_players * self.samples_per_client * 2 * (4 * features + 32),
+            )
 
     @property
     def attackers(self) -> dict[int, AttackSpec]:
@@ -179,6 +187,12 @@ class FedSGDConfig(GameConfig):
     def n_agents(self) -> int:
         """The players that act (``n_players`` less the attackers): ``len(possible_agents)``."""
         return self.n_players - len(self.byzantine or {})
+
+
+SAMPLE_FEATURES = {"quadratic": 2, "cnn": 28 * 28}
+"""Float32 features of one generated training sample (the quadratic's noise, a synthetic FEMNIST image): the data
+of ``n_players * samples_per_client`` samples takes about twice ``4 features + 32`` bytes each at its peak (the
+samples with their labels and writer indices, and the padded per-client copy)."""
 
 
 def simulator_settings(**settings: Any) -> dict[str, Any]:
