@@ -9,6 +9,7 @@ from typing import Any
 from pettingzoo import ParallelEnv
 
 from fedgames.arrays import squared_distance, standard_normal
+from fedgames.envs.config import SCALE_MAX
 from fedgames.envs.protocol import Protocol, Responder
 from fedgames.mechanisms.base import Mechanism
 from fedgames.validation import real
@@ -26,13 +27,15 @@ class NoisyResponse(Mechanism):
 
     Args:
         env: a fedgames parallel env.
-        C: noise weight, ``C >= 0``.
+        C: noise weight, ``0 <= C <= 1e15`` (:data:`~fedgames.envs.config.SCALE_MAX`: a noise ``sqrt(C)`` times
+            the deviation is added to the response and the player's correction takes it off again, so far larger
+            weights leave the estimate only float64 rounding, a silently wrong number, not a non-finite one).
     """
 
     id = "noisy_response"
 
     def __init__(self, env: ParallelEnv, C: float) -> None:
-        self.C = real("noisy_response: C", C)
+        self.C = real("noisy_response: C", C, 0.0, SCALE_MAX)
         super().__init__(env)
 
     def apply(self, protocol: Protocol) -> Protocol:

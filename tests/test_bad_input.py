@@ -227,6 +227,7 @@ BAD_SPECS = [
     pytest.param(["bounded_attack"], r"bounded_attack.*\['A'\]", id="missing-A"),
     pytest.param(["side_payment:C=-0.1"], r"side_payment.*C", id="negative-C"),
     pytest.param(["noisy_response:C=-1"], r"noisy_response.*C", id="negative-C-noisy"),
+    pytest.param(["noisy_response:C=1e100"], r"noisy_response: C .*\[0, 1e\+15\], got 1e\+100", id="huge-C-noisy"),
     pytest.param(["side_payment:C=nan"], r"side_payment.*C", id="nan-C"),
     pytest.param(["side_payment:C=1,balanced=yes"], r"balanced", id="balanced-not-bool"),
     pytest.param(["bounded_attack:A=5.5"], r"bounded_attack.*A.*\[0, 5\]", id="A-above-alpha_max"),
