@@ -263,3 +263,16 @@ def test_bad_tolerances_name_the_parameter(bad):
     with pytest.raises(ValueError, match="tolerance"):
         parse_tolerance(bad)
     assert parse_tolerance("1%") == (0.01, True) and parse_tolerance(0.005) == (0.005, False)
+
+
+def test_a_grid_beyond_a_million_points_is_refused_before_any_work():
+    """Audit of issue 17: ``--grid-points 100000`` over (alpha, beta) asked for a first grid of 1e10 points and
+    filled 12 GB building its cells before playing any; a grid (or a refinement budget) past
+    ``MAX_GRID_POINTS`` is refused when the oracle is made."""
+    from fedgames.train.oracles import MAX_GRID_POINTS
+
+    assert GridOracle(components=("alpha", "beta"), points=1000).max_points == MAX_GRID_POINTS == 1_000_000
+    with pytest.raises(ValueError, match=r"points=100000 over 2 component\(s\) makes a first grid of 1e\+10 points"):
+        GridOracle(components=("alpha", "beta"), points=100_000)
+    with pytest.raises(ValueError, match=r"\(max_points=1000001\); at most 1,000,000 points"):
+        GridOracle(components=("alpha",), points=10, max_points=MAX_GRID_POINTS + 1)

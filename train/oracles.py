@@ -315,6 +315,12 @@ def _beside(own: BaseCallback, callback: MaybeCallback) -> BaseCallback:
     return CallbackList([own, *(c if isinstance(c, BaseCallback) else ConvertCallback(c) for c in extra)])
 
 
+MAX_GRID_POINTS = 1_000_000
+"""The most points a grid search plays (its first grid and the refinement's): each is a simulation of
+``episodes`` episodes, so a million of them is already hours of play; a larger grid is refused before any work
+(``--grid-points 100000`` over two components asked for 1e10 and filled 12 GB building its cells)."""
+
+
 class GridOracle:
     """Best reply over observation-independent strategies on a grid of a few action components (in a multi-round
     game: the same action in every round, e.g. a constant alpha schedule in ``fedsgd_v0``), refined by branch and
@@ -390,6 +396,13 @@ class GridOracle:
         self.components, self.points, self.episodes = tuple(components), points, episodes
         self.refine, self.lipschitz, self.level = refine, lipschitz, level
         first = points ** len(self.components)
+        budget = first if max_points is None else max(first, integer("max_points", max_points, 1))
+        if budget > MAX_GRID_POINTS:
+            raise ValueError(
+                f"points={points} over {len(self.components)} component(s) makes a first grid of {first:.3g} points"
+                + ("" if max_points is None else f" (max_points={max_points})")
+                + f"; at most {MAX_GRID_POINTS:,} points are played (each with {episodes} episodes)"
+            )
         self.max_points = max(1_000, first) if max_points is None else integer("max_points", max_points, first)
         self.levels = None if levels is None else {c: [float(v) for v in levels[c]] for c in self.components}
 
