@@ -447,7 +447,29 @@ REPRODUCTIONS = {
 """The participation game's reproductions (``fedgames reproduce NAME``); ``honesty-b3`` is :func:`cmd_reproduce`'s."""
 
 
+B3_OPTIONS = {
+    "scale": "tiny",
+    "data_dir": None,
+    "device": "auto",
+    "precision": "tf32",
+    "compile": False,
+    "checkpoint_minutes": 5.0,
+}
+"""``reproduce``'s options that only honesty-b3 reads, with their defaults."""
+
+
+def _check_reproduce_options(args: argparse.Namespace) -> None:
+    """An option the chosen experiment does not read is refused (it would be ignored silently)."""
+    given = [name for name, default in B3_OPTIONS.items() if getattr(args, name) != default]
+    if args.experiment != "honesty-b3" and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"reproduce {args.experiment} does not read {flags} (honesty-b3's options)")
+    if args.experiment != "domino" and args.permanent_exit:
+        raise ValueError(f"reproduce {args.experiment} does not read --permanent-exit (domino's option)")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    _check_reproduce_options(args)
     if args.experiment in REPRODUCTIONS:
         return REPRODUCTIONS[args.experiment](args)
     from fedgames.envs.fedsgd.game import resolve_device

@@ -219,6 +219,30 @@ def test_another_runtime_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
         main(SIMULATE)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["domino", "--scale", "paper", "--device", "tpu"],
+            "reproduce domino does not read --scale, --device (honesty-b3's options)",
+        ),
+        (
+            ["retention-map", "--data-dir", "/x"],
+            "reproduce retention-map does not read --data-dir (honesty-b3's options)",
+        ),
+        (["hysteresis", "--permanent-exit"], "reproduce hysteresis does not read --permanent-exit (domino's option)"),
+    ],
+)
+def test_an_option_the_reproduction_does_not_read_is_refused(tmp_path, capsys, monkeypatch, options, message):
+    """Audit of issue 17: ``reproduce domino --device tpu --data-dir /nonexistent`` ran to the end, the options
+    ignored; now refused before any work."""
+    import fedgames.eval.domino
+
+    monkeypatch.setattr(fedgames.eval.domino, "reproduce", lambda *a, **k: pytest.fail("the computation started"))
+    assert main(["reproduce", *options, "--out", str(tmp_path / "out")]) == 2
+    assert one_line_error(capsys) == f"fedgames: error: {message}"
+
+
 def test_an_env_id_that_is_not_a_string_is_a_type_error():
     import fedgames
 
