@@ -390,13 +390,21 @@ def test_the_env_theory_best_response_takes_its_bounds_from_the_action_space():
     assert reply[0] == 2.0 and abs(reply[2]) == 0.7
 
 
-@pytest.mark.parametrize(("B", "alpha_slopes"), [([1.0, -2.0, 2.0], (1.0, 1.36)), ([0.0, 2.0, -2.0], (0.64, 1.0))])
-def test_own_payoff_slope_range_finds_the_vertex_inside_the_cell(B, alpha_slopes):
-    """``d/d alpha = 2 alpha B(beta)`` over alpha = 1, beta in [0.2, 0.6], by hand: B's vertex at beta = 1/2 is
-    inside, where B = 1/2 is the smallest (convex B) or the largest (concave B) value; the other end of the range
-    is at beta = 0.2: B = 0.68, the largest (convex), or 0.32, the smallest (concave)."""
+@pytest.mark.parametrize(
+    ("B", "cell", "alpha_slopes"),
+    [
+        ([1.0, -2.0, 2.0], (0.2, 0.6), (1.0, 1.36)),
+        ([0.0, 2.0, -2.0], (0.2, 0.6), (0.64, 1.0)),
+        ([1.0, -2.0, 2.0], (0.4, 0.6), (1.0, 1.04)),
+    ],
+)
+def test_own_payoff_slope_range_finds_the_vertex_inside_the_cell(B, cell, alpha_slopes):
+    """``d/d alpha = 2 alpha B(beta)`` at alpha = 1, by hand: B's vertex at beta = 1/2 is inside the cell, where
+    B = 1/2 is the smallest (convex B) or the largest (concave B) value; the other end of the range is at an end of
+    the cell: over [0.2, 0.6] at beta = 0.2, B = 0.68 (convex) or 0.32 (concave); over [0.4, 0.6] B = 0.52 at
+    both ends (convex)."""
     own = OwnPayoff(np.zeros(3), np.array(B))
-    smallest, largest = own.slope_range(np.array([1.0, 0.2]), np.array([1.0, 0.6]))
+    smallest, largest = own.slope_range(np.array([1.0, cell[0]]), np.array([1.0, cell[1]]))
     assert (smallest[0], largest[0]) == pytest.approx(alpha_slopes, abs=1e-12)
 
 
