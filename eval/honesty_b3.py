@@ -42,6 +42,7 @@ from fedgames.envs.fedsgd.data import load_leaf_femnist, synthetic_femnist
 from fedgames.envs.fedsgd.game import ClientData, FedSGDGame, RunState, resolve_device
 from fedgames.envs.fedsgd.models import FemnistCNN
 from fedgames.envs.protocol import Protocol
+from fedgames.errors import first_line
 from fedgames.files import csv_text, json_text, remove_orphans_in, write_atomic
 from fedgames.mechanisms.side_payment import DeviationPayment
 
@@ -264,9 +265,8 @@ def _resume(
         resumed = RunState.from_state_dict(state, device)
         generator.set_state(record["generator"])
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{checkpoint}: not a checkpoint of this reproduction ({reason}); delete it to rerun its runs"
+            f"{checkpoint}: not a checkpoint of this reproduction ({first_line(error)}); delete it to rerun its runs"
         ) from None
     return resumed
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import fedgames
-from fedgames.errors import did_you_mean
+from fedgames.errors import did_you_mean, first_line
 from fedgames.parsing import parse_assignments, unique_keys
 from fedgames.registry import module_id
 from fedgames.text import shown, strategy_text
@@ -756,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MemoryError, RuntimeError) as error:  # what an allocation too large for the machine raises
         if args.debug or not _out_of_memory(error):
             raise
-        print(f"fedgames: error: out of memory ({_first_line(error)}): use a smaller configuration", file=sys.stderr)
+        print(f"fedgames: error: out of memory ({first_line(error)}): use a smaller configuration", file=sys.stderr)
         return 2
 
 
@@ -765,11 +765,6 @@ def _out_of_memory(error: BaseException) -> bool:
     allocate memory", CUDA: "out of memory")."""
     text = str(error).lower()
     return isinstance(error, MemoryError) or "can't allocate memory" in text or "out of memory" in text
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -15,3 +15,9 @@ def did_you_mean(name: str, choices: Iterable[str], shown: Mapping[str, str] | N
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(shown[folded[c]]) for c in close) + "?"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name where it has none), for a one-line report."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -23,6 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.utils import get_device
 
+from fedgames.errors import first_line
 from fedgames.files import json_text, write_atomic
 from fedgames.train.results import RoundRecord
 from fedgames.train.run_config import resumable_differences
@@ -68,8 +69,7 @@ def read_model_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: not a fedgames model file ({reason})") from None
+        raise ValueError(f"{path}: not a fedgames model file ({first_line(error)})") from None
     parts = ("format", "algo", "parameters", "variables", "counters")
     if not isinstance(state, dict) or any(part not in state for part in parts):
         raise ValueError(f"{path}: not a fedgames model file (it needs {', '.join(parts)})")
