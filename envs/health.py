@@ -12,7 +12,7 @@ check, training) count diverged episodes and leave them out of their means.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -131,16 +131,21 @@ class Health:
         return summary_note(self.summary())
 
 
+def first_quantities_text(first_quantity: Mapping[str, int]) -> str:
+    """``{"loss": 12, "reward": 3}`` (a :meth:`Health.summary`'s ``first_quantity``) as ``loss in 12, reward in 3``."""
+    return ", ".join(f"{q} in {n}" for q, n in first_quantity.items())
+
+
 def summary_note(summary: dict[str, Any]) -> str | None:
     """The one-line note of a :meth:`Health.summary` (what a report keeps): how many of how many episodes diverged,
     through which quantity first and from which round, left out of the means; ``None`` where none diverged."""
     if not summary["diverged"]:
         return None
-    through = ", ".join(f"{q} in {n}" for q, n in summary["first_quantity"].items())
+    through = first_quantities_text(summary["first_quantity"])
     return (
         f"{summary['diverged']} of {summary['episodes']} episodes diverged (a non-finite value first: {through}; "
         f"earliest in round {summary['earliest_round']}) and are left out of the means"
     )
 
 
-__all__ = ["QUANTITIES", "Health", "nonfinite_rows", "summary_note"]
+__all__ = ["QUANTITIES", "Health", "first_quantities_text", "nonfinite_rows", "summary_note"]

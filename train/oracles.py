@@ -33,7 +33,7 @@ from fedgames.agents.policy import Policy
 from fedgames.agents.rollout import simulate
 from fedgames.agents.scripted import ConstantPolicy
 from fedgames.envs.batch import episode_batch, horizon, learner_games, resolve_batch_size
-from fedgames.envs.health import Health
+from fedgames.envs.health import Health, first_quantities_text
 from fedgames.errors import did_you_mean
 from fedgames.train.best_response_env import BestResponseVecEnv
 from fedgames.train.grid_cells import Cell, SlopeRange, anchored_point, initial_cells
@@ -647,7 +647,7 @@ def _grid_notes(diverged: Mapping[str, Any], points: int) -> list[str]:
     if not diverged["pairs_left_out"]:
         return []
     episodes = diverged["episodes_per_point"]
-    through = ", ".join(f"{q} in {n}" for q, n in diverged["first_quantity"].items())
+    through = first_quantities_text(diverged["first_quantity"])
     notes = [
         f"grid: at {diverged['points_with_diverged']} of {points} points some of the {episodes} paired episodes "
         f"diverged ({diverged['pairs_left_out']} pairs in all; a non-finite value first, in the point's or else the "
