@@ -455,7 +455,7 @@ B3_OPTIONS = {
     "compile": False,
     "checkpoint_minutes": 5.0,
 }
-"""``reproduce``'s options that only honesty-b3 reads, with their defaults."""
+"""``reproduce``'s options that only honesty-b3 reads, with their defaults (the parser's; ``--data-dir`` has none)."""
 
 
 def _check_reproduce_options(args: argparse.Namespace) -> None:
@@ -602,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
         "states and the domino threshold; hysteresis: [G] Fig. 2, paths from several starts and a "
         "cost swept up then down",
     )
-    repro.add_argument("--scale", choices=["tiny", "small", "paper"], default="tiny", help="honesty-b3's budget")
+    repro.add_argument(
+        "--scale", choices=["tiny", "small", "paper"], default=B3_OPTIONS["scale"], help="honesty-b3's budget"
+    )
     repro.add_argument(
         "--permanent-exit",
         action="store_true",
@@ -610,11 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repro.add_argument("--out", required=True, help="results folder (rerun to resume)")
     repro.add_argument("--data-dir", help="a LEAF FEMNIST folder (default: synthetic FEMNIST-like writers)")
-    repro.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    repro.add_argument("--device", default=B3_OPTIONS["device"], help="auto (CUDA when available), cpu or cuda")
     repro.add_argument(
         "--precision",
         choices=["float32", "tf32", "bfloat16"],
-        default="tf32",
+        default=B3_OPTIONS["precision"],
         help="tf32 (default): float32 with TF32 tensor cores on CUDA, float32 on a CPU; float32: IEEE "
         "float32 throughout; bfloat16: client gradients under bf16 autocast (the GPU's fastest)",
     )
@@ -622,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         nargs="?",
         const="default",
-        default=False,
+        default=B3_OPTIONS["compile"],
         metavar="MODE",
         help="torch.compile the client gradients, optionally in a torch.compile mode (default, "
         "max-autotune, ...): a one-off compilation, then fused GPU kernels",
@@ -630,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument(
         "--checkpoint-minutes",
         type=float,
-        default=5.0,
+        default=B3_OPTIONS["checkpoint_minutes"],
         help="save the runs in progress this often (DIR/checkpoints; a rerun resumes from there)",
     )
     repro.add_argument("--seed", type=_seed, default=0)
