@@ -271,9 +271,10 @@ def _resume(
     return resumed
 
 
-def _read_run(path: Path) -> dict[str, Any]:
+def _read_run(path: Path, n_clients: int) -> dict[str, Any]:
     """A run record as :func:`fedgames.files.json_text` wrote it, with each ``null`` (a non-finite number of a
-    diverged run) back as NaN."""
+    diverged run) back as NaN (``ValueError`` naming the file where it is not one, or of another number of
+    clients)."""
 
     def number(value: Any) -> Any:
         return math.nan if value is None else [number(v) for v in value] if isinstance(value, list) else value
@@ -287,6 +288,11 @@ def _read_run(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"{path}: not a run record (an object with alpha_A, alpha_B, seed, diverged, test_loss, test_accuracy "
             "and the clients' payment); delete it to rerun the run"
+        )
+    clients = len(_unit_payments(record))
+    if clients != n_clients:
+        raise ValueError(
+            f"{path}: a run of {clients} clients, this reproduction has {n_clients}; delete it to rerun the run"
         )
     return {key: value for key, value in record.items() if key != "non_finite"}
 
@@ -338,15 +344,10 @@ def _mean_se(values: np.ndarray) -> tuple[list[float], list[float]]:
 
 def summarize(out: Path, scale: Scale, in_a: np.ndarray, seed: int, data_dir: str | None) -> dict[str, Any]:
     """Curves with standard errors over runs, written as ``results.json``, CSVs and PNGs."""
-    records = {}
-    for path in sorted((out / "runs").glob("*.json")):
-        record = _read_run(path)
-        if len(_unit_payments(record)) != len(in_a):
-            raise ValueError(
-                f"{path}: a run of {len(_unit_payments(record))} clients, this reproduction has {len(in_a)}; "
-                "delete it to rerun the run"
-            )
-        records[record["alpha_A"], record["alpha_B"], record["seed"]] = record
+    records = {
+        (r["alpha_A"], r["alpha_B"], r["seed"]): r
+        for r in (_read_run(p, len(in_a)) for p in sorted((out / "runs").glob("*.json")))
+    }
 
     def curve(group: str, fixed: float, C: float) -> dict[str, Any]:
         members = in_a if group == "A" else ~in_a
