@@ -73,11 +73,16 @@ class Row:
         return bool(abs(self.z) < AGREEMENT_Z) or self.within_rounding
 
 
+def rounding_threshold(rows: list[Row]) -> float:
+    """:data:`ROUNDING` times the largest prediction among ``rows``: a prediction no larger is 0 up to rounding."""
+    return ROUNDING * max((abs(r.predicted) for r in rows), default=0.0)
+
+
 def rounding_floors(rows: list[Row]) -> list[Row]:
-    """``rows`` with :attr:`Row.rounding` set on those whose prediction is 0 up to rounding: within
-    :data:`ROUNDING` of the largest prediction among them."""
-    scale = ROUNDING * max((abs(r.predicted) for r in rows), default=0.0)
-    return [replace(r, rounding=scale) if abs(r.predicted) <= scale else r for r in rows]
+    """``rows`` with :attr:`Row.rounding` set on those whose prediction is 0 up to rounding
+    (:func:`rounding_threshold`)."""
+    threshold = rounding_threshold(rows)
+    return [replace(r, rounding=threshold) if abs(r.predicted) <= threshold else r for r in rows]
 
 
 @dataclass
@@ -119,10 +124,9 @@ class AgreementReport:
         return all(row.agrees for row in self.rows)
 
     def _zero_like(self, row: Row) -> bool:
-        """Whether ``row`` predicts 0 up to rounding (:data:`ROUNDING` of the largest prediction), where an error
-        relative to the prediction means nothing."""
-        scale = max((abs(r.predicted) for r in self.rows), default=0.0)
-        return abs(row.predicted) <= ROUNDING * scale
+        """Whether ``row`` predicts 0 up to rounding (:func:`rounding_threshold`), where an error relative to the
+        prediction means nothing."""
+        return abs(row.predicted) <= rounding_threshold(self.rows)
 
     def _estimated(self) -> list[Row]:
         return [r for r in self.rows if r.estimated]
